@@ -1,0 +1,156 @@
+"""OpenAI chunk decoders and request bodies (llm-streaming.md §A.1)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ttft_exporter.errors import FailureReason, ProbeFailure
+from ttft_exporter.probes.base import StreamItem, Usage
+from ttft_exporter.probes.openai import (
+    ChatDecoder,
+    CompletionsDecoder,
+    build_chat_request,
+    build_completions_request,
+)
+from ttft_exporter.probes.sse import SSEEvent
+from tests.conftest import make_target
+
+
+def chat(delta: dict[str, object], **extra: object) -> SSEEvent:
+    obj = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+        "usage": None,
+        **extra,
+    }
+    return SSEEvent(json.dumps(obj))
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (chat({"role": "assistant", "content": ""}), StreamItem()),
+        (chat({"role": "assistant"}), StreamItem()),
+        (chat({}), StreamItem()),
+        (chat({"content": "Hi"}), StreamItem(text="Hi")),
+        (chat({"content": None, "refusal": "No."}), StreamItem(text="No.")),
+        (chat({"reasoning": "hmm"}), StreamItem(reasoning="hmm")),
+        (chat({"reasoning_content": "hmm"}), StreamItem(reasoning="hmm")),
+        (chat({"content": "x"}, obfuscation="padding-not-content"), StreamItem(text="x")),
+        (SSEEvent("[DONE]"), StreamItem(done=True)),
+    ],
+    ids=[
+        "role-only-empty",
+        "role-only",
+        "empty-delta",
+        "content",
+        "refusal",
+        "reasoning",
+        "reasoning_content",
+        "obfuscation-ignored",
+        "done",
+    ],
+)
+def test_chat_decoder(event: SSEEvent, expected: StreamItem) -> None:
+    assert ChatDecoder().decode(event) == expected
+
+
+def test_usage_only_chunk_has_no_choices_and_no_text() -> None:
+    event = SSEEvent(
+        json.dumps(
+            {
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 7,
+                    "completion_tokens": 40,
+                    "total_tokens": 47,
+                    "completion_tokens_details": {"reasoning_tokens": 12},
+                },
+            }
+        )
+    )
+    item = ChatDecoder().decode(event)
+    assert item == StreamItem(usage=Usage(input_tokens=7, output_tokens=40, reasoning_tokens=12))
+
+
+def test_finish_reason_kept() -> None:
+    event = SSEEvent(json.dumps({"choices": [{"delta": {}, "finish_reason": "length"}]}))
+    item = ChatDecoder().decode(event)
+    assert item is not None and item.finish_reason == "length" and not item.text
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"error": {"message": "boom", "type": "server_error", "code": 500}},
+        {"error": {"message": "bad", "http_status_code": 422}},
+        {"error": "plain string error"},
+    ],
+    ids=["openai-vllm", "tgi", "string"],
+)
+def test_error_payload_is_stream_error(payload: dict[str, object]) -> None:
+    with pytest.raises(ProbeFailure) as info:
+        ChatDecoder().decode(SSEEvent(json.dumps(payload)))
+    assert info.value.reason is FailureReason.STREAM_ERROR
+
+
+@pytest.mark.parametrize(
+    "data",
+    ['{"choices": [', "not json", "[1, 2]", '{"choices": "x"}', '{"choices": [1]}'],
+    ids=["truncated", "text", "array", "choices-string", "choices-ints"],
+)
+def test_malformed_is_protocol(data: str) -> None:
+    with pytest.raises(ProbeFailure) as info:
+        ChatDecoder().decode(SSEEvent(data))
+    assert info.value.reason is FailureReason.PROTOCOL
+
+
+def test_completions_decoder_text_and_usage() -> None:
+    decoder = CompletionsDecoder()
+    item = decoder.decode(SSEEvent('{"choices":[{"index":0,"text":" once","finish_reason":null}]}'))
+    assert item == StreamItem(text=" once")
+    usage = decoder.decode(SSEEvent('{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}'))
+    assert usage == StreamItem(usage=Usage(input_tokens=3, output_tokens=9))
+
+
+def test_chat_request_body_with_nonce_and_usage_options() -> None:
+    target = make_target(url="http://h:1/v1", prompt="Say hi", max_tokens=12, continuous_usage_stats=True)
+    request = build_chat_request(target, "[probe abc]")  # type: ignore[arg-type]
+    body = json.loads(request.body)
+    assert request.url == "http://h:1/v1/chat/completions"
+    assert body == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "[probe abc] Say hi"}],
+        "stream": True,
+        "max_tokens": 12,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+
+
+def test_chat_request_messages_nonce_first_and_extra_body() -> None:
+    target = make_target(
+        url="http://h:1/v1/chat/completions",
+        prompt=None,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        include_usage=False,
+        extra_body={"ignore_eos": True, "temperature": 0},
+    )
+    body = json.loads(build_chat_request(target, "[n]").body)  # type: ignore[arg-type]
+    assert body["messages"][0]["content"] == "[n] Be brief."
+    assert body["messages"][1]["content"] == "Hi"
+    assert "stream_options" not in body
+    assert body["ignore_eos"] is True and body["temperature"] == 0
+
+
+def test_completions_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_KEY", "k-123")
+    target = make_target(
+        protocol="openai-completions", url="http://h:1/v1", prompt="Once", api_key_env="TEST_KEY"
+    )
+    request = build_completions_request(target, None)  # type: ignore[arg-type]
+    assert request.url == "http://h:1/v1/completions"
+    assert request.headers["Authorization"] == "Bearer k-123"
+    assert json.loads(request.body)["prompt"] == "Once"

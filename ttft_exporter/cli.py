@@ -1,0 +1,191 @@
+"""Command line: `ttft-exporter [run|demo|config-schema]` with Prometheus-style dotted
+flags. `main()` only exits with what `run()` returns, so every exit path is testable."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from ttft_exporter import __version__
+from ttft_exporter.config import Config
+from ttft_exporter.durations import parse_duration
+from ttft_exporter.errors import ConfigError
+from ttft_exporter.logs import fields, setup_logging
+from ttft_exporter.server import (
+    EXPORTER,
+    ExporterState,
+    create_app,
+    load_state,
+    reload_config,
+)
+
+__all__ = ["DEFAULT_LISTEN", "build_parser", "main", "run"]
+
+log = logging.getLogger("ttft_exporter")
+
+# Outside 9100-9999, which the Prometheus default port allocations list has filled.
+DEFAULT_PORT = 10099
+DEFAULT_LISTEN = f":{DEFAULT_PORT}"
+COMMANDS = ("run", "demo", "config-schema")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also the source of the README's flag table)."""
+    parser = argparse.ArgumentParser(
+        prog="ttft-exporter",
+        description=(
+            "Probe LLM endpoints with streaming requests and export TTFT and friends to Prometheus."
+        ),
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="run",
+        choices=COMMANDS,
+        help=(
+            "run (default): the exporter; demo: simulator + exporter; "
+            "config-schema: print the config JSON Schema"
+        ),
+    )
+    parser.add_argument(
+        "--config.file",
+        dest="config_file",
+        default="ttft.yml",
+        help="configuration file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--config.check",
+        dest="config_check",
+        action="store_true",
+        help="validate the configuration file and exit 0 or 1",
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        default=DEFAULT_LISTEN,
+        help="address to serve on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=("debug", "info", "warn", "error"),
+    )
+    parser.add_argument(
+        "--log.format", dest="log_format", default="logfmt", choices=("logfmt", "json")
+    )
+    parser.add_argument(
+        "--probe.timeout-offset",
+        dest="timeout_offset",
+        default="0.5s",
+        help="subtracted from Prometheus' scrape timeout for /probe (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--history.limit",
+        dest="history_limit",
+        type=int,
+        default=100,
+        help="recent probes kept for the index page (default: %(default)s)",
+    )
+    parser.add_argument("--version", action="version", version=f"ttft-exporter {__version__}")
+    return parser
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    """`host:port` or `:port` (all interfaces) into a host and a port."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"invalid listen address {address!r}: want host:port or :port")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - Prometheus' default, as flags say
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging("warning" if args.log_level == "warn" else args.log_level, args.log_format)
+    if args.command == "config-schema":
+        print(json.dumps(Config.model_json_schema(mode="validation"), indent=2))
+        return 0
+    try:
+        host, port = parse_listen(args.listen)
+        timeout_offset = parse_duration(args.timeout_offset)
+    except ValueError as exc:
+        print(f"ttft-exporter: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "demo":
+        from ttft_exporter.demo import run_demo
+
+        return run_demo(host if args.listen != DEFAULT_LISTEN else "127.0.0.1", port)
+    try:
+        state = load_state(
+            Path(args.config_file),
+            timeout_offset=timeout_offset,
+            history_limit=args.history_limit,
+        )
+    except ConfigError as exc:
+        print(f"ttft-exporter: {exc}", file=sys.stderr)
+        return 1
+    if args.config_check:
+        print(f"config file {args.config_file} is ok: {len(state.holder.config.targets)} targets")
+        return 0
+    return serve(state, host, port)
+
+
+async def _signals(app: web.Application) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    state = app[EXPORTER]
+    pending: set[asyncio.Task[object]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(reload_config(state))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    yield
+    loop.remove_signal_handler(signal.SIGHUP)
+    for task in pending:
+        task.cancel()
+
+
+def serve(state: ExporterState, host: str, port: int) -> int:
+    """Serve until SIGTERM/SIGINT, draining background work on the way out."""
+    app = create_app(state)
+    app.cleanup_ctx.append(_signals)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    log.info(
+        "serving",
+        extra=fields(
+            version=__version__,
+            metrics=f"http://{shown}:{port}/metrics",
+            config=str(state.holder.path),
+        ),
+    )
+    print(
+        f"ttft-exporter {__version__}: metrics at http://{shown}:{port}/metrics",
+        file=sys.stderr,
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+        shutdown_timeout=5.0,
+    )
+    return 0
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

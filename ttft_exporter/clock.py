@@ -1,0 +1,30 @@
+"""Clocks: a monotonic one for every interval, a wall one only for timestamps."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+__all__ = ["Clock", "SystemClock"]
+
+
+class Clock(Protocol):
+    """What measurement code needs from time; injectable so tests can fake it."""
+
+    def monotonic_ns(self) -> int:
+        """Monotonic nanoseconds, for every duration."""
+        ...
+
+    def wall(self) -> float:
+        """Unix seconds, only for `*_timestamp_seconds` metrics."""
+        ...
+
+
+class SystemClock:
+    """The real clocks: `perf_counter_ns` for durations, `time.time` for timestamps."""
+
+    def monotonic_ns(self) -> int:
+        return time.perf_counter_ns()
+
+    def wall(self) -> float:
+        return time.time()

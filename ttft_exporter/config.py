@@ -1,0 +1,540 @@
+"""Configuration models (pydantic v2), loading with every problem reported at once, and
+the holder that swaps a validated config atomically on reload."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ttft_exporter.durations import Duration, format_duration
+from ttft_exporter.errors import ConfigError, ConfigProblem
+from ttft_exporter.flux.config import FluxInstanceConfig
+from ttft_exporter.slo import SLOsConfig
+
+__all__ = [
+    "BucketsConfig",
+    "ChatMessage",
+    "Config",
+    "ConfigHolder",
+    "OpenAIChatTarget",
+    "OpenAICompletionsTarget",
+    "TLSConfig",
+    "TargetConfig",
+    "TargetDefaults",
+    "load_config",
+    "parse_config",
+]
+
+# Label names a user may not set through `labels`: they are ours, or Prometheus'.
+RESERVED_LABELS = frozenset(
+    {
+        "target",
+        "model",
+        "protocol",
+        "reason",
+        "outcome",
+        "phase",
+        "usage_source",
+        "le",
+        "quantile",
+        "instance",
+        "job",
+        "flux",
+        "type",
+        "group",
+    }
+)
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+_SENSITIVE_HEADERS = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "proxy-authorization",
+        "cookie",
+        "x-goog-api-key",
+    }
+)
+
+
+def _rule(field: str, message: str) -> PydanticCustomError:
+    """A cross-field error located at `field` of the model that raises it."""
+    return PydanticCustomError("field_rule", message, {"field": field})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class TLSConfig(_Strict):
+    """TLS settings for https targets."""
+
+    ca_file: Path | None = Field(
+        None,
+        description="PEM bundle to verify the server with, instead of the system store.",
+    )
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client key (PEM) for mutual TLS.")
+    insecure_skip_verify: bool = Field(
+        False, description="Do not verify the server certificate. For tests only."
+    )
+    server_name: str | None = Field(
+        None,
+        description="Name to verify the certificate against (SNI), if not the URL host.",
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise _rule("cert_file", "cert_file and key_file must be set together")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise _rule(name, f"file not found: {path}")
+        return self
+
+
+class ChatMessage(_Strict):
+    """One chat message of a probe prompt."""
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str
+
+
+# Fields a `defaults:` block may set for every target; values in a target win.
+_DEFAULTABLE = (
+    "interval",
+    "timeout",
+    "max_tokens",
+    "headers",
+    "labels",
+    "reuse_connections",
+    "cache_bust",
+    "include_usage",
+    "continuous_usage_stats",
+    "tls",
+    "api_key_env",
+    "api_key_file",
+)
+
+
+class TargetDefaults(_Strict):
+    """Values applied to every target that does not set them."""
+
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    headers: dict[str, str] | None = None
+    labels: dict[str, str] | None = None
+    reuse_connections: bool | None = None
+    cache_bust: bool | None = None
+    include_usage: bool | None = None
+    continuous_usage_stats: bool | None = None
+    tls: TLSConfig | None = None
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+
+
+class _TargetBase(_Strict):
+    name: str = Field(description="Unique name; the `target` label.")
+    url: str = Field(description="Base URL of the API, e.g. http://vllm:8000/v1.")
+    model: str = Field(
+        min_length=1, description="Model name sent in the request; the `model` label."
+    )
+    interval: Duration = Field(15.0, description="Time between probes.")
+    timeout: Duration = Field(10.0, description="Deadline of one probe; must be below interval.")
+    max_tokens: int = Field(64, ge=1, le=1_000_000, description="max_tokens sent with the request.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    api_key_env: str | None = Field(
+        None,
+        description="Environment variable holding the API key (sent as Bearer token).",
+    )
+    api_key_file: Path | None = Field(None, description="File holding the API key.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static labels added to every series of this target.",
+    )
+    reuse_connections: bool = Field(
+        False,
+        description=(
+            "Keep connections alive between probes. Off: every probe pays DNS, "
+            "connect and TLS, as blackbox does."
+        ),
+    )
+    cache_bust: bool = Field(
+        True,
+        description="Put a random nonce at the start of the prompt to defeat prefix caching.",
+    )
+    include_usage: bool = Field(
+        True, description="Ask for the usage chunk (stream_options.include_usage)."
+    )
+    continuous_usage_stats: bool = Field(
+        False,
+        description="Also ask for usage on every chunk (vLLM's continuous_usage_stats).",
+    )
+    expect: re.Pattern[str] | None = Field(
+        None,
+        description="Regular expression the answer text must match, else failure content_mismatch.",
+    )
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra JSON fields merged into the request body (ignore_eos, ...).",
+    )
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+
+    _api_key: SecretStr | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TARGET_NAME.fullmatch(value):
+            raise ValueError(
+                "must start with a letter or digit and use only letters, digits, "
+                "'_', '.', ':' or '-' (at most 128 characters)"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from yarl import URL
+
+        try:
+            url = URL(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"invalid URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if url.user or url.password:
+            raise ValueError("must not contain credentials; use api_key_env or api_key_file")
+        return value.rstrip("/")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _LABEL_NAME.fullmatch(key) or key.startswith("__"):
+                raise ValueError(f"invalid label name {key!r}")
+            if key in RESERVED_LABELS:
+                raise ValueError(f"label name {key!r} is reserved")
+        return value
+
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _expect(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Self:
+        if self.timeout <= 0:
+            raise _rule("timeout", "must be above 0")
+        if self.timeout >= self.interval:
+            raise _rule("timeout", f"must be below interval ({format_duration(self.interval)})")
+        if self.api_key_env and self.api_key_file:
+            raise _rule("api_key_env", "set api_key_env or api_key_file, not both")
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise _rule(
+                    "api_key_env",
+                    f"environment variable {self.api_key_env} is not set or empty",
+                )
+            self._api_key = SecretStr(key.strip())
+        elif self.api_key_file:
+            try:
+                key = Path(self.api_key_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise _rule("api_key_file", f"cannot read: {exc.strerror}") from None
+            if not key:
+                raise _rule("api_key_file", "file is empty")
+            self._api_key = SecretStr(key)
+        for header in self.headers:
+            if header.lower() == "authorization" and self._api_key is not None:
+                raise _rule(
+                    "headers",
+                    "Authorization is set by api_key_env/api_key_file; do not set both",
+                )
+        return self
+
+    @property
+    def api_key(self) -> SecretStr | None:
+        """The resolved API key, if any. Never log or print it."""
+        return self._api_key
+
+    def secrets(self) -> list[str]:
+        """Every secret value this target holds, for redaction of free text."""
+        out = [self._api_key.get_secret_value()] if self._api_key else []
+        out += [v for k, v in self.headers.items() if k.lower() in _SENSITIVE_HEADERS]
+        return [s for s in out if s]
+
+    def redacted(self) -> dict[str, Any]:
+        """The target as plain data with secret header values hidden (for debug output)."""
+        data = self.model_dump(mode="json", exclude_defaults=False)
+        data["headers"] = {
+            k: ("<secret>" if k.lower() in _SENSITIVE_HEADERS else v)
+            for k, v in self.headers.items()
+        }
+        if self.expect is not None:
+            data["expect"] = self.expect.pattern
+        return data
+
+    def fingerprint(self) -> str:
+        """Changes whenever anything that affects probing changes (secrets included)."""
+        data = self.model_dump(mode="json")
+        data["expect"] = self.expect.pattern if self.expect else None
+        digest = hashlib.sha256(repr(sorted(data.items())).encode())
+        if self._api_key is not None:
+            digest.update(self._api_key.get_secret_value().encode())
+        return digest.hexdigest()
+
+
+class OpenAIChatTarget(_TargetBase):
+    """A streaming OpenAI Chat Completions endpoint (`POST {url}/chat/completions`)."""
+
+    protocol: Literal["openai-chat"]
+    prompt: str | None = Field(None, description="User prompt; or give `messages`.")
+    messages: list[ChatMessage] | None = Field(
+        None, description="Full message list; or give `prompt`."
+    )
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> Self:
+        if (self.prompt is None) == (self.messages is None):
+            raise _rule("prompt", "set exactly one of prompt or messages")
+        if self.messages is not None and not self.messages:
+            raise _rule("messages", "must not be empty")
+        return self
+
+
+class OpenAICompletionsTarget(_TargetBase):
+    """A streaming legacy Completions endpoint (`POST {url}/completions`)."""
+
+    protocol: Literal["openai-completions"]
+    prompt: str = Field(min_length=1, description="Prompt text.")
+
+
+TargetConfig = Annotated[
+    OpenAIChatTarget | OpenAICompletionsTarget, Field(discriminator="protocol")
+]
+PROTOCOL_TAGS = ("openai-chat", "openai-completions")
+
+
+class BucketsConfig(_Strict):
+    """Histogram bucket boundaries (seconds) overriding the defaults."""
+
+    latency: list[float] | None = Field(None, description="TTFT, TTFOT, TTFB, first chunk.")
+    duration: list[float] | None = Field(None, description="End-to-end duration.")
+    inter_token: list[float] | None = Field(None, description="Inter-chunk gaps and TPOT.")
+
+    @field_validator("latency", "duration", "inter_token")
+    @classmethod
+    def _sorted(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must not be empty")
+        if any(v <= 0 for v in value):
+            raise ValueError("boundaries must be above 0")
+        if sorted(set(value)) != value:
+            raise ValueError("boundaries must be strictly increasing")
+        return value
+
+
+class Config(_Strict):
+    """The whole configuration file."""
+
+    defaults: TargetDefaults = Field(default_factory=TargetDefaults)
+    concurrency: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="Most probes running at once, over all targets.",
+    )
+    buckets: BucketsConfig = Field(default_factory=BucketsConfig)
+    targets: list[TargetConfig] = Field(default_factory=list)
+    flux: list[FluxInstanceConfig] = Field(
+        default_factory=list, description="Flux instances to watch."
+    )
+    slos: SLOsConfig = Field(default_factory=SLOsConfig, description="Service level objectives.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        defaults = data.get("defaults")
+        targets = data.get("targets")
+        if not isinstance(defaults, Mapping) or not isinstance(targets, list):
+            return data
+        known = {k: v for k, v in defaults.items() if k in _DEFAULTABLE and v is not None}
+        merged: list[Any] = []
+        for target in targets:
+            if not isinstance(target, Mapping):
+                merged.append(target)
+                continue
+            out = dict(target)
+            for key, value in known.items():
+                if key in ("api_key_env", "api_key_file") and (
+                    "api_key_env" in target or "api_key_file" in target
+                ):
+                    continue
+                if key not in out:
+                    out[key] = value
+                elif (
+                    key in ("headers", "labels")
+                    and isinstance(out[key], Mapping)
+                    and isinstance(value, Mapping)
+                ):
+                    out[key] = {**value, **out[key]}
+            merged.append(out)
+        return {**data, "targets": merged}
+
+    def bucket_overrides(self) -> dict[str, list[float]]:
+        """Bucket boundaries the config replaces, by bucket set."""
+        return {
+            name: list(values)
+            for name, values in self.buckets.model_dump().items()
+            if values is not None
+        }
+
+    def thresholds(self) -> dict[str, list[float]]:
+        """Latency thresholds named anywhere in the config, by bucket set."""
+        return self.slos.thresholds()
+
+    def target(self, name: str) -> TargetConfig | None:
+        """The configured target of that name, if any."""
+        for target in self.targets:
+            if target.name == name:
+                return target
+        return None
+
+
+def _format_loc(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in PROTOCOL_TAGS:
+            # pydantic puts the discriminator value into the path; users never wrote it.
+            continue
+        elif part.startswith("function-") or part.endswith("]"):
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def _problems(exc: ValidationError) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    for err in exc.errors(include_url=False):
+        path = _format_loc(err["loc"])
+        ctx = err.get("ctx") or {}
+        if err["type"] == "field_rule":
+            field = str(ctx.get("field", ""))
+            path = f"{path}.{field}" if path and not field.startswith("targets[") else field or path
+            message = err["msg"]
+        elif err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] == "union_tag_invalid":
+            message = f"unknown protocol {ctx.get('tag')!r}; known: {', '.join(PROTOCOL_TAGS)}"
+            path = f"{path}.protocol" if path else "protocol"
+        elif err["type"] == "union_tag_not_found":
+            message = f"protocol is required; known: {', '.join(PROTOCOL_TAGS)}"
+            path = f"{path}.protocol" if path else "protocol"
+        else:
+            message = err["msg"]
+            message = message.removeprefix("Value error, ")
+        problems.append(ConfigProblem(path, message))
+    return problems
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate already-parsed YAML data; raises ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, [ConfigProblem("", "the top level must be a mapping")])
+    # Checked on the raw data so that a duplicate is reported with every other problem.
+    problems = _duplicate_names(data.get("targets"))
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc) + problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _duplicate_names(targets: Any) -> list[ConfigProblem]:
+    if not isinstance(targets, list):
+        return []
+    seen: set[str] = set()
+    problems = []
+    for index, target in enumerate(targets):
+        name = target.get("name") if isinstance(target, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            problems.append(
+                ConfigProblem(f"targets[{index}].name", f"duplicate target name {name!r}")
+            )
+        seen.add(name)
+    return problems
+
+
+def load_config(path: str | Path) -> tuple[Config, str]:
+    """Read, parse and validate a config file; returns it with its SHA-256."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            str(path), [ConfigProblem("", f"cannot read file: {exc.strerror}")]
+        ) from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            str(path), [ConfigProblem("", f"invalid YAML: {where}{problem}")]
+        ) from None
+    return parse_config(data, str(path)), hashlib.sha256(raw).hexdigest()
+
+
+class ConfigHolder:
+    """The running config; replaced whole, never mutated, so readers need no lock."""
+
+    def __init__(self, path: Path | None, config: Config, checksum: str = "") -> None:
+        self.path = path
+        self.config = config
+        self.checksum = checksum
+
+    def swap(self, config: Config, checksum: str) -> Config:
+        """Install a new config and return the previous one."""
+        old, self.config, self.checksum = self.config, config, checksum
+        return old

@@ -1,0 +1,68 @@
+"""Every exception of ttft_exporter, under one base, and the closed set of failure reasons."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "FailureReason",
+    "ProbeFailure",
+    "TTFTExporterError",
+]
+
+
+class TTFTExporterError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class FailureReason(enum.StrEnum):
+    """Why a probe failed. A closed enum because it becomes the `reason` label."""
+
+    DNS = "dns"
+    CONNECT = "connect"
+    TLS = "tls"
+    HTTP_STATUS = "http_status"
+    TIMEOUT = "timeout"
+    STREAM_ERROR = "stream_error"
+    PROTOCOL = "protocol"
+    NO_TOKENS = "no_tokens"
+    CONTENT_MISMATCH = "content_mismatch"
+    INTERNAL = "internal"
+
+
+class ProbeFailure(TTFTExporterError):  # noqa: N818 - a failure is data, not an error
+    """Raised inside a probe at the point where the cause of a failure is known.
+
+    `detail` is a short human text for logs and `/probe?debug=true`. It must never
+    contain secrets or response text longer than a short excerpt.
+    """
+
+    def __init__(self, reason: FailureReason, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One validation problem: where (`targets[1].timeout`) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(TTFTExporterError):
+    """A configuration file that cannot be used, with every problem found in it."""
+
+    def __init__(self, source: str, problems: Sequence[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"invalid configuration {source}:\n{lines}")

@@ -1,0 +1,1 @@
+"""Flux event-stream monitoring: WebSocket subscriber, canary and their metrics."""

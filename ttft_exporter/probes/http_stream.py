@@ -1,0 +1,358 @@
+"""The streaming HTTP probe engine shared by every SSE protocol: it sends the request a
+protocol built, stamps bytes the moment they arrive, feeds the pure parsers and turns
+whatever goes wrong into a bounded failure reason. It knows no metric names."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from contextvars import ContextVar
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+
+from ttft_exporter.clock import Clock
+from ttft_exporter.config import TLSConfig
+from ttft_exporter.errors import FailureReason, ProbeFailure
+from ttft_exporter.probes.base import (
+    HTTPRequest,
+    ProbeResult,
+    StreamDecoder,
+    StreamTimeline,
+)
+from ttft_exporter.probes.sse import SSEParser
+
+__all__ = [
+    "PhaseRecorder",
+    "StreamProbe",
+    "build_ssl_context",
+    "create_session",
+    "redact",
+]
+
+_NS = 1e-9
+_CURRENT_PHASES: ContextVar[PhaseRecorder | None] = ContextVar("ttft_phases", default=None)
+
+
+class PhaseRecorder:
+    """Connection phase stamps for one request, filled by aiohttp trace hooks and by
+    the TLS context. All stamps are monotonic nanoseconds."""
+
+    __slots__ = (
+        "clock",
+        "conn_end",
+        "conn_start",
+        "dns_end",
+        "dns_start",
+        "reused",
+        "tls_start",
+    )
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.dns_start: int | None = None
+        self.dns_end: int | None = None
+        self.conn_start: int | None = None
+        self.conn_end: int | None = None
+        self.tls_start: int | None = None
+        self.reused = False
+
+    def phases(self, start_ns: int, headers_ns: int | None) -> dict[str, float]:
+        """dns, connect, tls and headers (connection ready to response headers) in
+        seconds; dns/connect/tls are zero on a reused connection."""
+        dns = _span(self.dns_start, self.dns_end)
+        out = {"dns": dns, "connect": 0.0, "tls": 0.0}
+        if self.conn_start is not None and self.conn_end is not None:
+            tcp_from = self.dns_end if self.dns_end is not None else self.conn_start
+            tcp_to = self.tls_start if self.tls_start is not None else self.conn_end
+            out["connect"] = _span(tcp_from, tcp_to)
+            if self.tls_start is not None:
+                out["tls"] = _span(self.tls_start, self.conn_end)
+        if headers_ns is not None:
+            ready = self.conn_end if self.conn_end is not None else start_ns
+            out["headers"] = _span(ready, headers_ns)
+        return out
+
+
+def _span(start: int | None, end: int | None) -> float:
+    if start is None or end is None:
+        return 0.0
+    return max(0, end - start) * _NS
+
+
+class _TimedSSLContext(ssl.SSLContext):
+    """An SSLContext that stamps the start of the TLS handshake.
+
+    asyncio wraps the already-connected socket with `wrap_bio` right before the
+    handshake, in the task that opens the connection, so the stamp splits aiohttp's
+    single connection-create span into TCP connect and TLS.
+    """
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        recorder = _CURRENT_PHASES.get()
+        if recorder is not None and recorder.tls_start is None:
+            recorder.tls_start = recorder.clock.monotonic_ns()
+        return super().wrap_bio(*args, **kwargs)
+
+
+def build_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    """A client TLS context from a target's `tls` settings."""
+    context = _TimedSSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif tls.ca_file is not None:
+        context.load_verify_locations(cafile=str(tls.ca_file))
+    else:
+        context.load_default_certs()
+    if tls.cert_file is not None and tls.key_file is not None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    return context
+
+
+def _recorder(params: SimpleNamespace) -> PhaseRecorder | None:
+    ctx = params.trace_request_ctx
+    return ctx if isinstance(ctx, PhaseRecorder) else None
+
+
+async def _on_dns_start(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
+    if (rec := _recorder(ctx)) is not None:
+        rec.dns_start = rec.clock.monotonic_ns()
+
+
+async def _on_dns_end(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
+    if (rec := _recorder(ctx)) is not None:
+        rec.dns_end = rec.clock.monotonic_ns()
+
+
+async def _on_conn_start(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
+    if (rec := _recorder(ctx)) is not None:
+        rec.conn_start = rec.clock.monotonic_ns()
+
+
+async def _on_conn_end(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
+    if (rec := _recorder(ctx)) is not None:
+        rec.conn_end = rec.clock.monotonic_ns()
+
+
+async def _on_reuse(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
+    if (rec := _recorder(ctx)) is not None:
+        rec.reused = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    trace = aiohttp.TraceConfig()
+    trace.on_dns_resolvehost_start.append(_on_dns_start)
+    trace.on_dns_resolvehost_end.append(_on_dns_end)
+    trace.on_connection_create_start.append(_on_conn_start)
+    trace.on_connection_create_end.append(_on_conn_end)
+    trace.on_connection_reuseconn.append(_on_reuse)
+    return trace
+
+
+def create_session(
+    tls: TLSConfig, *, reuse_connections: bool, limit: int = 0
+) -> aiohttp.ClientSession:
+    """The client session of one target. Without reuse every request opens a fresh
+    connection and resolves the name again, so each probe pays DNS, connect and TLS."""
+    connector = aiohttp.TCPConnector(
+        ssl=build_ssl_context(tls),
+        force_close=not reuse_connections,
+        use_dns_cache=reuse_connections,
+        limit=limit,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trace_configs=[_trace_config()],
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=False,
+    )
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """`text` with every secret value replaced, for anything that leaves the probe."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<secret>")
+    return text
+
+
+class StreamProbe:
+    """One streaming request and its measurements. `run()` returns the successful
+    result or raises; `failure(exc)` turns whatever was raised (including the
+    TimeoutError of the caller's deadline) into a failed result with the facts
+    gathered so far."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        request: HTTPRequest,
+        decoder: StreamDecoder,
+        expect: Any = None,
+        terminated: bool = True,
+        server_name: str | None = None,
+        secrets: list[str] | None = None,
+    ) -> None:
+        self._session = session
+        self._clock = clock
+        self._request = request
+        self._decoder = decoder
+        self._expect = expect
+        self._terminated = terminated
+        self._server_name = server_name
+        self._secrets = secrets or []
+        self._recorder = PhaseRecorder(clock)
+        self._timeline: StreamTimeline | None = None
+        self._status: int | None = None
+        self._headers_ns: int | None = None
+        self._started_at = 0.0
+        self._start_ns = 0
+        self.log: list[str] = []
+
+    def _debug(self, message: str) -> None:
+        self.log.append(redact(message, self._secrets))
+
+    async def run(self) -> ProbeResult:
+        """Send the request, read the stream to its end, return the measurements."""
+        clock = self._clock
+        request = self._request
+        token = _CURRENT_PHASES.set(self._recorder)
+        self._started_at = clock.wall()
+        self._start_ns = clock.monotonic_ns()
+        timeline = self._timeline = StreamTimeline(self._start_ns)
+        # Compressed SSE would be buffered by the decompressor and delay every chunk.
+        headers = {"Accept-Encoding": "identity", **request.headers}
+        self._debug(f"POST {request.url}")
+        try:
+            async with self._session.post(
+                request.url,
+                data=request.body,
+                headers=headers,
+                trace_request_ctx=self._recorder,
+                server_hostname=self._server_name,
+            ) as response:
+                self._headers_ns = clock.monotonic_ns()
+                self._status = response.status
+                self._debug(f"response headers: HTTP {response.status} {response.content_type}")
+                if response.status // 100 != 2:
+                    excerpt = (await response.content.read(512)).decode("utf-8", "replace")
+                    raise ProbeFailure(
+                        FailureReason.HTTP_STATUS,
+                        f"HTTP {response.status}: {' '.join(excerpt.split())[:200]}",
+                    )
+                await self._read_stream(response, timeline)
+        finally:
+            _CURRENT_PHASES.reset(token)
+        end_ns = clock.monotonic_ns()
+        result = timeline.result(
+            phases=self._recorder.phases(self._start_ns, self._headers_ns),
+            http_status=self._status,
+            headers_ns=self._headers_ns,
+            started_at=self._started_at,
+            end_ns=end_ns,
+        )
+        if self._expect is not None and not self._expect.search(timeline.answer):
+            raise ProbeFailure(
+                FailureReason.CONTENT_MISMATCH,
+                f"answer does not match {self._expect.pattern!r}: {timeline.answer[:80]!r}",
+            )
+        self._debug(
+            f"ttft={result.time_to_first_token:.4f}s e2e={result.duration:.4f}s "
+            f"tokens={result.output_tokens} ({result.usage_source}) chunks={result.token_chunks}"
+        )
+        return result
+
+    async def _read_stream(
+        self, response: aiohttp.ClientResponse, timeline: StreamTimeline
+    ) -> None:
+        parser = SSEParser()
+        decoder = self._decoder
+        now = self._clock.monotonic_ns
+        async for chunk in response.content.iter_any():
+            # Stamp first, parse after: parsing time must not leak into latencies.
+            t_ns = now()
+            for event in parser.feed(chunk):
+                timeline.on_event(t_ns)
+                item = decoder.decode(event)
+                if item is None:
+                    continue
+                timeline.on_item(t_ns, item)
+                if item.done:
+                    # Servers may keep the connection open after the terminator.
+                    self._debug(f"stream terminated after {timeline.token_chunks} token chunks")
+                    return
+        parser.close()
+        if self._terminated:
+            raise ProbeFailure(
+                FailureReason.PROTOCOL,
+                f"stream ended before its terminator after {timeline.token_chunks} token chunks "
+                f"(Content-Type {response.content_type})",
+            )
+
+    def failure(self, exc: BaseException, timeout: float) -> ProbeResult:
+        """The failed result for an exception raised by `run()` or by its deadline."""
+        reason, detail = self._classify(exc, timeout)
+        detail = redact(detail, self._secrets)
+        self._debug(f"probe failed: {reason.value}: {detail}")
+        timeline = self._timeline
+        return ProbeResult(
+            success=False,
+            reason=reason,
+            detail=detail,
+            started_at=self._started_at,
+            phases=self._recorder.phases(self._start_ns, self._headers_ns),
+            http_status=self._status,
+            time_to_first_byte=(
+                (self._headers_ns - self._start_ns) * _NS if self._headers_ns is not None else None
+            ),
+            token_chunks=timeline.token_chunks if timeline else 0,
+            elapsed=(self._clock.monotonic_ns() - self._start_ns) * _NS if self._start_ns else 0.0,
+        )
+
+    def _classify(self, exc: BaseException, timeout: float) -> tuple[FailureReason, str]:
+        chunks = self._timeline.token_chunks if self._timeline else 0
+        if isinstance(exc, ProbeFailure):
+            return exc.reason, exc.detail
+        if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+            stage = (
+                "response headers"
+                if self._headers_ns is None
+                else f"the stream end ({chunks} token chunks so far)"
+            )
+            return (
+                FailureReason.TIMEOUT,
+                f"deadline of {timeout:g}s passed waiting for {stage}",
+            )
+        if isinstance(exc, aiohttp.ClientConnectorDNSError):
+            return FailureReason.DNS, f"cannot resolve host: {exc.os_error}"
+        if isinstance(
+            exc,
+            aiohttp.ClientConnectorCertificateError
+            | aiohttp.ClientConnectorSSLError
+            | aiohttp.ClientSSLError
+            | ssl.SSLError,
+        ):
+            return FailureReason.TLS, f"TLS handshake failed: {_short(exc)}"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return FailureReason.CONNECT, f"cannot connect: {exc.os_error}"
+        if isinstance(exc, UnicodeDecodeError):
+            return FailureReason.PROTOCOL, "stream is not valid UTF-8"
+        if isinstance(exc, aiohttp.ClientError | OSError):
+            if self._headers_ns is None:
+                return (
+                    FailureReason.CONNECT,
+                    f"connection failed before the response: {_short(exc)}",
+                )
+            return (
+                FailureReason.PROTOCOL,
+                f"stream broken after {chunks} token chunks: {_short(exc)}",
+            )
+        return FailureReason.INTERNAL, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:200]

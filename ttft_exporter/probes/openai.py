@@ -1,0 +1,199 @@
+"""OpenAI-compatible streaming: request bodies and the pure chunk decoders for Chat
+Completions and legacy Completions (llm-streaming.md §A.1)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ttft_exporter.config import OpenAIChatTarget, OpenAICompletionsTarget
+from ttft_exporter.errors import FailureReason, ProbeFailure
+from ttft_exporter.probes.base import HTTPRequest, StreamItem, Usage
+from ttft_exporter.probes.sse import SSEEvent
+
+__all__ = [
+    "ChatDecoder",
+    "CompletionsDecoder",
+    "build_chat_request",
+    "build_completions_request",
+    "make_nonce",
+]
+
+# orjson parses a chunk about 3x faster than json; it is on the hot path of every token.
+_loads: Callable[[str | bytes], Any] = orjson.loads
+
+
+def make_nonce() -> str:
+    """A short random prefix that makes every probe prompt unique."""
+    return f"[probe {secrets.token_hex(6)}]"
+
+
+def _headers(target: OpenAIChatTarget | OpenAICompletionsTarget) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    headers.update(target.headers)
+    if target.api_key is not None:
+        headers["Authorization"] = f"Bearer {target.api_key.get_secret_value()}"
+    return headers
+
+
+def _stream_options(
+    target: OpenAIChatTarget | OpenAICompletionsTarget,
+) -> dict[str, Any]:
+    if not target.include_usage:
+        return {}
+    options: dict[str, Any] = {"include_usage": True}
+    if target.continuous_usage_stats:
+        options["continuous_usage_stats"] = True
+    return {"stream_options": options}
+
+
+def _endpoint(base: str, suffix: str) -> str:
+    return base if base.endswith(suffix) else f"{base}{suffix}"
+
+
+def build_chat_request(target: OpenAIChatTarget, nonce: str | None) -> HTTPRequest:
+    """The streaming Chat Completions request for one probe."""
+    if target.messages is not None:
+        messages = [m.model_dump() for m in target.messages]
+    else:
+        messages = [{"role": "user", "content": target.prompt or ""}]
+    if nonce:
+        # At the very start, so no prefix of the prompt is ever cached.
+        messages[0] = {**messages[0], "content": f"{nonce} {messages[0]['content']}"}
+    body = {
+        "model": target.model,
+        "messages": messages,
+        "stream": True,
+        "max_tokens": target.max_tokens,
+        **_stream_options(target),
+        **target.extra_body,
+    }
+    return HTTPRequest(
+        url=_endpoint(target.url, "/chat/completions"),
+        headers=_headers(target),
+        body=json.dumps(body).encode(),
+    )
+
+
+def build_completions_request(target: OpenAICompletionsTarget, nonce: str | None) -> HTTPRequest:
+    """The streaming legacy Completions request for one probe."""
+    prompt = f"{nonce} {target.prompt}" if nonce else target.prompt
+    body = {
+        "model": target.model,
+        "prompt": prompt,
+        "stream": True,
+        "max_tokens": target.max_tokens,
+        **_stream_options(target),
+        **target.extra_body,
+    }
+    return HTTPRequest(
+        url=_endpoint(target.url, "/completions"),
+        headers=_headers(target),
+        body=json.dumps(body).encode(),
+    )
+
+
+def _parse(event: SSEEvent) -> dict[str, Any] | None:
+    """The JSON object of a data event, or None for the [DONE] sentinel."""
+    data = event.data
+    if data == "[DONE]":
+        return None
+    try:
+        obj = _loads(data)
+    except orjson.JSONDecodeError:
+        raise ProbeFailure(
+            FailureReason.PROTOCOL, f"malformed JSON in stream: {data[:80]!r}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise ProbeFailure(
+            FailureReason.PROTOCOL, f"stream event is not a JSON object: {data[:80]!r}"
+        )
+    error = obj.get("error")
+    if error:
+        raise ProbeFailure(FailureReason.STREAM_ERROR, _error_text(error))
+    return obj
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("type") or "error"
+        code = error.get("code") or error.get("http_status_code")
+        return f"error in stream: {str(message)[:200]}" + (f" (code {code})" if code else "")
+    return f"error in stream: {str(error)[:200]}"
+
+
+def _usage(obj: dict[str, Any]) -> Usage | None:
+    usage = obj.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return Usage(
+        input_tokens=_int(usage.get("prompt_tokens")),
+        output_tokens=_int(usage.get("completion_tokens")),
+        reasoning_tokens=_int(reasoning),
+    )
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _choice(obj: dict[str, Any]) -> dict[str, Any] | None:
+    choices = obj.get("choices")
+    if choices is None or choices == []:
+        # The usage-only chunk has `choices: []`: never index into it.
+        return None
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise ProbeFailure(FailureReason.PROTOCOL, "`choices` is not a list of objects")
+    first: dict[str, Any] = choices[0]
+    return first
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+class ChatDecoder:
+    """Chat Completions chunks. Answer text is `delta.content` (and `delta.refusal`);
+    reasoning is `delta.reasoning` or `delta.reasoning_content`, whichever the server
+    uses; the `obfuscation` padding field is never content."""
+
+    __slots__ = ()
+
+    def decode(self, event: SSEEvent) -> StreamItem | None:
+        obj = _parse(event)
+        if obj is None:
+            return StreamItem(done=True)
+        item = StreamItem(usage=_usage(obj))
+        choice = _choice(obj)
+        if choice is not None:
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                item.text = _text(delta.get("content")) or _text(delta.get("refusal"))
+                item.reasoning = _text(delta.get("reasoning")) or _text(
+                    delta.get("reasoning_content")
+                )
+            item.finish_reason = choice.get("finish_reason")
+        return item
+
+
+class CompletionsDecoder:
+    """Legacy Completions chunks: text in `choices[0].text`."""
+
+    __slots__ = ()
+
+    def decode(self, event: SSEEvent) -> StreamItem | None:
+        obj = _parse(event)
+        if obj is None:
+            return StreamItem(done=True)
+        item = StreamItem(usage=_usage(obj))
+        choice = _choice(obj)
+        if choice is not None:
+            item.text = _text(choice.get("text"))
+            item.finish_reason = choice.get("finish_reason")
+        return item

@@ -1,0 +1,162 @@
+"""One background loop per configured target: start jitter, a fixed cadence, no
+overlap with itself (a late probe skips a tick and counts it), and a config swap that
+restarts only the targets that changed. Every task is an aiojobs job owned by the app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+
+import aiohttp
+import aiojobs
+
+from ttft_exporter.config import Config, TargetConfig
+from ttft_exporter.executor import ProbeExecutor, target_labels
+from ttft_exporter.logs import fields
+from ttft_exporter.metrics import ExporterMetrics, MetricStore
+from ttft_exporter.probes.http_stream import create_session
+
+__all__ = ["ProbeScheduler", "TargetRunner"]
+
+log = logging.getLogger("ttft_exporter.scheduler")
+
+
+class TargetRunner:
+    """The probe loop of one target, with its own HTTP session."""
+
+    def __init__(
+        self,
+        target: TargetConfig,
+        *,
+        executor: ProbeExecutor,
+        store: MetricStore,
+        jobs: aiojobs.Scheduler,
+        metrics: ExporterMetrics,
+        start_jitter: bool = True,
+    ) -> None:
+        self.target = target
+        self.fingerprint = target.fingerprint()
+        self._executor = executor
+        self._store = store
+        self._jobs = jobs
+        self._metrics = metrics
+        self._start_jitter = start_jitter
+        self._loop_job: aiojobs.Job[None] | None = None
+        self._probe_job: aiojobs.Job[object] | None = None
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the session and spawn the loop."""
+        if self._loop_job is not None:
+            raise RuntimeError(f"runner of target {self.target.name!r} already started")
+        self.session = create_session(
+            self.target.tls, reuse_connections=self.target.reuse_connections
+        )
+        self._loop_job = await self._jobs.spawn(self._loop(), name=f"probe-loop {self.target.name}")
+
+    async def stop(self) -> None:
+        """Cancel the loop and any probe in flight, close the session."""
+        for job in (self._loop_job, self._probe_job):
+            if job is not None and not job.closed:
+                await job.close()
+        if self.session is not None:
+            await self.session.close()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.target.interval
+        if self._start_jitter:
+            # Spread targets over the interval so they don't all fire on one tick.
+            await asyncio.sleep(random.uniform(0, interval))
+        next_tick = loop.time()
+        while True:
+            if self._probe_job is not None and not self._probe_job.closed:
+                self._metrics.skipped.labels(self.target.name).inc()
+                log.warning(
+                    "previous probe still running; skipping",
+                    extra=fields(target=self.target.name),
+                )
+            else:
+                self._probe_job = await self._jobs.spawn(
+                    self._probe(), name=f"probe {self.target.name}"
+                )
+            next_tick += interval
+            now = loop.time()
+            if next_tick < now:
+                # Fell behind (e.g. a suspended process): realign instead of bursting.
+                next_tick = now + interval
+            await asyncio.sleep(next_tick - now)
+
+    async def _probe(self) -> object:
+        assert self.session is not None  # noqa: S101 - start() opens it before the loop
+        return await self._executor.run(self.target, self.session, self._store)
+
+
+class ProbeScheduler:
+    """Owns the runners of every configured target."""
+
+    def __init__(
+        self,
+        *,
+        executor: ProbeExecutor,
+        store: MetricStore,
+        jobs: aiojobs.Scheduler,
+        metrics: ExporterMetrics,
+        start_jitter: bool = True,
+    ) -> None:
+        self._executor = executor
+        self._store = store
+        self._jobs = jobs
+        self._metrics = metrics
+        self._start_jitter = start_jitter
+        self.runners: dict[str, TargetRunner] = {}
+
+    async def apply(self, config: Config) -> None:
+        """Make the running loops match `config`: stop removed and changed targets,
+        start new and changed ones, leave the rest (and their series) alone."""
+        self._executor.set_concurrency(config.concurrency)
+        wanted = {t.name: t for t in config.targets}
+        for name, runner in list(self.runners.items()):
+            target = wanted.get(name)
+            if target is None or target.fingerprint() != runner.fingerprint:
+                await runner.stop()
+                del self.runners[name]
+                if target is None:
+                    self._store.remove(name)
+                    self._remove_skipped(name)
+                log.info("stopped target", extra=fields(target=name))
+        for name, target in wanted.items():
+            if name in self.runners:
+                continue
+            self._store.ensure(name, target_labels(target))
+            self._metrics.skipped.labels(name)
+            runner = TargetRunner(
+                target,
+                executor=self._executor,
+                store=self._store,
+                jobs=self._jobs,
+                metrics=self._metrics,
+                start_jitter=self._start_jitter,
+            )
+            await runner.start()
+            self.runners[name] = runner
+            log.info(
+                "started target",
+                extra=fields(
+                    target=name,
+                    protocol=target.protocol,
+                    interval_seconds=target.interval,
+                ),
+            )
+
+    def _remove_skipped(self, name: str) -> None:
+        with contextlib.suppress(KeyError):
+            self._metrics.skipped.remove(name)
+
+    async def close(self) -> None:
+        """Stop every runner."""
+        for runner in list(self.runners.values()):
+            await runner.stop()
+        self.runners.clear()

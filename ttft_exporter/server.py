@@ -1,0 +1,307 @@
+"""The aiohttp application: /metrics, /probe, health, readiness, reload, the index
+page; and the lifecycle that owns every background task (aiojobs, cleanup_ctx)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiojobs
+import yaml
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.openmetrics import exposition as om_exposition
+
+from ttft_exporter import __version__
+from ttft_exporter.clock import Clock, SystemClock
+from ttft_exporter.config import ConfigHolder, TargetConfig, load_config
+from ttft_exporter.errors import ConfigError
+from ttft_exporter.executor import ProbeExecutor
+from ttft_exporter.flux.supervisor import FluxSupervisor
+from ttft_exporter.history import History, ProbeRecord
+from ttft_exporter.logs import fields
+from ttft_exporter.metrics import ExporterMetrics, MetricStore
+from ttft_exporter.probes.http_stream import create_session
+from ttft_exporter.scheduler import ProbeScheduler
+
+__all__ = ["EXPORTER", "ExporterState", "create_app", "load_state", "reload_config"]
+
+log = logging.getLogger("ttft_exporter.server")
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+DEFAULT_SCRAPE_TIMEOUT = 120.0
+
+
+@dataclass
+class ExporterState:
+    """Everything the handlers and the lifecycle share."""
+
+    holder: ConfigHolder
+    timeout_offset: float = 0.5
+    history_limit: int = 100
+    start_jitter: bool = True
+    clock: Clock = field(default_factory=SystemClock)
+    metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
+    store: MetricStore = field(default_factory=MetricStore)
+    history: History = field(init=False)
+    executor: ProbeExecutor = field(init=False)
+    scheduler: ProbeScheduler | None = None
+    flux: FluxSupervisor | None = None
+    ready: bool = False
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Extra lifecycle hooks (the Flux monitor plugs in here): each is a cleanup_ctx.
+    extra_contexts: list[Callable[[web.Application], AsyncIterator[None]]] = field(
+        default_factory=list
+    )
+
+    def __post_init__(self) -> None:
+        self.history = History(self.history_limit)
+        self.executor = ProbeExecutor(
+            clock=self.clock,
+            concurrency=self.holder.config.concurrency,
+            metrics=self.metrics,
+            history=self.history,
+        )
+        self.store.configure(self.holder.config.bucket_overrides(), self.holder.config.thresholds())
+
+
+EXPORTER: web.AppKey[ExporterState] = web.AppKey("exporter", ExporterState)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[EXPORTER]
+
+    def on_job_error(_scheduler: aiojobs.Scheduler, context: dict[str, object]) -> None:
+        exc = context.get("exception")
+        log.error(
+            "background job failed",
+            exc_info=exc if isinstance(exc, BaseException) else None,
+            extra=fields(job=str(context.get("job"))),
+        )
+
+    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0, exception_handler=on_job_error)
+    state.scheduler = ProbeScheduler(
+        executor=state.executor,
+        store=state.store,
+        jobs=jobs,
+        metrics=state.metrics,
+        start_jitter=state.start_jitter,
+    )
+    await state.scheduler.apply(state.holder.config)
+    state.flux = FluxSupervisor(registry=state.metrics.registry, jobs=jobs, clock=state.clock)
+    await state.flux.apply(state.holder.config.flux)
+    state.metrics.reload_successful.set(1)
+    state.metrics.reload_timestamp.set(state.clock.wall())
+    state.ready = True
+    try:
+        yield
+    finally:
+        state.ready = False
+        await state.flux.close()
+        await state.scheduler.close()
+        await jobs.close()
+
+
+async def reload_config(state: ExporterState) -> ConfigError | None:
+    """Load the config file again and apply it. A bad file keeps the running config,
+    sets the reload gauge to 0 and is returned."""
+    path = state.holder.path
+    if path is None:
+        return ConfigError("<none>", [])
+    async with state.reload_lock:
+        try:
+            config, checksum = load_config(path)
+        except ConfigError as exc:
+            state.metrics.reload_successful.set(0)
+            log.error(
+                "reload failed; keeping the running configuration",
+                extra=fields(err=str(exc)),
+            )
+            return exc
+        state.holder.swap(config, checksum)
+        if state.store.configure(config.bucket_overrides(), config.thresholds()):
+            log.warning("histogram buckets changed; every probe series restarts from zero")
+            if state.scheduler is not None:
+                await state.scheduler.close()
+        state.executor.set_concurrency(config.concurrency)
+        if state.scheduler is not None:
+            await state.scheduler.apply(config)
+        if state.flux is not None:
+            await state.flux.apply(config.flux)
+        state.metrics.reload_successful.set(1)
+        state.metrics.reload_timestamp.set(state.clock.wall())
+        log.info("configuration reloaded", extra=fields(targets=len(config.targets)))
+        return None
+
+
+def _wants_openmetrics(request: web.Request) -> bool:
+    return "application/openmetrics-text" in request.headers.get("Accept", "")
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Exporter metrics plus every target's series, classic text or OpenMetrics."""
+    state = request.app[EXPORTER]
+    if _wants_openmetrics(request):
+        core = om_exposition.generate_latest(state.metrics.registry).decode()  # type: ignore[no-untyped-call]
+        body = core.removesuffix("# EOF\n") + state.store.render(openmetrics=True) + "# EOF\n"
+        content_type = OPENMETRICS_CONTENT_TYPE
+    else:
+        body = generate_latest(state.metrics.registry).decode() + state.store.render()
+        content_type = TEXT_CONTENT_TYPE
+    response = web.Response(body=body.encode(), headers={"Content-Type": content_type})
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        response.enable_compression()
+    return response
+
+
+def _deadline(request: web.Request, target: TargetConfig, offset: float) -> float:
+    """blackbox's rule: the scrape timeout minus an offset, capped by the target's own."""
+    try:
+        scrape = float(request.headers.get("X-Prometheus-Scrape-Timeout-Seconds", "0"))
+    except ValueError:
+        scrape = 0.0
+    if scrape <= 0:
+        scrape = DEFAULT_SCRAPE_TIMEOUT
+    budget = scrape - offset
+    if budget <= 0 or target.timeout < budget:
+        return target.timeout
+    return budget
+
+
+async def handle_probe(request: web.Request) -> web.Response:
+    """One ad-hoc probe of a configured target into a fresh store."""
+    state = request.app[EXPORTER]
+    name = request.query.get("target")
+    if not name:
+        return web.Response(status=400, text="target parameter is missing\n")
+    target = state.holder.config.target(name)
+    if target is None:
+        state.metrics.target_unknown.inc()
+        # No outbound request for names outside the config: /probe is not a proxy.
+        return web.Response(
+            status=400,
+            text=f"unknown target {name!r}: only configured target names can be probed\n",
+        )
+    deadline = _deadline(request, target, state.timeout_offset)
+    store = MetricStore()
+    store.configure(state.holder.config.bucket_overrides(), state.holder.config.thresholds())
+    runner = state.scheduler.runners.get(name) if state.scheduler else None
+    if runner is not None and runner.session is not None and not runner.session.closed:
+        record = await state.executor.run(target, runner.session, store, deadline=deadline)
+    else:
+        async with create_session(target.tls, reuse_connections=False) as session:
+            record = await state.executor.run(target, session, store, deadline=deadline)
+    metrics_text = store.render()
+    if request.query.get("debug") == "true":
+        return web.Response(text=_debug_text(record, metrics_text, target))
+    return web.Response(body=metrics_text.encode(), headers={"Content-Type": TEXT_CONTENT_TYPE})
+
+
+def _debug_text(record: ProbeRecord, metrics_text: str, target: TargetConfig) -> str:
+    result = record.result
+    summary = "succeeded" if result.success else f"failed: {result.reason} ({result.detail})"
+    return (
+        f"Logs for the probe:\n{chr(10).join(record.log)}\nprobe {summary}\n\n"
+        f"Metrics that would have been returned:\n{metrics_text}\n"
+        f"Target configuration:\n{yaml.safe_dump(target.redacted(), sort_keys=False)}"
+    )
+
+
+async def handle_healthy(_request: web.Request) -> web.Response:
+    """Liveness."""
+    return web.Response(text="Healthy\n")
+
+
+async def handle_ready(request: web.Request) -> web.Response:
+    """Readiness: the config is loaded and the loops run."""
+    if request.app[EXPORTER].ready:
+        return web.Response(text="Ready\n")
+    return web.Response(status=503, text="Not ready\n")
+
+
+async def handle_reload(request: web.Request) -> web.Response:
+    """POST /-/reload."""
+    error = await reload_config(request.app[EXPORTER])
+    if error is not None:
+        return web.Response(status=500, text=f"failed to reload config: {error}\n")
+    return web.Response(text="OK\n")
+
+
+async def handle_config(request: web.Request) -> web.Response:
+    """The running config, with secrets hidden."""
+    config = request.app[EXPORTER].holder.config
+    data = config.model_dump(mode="json", exclude={"targets"})
+    data["targets"] = [t.redacted() for t in config.targets]
+    return web.Response(text=yaml.safe_dump(data, sort_keys=False))
+
+
+async def handle_logs(request: web.Request) -> web.Response:
+    """The log of one recent probe."""
+    try:
+        record = request.app[EXPORTER].history.get(int(request.query.get("id", "")))
+    except ValueError:
+        record = None
+    if record is None:
+        return web.Response(status=404, text="no such probe\n")
+    result = record.result
+    summary = "success" if result.success else f"failure: {result.reason} ({result.detail})"
+    return web.Response(text=f"target {record.target}: {summary}\n" + "\n".join(record.log) + "\n")
+
+
+async def handle_index(request: web.Request) -> web.Response:
+    """A small landing page: targets, recent probes, links."""
+    state = request.app[EXPORTER]
+    rows = []
+    for record in state.history.records()[:50]:
+        r = record.result
+        outcome = "success" if r.success else f"failure: {html.escape(str(r.reason))}"
+        ttft = f"{r.time_to_first_token:.3f}s" if r.time_to_first_token is not None else "-"
+        rows.append(
+            f"<tr><td>{html.escape(record.target)}</td><td>{outcome}</td><td>{ttft}</td>"
+            f'<td><a href="logs?id={record.id}">logs</a></td></tr>'
+        )
+    targets = "".join(
+        f"<li>{html.escape(t.name)} ({html.escape(t.protocol)}, {html.escape(t.model)}) "
+        f'<a href="probe?target={html.escape(t.name)}&amp;debug=true">probe now</a></li>'
+        for t in state.holder.config.targets
+    )
+    page = (
+        "<!doctype html><html><head><title>ttft_exporter</title></head><body>"
+        f"<h1>ttft_exporter {html.escape(__version__)}</h1>"
+        '<p><a href="metrics">Metrics</a> · <a href="config">Configuration</a> · '
+        '<a href="-/healthy">Health</a> · <a href="-/ready">Readiness</a></p>'
+        f"<h2>Targets</h2><ul>{targets}</ul>"
+        "<h2>Recent probes</h2><table>"
+        "<tr><th>Target</th><th>Result</th><th>TTFT</th><th>Debug</th></tr>"
+        f"{''.join(rows)}</table></body></html>"
+    )
+    return web.Response(text=page, content_type="text/html")
+
+
+def create_app(state: ExporterState) -> web.Application:
+    """The exporter application; its background work starts with the app."""
+    app = web.Application()
+    app[EXPORTER] = state
+    app.cleanup_ctx.append(_lifecycle)
+    app.cleanup_ctx.extend(state.extra_contexts)
+    app.router.add_get("/", handle_index)
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/probe", handle_probe)
+    app.router.add_get("/-/healthy", handle_healthy)
+    app.router.add_get("/-/ready", handle_ready)
+    app.router.add_post("/-/reload", handle_reload)
+    app.router.add_put("/-/reload", handle_reload)
+    app.router.add_get("/config", handle_config)
+    app.router.add_get("/logs", handle_logs)
+    return app
+
+
+def load_state(path: Path, **kwargs: object) -> ExporterState:
+    """Load the config at startup (raises ConfigError) and build the state."""
+    config, checksum = load_config(path)
+    return ExporterState(holder=ConfigHolder(path, config, checksum), **kwargs)  # type: ignore[arg-type]
