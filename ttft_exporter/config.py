@@ -465,8 +465,8 @@ def _problems(exc: ValidationError) -> list[ConfigProblem]:
             message = f"protocol is required; known: {', '.join(PROTOCOL_TAGS)}"
             path = f"{path}.protocol" if path else "protocol"
         else:
-            message = err["msg"]
-            message = message.removeprefix("Value error, ")
+            message = err["msg"].removeprefix("Value error, ")
+            message = message.replace("Input should be", "must be", 1)
         problems.append(ConfigProblem(path, message))
     return problems
 

@@ -11,7 +11,9 @@ MS = 1_000_000
 
 
 def finish(timeline: StreamTimeline) -> ProbeResult:
-    return timeline.result(phases={}, http_status=200, headers_ns=5 * MS, started_at=1.0, end_ns=999 * MS)
+    return timeline.result(
+        phases={}, http_status=200, headers_ns=5 * MS, started_at=1.0, end_ns=999 * MS
+    )
 
 
 def test_role_chunk_keepalive_and_usage_do_not_count() -> None:

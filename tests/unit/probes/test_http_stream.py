@@ -13,9 +13,9 @@ import pytest
 import trustme
 from aiohttp import web
 
+from tests.conftest import RunningSim, SimFactory, make_target, probe_once
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
-from tests.conftest import RunningSim, SimFactory, make_target, probe_once
 
 # Timers on a shared 2-core CI box: a measured latency may exceed the injected one by
 # scheduling noise, never undershoot it. Lower bound 1 ms below to allow clock rounding.
@@ -28,7 +28,9 @@ def within(measured: float | None, injected: float, late: float = LATE) -> bool:
 
 
 async def test_ttft_ignores_role_chunk_and_keepalives(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.3, itl=0.02, tokens=10, keepalive_interval=0.05))
+    sim = await make_llm_sim(
+        m=ModelBehaviour(ttft=0.3, itl=0.02, tokens=10, keepalive_interval=0.05)
+    )
     result = await probe_once(make_target(url=f"{sim.url}/v1"))
     assert result.success, result.detail
     assert within(result.time_to_first_token, 0.3)
@@ -94,13 +96,17 @@ async def test_include_usage_false_sends_no_stream_options(make_llm_sim: SimFact
 
 
 async def test_continuous_usage_stats(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.01, itl=0.005, tokens=6, tokens_per_chunk=3, continuous_usage=True))
+    sim = await make_llm_sim(
+        m=ModelBehaviour(ttft=0.01, itl=0.005, tokens=6, tokens_per_chunk=3, continuous_usage=True)
+    )
     result = await probe_once(make_target(url=f"{sim.url}/v1", continuous_usage_stats=True))
     assert result.success and result.output_tokens == 6 and result.token_chunks == 2
 
 
 async def test_stops_at_done_when_server_keeps_connection_open(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.02, itl=0.01, tokens=4, keep_open_after_done=True))
+    sim = await make_llm_sim(
+        m=ModelBehaviour(ttft=0.02, itl=0.01, tokens=4, keep_open_after_done=True)
+    )
     result = await probe_once(make_target(url=f"{sim.url}/v1", timeout="3s"))
     assert result.success, result.detail
     assert result.elapsed < 1.0
@@ -121,7 +127,9 @@ async def test_framing_variants(make_llm_sim: SimFactory, framing: dict[str, obj
 
 async def test_legacy_completions(make_llm_sim: SimFactory) -> None:
     sim = await make_llm_sim(m=ModelBehaviour(ttft=0.1, itl=0.01, tokens=5))
-    result = await probe_once(make_target(protocol="openai-completions", url=f"{sim.url}/v1", prompt="Once"))
+    result = await probe_once(
+        make_target(protocol="openai-completions", url=f"{sim.url}/v1", prompt="Once")
+    )
     assert result.success, result.detail
     assert within(result.time_to_first_token, 0.1)
     assert result.output_tokens == 5

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tests.conftest import make_target
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import StreamItem, Usage
 from ttft_exporter.probes.openai import (
@@ -15,7 +16,6 @@ from ttft_exporter.probes.openai import (
     build_completions_request,
 )
 from ttft_exporter.probes.sse import SSEEvent
-from tests.conftest import make_target
 
 
 def chat(delta: dict[str, object], **extra: object) -> SSEEvent:
@@ -112,12 +112,16 @@ def test_completions_decoder_text_and_usage() -> None:
     decoder = CompletionsDecoder()
     item = decoder.decode(SSEEvent('{"choices":[{"index":0,"text":" once","finish_reason":null}]}'))
     assert item == StreamItem(text=" once")
-    usage = decoder.decode(SSEEvent('{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}'))
+    usage = decoder.decode(
+        SSEEvent('{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}')
+    )
     assert usage == StreamItem(usage=Usage(input_tokens=3, output_tokens=9))
 
 
 def test_chat_request_body_with_nonce_and_usage_options() -> None:
-    target = make_target(url="http://h:1/v1", prompt="Say hi", max_tokens=12, continuous_usage_stats=True)
+    target = make_target(
+        url="http://h:1/v1", prompt="Say hi", max_tokens=12, continuous_usage_stats=True
+    )
     request = build_chat_request(target, "[probe abc]")  # type: ignore[arg-type]
     body = json.loads(request.body)
     assert request.url == "http://h:1/v1/chat/completions"

@@ -1,0 +1,218 @@
+"""Configuration: one bad file per rule with its exact message, the good file, the
+examples and the demo config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ttft_exporter.config import OpenAIChatTarget, load_config, parse_config
+from ttft_exporter.durations import format_duration, parse_duration
+from ttft_exporter.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "testdata" / "config"
+
+INVALID = {
+    "unknown-key": ["targets[0].bogus: unknown field"],
+    "timeout-above-interval": ["targets[0].timeout: must be below interval (15s)"],
+    "timeout-from-defaults": ["targets[0].timeout: must be below interval (5s)"],
+    "duration": [
+        "targets[0].interval: invalid duration 'soon': use a number of seconds or a string "
+        "such as 250ms, 5s, 1m"
+    ],
+    "protocol": [
+        "targets[0].protocol: unknown protocol 'grpc'; known: openai-chat, openai-completions"
+    ],
+    "missing-protocol": [
+        "targets[0].protocol: protocol is required; known: openai-chat, openai-completions"
+    ],
+    "duplicate-name": ["targets[1].name: duplicate target name 'a'"],
+    "name": [
+        "targets[0].name: must start with a letter or digit and use only letters, digits, "
+        "'_', '.', ':' or '-' (at most 128 characters)"
+    ],
+    "url-scheme": ["targets[0].url: must be an absolute http:// or https:// URL"],
+    "url-credentials": [
+        "targets[0].url: must not contain credentials; use api_key_env or api_key_file"
+    ],
+    "prompt-and-messages": ["targets[0].prompt: set exactly one of prompt or messages"],
+    "no-prompt": ["targets[0].prompt: set exactly one of prompt or messages"],
+    "label-reserved": ["targets[0].labels: label name 'target' is reserved"],
+    "label-name": ["targets[0].labels: invalid label name 'bad-name'"],
+    "expect-regex": [
+        "targets[0].expect: invalid regular expression: missing ), unterminated subpattern at position 0"
+    ],
+    "api-key-env-unset": [
+        "targets[0].api_key_env: environment variable TTFT_TEST_SURELY_UNSET_KEY is not set or empty"
+    ],
+    "api-key-both": ["targets[0].api_key_env: set api_key_env or api_key_file, not both"],
+    "api-key-file-missing": ["targets[0].api_key_file: cannot read: No such file or directory"],
+    "buckets": ["buckets.latency: boundaries must be strictly increasing"],
+    "defaults-unknown": ["defaults.bogus: unknown field"],
+    "yaml": ["invalid YAML: line 4 column 1: expected ',' or ']', but got '<stream end>'"],
+    "top-level": ["the top level must be a mapping"],
+    "concurrency": ["concurrency: must be greater than or equal to 1"],
+    "max-tokens": ["targets[0].max_tokens: must be greater than or equal to 1"],
+    "tls-pair": ["targets[0].tls.cert_file: cert_file and key_file must be set together"],
+    "role": ["targets[0].messages[0].role: must be 'system', 'user', 'assistant' or 'developer'"],
+    "many-problems": [
+        "concurrency: must be greater than or equal to 1",
+        "targets[0].timeout: must be below interval (15s)",
+        "targets[1].extra: unknown field",
+        "targets[2].name: duplicate target name 'a'",
+    ],
+}
+
+
+def test_every_invalid_file_has_a_case() -> None:
+    files = {p.stem.removeprefix("invalid-") for p in DATA.glob("invalid-*.yml")}
+    assert files == set(INVALID)
+
+
+@pytest.mark.parametrize(("rule", "messages"), INVALID.items(), ids=list(INVALID))
+def test_invalid(rule: str, messages: list[str]) -> None:
+    path = DATA / f"invalid-{rule}.yml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == messages
+    assert str(info.value).startswith(f"invalid configuration {path}:\n")
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(DATA / "nope.yml")
+    assert [str(p) for p in info.value.problems] == ["cannot read file: No such file or directory"]
+
+
+def test_good_file_and_defaults_merge() -> None:
+    config, checksum = load_config(DATA / "good.yml")
+    assert len(checksum) == 64
+    chat, completions, messages = config.targets
+    assert isinstance(chat, OpenAIChatTarget)
+    assert chat.interval == 30.0 and chat.timeout == 5.0
+    assert chat.headers == {"X-Team": "ml"}
+    assert chat.labels == {"env": "test", "region": "eu"}
+    assert completions.interval == 60.0 and completions.timeout == 0.25
+    assert completions.url == "https://example.com/v1"  # trailing slash dropped
+    assert completions.expect is not None and completions.expect.search("UPON a time")
+    assert messages.interval == 10.0 and messages.timeout == 2.5
+    assert config.concurrency == 4
+    assert config.bucket_overrides() == {"latency": [0.1, 0.5, 1.0, 2.0]}
+
+
+def test_defaults_do_not_override_target_values() -> None:
+    config = parse_config(
+        {
+            "defaults": {"interval": "1m", "timeout": "30s", "max_tokens": 10},
+            "targets": [
+                {
+                    "name": "a",
+                    "protocol": "openai-chat",
+                    "url": "http://h/v1",
+                    "model": "m",
+                    "prompt": "x",
+                    "timeout": "1s",
+                }
+            ],
+        }
+    )
+    target = config.targets[0]
+    assert (target.interval, target.timeout, target.max_tokens) == (60.0, 1.0, 10)
+
+
+def test_empty_file_is_a_config_without_targets(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yml"
+    path.write_text("")
+    config, _ = load_config(path)
+    assert config.targets == []
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yml")), ids=lambda p: p.name)
+def test_examples_load(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Examples may reference key files under /etc; point them at a temporary one.
+    text = path.read_text()
+    key = tmp_path / "key"
+    key.write_text("sk-example\n")
+    text = text.replace("/etc/ttft-exporter/openai-api-key", str(key))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-example")
+    monkeypatch.setenv("FLUX_TOKEN", "flux-example")
+    config = parse_config(yaml.safe_load(text), str(path))
+    assert config.targets or config.flux
+
+
+def test_demo_config_loads() -> None:
+    from ttft_exporter.demo import demo_config_text
+
+    config = parse_config(yaml.safe_load(demo_config_text("http://127.0.0.1:1")))
+    assert {t.name for t in config.targets} >= {"sim-healthy", "sim-degraded"}
+
+
+def test_api_key_from_file_is_stripped_and_secret(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("  sk-abc \n")
+    target = parse_config(
+        {
+            "targets": [
+                {
+                    "name": "a",
+                    "protocol": "openai-chat",
+                    "url": "http://h/v1",
+                    "model": "m",
+                    "prompt": "x",
+                    "api_key_file": str(key),
+                }
+            ]
+        }
+    ).targets[0]
+    assert target.api_key is not None and target.api_key.get_secret_value() == "sk-abc"
+    assert "sk-abc" not in repr(target) and "sk-abc" not in str(target.redacted())
+
+
+def test_json_schema_has_every_section() -> None:
+    from ttft_exporter.config import Config
+
+    schema = Config.model_json_schema(mode="validation")
+    text = json.dumps(schema)
+    for key in (
+        "targets",
+        "defaults",
+        "concurrency",
+        "buckets",
+        "openai-chat",
+        "openai-completions",
+    ):
+        assert key in text
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("250ms", 0.25),
+        ("5s", 5.0),
+        ("1m", 60.0),
+        ("1h30m", 5400.0),
+        ("2.5", 2.5),
+        (3, 3.0),
+        ("0.5s", 0.5),
+    ],
+)
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "5x", "-1s", "1s5", True, None, float("inf")])
+def test_parse_duration_rejects(bad: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.25, "250ms"), (15.0, "15s"), (90.0, "1m30s"), (3600.0, "1h"), (2.5, "2.5s")],
+)
+def test_format_duration(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text

@@ -1,0 +1,135 @@
+"""The catalogue, the per-target store, recording and the text renderer."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ttft_exporter.errors import FailureReason
+from ttft_exporter.metrics import DEFAULT_BUCKETS, PROBE_METRICS, Kind, MetricStore, record_result
+from ttft_exporter.probes.base import ProbeResult
+
+LABELS = {"target": "a", "model": "m", "protocol": "openai-chat", "env": 'we"ird\\\n'}
+
+
+def success(**overrides: object) -> ProbeResult:
+    values: dict[str, object] = {
+        "success": True,
+        "started_at": 1700000000.5,
+        "phases": {"dns": 0.0, "connect": 0.001, "tls": 0.002, "headers": 0.003},
+        "http_status": 200,
+        "time_to_first_byte": 0.006,
+        "time_to_first_chunk": 0.007,
+        "time_to_first_token": 0.3,
+        "time_to_first_output_token": 0.5,
+        "duration": 0.68,
+        "inter_chunk_gaps": (0.02,) * 19,
+        "time_per_output_token": 0.38 / 39,
+        "output_tokens": 40,
+        "usage_source": "usage",
+        "input_tokens": 7,
+    }
+    values.update(overrides)
+    return ProbeResult(**values)  # type: ignore[arg-type]
+
+
+def sample(store: MetricStore, name: str, **labels: str) -> float | None:
+    wanted = {**LABELS, **labels}
+    for family in text_string_to_metric_families(store.render()):
+        for s in family.samples:
+            if s.name == name and s.labels == wanted:
+                return float(s.value)
+    return None
+
+
+def test_closed_enums_and_counters_exist_at_zero() -> None:
+    store = MetricStore()
+    store.ensure("a", LABELS)
+    for reason in FailureReason:
+        assert sample(store, "ttft_probe_failures_total", reason=reason.value) == 0.0
+    assert sample(store, "ttft_probe_requests_total", outcome="success") == 0.0
+    assert sample(store, "ttft_probe_output_tokens_total", usage_source="chunks") == 0.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 0.0
+    # Gauges are absent until a probe sets them: no fake zero TTFT.
+    assert sample(store, "ttft_probe_last_time_to_first_token_seconds") is None
+
+
+def test_record_success() -> None:
+    store = MetricStore()
+    record_result(store.ensure("a", LABELS), success(), timeout=5.0)
+    assert sample(store, "ttft_probe_requests_total", outcome="success") == 1.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 1.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_sum") == 0.3
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.25") == 0.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.3") == 1.0
+    assert sample(store, "ttft_probe_inter_chunk_latency_seconds_count") == 19.0
+    assert sample(store, "ttft_probe_output_tokens_total", usage_source="usage") == 40.0
+    assert sample(store, "ttft_probe_decode_tokens_total") == 39.0
+    assert sample(store, "ttft_probe_generation_seconds_total") == pytest.approx(0.38)
+    assert sample(store, "ttft_probe_input_tokens_total") == 7.0
+    assert sample(store, "ttft_probe_last_output_tokens_per_second") == pytest.approx(39 / 0.38)
+    assert sample(store, "ttft_probe_phase_duration_seconds", phase="tls") == 0.002
+    assert sample(store, "ttft_probe_success") == 1.0
+    assert sample(store, "ttft_probe_timeout_seconds") == 5.0
+    assert sample(store, "ttft_probe_last_success_timestamp_seconds") == 1700000000.5
+
+
+def test_record_failure_keeps_latencies_out() -> None:
+    store = MetricStore()
+    failed = ProbeResult(False, FailureReason.STREAM_ERROR, "boom", started_at=1.0, http_status=200)
+    record_result(store.ensure("a", LABELS), failed, timeout=5.0)
+    assert sample(store, "ttft_probe_failures_total", reason="stream_error") == 1.0
+    assert sample(store, "ttft_probe_requests_total", outcome="failure") == 1.0
+    assert sample(store, "ttft_probe_success") == 0.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 0.0
+    assert sample(store, "ttft_probe_last_success_timestamp_seconds") is None
+
+
+def test_boundary_value_lands_in_its_bucket() -> None:
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    series.observe("ttft_probe_time_to_first_token_seconds", 0.8)
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.75") == 0.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.8") == 1.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="+Inf") == 1.0
+
+
+def test_thresholds_become_boundaries_and_overrides_replace() -> None:
+    store = MetricStore()
+    store.configure({"inter_token": [0.01, 0.1]}, {"latency": [0.333], "inter_token": [0.05]})
+    assert 0.333 in store.buckets["latency"]
+    assert set(DEFAULT_BUCKETS["latency"]) < set(store.buckets["latency"])
+    assert store.buckets["inter_token"] == (0.01, 0.05, 0.1)
+    assert not store.configure(
+        {"inter_token": [0.01, 0.1]}, {"latency": [0.333], "inter_token": [0.05]}
+    )
+
+
+def test_labels_escaped_and_render_parses() -> None:
+    store = MetricStore()
+    record_result(store.ensure("a", LABELS), success(), timeout=5.0)
+    families = {f.name: f for f in text_string_to_metric_families(store.render())}
+    for spec in PROBE_METRICS:
+        name = spec.name.removesuffix("_total") if spec.kind is Kind.COUNTER else spec.name
+        assert families[name].type == spec.kind.value
+    assert sample(store, "ttft_probe_success") == 1.0  # matched with the weird label value
+
+
+def test_openmetrics_counter_families_drop_total() -> None:
+    store = MetricStore()
+    store.ensure("a", LABELS)
+    text = store.render(openmetrics=True)
+    assert "# TYPE ttft_probe_requests counter" in text
+    assert "# TYPE ttft_probe_requests_total" not in text
+    assert re.search(r"^ttft_probe_requests_total\{", text, re.M)
+
+
+def test_labels_change_recreates_series_and_remove_forgets() -> None:
+    store = MetricStore()
+    first = store.ensure("a", LABELS)
+    assert store.ensure("a", LABELS) is first
+    assert store.ensure("a", {**LABELS, "env": "x"}) is not first
+    store.remove("a")
+    assert "target=" not in store.render()

@@ -1,0 +1,979 @@
+"""OpenAI-compatible streaming LLM simulator with timing knobs and fault injection.
+
+Serves Chat Completions and legacy Completions over SSE (llm-streaming.md §A.1) for the
+``demo`` command, the exporter's tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import random
+import secrets
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LLM_SIM_STATE",
+    "EventKind",
+    "GenerationPlan",
+    "LLMSimConfig",
+    "LLMSimState",
+    "ModelBehaviour",
+    "RecordedRequest",
+    "SSEFramer",
+    "SimEvent",
+    "SimRequest",
+    "create_llm_app",
+    "iter_events",
+    "parse_request",
+    "plan_generation",
+    "run_llm_sim",
+]
+
+DEFAULT_MODEL = "sim-model"
+
+API = Literal["chat", "completions"]
+EventKind = Literal["data", "comment", "stall", "hold", "drop"]
+Fault = Literal["error", "stall", "drop"]
+TokenField = Literal["reasoning", "content"]
+
+_DONE = "[DONE]"
+_MALFORMED = '{"choices": ['
+_KEEPALIVE = "keep-alive"
+_REDACTED = "REDACTED"
+_OWNER = "ttft-exporter-sim"
+# Spacing of the pieces of a split event; the last piece lands on the event's deadline.
+_SPLIT_GAP = 0.002
+# Fallback for servers without handler_cancellation: how often a held stream checks
+# whether the client is still there.
+_DISCONNECT_POLL = 0.1
+_MAX_TIMESTAMPS = 100_000
+_BACKLOG = 1024
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ModelBehaviour(BaseModel):
+    """Timing and fault knobs of one simulated model; durations are float seconds.
+
+    Fault knobs ``*_after`` count generated tokens (reasoning + answer); a fault whose
+    count exceeds the tokens the request will generate never fires.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
+
+    ttft: float = Field(default=0.05, ge=0)
+    itl: float = Field(default=0.01, ge=0)
+    jitter: float = Field(default=0.0, ge=0)
+    seed: int | None = None
+    tokens: int = Field(default=16, ge=0)
+    tokens_per_chunk: int = Field(default=1, ge=1)
+    role_chunk: bool = True
+    keepalive_interval: float | None = Field(default=None, gt=0)
+    reasoning_tokens: int = Field(default=0, ge=0)
+    reasoning_field: Literal["reasoning", "reasoning_content"] = "reasoning"
+    usage: Literal["auto", "always", "never"] = "auto"
+    continuous_usage: bool = False
+    status: int = 200
+    headers_delay: float = Field(default=0.0, ge=0)
+    error_after: int | None = Field(default=None, ge=0)
+    stall_after: int | None = Field(default=None, ge=0)
+    drop_after: int | None = Field(default=None, ge=0)
+    malformed_after: int | None = Field(default=None, ge=0)
+    keep_open_after_done: bool = False
+    data_space: bool = True
+    crlf: bool = False
+    split_writes: bool = False
+    token_text: str = "tok"  # noqa: S105 (not a credential)
+    prompt_tokens: int | None = Field(default=None, ge=0)
+
+    @field_validator("status")
+    @classmethod
+    def _check_status(cls, value: int) -> int:
+        if value != 200 and not 400 <= value <= 599:
+            msg = "status must be 200 (stream) or an error status from 400 to 599"
+            raise ValueError(msg)
+        return value
+
+
+def _default_models() -> dict[str, ModelBehaviour]:
+    return {DEFAULT_MODEL: ModelBehaviour()}
+
+
+class LLMSimConfig(BaseModel):
+    """The simulated models, the optional API key and the request-log size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, ModelBehaviour] = Field(default_factory=_default_models)
+    api_key: str | None = None
+    record_requests: int = Field(default=100, ge=0)
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    """One request as the simulator received it (``arrival`` is a perf_counter)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    arrival: float
+    first_text_written: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready view with the Authorization value redacted."""
+        headers = {
+            name: _REDACTED if name.lower() == "authorization" else value
+            for name, value in self.headers.items()
+        }
+        return {
+            "method": self.method,
+            "path": self.path,
+            "headers": headers,
+            "body": self.body,
+            "arrival": self.arrival,
+            "first_text_written": self.first_text_written,
+        }
+
+
+class LLMSimState:
+    """Mutable runtime state of one simulator app, stored under ``LLM_SIM_STATE``."""
+
+    def __init__(self, config: LLMSimConfig) -> None:
+        self.config = config
+        self.requests: collections.deque[RecordedRequest] = collections.deque(
+            maxlen=config.record_requests
+        )
+        # perf_counter() right after each stream's first text write, for benchmarks.
+        self.first_token_written: collections.deque[float] = collections.deque(
+            maxlen=_MAX_TIMESTAMPS
+        )
+        self.closing = asyncio.Event()
+
+    def set_model(self, name: str, behaviour: ModelBehaviour) -> None:
+        """Add or replace a model; requests already streaming keep their knobs."""
+        models = {**self.config.models, name: behaviour}
+        self.config = self.config.model_copy(update={"models": models})
+
+
+LLM_SIM_STATE: web.AppKey[LLMSimState] = web.AppKey("llm_sim_state", LLMSimState)
+
+
+@dataclass(frozen=True, slots=True)
+class SimRequest:
+    """The parts of a generation request that shape the simulated answer."""
+
+    api: API
+    model: str
+    stream: bool = True
+    max_tokens: int | None = None
+    include_usage: bool = False
+    continuous_usage_stats: bool = False
+    prompt_words: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    """One step of a stream, due ``at`` seconds after the request arrived.
+
+    ``data`` events carry an SSE data payload, ``comment`` events an SSE comment;
+    ``stall`` and ``hold`` keep the connection open without writing until the client
+    leaves; ``drop`` aborts the TCP connection.
+    """
+
+    at: float
+    kind: EventKind
+    data: str = ""
+    text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenChunk:
+    at: float
+    field: TokenField
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationPlan:
+    """When each token chunk is due and how the generation ends."""
+
+    chunks: tuple[_TokenChunk, ...]
+    end_at: float
+    fault: Fault | None
+    malformed_after: int | None
+    finish_reason: Literal["stop", "length"]
+    reasoning_tokens: int
+    answer_tokens: int
+    prompt_tokens: int
+
+    @property
+    def completion_tokens(self) -> int:
+        """Reasoning plus answer tokens the request generates when nothing fails."""
+        return self.reasoning_tokens + self.answer_tokens
+
+
+class _RequestError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | int | None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+
+    def response(self) -> web.Response:
+        return _error_response(
+            self.status,
+            self.message,
+            self.code,
+            self.param,
+            error_type="invalid_request_error",
+        )
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _error_response(
+    status: int,
+    message: str,
+    code: str | int | None,
+    param: str | None = None,
+    *,
+    error_type: str | None = None,
+) -> web.Response:
+    """Return an OpenAI-style error body; the type follows the status unless given."""
+    if error_type is None:
+        default = "server_error" if status >= 500 else "api_error"
+        error_type = _ERROR_TYPES.get(status, default)
+    error = {"message": message, "type": error_type, "param": param, "code": code}
+    return web.json_response({"error": error}, status=status, dumps=_dumps)
+
+
+# Request parsing
+
+
+def parse_request(api: API, body: object) -> SimRequest:
+    """Validate a Chat Completions or Completions body; raise a 400 error if invalid."""
+    if not isinstance(body, dict):
+        raise _RequestError(400, "The request body must be a JSON object.", None)
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise _RequestError(400, "You must provide a model parameter.", None, "model")
+    if api == "chat":
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            msg = "'messages' is a required property and must be an array."
+            raise _RequestError(400, msg, None, "messages")
+        words = sum(_count_words(_message_text(message)) for message in messages)
+        max_tokens = _opt_int(body, "max_completion_tokens")
+        if max_tokens is None:
+            max_tokens = _opt_int(body, "max_tokens")
+    else:
+        words = _count_prompt(body.get("prompt"))
+        max_tokens = _opt_int(body, "max_tokens")
+    options = body.get("stream_options")
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise _RequestError(400, "stream_options must be an object.", None, "stream_options")
+    return SimRequest(
+        api=api,
+        model=model,
+        stream=_opt_bool(body, "stream"),
+        max_tokens=max_tokens,
+        include_usage=_opt_bool(options, "include_usage"),
+        continuous_usage_stats=_opt_bool(options, "continuous_usage_stats"),
+        prompt_words=words,
+    )
+
+
+def _opt_int(body: Mapping[str, object], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _RequestError(400, f"{key} must be a positive integer.", None, key)
+    return value
+
+
+def _opt_bool(body: Mapping[str, object], key: str) -> bool:
+    value = body.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _RequestError(400, f"{key} must be a boolean.", None, key)
+    return value
+
+
+def _count_words(text: str) -> int:
+    return len(text.split())
+
+
+def _message_text(message: object) -> str:
+    if not isinstance(message, dict):
+        return ""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _count_prompt(prompt: object) -> int:
+    if isinstance(prompt, str):
+        return _count_words(prompt)
+    if isinstance(prompt, list):
+        # A prompt may also be a token array or a batch of strings/token arrays.
+        return sum(_count_prompt(item) if not isinstance(item, int) else 1 for item in prompt)
+    return 0
+
+
+def _header_overrides(headers: Mapping[str, str]) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for name, raw in headers.items():
+        if not name.lower().startswith("x-sim-"):
+            continue
+        knob = name[len("x-sim-") :].lower().replace("-", "_")
+        try:
+            value: object = json.loads(raw)
+        except ValueError:
+            # Lets string knobs be written bare: X-Sim-Usage: always
+            value = raw
+        overrides[knob] = value
+    return overrides
+
+
+def _request_behaviour(base: ModelBehaviour, headers: Mapping[str, str]) -> ModelBehaviour:
+    overrides = _header_overrides(headers)
+    if not overrides:
+        return base
+    try:
+        return ModelBehaviour.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        msg = f"Invalid X-Sim-* override: {exc}"
+        raise _RequestError(400, msg, "invalid_sim_override") from exc
+
+
+# Pure stream generation
+
+
+def plan_generation(
+    behaviour: ModelBehaviour, request: SimRequest, rng: random.Random
+) -> GenerationPlan:
+    """Decide the token chunks, their deadlines and the ending of one generation."""
+    reasoning = behaviour.reasoning_tokens if request.api == "chat" else 0
+    answer = behaviour.tokens
+    finish_reason: Literal["stop", "length"] = "stop"
+    cap = request.max_tokens
+    if cap is not None and reasoning + answer > cap:
+        finish_reason = "length"
+        reasoning = min(reasoning, cap)
+        answer = cap - reasoning
+    total = reasoning + answer
+    fault, fault_after = _first_fault(behaviour, total)
+    malformed = behaviour.malformed_after
+    if malformed is not None and malformed > (total if fault_after is None else fault_after):
+        malformed = None
+    sizes = _chunk_sizes(reasoning, answer, behaviour.tokens_per_chunk, (fault_after, malformed))
+    times = _chunk_times(behaviour, len(sizes) + 1, rng)
+    chunks: list[_TokenChunk] = []
+    emitted = 0
+    for index, (field, count) in enumerate(sizes):
+        if fault_after is not None and emitted >= fault_after:
+            break
+        chunks.append(_TokenChunk(times[index], field, count))
+        emitted += count
+    # Finishing goes right after the last chunk; a fault takes the next chunk's slot.
+    end_at = chunks[-1].at if chunks and fault is None else times[len(chunks)]
+    return GenerationPlan(
+        chunks=tuple(chunks),
+        end_at=end_at,
+        fault=fault,
+        malformed_after=malformed,
+        finish_reason=finish_reason,
+        reasoning_tokens=reasoning,
+        answer_tokens=answer,
+        prompt_tokens=(
+            request.prompt_words if behaviour.prompt_tokens is None else behaviour.prompt_tokens
+        ),
+    )
+
+
+def _first_fault(behaviour: ModelBehaviour, total: int) -> tuple[Fault | None, int | None]:
+    knobs: tuple[tuple[int | None, Fault], ...] = (
+        (behaviour.error_after, "error"),
+        (behaviour.stall_after, "stall"),
+        (behaviour.drop_after, "drop"),
+    )
+    candidates = [(after, fault) for after, fault in knobs if after is not None and after <= total]
+    if not candidates:
+        return None, None
+    # min() keeps the first of equal counts, so error beats stall beats drop.
+    after, fault = min(candidates, key=lambda candidate: candidate[0])
+    return fault, after
+
+
+def _chunk_sizes(
+    reasoning: int, answer: int, per_chunk: int, cuts: tuple[int | None, ...]
+) -> list[tuple[TokenField, int]]:
+    """Group tokens into chunks; no chunk straddles a fault's token count."""
+    sizes: list[tuple[TokenField, int]] = []
+    emitted = 0
+    phases: tuple[tuple[TokenField, int], ...] = (
+        ("reasoning", reasoning),
+        ("content", answer),
+    )
+    for field, count in phases:
+        left = count
+        while left:
+            size = min(per_chunk, left)
+            for cut in cuts:
+                if cut is not None and emitted < cut < emitted + size:
+                    size = cut - emitted
+            sizes.append((field, size))
+            emitted += size
+            left -= size
+    return sizes
+
+
+def _chunk_times(behaviour: ModelBehaviour, count: int, rng: random.Random) -> list[float]:
+    """Offsets from arrival: ttft, then one itl per chunk, each gap jittered."""
+    times: list[float] = []
+    at = 0.0
+    for index in range(count):
+        gap = behaviour.ttft if index == 0 else behaviour.itl
+        if behaviour.jitter:
+            gap = max(0.0, gap + rng.uniform(-behaviour.jitter, behaviour.jitter))
+        at += gap
+        times.append(max(at, behaviour.headers_delay))
+    return times
+
+
+class _ChunkEncoder:
+    """Builds the JSON payloads of one stream in the OpenAI chunk shapes."""
+
+    def __init__(
+        self,
+        request: SimRequest,
+        plan: GenerationPlan,
+        *,
+        completion_id: str,
+        created: int,
+        usage: bool,
+        continuous: bool,
+        reasoning_field: str,
+    ) -> None:
+        self._request = request
+        self._plan = plan
+        self._usage = usage
+        self._continuous = continuous
+        self._reasoning_field = reasoning_field
+        self._object = "chat.completion.chunk" if request.api == "chat" else "text_completion"
+        self._head = {"id": completion_id, "object": self._object, "created": created}
+
+    def role(self) -> str:
+        return self._chunk({"role": "assistant", "content": ""}, None, 0, 0)
+
+    def token(self, field: TokenField, text: str, reasoning: int, emitted: int) -> str:
+        if self._request.api == "completions":
+            return self._chunk(text, None, reasoning, emitted)
+        name = self._reasoning_field if field == "reasoning" else "content"
+        return self._chunk({name: text}, None, reasoning, emitted)
+
+    def finish(self, reasoning: int, emitted: int) -> str:
+        delta: dict[str, str] | str = {} if self._request.api == "chat" else ""
+        return self._chunk(delta, self._plan.finish_reason, reasoning, emitted)
+
+    def usage(self) -> str:
+        plan = self._plan
+        return _dumps(
+            {
+                **self._head,
+                "model": self._request.model,
+                "choices": [],
+                "usage": _usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
+            }
+        )
+
+    def _chunk(
+        self,
+        delta: dict[str, str] | str,
+        finish: str | None,
+        reasoning: int,
+        emitted: int,
+    ) -> str:
+        choice: dict[str, object] = {"index": 0}
+        if isinstance(delta, str):
+            choice["text"] = delta
+        else:
+            choice["delta"] = delta
+        choice["logprobs"] = None
+        choice["finish_reason"] = finish
+        chunk: dict[str, object] = {
+            **self._head,
+            "model": self._request.model,
+            "choices": [choice],
+        }
+        if self._usage:
+            chunk["usage"] = (
+                _usage(self._plan.prompt_tokens, emitted, reasoning) if self._continuous else None
+            )
+        return _dumps(chunk)
+
+
+def _usage(prompt: int, completion: int, reasoning: int) -> dict[str, object]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def _usage_enabled(behaviour: ModelBehaviour, request: SimRequest) -> bool:
+    return behaviour.usage == "always" or (behaviour.usage == "auto" and request.include_usage)
+
+
+def iter_events(
+    behaviour: ModelBehaviour,
+    request: SimRequest,
+    *,
+    completion_id: str,
+    created: int,
+    rng: random.Random,
+) -> Iterator[SimEvent]:
+    """Yield the stream's events in time order, keep-alive comments included.
+
+    Pure apart from ``rng``; the iterator never ends when the stream stalls with
+    keep-alives on (the HTTP layer keeps pinging while the engine is stuck).
+    """
+    plan = plan_generation(behaviour, request, rng)
+    usage = _usage_enabled(behaviour, request)
+    encoder = _ChunkEncoder(
+        request,
+        plan,
+        completion_id=completion_id,
+        created=created,
+        usage=usage,
+        continuous=usage and behaviour.continuous_usage and request.continuous_usage_stats,
+        reasoning_field=behaviour.reasoning_field,
+    )
+    events = _render(behaviour, request, plan, encoder)
+    return _with_keepalives(events, behaviour.headers_delay, behaviour.keepalive_interval)
+
+
+def _render(
+    behaviour: ModelBehaviour,
+    request: SimRequest,
+    plan: GenerationPlan,
+    encoder: _ChunkEncoder,
+) -> Iterator[SimEvent]:
+    if request.api == "chat" and behaviour.role_chunk:
+        yield SimEvent(behaviour.headers_delay, "data", encoder.role())
+    emitted = reasoning = 0
+    for chunk in plan.chunks:
+        if plan.malformed_after == emitted:
+            yield SimEvent(chunk.at, "data", _MALFORMED)
+        emitted += chunk.tokens
+        if chunk.field == "reasoning":
+            reasoning += chunk.tokens
+        text = (behaviour.token_text + " ") * chunk.tokens
+        yield SimEvent(
+            chunk.at,
+            "data",
+            encoder.token(chunk.field, text, reasoning, emitted),
+            text=True,
+        )
+    if plan.malformed_after == emitted:
+        yield SimEvent(plan.end_at, "data", _MALFORMED)
+    if plan.fault in ("stall", "drop"):
+        yield SimEvent(plan.end_at, plan.fault)
+        return
+    if plan.fault == "error":
+        message = f"Simulated server error after {emitted} tokens."
+        error = {"error": {"message": message, "type": "server_error", "code": 500}}
+        yield SimEvent(plan.end_at, "data", _dumps(error))
+    else:
+        yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted))
+        if _usage_enabled(behaviour, request):
+            yield SimEvent(plan.end_at, "data", encoder.usage())
+    yield SimEvent(plan.end_at, "data", _DONE)
+    if behaviour.keep_open_after_done:
+        yield SimEvent(plan.end_at, "hold")
+
+
+def _with_keepalives(
+    events: Iterator[SimEvent], start: float, interval: float | None
+) -> Iterator[SimEvent]:
+    """Insert a keep-alive comment whenever ``interval`` passes without an event."""
+    last = start
+    for event in events:
+        if interval is not None:
+            while event.at > last + interval:
+                last += interval
+                yield SimEvent(last, "comment", _KEEPALIVE)
+            if event.kind == "stall":
+                while True:
+                    last += interval
+                    yield SimEvent(last, "comment", _KEEPALIVE)
+        yield event
+        last = max(last, event.at)
+        if event.data == _DONE:
+            interval = None
+
+
+class SSEFramer:
+    """Turns events into bytes: ``data:`` spacing, line ends and split writes."""
+
+    def __init__(
+        self,
+        *,
+        data_space: bool = True,
+        crlf: bool = False,
+        split_writes: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._prefix = "data: " if data_space else "data:"
+        self._end = "\r\n\r\n" if crlf else "\n\n"
+        self._split = split_writes
+        self._rng = rng or random.Random()
+
+    def frame(self, event: SimEvent) -> list[bytes]:
+        """Return the pieces to write, in order (one piece unless split_writes)."""
+        if event.kind == "comment":
+            text = f": {event.data}{self._end}"
+        else:
+            text = f"{self._prefix}{event.data}{self._end}"
+        raw = text.encode()
+        return self._pieces(raw) if self._split else [raw]
+
+    def _pieces(self, raw: bytes) -> list[bytes]:
+        """Cut at 1-2 random offsets, one inside a multibyte character if any."""
+        continuation = [i for i, byte in enumerate(raw) if byte & 0xC0 == 0x80]
+        offsets = {self._rng.choice(continuation)} if continuation else set()
+        cuts = self._rng.choice((1, 2))
+        while len(offsets) < cuts:
+            offsets.add(self._rng.randrange(1, len(raw)))
+        bounds = [0, *sorted(offsets), len(raw)]
+        return [raw[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+
+
+# HTTP handlers
+
+
+def _client_gone(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _sleep_until(deadline: float) -> None:
+    delay = deadline - asyncio.get_running_loop().time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def _hold(request: web.BaseRequest, state: LLMSimState) -> None:
+    """Wait without writing until the client leaves or the app shuts down."""
+    while not (state.closing.is_set() or _client_gone(request)):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DISCONNECT_POLL):
+                await state.closing.wait()
+    _abort(request)
+
+
+async def _write_event(
+    response: web.StreamResponse, framer: SSEFramer, event: SimEvent, deadline: float
+) -> None:
+    pieces = framer.frame(event)
+    last = len(pieces) - 1
+    for index, piece in enumerate(pieces):
+        await _sleep_until(deadline - (last - index) * _SPLIT_GAP)
+        await response.write(piece)
+
+
+async def _record(request: web.Request, state: LLMSimState) -> tuple[RecordedRequest, object]:
+    arrival = time.perf_counter()
+    raw = await request.read() if request.can_read_body else b""
+    body: object = None
+    if raw:
+        with contextlib.suppress(ValueError):
+            body = json.loads(raw)
+    record = RecordedRequest(request.method, request.path, dict(request.headers), body, arrival)
+    state.requests.append(record)
+    return record, body
+
+
+def _check_auth(request: web.Request, state: LLMSimState) -> None:
+    key = state.config.api_key
+    if key is None:
+        return
+    given = request.headers.get("Authorization")
+    if given is None:
+        msg = "You didn't provide an API key. Use 'Authorization: Bearer YOUR_KEY'."
+        raise _RequestError(401, msg, "invalid_api_key")
+    if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
+        raise _RequestError(401, "Incorrect API key provided.", "invalid_api_key")
+
+
+async def _handle_chat(request: web.Request) -> web.StreamResponse:
+    return await _handle_generation(request, "chat")
+
+
+async def _handle_completions(request: web.Request) -> web.StreamResponse:
+    return await _handle_generation(request, "completions")
+
+
+async def _handle_generation(request: web.Request, api: API) -> web.StreamResponse:
+    arrival = asyncio.get_running_loop().time()
+    state = request.app[LLM_SIM_STATE]
+    record, body = await _record(request, state)
+    try:
+        _check_auth(request, state)
+        if body is None:
+            raise _RequestError(400, "We could not parse the JSON body of your request.", None)
+        sim_request = parse_request(api, body)
+        base = state.config.models.get(sim_request.model)
+        if base is None:
+            msg = f"The model `{sim_request.model}` does not exist."
+            raise _RequestError(404, msg, "model_not_found", "model")
+        behaviour = _request_behaviour(base, request.headers)
+    except _RequestError as exc:
+        return exc.response()
+    if behaviour.status != 200:
+        await _sleep_until(arrival + behaviour.headers_delay)
+        msg = f"Simulated error (HTTP {behaviour.status})."
+        return _error_response(behaviour.status, msg, behaviour.status)
+    if not sim_request.stream:
+        return await _respond_whole(request, state, behaviour, sim_request, arrival)
+    return await _stream(request, state, record, behaviour, sim_request, arrival)
+
+
+async def _stream(
+    request: web.Request,
+    state: LLMSimState,
+    record: RecordedRequest,
+    behaviour: ModelBehaviour,
+    sim_request: SimRequest,
+    arrival: float,
+) -> web.StreamResponse:
+    prefix = "chatcmpl" if sim_request.api == "chat" else "cmpl"
+    events = iter_events(
+        behaviour,
+        sim_request,
+        completion_id=f"{prefix}-{uuid.uuid4().hex}",
+        created=int(time.time()),
+        rng=random.Random(behaviour.seed),
+    )
+    framer = SSEFramer(
+        data_space=behaviour.data_space,
+        crlf=behaviour.crlf,
+        split_writes=behaviour.split_writes,
+        rng=random.Random(behaviour.seed),
+    )
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await _sleep_until(arrival + behaviour.headers_delay)
+    try:
+        await response.prepare(request)
+        for event in events:
+            if state.closing.is_set():
+                # Shutting down: a stall with keep-alives would otherwise ping forever.
+                _abort(request)
+                return response
+            if event.kind == "drop":
+                await _sleep_until(arrival + event.at)
+                _abort(request)
+                return response
+            if event.kind in ("stall", "hold"):
+                await _hold(request, state)
+                return response
+            await _write_event(response, framer, event, arrival + event.at)
+            if event.text and record.first_text_written is None:
+                record.first_text_written = time.perf_counter()
+                state.first_token_written.append(record.first_text_written)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away mid-stream; that is its business, not a server error.
+        pass
+    return response
+
+
+async def _respond_whole(
+    request: web.Request,
+    state: LLMSimState,
+    behaviour: ModelBehaviour,
+    sim_request: SimRequest,
+    arrival: float,
+) -> web.StreamResponse:
+    plan = plan_generation(behaviour, sim_request, random.Random(behaviour.seed))
+    await _sleep_until(arrival + max(plan.end_at, behaviour.headers_delay))
+    if plan.fault == "stall":
+        await _hold(request, state)
+        return web.Response(status=504)
+    if plan.fault == "drop":
+        _abort(request)
+        return web.Response(status=502)
+    if plan.fault == "error":
+        msg = f"Simulated server error after {sum(c.tokens for c in plan.chunks)} tokens."
+        return _error_response(500, msg, 500)
+    return web.json_response(_whole_body(behaviour, sim_request, plan), dumps=_dumps)
+
+
+def _whole_body(
+    behaviour: ModelBehaviour, request: SimRequest, plan: GenerationPlan
+) -> dict[str, object]:
+    answer = (behaviour.token_text + " ") * plan.answer_tokens
+    choice: dict[str, object] = {"index": 0}
+    if request.api == "chat":
+        message: dict[str, object] = {"role": "assistant", "content": answer}
+        if plan.reasoning_tokens:
+            message[behaviour.reasoning_field] = (
+                behaviour.token_text + " "
+            ) * plan.reasoning_tokens
+        choice["message"] = message
+    else:
+        choice["text"] = answer
+    choice["logprobs"] = None
+    choice["finish_reason"] = plan.finish_reason
+    body: dict[str, object] = {
+        "id": f"{'chatcmpl' if request.api == 'chat' else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion" if request.api == "chat" else "text_completion",
+        "created": int(time.time()),
+        "model": request.model,
+        "choices": [choice],
+    }
+    if behaviour.usage != "never":
+        body["usage"] = _usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens)
+    return body
+
+
+async def _handle_models(request: web.Request) -> web.Response:
+    state = request.app[LLM_SIM_STATE]
+    await _record(request, state)
+    try:
+        _check_auth(request, state)
+    except _RequestError as exc:
+        return exc.response()
+    created = int(time.time())
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": _OWNER}
+        for name in state.config.models
+    ]
+    return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+
+
+async def _handle_sim_models(request: web.Request) -> web.Response:
+    models = request.app[LLM_SIM_STATE].config.models
+    body = {"models": {name: behaviour.model_dump() for name, behaviour in models.items()}}
+    return web.json_response(body, dumps=_dumps)
+
+
+async def _handle_patch_model(request: web.Request) -> web.Response:
+    state = request.app[LLM_SIM_STATE]
+    name = request.match_info["name"]
+    try:
+        patch = await request.json()
+    except ValueError:
+        return _error_response(400, "The body must be a JSON object of knobs.", None)
+    if not isinstance(patch, dict):
+        return _error_response(400, "The body must be a JSON object of knobs.", None)
+    base = state.config.models.get(name, ModelBehaviour())
+    try:
+        behaviour = ModelBehaviour.model_validate({**base.model_dump(), **patch})
+    except ValidationError as exc:
+        return _error_response(400, str(exc), "invalid_knob")
+    state.set_model(name, behaviour)
+    return web.json_response(behaviour.model_dump(), dumps=_dumps)
+
+
+async def _handle_sim_requests(request: web.Request) -> web.Response:
+    recorded = list(request.app[LLM_SIM_STATE].requests)
+    raw_limit = request.query.get("limit")
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            limit = -1
+        if limit < 0:
+            return _error_response(400, "limit must be a non-negative integer.", None, "limit")
+        recorded = recorded[len(recorded) - limit :] if limit else []
+    return web.json_response({"requests": [record.to_json() for record in recorded]}, dumps=_dumps)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[LLM_SIM_STATE].closing.set()
+
+
+def create_llm_app(config: LLMSimConfig | None = None) -> web.Application:
+    """Build the simulator app; it works on a copy of ``config``."""
+    app = web.Application()
+    config = LLMSimConfig() if config is None else config.model_copy(deep=True)
+    app[LLM_SIM_STATE] = LLMSimState(config)
+    app.router.add_post("/v1/chat/completions", _handle_chat)
+    app.router.add_post("/v1/completions", _handle_completions)
+    app.router.add_get("/v1/models", _handle_models)
+    app.router.add_get("/sim/models", _handle_sim_models)
+    app.router.add_patch("/sim/models/{name}", _handle_patch_model)
+    app.router.add_get("/sim/requests", _handle_sim_requests)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def run_llm_sim(
+    config: LLMSimConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, int]:
+    """Serve the simulator on ``host:port`` (0 picks a free port).
+
+    Returns the started runner (``await runner.cleanup()`` stops it) and the port.
+    """
+    runner = web.AppRunner(create_llm_app(config), handler_cancellation=True, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        # aiohttp's default backlog of 128 drops SYNs when benchmarks open 200 streams
+        # at once, and the 1 s SYN retry would then pollute the measured TTFT.
+        site = web.TCPSite(runner, host, port, backlog=_BACKLOG)
+        await site.start()
+        bound: int = runner.addresses[0][1]
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, bound
