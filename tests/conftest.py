@@ -16,7 +16,13 @@ from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.server import ExporterState
-from ttft_exporter.sim.llm import LLM_SIM_STATE, LLMSimConfig, LLMSimState, ModelBehaviour, run_llm_sim
+from ttft_exporter.sim.llm import (
+    LLM_SIM_STATE,
+    LLMSimConfig,
+    LLMSimState,
+    ModelBehaviour,
+    run_llm_sim,
+)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Command line: `ttft-exporter [run|demo|config-schema]` with Prometheus-style dotted
+"""Command line: `ttft-exporter [run|demo|config-schema|rules]` with Prometheus-style dotted
 flags. `main()` only exits with what `run()` returns, so every exit path is testable."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ log = logging.getLogger("ttft_exporter")
 # Outside 9100-9999, which the Prometheus default port allocations list has filled.
 DEFAULT_PORT = 10099
 DEFAULT_LISTEN = f":{DEFAULT_PORT}"
-COMMANDS = ("run", "demo", "config-schema")
+COMMANDS = ("run", "demo", "config-schema", "rules")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=COMMANDS,
         help=(
             "run (default): the exporter; demo: simulator + exporter; "
-            "config-schema: print the config JSON Schema"
+            "config-schema: print the config JSON Schema; "
+            "rules: print the Prometheus recording and alerting rules for the config"
         ),
     )
     parser.add_argument(
@@ -95,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=100,
         help="recent probes kept for the index page (default: %(default)s)",
     )
+    parser.add_argument(
+        "--rules.output-dir",
+        dest="rules_output_dir",
+        default=None,
+        help="rules: write one file per rule family into this directory instead of printing",
+    )
     parser.add_argument("--version", action="version", version=f"ttft-exporter {__version__}")
     return parser
 
@@ -104,6 +111,9 @@ def parse_listen(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"invalid listen address {address!r}: want host:port or :port")
+    if int(port) > 65535:
+        # Else the bind fails later with a traceback instead of a usage error.
+        raise ValueError(f"invalid listen address {address!r}: port must be 0-65535")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - Prometheus' default, as flags say
 
 
@@ -114,6 +124,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "config-schema":
         print(json.dumps(Config.model_json_schema(mode="validation"), indent=2))
         return 0
+    if args.command == "rules":
+        return _rules(args.config_file, args.rules_output_dir)
     try:
         host, port = parse_listen(args.listen)
         timeout_offset = parse_duration(args.timeout_offset)
@@ -137,6 +149,24 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"config file {args.config_file} is ok: {len(state.holder.config.targets)} targets")
         return 0
     return serve(state, host, port)
+
+
+def _rules(config_file: str, output_dir: str | None) -> int:
+    """`ttft-exporter rules`: the recording and alerting rules for a config."""
+    from ttft_exporter.config import load_config
+    from ttft_exporter.rules import RulesError, render_combined, write_rule_files
+
+    try:
+        config, _ = load_config(config_file)
+        if output_dir is None:
+            print(render_combined(config, source=config_file), end="")
+            return 0
+        for path in write_rule_files(config, Path(output_dir), source=config_file):
+            print(f"wrote {path}", file=sys.stderr)
+    except (ConfigError, RulesError, OSError) as exc:
+        print(f"ttft-exporter: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _signals(app: web.Application) -> AsyncIterator[None]:

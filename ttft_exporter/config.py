@@ -142,7 +142,7 @@ class TargetDefaults(_Strict):
     interval: Duration | None = None
     timeout: Duration | None = None
     max_tokens: int | None = Field(None, ge=1)
-    headers: dict[str, str] | None = None
+    headers: dict[str, str] | None = Field(None, repr=False)
     labels: dict[str, str] | None = None
     reuse_connections: bool | None = None
     cache_bust: bool | None = None
@@ -162,7 +162,9 @@ class _TargetBase(_Strict):
     interval: Duration = Field(15.0, description="Time between probes.")
     timeout: Duration = Field(10.0, description="Deadline of one probe; must be below interval.")
     max_tokens: int = Field(64, ge=1, le=1_000_000, description="max_tokens sent with the request.")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, repr=False, description="Extra request headers."
+    )
     api_key_env: str | None = Field(
         None,
         description="Environment variable holding the API key (sent as Bearer token).",
@@ -287,8 +289,15 @@ class _TargetBase(_Strict):
     def secrets(self) -> list[str]:
         """Every secret value this target holds, for redaction of free text."""
         out = [self._api_key.get_secret_value()] if self._api_key else []
-        out += [v for k, v in self.headers.items() if k.lower() in _SENSITIVE_HEADERS]
-        return [s for s in out if s]
+        for key, value in self.headers.items():
+            if key.lower() in _SENSITIVE_HEADERS:
+                out.append(value)
+                # `Bearer <key>`: a server may echo the bare key without its scheme.
+                scheme, _, credential = value.partition(" ")
+                if credential.strip() and scheme.isalpha():
+                    out.append(credential.strip())
+        # Longest first, so a secret containing another is replaced whole.
+        return sorted({s for s in out if s}, key=len, reverse=True)
 
     def redacted(self) -> dict[str, Any]:
         """The target as plain data with secret header values hidden (for debug output)."""
@@ -478,7 +487,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError(source, [ConfigProblem("", "the top level must be a mapping")])
     # Checked on the raw data so that a duplicate is reported with every other problem.
-    problems = _duplicate_names(data.get("targets"))
+    problems = _duplicate_names(data.get("targets"), "targets")
+    problems += _duplicate_names(data.get("flux"), "flux")
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
@@ -488,7 +498,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     return config
 
 
-def _duplicate_names(targets: Any) -> list[ConfigProblem]:
+def _duplicate_names(targets: Any, section: str) -> list[ConfigProblem]:
     if not isinstance(targets, list):
         return []
     seen: set[str] = set()

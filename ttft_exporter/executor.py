@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 
 import aiohttp
 
@@ -16,6 +17,7 @@ from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.probes.http_stream import redact
 
 __all__ = ["ProbeExecutor", "target_labels"]
 
@@ -89,13 +91,14 @@ class ProbeExecutor:
         try:
             async with asyncio.timeout(timeout):
                 result = await prepared.run()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the probe boundary turns every error into data
             result = prepared.failure(exc, timeout)
             if result.reason is FailureReason.INTERNAL:
+                # A bug: log the traceback, with secrets redacted like everything else.
+                trace = redact("".join(traceback.format_exception(exc)), target.secrets())
                 log.error(
                     "probe raised an unexpected error",
-                    exc_info=exc,
-                    extra=fields(target=target.name),
+                    extra=fields(target=target.name, err=trace),
                 )
         return result, prepared.log
 

@@ -32,6 +32,7 @@ from ttft_exporter.probes.base import PHASES, ProbeResult
 __all__ = [
     "DEFAULT_BUCKETS",
     "EXPORTER_METRICS",
+    "FLUX_METRICS",
     "PROBE_METRICS",
     "ExporterMetrics",
     "Kind",
@@ -72,80 +73,21 @@ class MetricSpec:
 # - duration: whole generations of up to a few thousand tokens, 100 ms to 5 min;
 # - inter_token: decode gaps, 1 ms (speculative decoding, coalesced chunks) to 5 s
 #   (a stall). Thresholds named in the config are added to these boundaries.
+# fmt: off
 DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
-    "latency": (
-        0.025,
-        0.05,
-        0.075,
-        0.1,
-        0.15,
-        0.2,
-        0.25,
-        0.3,
-        0.4,
-        0.5,
-        0.6,
-        0.75,
-        0.8,
-        1.0,
-        1.5,
-        2.0,
-        2.5,
-        3.0,
-        4.0,
-        5.0,
-        7.5,
-        10.0,
-        15.0,
-        20.0,
-        30.0,
-        60.0,
-    ),
-    "duration": (
-        0.1,
-        0.25,
-        0.5,
-        1.0,
-        1.5,
-        2.0,
-        3.0,
-        5.0,
-        7.5,
-        10.0,
-        15.0,
-        20.0,
-        30.0,
-        45.0,
-        60.0,
-        90.0,
-        120.0,
-        180.0,
-        300.0,
-    ),
-    "inter_token": (
-        0.001,
-        0.0025,
-        0.005,
-        0.0075,
-        0.01,
-        0.015,
-        0.02,
-        0.025,
-        0.03,
-        0.04,
-        0.05,
-        0.075,
-        0.1,
-        0.15,
-        0.2,
-        0.3,
-        0.5,
-        0.75,
-        1.0,
-        2.5,
-        5.0,
-    ),
+    "latency": (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.8,
+                1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0),
+    "duration": (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
+                 45.0, 60.0, 90.0, 120.0, 180.0, 300.0),
+    "inter_token": (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04,
+                    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0),
+    # Flux: state-update lag (two hosts' wall clocks) and canary round trips.
+    "flux_lag": (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                 10.0),
+    "flux_canary": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
+                    5.0, 10.0),
 }
+# fmt: on
 
 _REASONS = tuple((r.value,) for r in FailureReason)
 _LAT = "latency"
@@ -319,6 +261,140 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
         "ttft_exporter_target_unknown_total",
         Kind.COUNTER,
         "Requests to /probe naming a target that is not configured.",
+    ),
+)
+
+FLUX_RECONNECT_REASONS = ("connect_failed", "closed", "error", "stale", "ping_timeout")
+FLUX_MESSAGE_TYPES = ("metrics_update", "state_update", "entity_deleted", "other")
+FLUX_CANARY_REASONS = (
+    "connect",
+    "timeout",
+    "http_4xx",
+    "http_5xx",
+    "auth",
+    "rate_limited",
+    "not_propagated",
+)
+
+# Every Flux series carries the `flux` label (the instance name) first.
+FLUX_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "ttft_flux_up", Kind.GAUGE, "1 if the WebSocket is connected and not stale, else 0."
+    ),
+    MetricSpec(
+        "ttft_flux_connected", Kind.GAUGE, "1 if the WebSocket is connected (stale or not)."
+    ),
+    MetricSpec(
+        "ttft_flux_stale", Kind.GAUGE, "1 if no message arrived for longer than stale_after."
+    ),
+    MetricSpec(
+        "ttft_flux_reconnects_total",
+        Kind.COUNTER,
+        "WebSocket reconnects, by why the previous connection ended or failed.",
+        labels=("reason",),
+        children=tuple((r,) for r in FLUX_RECONNECT_REASONS),
+    ),
+    MetricSpec(
+        "ttft_flux_last_message_timestamp_seconds",
+        Kind.GAUGE,
+        "Unix time of the last message received.",
+        "s",
+    ),
+    MetricSpec(
+        "ttft_flux_messages_total",
+        Kind.COUNTER,
+        "Messages received, by type (unknown types count as other).",
+        labels=("type",),
+        children=tuple((t,) for t in FLUX_MESSAGE_TYPES),
+    ),
+    MetricSpec(
+        "ttft_flux_malformed_messages_total",
+        Kind.COUNTER,
+        "Frames that are not a JSON object of a known shape (skipped).",
+    ),
+    MetricSpec(
+        "ttft_flux_events_processed_total",
+        Kind.COUNTER,
+        "Events processed by Flux, from deltas of metrics_update events.total; a Flux restart (the total going down) counts the post-reset value as the delta.",
+    ),
+    MetricSpec(
+        "ttft_flux_counter_resets_total",
+        Kind.COUNTER,
+        "Times events.total went down (Flux restarted).",
+    ),
+    MetricSpec(
+        "ttft_flux_reported_events_per_second",
+        Kind.GAUGE,
+        "Flux's own events.rate_per_second; it freezes at its last value when traffic stops, so prefer rate(ttft_flux_events_processed_total).",
+    ),
+    MetricSpec("ttft_flux_entities", Kind.GAUGE, "Entities in Flux's memory (entities.total)."),
+    MetricSpec(
+        "ttft_flux_websocket_connections",
+        Kind.GAUGE,
+        "Open /api/ws sessions reported by Flux (ours included).",
+    ),
+    MetricSpec(
+        "ttft_flux_publishers_active",
+        Kind.GAUGE,
+        "Distinct event sources seen by Flux in its publisher window.",
+    ),
+    MetricSpec(
+        "ttft_flux_state_updates_total",
+        Kind.COUNTER,
+        "state_update messages, by configured entity-id prefix group (other for the rest).",
+        labels=("group",),
+    ),
+    MetricSpec("ttft_flux_entities_deleted_total", Kind.COUNTER, "entity_deleted messages."),
+    MetricSpec(
+        "ttft_flux_state_update_lag_seconds",
+        Kind.HISTOGRAM,
+        "Receive time minus the state_update's server timestamp (wall clocks of two hosts: skew shifts it; negative values count as 0).",
+        "s",
+        buckets="flux_lag",
+    ),
+    MetricSpec(
+        "ttft_flux_canary_checks_total",
+        Kind.COUNTER,
+        "Canary checks finished, by outcome.",
+        labels=("outcome",),
+        children=(("success",), ("failure",)),
+    ),
+    MetricSpec(
+        "ttft_flux_canary_publish_seconds",
+        Kind.HISTOGRAM,
+        "Canary POST /api/events until its HTTP acknowledgement.",
+        "s",
+        buckets="flux_canary",
+    ),
+    MetricSpec(
+        "ttft_flux_canary_propagation_seconds",
+        Kind.HISTOGRAM,
+        "Canary publish start until its state_update arrived on the WebSocket.",
+        "s",
+        buckets="flux_canary",
+    ),
+    MetricSpec(
+        "ttft_flux_canary_last_propagation_seconds",
+        Kind.GAUGE,
+        "Propagation time of the last successful canary.",
+        "s",
+    ),
+    MetricSpec(
+        "ttft_flux_canary_failures_total",
+        Kind.COUNTER,
+        "Failed canary checks, by reason.",
+        labels=("reason",),
+        children=tuple((r,) for r in FLUX_CANARY_REASONS),
+    ),
+    MetricSpec(
+        "ttft_flux_query_seconds",
+        Kind.HISTOGRAM,
+        "Successful GET /api/state/entities?prefix=... reads.",
+        "s",
+        buckets="flux_canary",
+    ),
+    MetricSpec(
+        "ttft_flux_query_failures_total", Kind.COUNTER, "Failed reads of /api/state/entities."
     ),
 )
 

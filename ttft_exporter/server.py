@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import math
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,17 +20,18 @@ from prometheus_client.openmetrics import exposition as om_exposition
 
 from ttft_exporter import __version__
 from ttft_exporter.clock import Clock, SystemClock
-from ttft_exporter.config import ConfigHolder, TargetConfig, load_config
-from ttft_exporter.errors import ConfigError
+from ttft_exporter.config import _SENSITIVE_HEADERS as SENSITIVE_HEADERS
+from ttft_exporter.config import Config, ConfigHolder, TargetConfig, load_config
+from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.flux.supervisor import FluxSupervisor
 from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
-from ttft_exporter.probes.http_stream import create_session
+from ttft_exporter.probes.http_stream import build_ssl_context, create_session
 from ttft_exporter.scheduler import ProbeScheduler
 
-__all__ = ["EXPORTER", "ExporterState", "create_app", "load_state", "reload_config"]
+__all__ = ["EXPORTER", "ExporterState", "check_tls", "create_app", "load_state", "reload_config"]
 
 log = logging.getLogger("ttft_exporter.server")
 
@@ -93,7 +96,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         start_jitter=state.start_jitter,
     )
     await state.scheduler.apply(state.holder.config)
-    state.flux = FluxSupervisor(registry=state.metrics.registry, jobs=jobs, clock=state.clock)
+    state.flux = FluxSupervisor(
+        registry=state.metrics.registry, jobs=jobs, clock=state.clock, buckets=state.store.buckets
+    )
     await state.flux.apply(state.holder.config.flux)
     state.metrics.reload_successful.set(1)
     state.metrics.reload_timestamp.set(state.clock.wall())
@@ -116,6 +121,7 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
     async with state.reload_lock:
         try:
             config, checksum = load_config(path)
+            check_tls(config, str(path))
         except ConfigError as exc:
             state.metrics.reload_successful.set(0)
             log.error(
@@ -132,7 +138,7 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
         if state.scheduler is not None:
             await state.scheduler.apply(config)
         if state.flux is not None:
-            await state.flux.apply(config.flux)
+            await state.flux.apply(config.flux, state.store.buckets)
         state.metrics.reload_successful.set(1)
         state.metrics.reload_timestamp.set(state.clock.wall())
         log.info("configuration reloaded", extra=fields(targets=len(config.targets)))
@@ -165,7 +171,8 @@ def _deadline(request: web.Request, target: TargetConfig, offset: float) -> floa
         scrape = float(request.headers.get("X-Prometheus-Scrape-Timeout-Seconds", "0"))
     except ValueError:
         scrape = 0.0
-    if scrape <= 0:
+    # NaN would make the deadline NaN, and asyncio.timeout(nan) never fires.
+    if not math.isfinite(scrape) or scrape <= 0:
         scrape = DEFAULT_SCRAPE_TIMEOUT
     budget = scrape - offset
     if budget <= 0 or target.timeout < budget:
@@ -236,6 +243,12 @@ async def handle_config(request: web.Request) -> web.Response:
     """The running config, with secrets hidden."""
     config = request.app[EXPORTER].holder.config
     data = config.model_dump(mode="json", exclude={"targets"})
+    # `defaults.headers` reaches every target, credentials included: hide them too.
+    if data["defaults"].get("headers"):
+        data["defaults"]["headers"] = {
+            k: ("<secret>" if k.lower() in SENSITIVE_HEADERS else v)
+            for k, v in data["defaults"]["headers"].items()
+        }
     data["targets"] = [t.redacted() for t in config.targets]
     return web.Response(text=yaml.safe_dump(data, sort_keys=False))
 
@@ -301,7 +314,25 @@ def create_app(state: ExporterState) -> web.Application:
     return app
 
 
+def check_tls(config: Config, source: str) -> None:
+    """Raise ConfigError for TLS files that exist but do not load (not PEM, a key that
+    does not match): else the target's session fails to open in the middle of a reload,
+    after the new config was installed, and the targets after it never start."""
+    problems = []
+    for index, target in enumerate(config.targets):
+        tls = target.tls
+        if tls.ca_file is None and tls.cert_file is None:
+            continue
+        try:
+            build_ssl_context(tls)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(ConfigProblem(f"targets[{index}].tls", f"cannot load TLS files: {exc}"))
+    if problems:
+        raise ConfigError(source, problems)
+
+
 def load_state(path: Path, **kwargs: object) -> ExporterState:
     """Load the config at startup (raises ConfigError) and build the state."""
     config, checksum = load_config(path)
+    check_tls(config, str(path))
     return ExporterState(holder=ConfigHolder(path, config, checksum), **kwargs)  # type: ignore[arg-type]

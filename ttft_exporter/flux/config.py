@@ -1,16 +1,236 @@
-"""Configuration of the `flux:` section. Filled in by the Flux monitor work (issue 3)."""
+"""Configuration of the `flux:` section: which Flux instances to watch and how."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import os
+import re
+from pathlib import Path
+from typing import Self
 
-__all__ = ["FluxInstanceConfig"]
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ttft_exporter.durations import Duration, format_duration
+
+__all__ = ["FluxCanaryConfig", "FluxInstanceConfig", "FluxQueryConfig", "FluxReconnectConfig"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Flux's own namespace rule (src/entity/mod.rs): 3-32 characters of [a-z0-9-_].
+_NAMESPACE = re.compile(r"^[a-z0-9_-]{3,32}$")
+# Flux's stream rule (src/event/validation.rs).
+_STREAM = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
 
 
-class FluxInstanceConfig(BaseModel):
-    """One Flux instance to watch."""
+def _rule(field: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("field_rule", message, {"field": field})
 
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    url: str
+
+class FluxReconnectConfig(_Strict):
+    """Capped exponential backoff with full jitter between WebSocket connects."""
+
+    initial: Duration = Field(0.5, description="First backoff step.")
+    max: Duration = Field(30.0, description="Cap of the backoff.")
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.initial <= 0:
+            raise _rule("initial", "must be above 0")
+        if self.max < self.initial:
+            raise _rule("max", f"must be at least initial ({format_duration(self.initial)})")
+        return self
+
+
+class FluxCanaryConfig(_Strict):
+    """Publish one event per interval and time its way back over the WebSocket."""
+
+    interval: Duration = Field(10.0, description="Time between canary events.")
+    timeout: Duration = Field(
+        5.0, description="How long to wait for the ack plus the state_update."
+    )
+    namespace: str = Field(
+        "ttft",
+        description="Entity namespace; the canary entity is <namespace>/ttft-canary-<instance>.",
+    )
+    stream: str = Field("ttft.canary", description="Flux stream of the canary events.")
+    source: str = Field(
+        "ttft-exporter", min_length=1, description="Flux `source` of the canary events."
+    )
+    token_env: str | None = Field(
+        None, description="Environment variable holding the namespace bearer token."
+    )
+    token_file: Path | None = Field(None, description="File holding the namespace bearer token.")
+
+    _token: SecretStr | None = PrivateAttr(None)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _NAMESPACE.fullmatch(value):
+            raise ValueError(
+                "must be 3-32 characters of a-z, 0-9, '-' or '_' (Flux's namespace rule)"
+            )
+        return value
+
+    @field_validator("stream")
+    @classmethod
+    def _stream(cls, value: str) -> str:
+        if not _STREAM.fullmatch(value):
+            raise ValueError(
+                "must be lowercase letters and digits with single dots (Flux's stream rule)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.timeout <= 0:
+            raise _rule("timeout", "must be above 0")
+        if self.timeout >= self.interval:
+            raise _rule("timeout", f"must be below interval ({format_duration(self.interval)})")
+        if self.token_env and self.token_file:
+            raise _rule("token_env", "set token_env or token_file, not both")
+        if self.token_env:
+            token = os.environ.get(self.token_env, "").strip()
+            if not token:
+                raise _rule(
+                    "token_env", f"environment variable {self.token_env} is not set or empty"
+                )
+            self._token = SecretStr(token)
+        elif self.token_file:
+            try:
+                token = Path(self.token_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise _rule("token_file", f"cannot read: {exc.strerror}") from None
+            if not token:
+                raise _rule("token_file", "file is empty")
+            self._token = SecretStr(token)
+        return self
+
+    @property
+    def token(self) -> SecretStr | None:
+        """The resolved bearer token, if any. Never log it."""
+        return self._token
+
+
+class FluxQueryConfig(_Strict):
+    """A timed read: `GET /api/state/entities?prefix=...`."""
+
+    interval: Duration = Field(30.0, description="Time between reads.")
+    prefix: str = Field("", description="Entity id prefix to list (empty: all entities).")
+
+
+class FluxInstanceConfig(_Strict):
+    """One Flux instance to watch; `name` is the `flux` label."""
+
+    name: str = Field(description="Unique name; the `flux` label.")
+    url: str = Field(description="Base URL, e.g. http://flux:3000 (the WebSocket is {url}/api/ws).")
+    stale_after: Duration = Field(
+        6.0, description="No message for this long means stale (Flux sends metrics every 2 s)."
+    )
+    subscribe: list[str] = Field(
+        default_factory=list, description="Entity ids to subscribe to; empty: every entity."
+    )
+    groups: list[str] = Field(
+        default_factory=list, description="Entity id prefixes for bounded per-group counts."
+    )
+    ping_interval: Duration = Field(
+        5.0, description="Client WebSocket ping period; a missing pong drops the connection."
+    )
+    connect_timeout: Duration = Field(5.0, description="Deadline of one connect attempt.")
+    reconnect: FluxReconnectConfig = Field(default_factory=FluxReconnectConfig)
+    canary: FluxCanaryConfig | None = Field(None, description="Optional active check.")
+    query: FluxQueryConfig | None = Field(None, description="Optional timed read check.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError(
+                "must start with a letter or digit and use only letters, digits, "
+                "'_', '.', ':' or '-' (at most 128 characters)"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from yarl import URL
+
+        try:
+            url = URL(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"invalid URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if url.user or url.password:
+            raise ValueError(
+                "must not contain credentials; use canary.token_env or canary.token_file"
+            )
+        return value.rstrip("/")
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        if any(not g for g in value):
+            raise ValueError("prefixes must not be empty")
+        if len(set(value)) != len(value):
+            raise ValueError("prefixes must be unique")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.stale_after <= 0:
+            raise _rule("stale_after", "must be above 0")
+        if self.ping_interval <= 0:
+            raise _rule("ping_interval", "must be above 0")
+        return self
+
+    @property
+    def canary_entity(self) -> str | None:
+        """The canary's entity id, `<namespace>/ttft-canary-<instance>`."""
+        if self.canary is None:
+            return None
+        return f"{self.canary.namespace}/ttft-canary-{self.name}"
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL."""
+        base = "ws" + self.url.removeprefix("http")
+        return f"{base}/api/ws"
+
+    def subscriptions(self) -> list[str]:
+        """What to subscribe to: nothing (every update) unless narrowed, and then
+        always the canary entity too, or the canary would never see its update."""
+        if not self.subscribe:
+            return []
+        entity = self.canary_entity
+        return (
+            [*self.subscribe, entity]
+            if entity and entity not in self.subscribe
+            else list(self.subscribe)
+        )
+
+    def secrets(self) -> list[str]:
+        """Secret values for redaction of free text."""
+        token = self.canary.token if self.canary else None
+        return [token.get_secret_value()] if token else []
+
+    def fingerprint(self) -> str:
+        """Changes when anything that affects monitoring changes (secrets included)."""
+        import hashlib
+
+        digest = hashlib.sha256(self.model_dump_json().encode())
+        for secret in self.secrets():
+            digest.update(secret.encode())
+        return digest.hexdigest()

@@ -1,30 +1,112 @@
-"""Owns one monitor per configured Flux instance. Filled in by the Flux monitor work."""
+"""Owns one monitor (and its canary and read check) per configured Flux instance;
+on a config change only the instances that changed restart."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
+import aiohttp
 import aiojobs
 from prometheus_client import CollectorRegistry
 
 from ttft_exporter.clock import Clock
+from ttft_exporter.flux.canary import FluxCanary, FluxQuery
 from ttft_exporter.flux.config import FluxInstanceConfig
+from ttft_exporter.flux.metrics import FluxMetrics
+from ttft_exporter.flux.monitor import FluxMonitor
+from ttft_exporter.logs import fields
+from ttft_exporter.metrics import DEFAULT_BUCKETS
 
 __all__ = ["FluxSupervisor"]
+
+log = logging.getLogger("ttft_exporter.flux")
+
+
+@dataclass
+class _Running:
+    config: FluxInstanceConfig
+    fingerprint: str
+    monitor: FluxMonitor
+    session: aiohttp.ClientSession
+    jobs: list[aiojobs.Job[None]] = field(default_factory=list)
 
 
 class FluxSupervisor:
     """Starts, restarts (on config change) and stops the Flux monitors."""
 
     def __init__(
-        self, *, registry: CollectorRegistry, jobs: aiojobs.Scheduler, clock: Clock
+        self,
+        *,
+        registry: CollectorRegistry,
+        jobs: aiojobs.Scheduler,
+        clock: Clock,
+        buckets: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         self._registry = registry
         self._jobs = jobs
         self._clock = clock
+        self._metrics = FluxMetrics(registry, buckets or DEFAULT_BUCKETS)
+        self.running: dict[str, _Running] = {}
 
-    async def apply(self, instances: Sequence[FluxInstanceConfig]) -> None:
+    async def apply(
+        self,
+        instances: Sequence[FluxInstanceConfig],
+        buckets: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
         """Make the running monitors match the config."""
+        if (
+            buckets is not None
+            and {k: tuple(v) for k, v in buckets.items()} != self._metrics.buckets
+        ):
+            # Histogram boundaries are fixed per family: start the families again.
+            await self.close()
+            self._metrics.unregister()
+            self._metrics = FluxMetrics(self._registry, buckets)
+        wanted = {i.name: i for i in instances}
+        for name, running in list(self.running.items()):
+            config = wanted.get(name)
+            if config is None or config.fingerprint() != running.fingerprint:
+                await self._stop(running)
+                del self.running[name]
+                self._metrics.remove(name, running.config.groups)
+        for name, config in wanted.items():
+            if name not in self.running:
+                self.running[name] = await self._start(config)
+
+    async def _start(self, config: FluxInstanceConfig) -> _Running:
+        metrics = self._metrics.instance(config.name, config.groups)
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout)
+        )
+        monitor = FluxMonitor(config, metrics, session, self._clock)
+        running = _Running(config, config.fingerprint(), monitor, session)
+        running.jobs.append(await self._jobs.spawn(monitor.run(), name=f"flux {config.name}"))
+        running.jobs.append(
+            await self._jobs.spawn(monitor.watch_staleness(), name=f"flux stale {config.name}")
+        )
+        if config.canary is not None:
+            canary = FluxCanary(config, monitor, metrics, session, self._clock)
+            running.jobs.append(
+                await self._jobs.spawn(canary.run(), name=f"flux canary {config.name}")
+            )
+        if config.query is not None:
+            query = FluxQuery(config, metrics, session, self._clock)
+            running.jobs.append(
+                await self._jobs.spawn(query.run(), name=f"flux query {config.name}")
+            )
+        log.info("watching flux", extra=fields(flux=config.name, url=config.url))
+        return running
+
+    async def _stop(self, running: _Running) -> None:
+        for job in running.jobs:
+            if not job.closed:
+                await job.close()
+        await running.session.close()
 
     async def close(self) -> None:
         """Stop every monitor."""
+        for running in list(self.running.values()):
+            await self._stop(running)
+        self.running.clear()

@@ -238,12 +238,16 @@ class StreamProbe:
                 self._status = response.status
                 self._debug(f"response headers: HTTP {response.status} {response.content_type}")
                 if response.status // 100 != 2:
-                    excerpt = (await response.content.read(512)).decode("utf-8", "replace")
+                    # Redact before cutting, so no part of an echoed key survives.
+                    excerpt = (await response.content.read(4096)).decode("utf-8", "replace")
                     raise ProbeFailure(
                         FailureReason.HTTP_STATUS,
-                        f"HTTP {response.status}: {' '.join(excerpt.split())[:200]}",
+                        f"HTTP {response.status}: {' '.join(excerpt.split())}",
                     )
                 await self._read_stream(response, timeline)
+        except ProbeFailure as exc:
+            # Whatever leaves the probe is redacted and bounded, the exception included.
+            raise ProbeFailure(exc.reason, _bounded(redact(exc.detail, self._secrets))) from None
         finally:
             _CURRENT_PHASES.reset(token)
         end_ns = clock.monotonic_ns()
@@ -255,9 +259,10 @@ class StreamProbe:
             end_ns=end_ns,
         )
         if self._expect is not None and not self._expect.search(timeline.answer):
+            excerpt = redact(timeline.answer, self._secrets)[:80]
             raise ProbeFailure(
                 FailureReason.CONTENT_MISMATCH,
-                f"answer does not match {self._expect.pattern!r}: {timeline.answer[:80]!r}",
+                f"answer does not match {self._expect.pattern!r}: {excerpt!r}",
             )
         self._debug(
             f"ttft={result.time_to_first_token:.4f}s e2e={result.duration:.4f}s "
@@ -295,7 +300,7 @@ class StreamProbe:
     def failure(self, exc: BaseException, timeout: float) -> ProbeResult:
         """The failed result for an exception raised by `run()` or by its deadline."""
         reason, detail = self._classify(exc, timeout)
-        detail = redact(detail, self._secrets)
+        detail = _bounded(redact(detail, self._secrets))
         self._debug(f"probe failed: {reason.value}: {detail}")
         timeline = self._timeline
         return ProbeResult(
@@ -338,6 +343,9 @@ class StreamProbe:
             return FailureReason.TLS, f"TLS handshake failed: {_short(exc)}"
         if isinstance(exc, aiohttp.ClientConnectorError):
             return FailureReason.CONNECT, f"cannot connect: {exc.os_error}"
+        if isinstance(exc, aiohttp.ClientResponseError):
+            # The server answered, but not with HTTP this client can read.
+            return FailureReason.PROTOCOL, f"invalid HTTP response: {_short(exc)}"
         if isinstance(exc, UnicodeDecodeError):
             return FailureReason.PROTOCOL, "stream is not valid UTF-8"
         if isinstance(exc, aiohttp.ClientError | OSError):
@@ -354,5 +362,9 @@ class StreamProbe:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:200]
+    # Not cut here: secrets are redacted first, then _bounded() cuts.
+    return str(exc) or type(exc).__name__
+
+
+def _bounded(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

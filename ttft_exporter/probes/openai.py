@@ -122,8 +122,8 @@ def _error_text(error: Any) -> str:
     if isinstance(error, dict):
         message = error.get("message") or error.get("type") or "error"
         code = error.get("code") or error.get("http_status_code")
-        return f"error in stream: {str(message)[:200]}" + (f" (code {code})" if code else "")
-    return f"error in stream: {str(error)[:200]}"
+        return f"error in stream: {str(message)[:2000]}" + (f" (code {code})" if code else "")
+    return f"error in stream: {str(error)[:2000]}"
 
 
 def _usage(obj: dict[str, Any]) -> Usage | None:

@@ -1,0 +1,264 @@
+"""The exporter against the real Prometheus 2.42 tools: `promtool check metrics` on a live
+scrape, and a real server scraping it and answering PromQL over the probe histograms."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+
+from tests.conftest import SimFactory, make_config, make_state
+from ttft_exporter.server import ExporterState, create_app
+from ttft_exporter.sim.llm import ModelBehaviour
+
+pytestmark = pytest.mark.integration
+
+# The healthy target's first token is due 0.2 s after the simulator gets the request; the
+# probe measures that plus loopback connect and request time (about a millisecond), never
+# less. Bucket boundaries hug that value so histogram_quantile's linear interpolation
+# inside a bucket cannot move the answer far: the median lands in (0.2, 0.21].
+SIM_TTFT = 0.2
+LATENCY_BUCKETS = [0.1, 0.19, 0.2, 0.21, 0.22, 0.25, 0.5, 1.0]
+# Stated tolerance: the p50 lies in [SIM_TTFT, SIM_TTFT + 20 ms], i.e. in the bucket
+# holding the measured TTFT or, on a loaded machine, the next one.
+TTFT_TOLERANCE = 0.02
+JOB = "ttft-exporter"
+UP_CAP = 30.0  # Prometheus 2.42's first scrape lands ~5.6 s after start
+QUERY_CAP = 20.0
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(
+            f"{tool} is not on PATH: install Debian's prometheus package "
+            "(apt-get install -y --no-install-recommends prometheus), as .ci/run does"
+        )
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def poll(check: Callable[[], Any], what: str, cap: float) -> Any:
+    """Await `check()` until it returns something truthy; fail after `cap` seconds."""
+    deadline = time.monotonic() + cap
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {cap}s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+@dataclass
+class Exporter:
+    url: str
+    port: int
+    state: ExporterState
+
+    def probes(self, target: str, outcome: str) -> float:
+        series = self.state.store.targets.get(target)
+        value = series.get("ttft_probe_requests_total", (outcome,)) if series else None
+        return value or 0.0
+
+
+@pytest.fixture
+async def exporter(make_llm_sim: SimFactory) -> AsyncIterator[Exporter]:
+    """The exporter served on a free loopback port, probing a healthy simulator target
+    every 0.5 s and a target whose port refuses connections."""
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=SIM_TTFT, itl=0.0, tokens=2))
+    common = {"interval": "0.5s", "timeout": "0.4s"}
+    config = make_config(
+        {"name": "healthy", "url": f"{sim.url}/v1", **common},
+        {"name": "failing", "url": f"http://127.0.0.1:{free_port()}/v1", **common},
+        buckets={"latency": LATENCY_BUCKETS},
+    )
+    state = make_state(config)
+    runner = web.AppRunner(create_app(state), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port: int = runner.addresses[0][1]
+        yield Exporter(f"http://127.0.0.1:{port}", port, state)
+    finally:
+        await runner.cleanup()
+
+
+async def test_promtool_check_metrics_accepts_a_live_scrape(exporter: Exporter) -> None:
+    promtool = require("promtool")
+
+    async def probed() -> bool:
+        return (
+            exporter.probes("healthy", "success") >= 1
+            and exporter.probes("failing", "failure") >= 1
+        )
+
+    await poll(probed, "a probe of each target", cap=5.0)
+    # promtool 2.42 wants the classic text format (it misreads OpenMetrics counters).
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{exporter.url}/metrics", headers={"Accept": "text/plain"}) as resp,
+    ):
+        assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        body = await resp.read()
+    assert b'ttft_probe_time_to_first_token_seconds_bucket{target="healthy"' in body
+
+    proc = await asyncio.create_subprocess_exec(
+        promtool,
+        "check",
+        "metrics",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(body), timeout=10.0)
+
+    assert (proc.returncode, out.decode(), err.decode()) == (0, "", "")
+
+
+class Prometheus:
+    """A real Prometheus in its own temporary directory, stopped by its PID."""
+
+    def __init__(self, binary: str, directory: Path, target_port: int) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = directory / "prometheus.yml"
+        self.log = directory / "prometheus.log"
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": [
+                        {
+                            "job_name": JOB,
+                            "scrape_interval": "1s",
+                            "scrape_timeout": "1s",
+                            "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
+                        }
+                    ],
+                }
+            ),
+            encoding="utf-8",
+        )
+        self.pid: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("wb") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.binary,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                stdout=log,
+                stderr=log,
+                cwd=self.directory,
+            )
+        self.pid = self._proc.pid
+
+    async def stop(self) -> None:
+        if self._proc is None or self.pid is None:
+            return
+        if self._proc.returncode is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._proc.wait(), timeout=10.0)
+            except TimeoutError:
+                os.kill(self.pid, signal.SIGKILL)
+                await self._proc.wait()
+
+    def running(self) -> None:
+        assert self._proc is not None
+        if self._proc.returncode is not None:
+            pytest.fail(
+                f"prometheus exited with {self._proc.returncode}:\n"
+                + self.log.read_text(encoding="utf-8")[-3000:]
+            )
+
+    async def query(self, session: aiohttp.ClientSession, expr: str) -> list[dict[str, Any]]:
+        """An instant query's result vector ([] while there is no data)."""
+        self.running()
+        try:
+            async with session.get(f"{self.url}/api/v1/query", params={"query": expr}) as resp:
+                body = await resp.json()
+        except aiohttp.ClientConnectionError:
+            return []  # not listening yet
+        assert resp.status == 200, body
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+
+@pytest.fixture
+async def prometheus(exporter: Exporter, tmp_path: Path) -> AsyncIterator[Prometheus]:
+    server = Prometheus(require("prometheus"), tmp_path, exporter.port)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def test_prometheus_scrapes_and_computes_the_ttft_quantile(
+    exporter: Exporter, prometheus: Prometheus
+) -> None:
+    async with aiohttp.ClientSession() as session:
+
+        async def up() -> bool:
+            result = await prometheus.query(session, f'up{{job="{JOB}"}}')
+            return bool(result) and result[0]["value"][1] == "1"
+
+        await poll(up, f'up{{job="{JOB}"}} == 1', cap=UP_CAP)
+
+        quantile = (
+            "histogram_quantile(0.5, sum by (le, target) "
+            '(rate(ttft_probe_time_to_first_token_seconds_bucket{target="healthy"}[10s])))'
+        )
+
+        async def p50() -> list[dict[str, Any]]:
+            result = await prometheus.query(session, quantile)
+            # NaN until two scrapes with an increase fall into the window.
+            return [r for r in result if r["value"][1] not in ("NaN", "+Inf")]
+
+        result = await poll(p50, "the TTFT median", cap=QUERY_CAP)
+        assert [r["metric"] for r in result] == [{"target": "healthy"}]
+        value = float(result[0]["value"][1])
+        assert SIM_TTFT <= value <= SIM_TTFT + TTFT_TOLERANCE, value
+
+        async def connect_failures() -> list[dict[str, Any]]:
+            return await prometheus.query(
+                session, 'ttft_probe_failures_total{target="failing",reason="connect"} > 0'
+            )
+
+        failures = await poll(connect_failures, "connect failures of the failing target", 10.0)
+        assert failures[0]["metric"]["job"] == JOB
+        assert float(failures[0]["value"][1]) > 0
+        healthy_failures = await prometheus.query(
+            session, 'sum(ttft_probe_failures_total{target="healthy"})'
+        )
+        assert healthy_failures[0]["value"][1] == "0"
+        success = await prometheus.query(
+            session, 'ttft_probe_success{job="ttft-exporter", target="failing"}'
+        )
+        assert success[0]["value"][1] == "0"

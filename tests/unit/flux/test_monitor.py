@@ -1,0 +1,213 @@
+"""The Flux subscriber against the Flux simulator, one test per behaviour of the
+faithful-test-double checklist (flux-api.md) that concerns the client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tests.unit.flux.conftest import FluxFactory, WatchFactory, flux_config
+
+
+def event(entity: str, **props: object) -> dict[str, object]:
+    return {
+        "stream": "test",
+        "source": "pytest",
+        "timestamp": 1700000000000,
+        "payload": {"entity_id": entity, "properties": props},
+    }
+
+
+async def test_connects_and_reads_metrics(make_flux_sim: FluxFactory, watch: WatchFactory) -> None:
+    flux = await make_flux_sim()
+    await flux.sim.publish(event("sensor-1", t=1))
+    w = await watch(flux_config(flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="metrics_update") >= 2)
+    assert w.value("ttft_flux_up") == 1.0
+    assert w.value("ttft_flux_connected") == 1.0
+    assert w.value("ttft_flux_stale") == 0.0
+    assert w.value("ttft_flux_entities") == 1.0
+    assert w.value("ttft_flux_websocket_connections") == 1.0  # counts our own socket
+    assert w.value("ttft_flux_publishers_active") == 1.0
+    assert w.value("ttft_flux_last_message_timestamp_seconds") > 1.7e9
+
+
+async def test_events_processed_from_total_deltas(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="metrics_update") >= 1)
+    for i in range(7):
+        await flux.sim.publish(event(f"sensor-{i}", v=i))
+    await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 7.0)
+    await flux.sim.tick()
+    await asyncio.sleep(0.05)
+    assert w.value("ttft_flux_events_processed_total") == 7.0
+    assert w.value("ttft_flux_counter_resets_total") == 0.0
+
+
+async def test_restart_reset_and_replay_never_negative(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url, stale_after="2s"))
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="metrics_update") >= 1)
+    for i in range(30):
+        await flux.sim.publish(event("sensor-1", v=i))
+    await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 30.0)
+    await flux.sim.restart(replay=12, gap=0.2)
+    await w.wait_for(lambda: w.value("ttft_flux_counter_resets_total") == 1.0, timeout=5)
+    # The post-reset value (the replay) is the delta; never negative, never 30 + 12 twice.
+    await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 42.0)
+    for _ in range(3):
+        await flux.sim.tick()
+    await asyncio.sleep(0.1)
+    assert w.value("ttft_flux_events_processed_total") == 42.0
+    assert w.value("ttft_flux_reconnects_total", reason="error") >= 1.0
+
+
+async def test_reported_rate_freezes_but_processed_counter_does_not_lie(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    for i in range(10):
+        await flux.sim.publish(event("sensor-1", v=i))
+    await w.wait_for(lambda: w.value("ttft_flux_reported_events_per_second") == 2.0)
+    before = w.value("ttft_flux_events_processed_total")
+    await asyncio.sleep(0.3)  # no traffic: Flux keeps reporting 2.0
+    assert w.value("ttft_flux_reported_events_per_second") == 2.0
+    assert w.value("ttft_flux_events_processed_total") == before
+
+
+async def test_state_updates_by_group_and_lag(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url, groups=["sensor-", "host-"]))
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    await flux.sim.publish(event("sensor-1", a=1, b=2))  # two properties: two updates
+    await flux.sim.publish(event("host-9", a=1))
+    await flux.sim.publish(event("ns/thing", a=1))
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="state_update") == 4.0)
+    assert w.value("ttft_flux_state_updates_total", group="sensor-") == 2.0
+    assert w.value("ttft_flux_state_updates_total", group="host-") == 1.0
+    assert w.value("ttft_flux_state_updates_total", group="other") == 1.0
+    assert w.value("ttft_flux_state_update_lag_seconds_count") == 4.0
+    assert 0.0 <= w.value("ttft_flux_state_update_lag_seconds_sum") < 1.0
+
+
+async def test_entity_deleted(make_flux_sim: FluxFactory, watch: WatchFactory) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    await flux.sim.publish(event("sensor-1", a=1))
+    await flux.sim.publish(event("sensor-1", __deleted__=True))
+    await w.wait_for(lambda: w.value("ttft_flux_entities_deleted_total") == 1.0)
+
+
+async def test_subscription_narrows_but_canary_entity_always_subscribed(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    config = flux_config(
+        flux.url, subscribe=["sensor-1"], canary={"interval": "1s", "timeout": "0.5s"}
+    )
+    assert config.subscriptions() == ["sensor-1", "ttft/ttft-canary-main"]
+    w = await watch(config, loops=False)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    await asyncio.sleep(0.05)  # let the subscribe frames land
+    await flux.sim.publish(event("sensor-2", a=1))
+    await flux.sim.publish(event("sensor-1", a=1))
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="state_update") == 1.0)
+    assert w.canary is not None
+    assert await w.canary.check_once() is not None
+
+
+async def test_abrupt_drop_reconnects_with_backoff(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    await flux.sim.drop_connections(clean=False)
+    await w.wait_for(lambda: w.value("ttft_flux_reconnects_total", reason="error") == 1.0)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0 and flux.sim.connections == 1)
+
+
+async def test_clean_close_is_closed(make_flux_sim: FluxFactory, watch: WatchFactory) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    await flux.sim.drop_connections(clean=True)
+    await w.wait_for(lambda: w.value("ttft_flux_reconnects_total", reason="closed") == 1.0)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+
+
+async def test_restart_gap_refused_then_recovers(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    await flux.sim.restart(gap=0.6)
+    assert w.value("ttft_flux_reconnects_total", reason="connect_failed") >= 1.0
+    await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0, timeout=3)
+
+
+async def test_silence_is_stale_within_stale_after_then_reconnect(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url, stale_after="0.4s"))
+    await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0)
+    loop = asyncio.get_running_loop()
+    flux.sim.set_silent(True)
+    silent_at = loop.time()
+    await w.wait_for(lambda: w.value("ttft_flux_stale") == 1.0, timeout=3)
+    detected = loop.time() - silent_at
+    # The last message came up to one metrics interval (0.1 s) before the silence;
+    # the watchdog checks every 0.1 s; 0.2 s of scheduling slack on a busy CI box.
+    assert 0.4 - 0.1 <= detected <= 0.4 + 0.1 + 0.2
+    assert w.value("ttft_flux_up") == 0.0
+    await w.wait_for(lambda: w.value("ttft_flux_reconnects_total", reason="stale") >= 1.0)
+    flux.sim.set_silent(False)
+    await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0 and w.value("ttft_flux_stale") == 0.0)
+
+
+async def test_malformed_unknown_and_binary_frames_are_counted_and_skipped(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    flux.sim.inject_frames(
+        [
+            "{broken",
+            '{"type":"hello"}',
+            b"\x00\x01",
+            json.dumps({"type": "metrics_update", "events": {"total": 0}}),
+        ]
+    )
+    await w.wait_for(lambda: w.value("ttft_flux_malformed_messages_total") == 3.0)
+    assert w.value("ttft_flux_messages_total", type="other") == 1.0
+    await flux.sim.tick()
+    await asyncio.sleep(0.05)
+    assert w.value("ttft_flux_connected") == 1.0  # never fatal
+    assert w.value("ttft_flux_events_processed_total") == 0.0
+
+
+async def test_lagging_client_dropped_updates_do_not_break_it(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    # The first metrics_update is the baseline of events.total.
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="metrics_update") >= 1)
+    flux.sim.set_drop_every(2)
+    for i in range(10):
+        await flux.sim.publish(event("sensor-1", v=i))
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="state_update") >= 5.0)
+    await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 10.0)
+    assert w.value("ttft_flux_messages_total", type="state_update") == 5.0

@@ -1,0 +1,377 @@
+"""Tests for ttft_exporter.cli: exit codes and messages of `run()`, and one real process
+that serves, reloads on SIGHUP and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.conftest import SimFactory
+from ttft_exporter import __version__
+from ttft_exporter.cli import parse_listen, run
+from ttft_exporter.sim.llm import ModelBehaviour
+
+REPO = Path(__file__).resolve().parents[2]
+JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """run() configures the root logger for a real process; undo it after each test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    access_level = logging.getLogger("aiohttp.access").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(access_level)
+
+
+def target(name: str, url: str = "http://127.0.0.1:9/v1", **fields: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "protocol": "openai-chat",
+        "url": url,
+        "model": "m",
+        "prompt": "hi",
+        "interval": "10s",
+        "timeout": "5s",
+        **fields,
+    }
+
+
+def write(path: Path, data: Any) -> Path:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# --config.check
+
+
+def test_config_check_accepts_a_good_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path / "good.yml", {"targets": [target("a"), target("b")]})
+
+    code = run(["--config.check", "--config.file", str(path)])
+
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out == f"config file {path} is ok: 2 targets\n"
+    assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "problems"),
+    [
+        (
+            {
+                "concurrency": 0,
+                "targets": [
+                    target("a", interval="1s", timeout="2s"),
+                    {**target("b"), "protocol": "grpc"},
+                    target("a", url="ftp://x", labels={"job": "x"}, bogus=1),
+                ],
+            },
+            [
+                "concurrency: must be greater than or equal to 1",
+                "targets[0].timeout: must be below interval (1s)",
+                "targets[1].protocol: unknown protocol 'grpc'; known: openai-chat, openai-completions",
+                "targets[2].url: must be an absolute http:// or https:// URL",
+                "targets[2].labels: label name 'job' is reserved",
+                "targets[2].bogus: unknown field",
+                "targets[2].name: duplicate target name 'a'",
+            ],
+        ),
+        (
+            "targets:\n  - name: a\n   url: x\n",
+            [
+                "invalid YAML: line 3 column 4: "
+                "expected <block end>, but found '<block mapping start>'"
+            ],
+        ),
+        ("- just\n- a list\n", ["the top level must be a mapping"]),
+        (
+            {"targets": [target("a", api_key_env="TTFT_TEST_UNSET_VARIABLE")]},
+            [
+                "targets[0].api_key_env: environment variable TTFT_TEST_UNSET_VARIABLE "
+                "is not set or empty"
+            ],
+        ),
+    ],
+    ids=["every-problem", "bad-yaml", "not-a-mapping", "unset-env"],
+)
+def test_config_check_rejects_a_bad_file(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    content: Any,
+    problems: list[str],
+) -> None:
+    monkeypatch.delenv("TTFT_TEST_UNSET_VARIABLE", raising=False)
+    path = write(tmp_path / "bad.yml", content)
+
+    code = run(["--config.check", "--config.file", str(path)])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    lines = "".join(f"  {p}\n" for p in problems)
+    assert err == f"ttft-exporter: invalid configuration {path}:\n{lines}"
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nowhere.yml"
+
+    code = run(["--config.check", "--config.file", str(path)])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert err == (
+        f"ttft-exporter: invalid configuration {path}:\n"
+        "  cannot read file: No such file or directory\n"
+    )
+
+
+def test_config_check_loads_tls_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bundle = write(tmp_path / "ca.pem", "not a certificate\n")
+    tls: dict[str, Any] = {"url": "https://127.0.0.1:9/v1", "tls": {"ca_file": str(bundle)}}
+    path = write(tmp_path / "tls.yml", {"targets": [target("a"), target("b", **tls)]})
+
+    code = run(["--config.check", "--config.file", str(path)])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert err.startswith(
+        f"ttft-exporter: invalid configuration {path}:\n"
+        "  targets[1].tls: cannot load TLS files: [X509: NO_CERTIFICATE_OR_CRL_FOUND] "
+    )
+    assert err.count("\n") == 2
+
+
+# config-schema
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def _types(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "type" in node and isinstance(node["type"], str | list):
+            yield from [node["type"]] if isinstance(node["type"], str) else node["type"]
+        for key, value in node.items():
+            if key != "properties":
+                yield from _types(value)
+            else:
+                for prop in value.values():
+                    yield from _types(prop)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _types(item)
+
+
+def test_config_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["config-schema"]) == 0
+
+    out, err = capsys.readouterr()
+    schema = json.loads(out)
+    assert err == ""
+    assert schema["type"] == "object"
+    assert schema["additionalProperties"] is False
+    targets = schema["properties"]["targets"]
+    assert targets["type"] == "array"
+    assert targets["items"]["discriminator"]["propertyName"] == "protocol"
+    assert set(targets["items"]["discriminator"]["mapping"]) == {
+        "openai-chat",
+        "openai-completions",
+    }
+    # Structurally sound: every reference resolves, every type is a JSON Schema type.
+    refs = set(_refs(schema))
+    assert "#/$defs/OpenAIChatTarget" in refs
+    for ref in refs:
+        assert ref.startswith("#/$defs/")
+        assert ref.removeprefix("#/$defs/") in schema["$defs"]
+    assert set(_types(schema)) <= JSON_TYPES
+    chat = schema["$defs"]["OpenAIChatTarget"]
+    assert {"name", "url", "model", "protocol"} <= set(chat["required"])
+    assert set(chat["required"]) <= set(chat["properties"])
+
+
+# Flags
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--web.listen-address=nope", "invalid listen address 'nope': want host:port or :port"),
+        (
+            "--web.listen-address=127.0.0.1",
+            "invalid listen address '127.0.0.1': want host:port or :port",
+        ),
+        (
+            "--web.listen-address=127.0.0.1:",
+            "invalid listen address '127.0.0.1:': want host:port or :port",
+        ),
+        ("--web.listen-address=:http", "invalid listen address ':http': want host:port or :port"),
+        ("--web.listen-address=:-1", "invalid listen address ':-1': want host:port or :port"),
+        (
+            "--web.listen-address=127.0.0.1:99999",
+            "invalid listen address '127.0.0.1:99999': port must be 0-65535",
+        ),
+        (
+            "--probe.timeout-offset=soon",
+            "invalid duration 'soon': use a number of seconds or a string such as 250ms, 5s, 1m",
+        ),
+    ],
+    ids=["word", "no-port", "empty-port", "named-port", "negative", "too-big", "offset"],
+)
+def test_bad_flag_values_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, message: str
+) -> None:
+    path = write(tmp_path / "good.yml", {"targets": [target("a")]})
+
+    code = run([flag, "--config.file", str(path)])
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err == f"ttft-exporter: {message}\n"
+
+
+@pytest.mark.parametrize(
+    "argv", [["--log.level=loud"], ["--no-such-flag"], ["serve"]], ids=["choice", "flag", "command"]
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run(argv)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("usage: ttft-exporter ")
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (":10099", ("0.0.0.0", 10099)),  # noqa: S104 - the documented default
+        ("127.0.0.1:9", ("127.0.0.1", 9)),
+        ("[::1]:8080", ("::1", 8080)),
+        ("localhost:65535", ("localhost", 65535)),
+    ],
+)
+def test_parse_listen(address: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(address) == expected
+
+
+# A real process: serve, SIGHUP, SIGTERM
+
+
+async def _poll(
+    session: aiohttp.ClientSession, url: str, wanted: str, proc: asyncio.subprocess.Process
+) -> str:
+    """GET `url` until its body contains `wanted` (10 s cap); fail early if the process died."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        if proc.returncode is not None:
+            pytest.fail(f"the exporter exited with {proc.returncode}")
+        try:
+            async with session.get(url) as resp:
+                body = await resp.text()
+                if resp.status == 200 and wanted in body:
+                    return body
+        except aiohttp.ClientConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {wanted!r} at {url}")
+        await asyncio.sleep(0.05)
+
+
+async def test_process_serves_reloads_on_sighup_and_stops_on_sigterm(
+    make_llm_sim: SimFactory, tmp_path: Path
+) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=2))
+    config = tmp_path / "ttft.yml"
+    write(config, {"targets": [target("a", url=f"{sim.url}/v1")]})
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    stdout = (tmp_path / "stdout").open("wb")
+    stderr = (tmp_path / "stderr").open("wb")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ttft_exporter",
+        f"--config.file={config}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        stdout=stdout,
+        stderr=stderr,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            assert await _poll(session, f"{base}/-/ready", "Ready", proc) == "Ready\n"
+            # Series exist from the start (a probe would wait for the start jitter).
+            await _poll(session, f"{base}/metrics", 'ttft_probe_requests_total{target="a"', proc)
+
+            write(config, {"targets": [target("a", url=f"{sim.url}/v1"), target("b")]})
+            proc.send_signal(signal.SIGHUP)
+            metrics = await _poll(
+                session, f"{base}/metrics", 'ttft_probe_requests_total{target="b"', proc
+            )
+            assert "ttft_exporter_config_last_reload_successful 1.0\n" in metrics
+            assert 'ttft_probe_requests_total{target="a"' in metrics
+
+            # A broken file on SIGHUP: the process keeps running with the old config.
+            write(config, "targets: [\n")
+            proc.send_signal(signal.SIGHUP)
+            metrics = await _poll(
+                session, f"{base}/metrics", "ttft_exporter_config_last_reload_successful 0.0", proc
+            )
+            assert 'ttft_probe_requests_total{target="b"' in metrics
+
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), timeout=5.0)
+    finally:
+        if proc.returncode is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        stdout.close()
+        stderr.close()
+
+    err = (tmp_path / "stderr").read_text(encoding="utf-8")
+    assert code == 0, err
+    assert f"ttft-exporter {__version__}: metrics at {base}/metrics\n" in err
+    assert 'msg="configuration reloaded" targets=2' in err
+    assert 'msg="reload failed; keeping the running configuration"' in err
+    assert "Traceback" not in err
+    assert (tmp_path / "stdout").read_text(encoding="utf-8") == ""

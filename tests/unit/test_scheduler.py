@@ -1,0 +1,357 @@
+"""Tests for ttft_exporter.scheduler: the per-target loops against a real simulator, with
+short intervals (0.3 s) and timeouts (0.25 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import logging
+import socket
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiojobs
+import pytest
+
+from tests.conftest import RunningSim, SimFactory, make_config
+from ttft_exporter.clock import SystemClock
+from ttft_exporter.config import Config
+from ttft_exporter.errors import FailureReason
+from ttft_exporter.executor import ProbeExecutor
+from ttft_exporter.history import History
+from ttft_exporter.metrics import ExporterMetrics, MetricStore
+from ttft_exporter.probes import get_prober
+from ttft_exporter.scheduler import ProbeScheduler, TargetRunner
+from ttft_exporter.sim.llm import ModelBehaviour
+
+INTERVAL = 0.3
+TIMEOUT = 0.25
+# A probe of a SLOW model holds its connection (and the concurrency slot) this long.
+SLOW_SECONDS = 0.2
+SLOW = ModelBehaviour(ttft=SLOW_SECONDS, itl=0.0, tokens=1)
+FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
+# perf_counter at the simulator is read after the body: allow for that much skew.
+SKEW = 0.005
+
+
+@dataclass
+class Rig:
+    """A scheduler with everything it needs, fresh per test."""
+
+    jobs: aiojobs.Scheduler
+    metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
+    store: MetricStore = field(default_factory=MetricStore)
+    history: History = field(default_factory=lambda: History(1000))
+    executor: ProbeExecutor = field(init=False)
+    scheduler: ProbeScheduler = field(init=False)
+    in_flight_seen: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.executor = ProbeExecutor(
+            clock=SystemClock(), concurrency=16, metrics=self.metrics, history=self.history
+        )
+        self.scheduler = ProbeScheduler(
+            executor=self.executor,
+            store=self.store,
+            jobs=self.jobs,
+            metrics=self.metrics,
+            start_jitter=False,
+        )
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name, labels)
+
+    def skipped(self, target: str) -> float:
+        return self.sample("ttft_exporter_probes_skipped_total", target=target) or 0.0
+
+    def count(self, target: str, outcome: str) -> float:
+        series = self.store.targets.get(target)
+        value = series.get("ttft_probe_requests_total", (outcome,)) if series else None
+        return value or 0.0
+
+    def failures(self, target: str, reason: FailureReason) -> float:
+        series = self.store.targets[target]
+        return series.get("ttft_probe_failures_total", (reason.value,)) or 0.0
+
+    async def wait_for(self, predicate: Callable[[], bool], what: str, cap: float = 5.0) -> None:
+        """Poll `predicate`, sampling the in-flight gauge on the way."""
+        deadline = time.monotonic() + cap
+        while True:
+            self.in_flight_seen.append(self.sample("ttft_exporter_probes_in_flight") or 0.0)
+            if predicate():
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {cap}s waiting for {what}")
+            await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
+    made = Rig(jobs)
+    yield made
+    await made.scheduler.close()
+    await jobs.close()
+
+
+def targets(sim: RunningSim, *models: str, **fields: Any) -> list[dict[str, Any]]:
+    """One target per model, named after it, probing every 0.3 s."""
+    return [
+        {
+            "name": model,
+            "model": model,
+            "url": f"{sim.url}/v1",
+            "interval": INTERVAL,
+            "timeout": TIMEOUT,
+            **fields,
+        }
+        for model in models
+    ]
+
+
+def arrivals(sim: RunningSim, model: str | None = None) -> list[float]:
+    return sorted(
+        r.arrival
+        for r in sim.state.requests
+        if r.path.startswith("/v1/") and (model is None or r.body["model"] == model)
+    )
+
+
+def refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def assert_cadence(gaps: list[float]) -> None:
+    """Probes start every INTERVAL: no burst, no missed tick. One late start shortens the
+    next gap (ticks are fixed-rate), hence the looser bounds on single gaps."""
+    assert all(INTERVAL - 0.1 <= gap <= INTERVAL + 0.15 for gap in gaps), gaps
+    assert INTERVAL - 0.01 <= sum(gaps) / len(gaps) <= INTERVAL + 0.03, gaps
+
+
+def assert_no_self_overlap(rig: Rig, target: str) -> None:
+    records = sorted((r for r in rig.history.records() if r.target == target), key=lambda r: r.id)
+    for before, after in itertools.pairwise(records):
+        assert after.result.started_at >= before.result.started_at + before.result.elapsed - 0.001
+
+
+async def test_loops_probe_on_their_interval(rig: Rig, make_llm_sim: SimFactory) -> None:
+    sim = await make_llm_sim(a=FAST)
+    await rig.scheduler.apply(make_config(*targets(sim, "a")))
+
+    await rig.wait_for(lambda: rig.count("a", "success") >= 4, "four probes")
+
+    times = arrivals(sim, "a")
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) >= 4
+    assert_cadence(gaps)
+    assert rig.count("a", "failure") == 0.0
+    assert rig.skipped("a") == 0.0
+    assert set(rig.in_flight_seen) <= {0.0, 1.0}
+
+
+async def test_a_target_never_overlaps_itself_and_skips_are_counted(
+    rig: Rig, make_llm_sim: SimFactory
+) -> None:
+    # One slot for two targets whose probes take 0.2 s each: a probe waits for the
+    # other target's, so together they outlast the 0.3 s interval and ticks get skipped.
+    sim = await make_llm_sim(a=SLOW, b=SLOW)
+    await rig.scheduler.apply(make_config(*targets(sim, "a", "b"), concurrency=1))
+
+    await rig.wait_for(
+        lambda: rig.skipped("a") >= 1 and rig.skipped("b") >= 1, "a skip of both targets"
+    )
+    await rig.scheduler.close()
+
+    times = arrivals(sim)
+    assert len(times) >= 3
+    # One slot: every request starts after the previous one was fully answered.
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= SLOW_SECONDS - SKEW, gaps
+    assert max(rig.in_flight_seen) == 1.0
+    for name in ("a", "b"):
+        assert_no_self_overlap(rig, name)
+        assert rig.count(name, "failure") == 0.0
+    # A skipped tick sends nothing: every request is a finished probe, but for the one
+    # that close() cancelled if it was on the wire (there is only one slot).
+    finished = rig.count("a", "success") + rig.count("b", "success")
+    assert len(times) - finished in (0, 1)
+    assert rig.sample("ttft_exporter_probes_in_flight") == 0.0
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+async def test_the_global_concurrency_cap_holds(
+    rig: Rig, make_llm_sim: SimFactory, cap: int
+) -> None:
+    sim = await make_llm_sim(a=SLOW, b=SLOW, c=SLOW)
+    await rig.scheduler.apply(make_config(*targets(sim, "a", "b", "c"), concurrency=cap))
+
+    await rig.wait_for(lambda: len(arrivals(sim)) >= 8, "eight probes")
+
+    times = arrivals(sim)
+    # With at most `cap` requests open, each lasting 0.2 s, no 0.2 s window holds
+    # cap + 1 request starts.
+    windows = [times[i + cap] - times[i] for i in range(len(times) - cap)]
+    assert min(windows) >= SLOW_SECONDS - SKEW, windows
+    # The cap is reached: the first `cap` probes start together.
+    assert times[cap - 1] - times[0] < 0.05
+    assert max(rig.in_flight_seen) == float(cap)
+
+
+@pytest.mark.parametrize("failure", ["connect", "internal"])
+async def test_a_failing_target_does_not_disturb_its_neighbour(
+    rig: Rig,
+    make_llm_sim: SimFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    failure: str,
+) -> None:
+    sim = await make_llm_sim(ok=FAST, broken=FAST)
+    if failure == "connect":
+        broken = targets(sim, "broken", url=f"http://127.0.0.1:{refused_port()}/v1")
+        reason = FailureReason.CONNECT
+    else:
+        broken = targets(sim, "broken")
+        reason = FailureReason.INTERNAL
+        real = get_prober("openai-chat")
+
+        async def explode() -> Any:
+            raise RuntimeError("probe bug")
+
+        def prober(protocol: str) -> Any:
+            def prepare(target: Any, session: Any, clock: Any) -> Any:
+                prepared = real(target, session, clock)
+                if target.name == "broken":
+                    prepared.run = explode  # type: ignore[method-assign]
+                return prepared
+
+            return prepare
+
+        monkeypatch.setattr("ttft_exporter.executor.get_prober", prober)
+    await rig.scheduler.apply(make_config(*targets(sim, "ok"), *broken))
+    runners = dict(rig.scheduler.runners)
+
+    await rig.wait_for(
+        lambda: rig.count("ok", "success") >= 4 and rig.count("broken", "failure") >= 4,
+        "four probes of each target",
+    )
+
+    assert rig.count("ok", "failure") == 0.0
+    assert rig.count("broken", "success") == 0.0
+    assert rig.failures("broken", reason) == rig.count("broken", "failure")
+    ok_times = arrivals(sim, "ok")
+    gaps = [b - a for a, b in itertools.pairwise(ok_times)]
+    assert_cadence(gaps)
+    assert rig.scheduler.runners == runners
+    for runner in runners.values():
+        assert runner._loop_job is not None
+        assert runner._loop_job.active
+    if failure == "internal":
+        errors = [r for r in caplog.records if r.getMessage() == "probe raised an unexpected error"]
+        assert len(errors) == rig.count("broken", "failure")
+        # The traceback is logged (redacted) in the record's `err` field.
+        assert all("RuntimeError: probe bug" in r.ttft_fields["err"] for r in errors)
+        assert all("Traceback (most recent call last)" in r.ttft_fields["err"] for r in errors)
+
+
+def base_config(sim: RunningSim) -> Config:
+    return make_config(*targets(sim, "stay", "edit", "drop"))
+
+
+CHANGES: dict[str, Callable[[RunningSim], Config]] = {
+    "unchanged": lambda sim: make_config(*targets(sim, "stay", "edit", "drop")),
+    "changed": lambda sim: make_config(
+        *targets(sim, "stay"),
+        *targets(sim, "edit", prompt="something else"),
+        *targets(sim, "drop"),
+    ),
+    "removed": lambda sim: make_config(*targets(sim, "stay", "edit")),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+async def test_apply_restarts_only_what_changed(
+    rig: Rig, make_llm_sim: SimFactory, change: str
+) -> None:
+    sim = await make_llm_sim(stay=FAST, edit=FAST, drop=FAST)
+    await rig.scheduler.apply(base_config(sim))
+    await rig.wait_for(
+        lambda: all(rig.count(n, "success") >= 1 for n in ("stay", "edit", "drop")),
+        "the first probes",
+    )
+    before: dict[str, TargetRunner] = dict(rig.scheduler.runners)
+
+    await rig.scheduler.apply(CHANGES[change](sim))
+
+    after = rig.scheduler.runners
+    assert after["stay"] is before["stay"]
+    assert before["stay"].session is not None and not before["stay"].session.closed
+    if change == "unchanged":
+        assert after == before
+    if change == "changed":
+        assert after["edit"] is not before["edit"]
+        assert after["edit"].target.prompt == "something else"
+        assert after["drop"] is before["drop"]
+    if change == "removed":
+        assert sorted(after) == ["edit", "stay"]
+        assert "drop" not in rig.store.targets
+        assert 'target="drop"' not in rig.store.render()
+        assert rig.sample("ttft_exporter_probes_skipped_total", target="drop") is None
+    stopped = [r for name, r in before.items() if after.get(name) is not r]
+    assert len(stopped) == {"unchanged": 0, "changed": 1, "removed": 1}[change]
+    for runner in stopped:
+        assert runner.session is not None and runner.session.closed
+        assert runner._loop_job is not None and runner._loop_job.closed
+    # The replacement starts at once; nothing else is restarted (a restart probes at once).
+    if change == "changed":
+        await rig.wait_for(lambda: len(arrivals(sim, "edit")) == 2, "the new runner's probe")
+    assert len(arrivals(sim, "stay")) == 1
+
+
+async def test_close_stops_everything(
+    make_llm_sim: SimFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    stall = ModelBehaviour(ttft=0.0, tokens=4, stall_after=1)
+    sim = await make_llm_sim(a=FAST, b=stall)
+    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
+    rig = Rig(jobs)
+    await rig.scheduler.apply(make_config(*targets(sim, "a", "b")))
+    await rig.wait_for(
+        lambda: rig.count("a", "success") >= 1 and len(arrivals(sim, "b")) == 1,
+        "a probe in flight",
+    )
+    assert rig.sample("ttft_exporter_probes_in_flight") == 1.0  # b's, stalled
+    runners = list(rig.scheduler.runners.values())
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await rig.scheduler.close()
+        await jobs.close()
+        gc.collect()
+
+    assert caught == []
+    assert rig.scheduler.runners == {}
+    assert len(jobs) == 0
+    for runner in runners:
+        assert runner.session is not None and runner.session.closed
+        assert runner._loop_job is not None and runner._loop_job.closed
+    assert rig.sample("ttft_exporter_probes_in_flight") == 0.0
+    ours = [
+        task
+        for task in asyncio.all_tasks()
+        if task is not asyncio.current_task()
+        and "ttft_exporter/sim/" not in task.get_coro().cr_code.co_filename  # type: ignore[union-attr]
+        and "/aiohttp/" not in task.get_coro().cr_code.co_filename  # type: ignore[union-attr]
+    ]
+    assert ours == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    # Nothing runs any more: no new request reaches the simulator.
+    count = len(sim.state.requests)
+    await asyncio.sleep(INTERVAL * 1.5)
+    assert len(sim.state.requests) == count

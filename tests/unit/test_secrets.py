@@ -1,0 +1,490 @@
+"""Secrets never leave the exporter: an API key given through api_key_env, api_key_file or
+an Authorization header (in a target or in `defaults`) must not show in logs, metrics,
+debug pages, the config dump, error texts or object reprs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from tests.conftest import RunningSim, SimFactory, make_config, make_state
+from ttft_exporter.clock import SystemClock
+from ttft_exporter.config import Config, TargetConfig, load_config, parse_config
+from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
+from ttft_exporter.logs import JSONFormatter, LogfmtFormatter
+from ttft_exporter.probes import get_prober
+from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.probes.http_stream import create_session
+from ttft_exporter.server import ExporterState, create_app
+from ttft_exporter.sim.llm import ModelBehaviour
+
+Client = TestClient[web.Request, web.Application]
+
+SENTINEL = "sk-SENTINEL-5f2a9c"
+WRONG = "sk-WRONGKEY-0b7d31"  # a key the server rejects is a secret all the same
+# Distinctive parts: a secret cut in half by a length limit must not show either.
+FRAGMENTS = ("SENTINEL", "5f2a9c", "WRONGKEY", "0b7d31")
+SOURCES = ["env", "file", "header", "defaults-header"]
+FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
+
+
+def assert_hidden(text: str, where: str) -> None:
+    for secret in (SENTINEL, WRONG, *FRAGMENTS):
+        assert secret not in text, f"secret {secret!r} leaked into {where}:\n{text}"
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, cap: float = 5.0) -> None:
+    deadline = time.monotonic() + cap
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {cap}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def key_fields(
+    source: str, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tag: str
+) -> dict[str, Any]:
+    """Target fields that make the target send `key`, through `source`."""
+    if source == "env":
+        var = f"TTFT_TEST_KEY_{tag.upper()}"
+        monkeypatch.setenv(var, key)
+        return {"api_key_env": var}
+    if source == "file":
+        path = tmp_path / f"{tag}.key"
+        path.write_text(f"{key}\n", encoding="utf-8")
+        return {"api_key_file": str(path)}
+    return {"headers": {"Authorization": f"Bearer {key}"}}
+
+
+def secret_config(
+    source: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    targets: dict[str, tuple[str, str]],
+    **top: Any,
+) -> Config:
+    """Targets by name -> (base URL, key); with `defaults-header` the first target's key
+    comes from the defaults block and the others override it."""
+    out = []
+    for index, (name, (url, key)) in enumerate(targets.items()):
+        target: dict[str, Any] = {"name": name, "url": url}
+        if source == "defaults-header":
+            if index == 0:
+                top["defaults"] = {"headers": {"Authorization": f"Bearer {key}"}}
+            else:
+                target["headers"] = {"Authorization": f"Bearer {key}"}
+        else:
+            target.update(key_fields(source, key, tmp_path, monkeypatch, name))
+        out.append(target)
+    return make_config(*out, **top)
+
+
+async def echo_server(aiohttp_server: AiohttpServer) -> TestServer:
+    """An OpenAI-like server that rejects every key and echoes it back, as some do."""
+
+    async def reject(request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        error = {
+            "message": f"Incorrect API key provided: {key}. Check your key.",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+        return web.json_response({"error": error}, status=401)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", reject)
+    return await aiohttp_server(app)
+
+
+def formatted_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    out = [caplog.text]
+    for record in caplog.records:
+        out += [
+            record.getMessage(),
+            LogfmtFormatter().format(record),
+            JSONFormatter().format(record),
+            logging.Formatter().format(record),
+        ]
+    return out
+
+
+# Every surface of a running exporter
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_secret_is_hidden_on_every_surface(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sim = await make_llm_sim(api_key=SENTINEL, m=FAST)
+    url = f"{sim.url}/v1"
+    config = secret_config(
+        source, tmp_path, monkeypatch, {"good": (url, SENTINEL), "wrong": (url, WRONG)}
+    )
+    state = make_state(config)
+    client = await aiohttp_client(create_app(state))
+    await wait_for(lambda: len(state.history.records()) == 2, "the first probes")
+
+    pages = {
+        "/metrics": {},
+        "/metrics (OpenMetrics)": {"Accept": "application/openmetrics-text"},
+        "/probe?target=good&debug=true": {},
+        "/probe?target=wrong&debug=true": {},
+        "/probe?target=good": {},
+        "/probe?target=wrong": {},
+        "/config": {},
+        "/": {},
+    }
+    texts: dict[str, str] = {}
+    for page, headers in pages.items():
+        resp = await client.get(page.split(" ")[0], headers=headers)
+        assert resp.status == 200, page
+        texts[page] = await resp.text()
+    for record in state.history.records():
+        resp = await client.get(f"/logs?id={record.id}")
+        assert resp.status == 200
+        texts[f"/logs?id={record.id}"] = await resp.text()
+        texts[f"detail of probe {record.id}"] = record.result.detail
+        texts[f"log of probe {record.id}"] = "\n".join(record.log)
+    for index, text in enumerate(formatted_logs(caplog)):
+        texts[f"log output {index}"] = text
+
+    # The probes really sent the keys, so there was something to leak.
+    sent = {r.headers.get("Authorization") for r in sim.state.requests}
+    assert sent == {f"Bearer {SENTINEL}", f"Bearer {WRONG}"}
+    results = {r.target: r.result for r in state.history.records()}
+    assert results["good"].success
+    assert results["wrong"].reason is FailureReason.HTTP_STATUS
+    assert results["wrong"].detail.startswith("HTTP 401: ")
+    assert "probe failed: http_status (HTTP 401: " in texts["/probe?target=wrong&debug=true"]
+    assert any(
+        r.levelno == logging.WARNING and r.getMessage() == "probe failed" for r in caplog.records
+    )
+    assert any(
+        r.levelno == logging.DEBUG and r.getMessage() == "probe succeeded" for r in caplog.records
+    )
+    for where, text in texts.items():
+        assert_hidden(text, where)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_config_page_shows_secret_headers_as_placeholders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, aiohttp_client: AiohttpClient, source: str
+) -> None:
+    url = "http://127.0.0.1:9/v1"
+    config = secret_config(source, tmp_path, monkeypatch, {"a": (url, SENTINEL), "b": (url, WRONG)})
+    client = await aiohttp_client(create_app(make_state(config)))
+
+    data = yaml.safe_load(await (await client.get("/config")).text())
+
+    if source == "defaults-header":
+        assert data["defaults"]["headers"] == {"Authorization": "<secret>"}
+    if source in ("header", "defaults-header"):
+        assert data["targets"][0]["headers"] == {"Authorization": "<secret>"}
+    assert_hidden(yaml.safe_dump(data), "/config")
+
+
+# Object reprs and config errors
+
+
+def _repr_cases() -> list[Any]:
+    cases = []
+    for source in SOURCES:
+        cases.append(pytest.param(source, id=source))
+    return cases
+
+
+@pytest.mark.parametrize("source", _repr_cases())
+def test_str_and_repr_of_config_objects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    config = secret_config(
+        source, tmp_path, monkeypatch, {"a": ("http://127.0.0.1:9/v1", SENTINEL)}
+    )
+    target = config.targets[0]
+    assert target.secrets() != []  # the target holds the key
+    for obj in (config, target, config.defaults, target.api_key):
+        assert_hidden(str(obj), f"str({type(obj).__name__})")
+        assert_hidden(repr(obj), f"repr({type(obj).__name__})")
+        assert_hidden(f"{obj!r} {obj}", f"format({type(obj).__name__})")
+
+
+BASE = {"name": "a", "protocol": "openai-chat", "url": "http://127.0.0.1:9/v1", "model": "m"}
+
+
+@pytest.mark.parametrize(
+    ("source", "extra", "problem"),
+    [
+        (
+            "env",
+            {"prompt": "hi", "timeout": "20s"},
+            "targets[0].timeout: must be below interval (15s)",
+        ),
+        (
+            "file",
+            {"prompt": "hi", "url": "ftp://x"},
+            "targets[0].url: must be an absolute http:// or https:// URL",
+        ),
+        ("header", {"prompt": "hi", "bogus": 1}, "targets[0].bogus: unknown field"),
+        (
+            "header",
+            {"prompt": "hi", "api_key_env": "TTFT_TEST_KEY_A"},
+            "targets[0].headers: Authorization is set by api_key_env/api_key_file; do not set both",
+        ),
+        (
+            "env",
+            {"prompt": "hi", "max_tokens": SENTINEL},
+            "targets[0].max_tokens: must be a valid integer, unable to parse string as an integer",
+        ),
+        ("header", {}, "targets[0].prompt: set exactly one of prompt or messages"),
+    ],
+    ids=[
+        "env-timeout",
+        "file-url",
+        "header-unknown",
+        "header-and-env",
+        "secret-as-value",
+        "header-no-prompt",
+    ],
+)
+def test_config_errors_never_show_the_key(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    extra: dict[str, Any],
+    problem: str,
+) -> None:
+    monkeypatch.setenv("TTFT_TEST_KEY_A", SENTINEL)
+    target = {**BASE, **key_fields(source, SENTINEL, tmp_path, monkeypatch, "a"), **extra}
+    path = tmp_path / "ttft.yml"
+    path.write_text(yaml.safe_dump({"targets": [target]}), encoding="utf-8")
+
+    with pytest.raises(ConfigError) as parsed:
+        parse_config({"targets": [target]})
+    with pytest.raises(ConfigError) as loaded:
+        load_config(path)
+
+    assert [str(p) for p in parsed.value.problems] == [problem]
+    assert str(loaded.value) == f"invalid configuration {path}:\n  {problem}"
+    for exc in (parsed.value, loaded.value):
+        for text in (str(exc), repr(exc), "".join(traceback.format_exception(exc))):
+            assert_hidden(text, "ConfigError")
+
+
+@pytest.mark.parametrize("source", SOURCES)
+async def test_failed_reload_response_never_shows_the_key(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sim = await make_llm_sim(api_key=SENTINEL, m=FAST)
+    config = secret_config(source, tmp_path, monkeypatch, {"a": (f"{sim.url}/v1", SENTINEL)})
+    data = config.model_dump(mode="json", exclude_defaults=True)
+    data["defaults"] = config.defaults.model_dump(mode="json", exclude_none=True)
+    data["targets"][0]["timeout"] = "1m"  # above the interval: invalid
+    path = tmp_path / "ttft.yml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    client = await aiohttp_client(create_app(make_state(config, path=path)))
+
+    resp = await client.post("/-/reload")
+    text = await resp.text()
+
+    assert resp.status == 500
+    assert text == (
+        f"failed to reload config: invalid configuration {path}:\n"
+        "  targets[0].timeout: must be below interval (10s)\n"
+    )
+    for where, log_text in enumerate(formatted_logs(caplog)):
+        assert_hidden(log_text, f"log output {where}")
+
+
+# A probe failing at every stage
+
+
+def _refused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+STAGES: dict[str, tuple[ModelBehaviour | None, dict[str, Any], FailureReason]] = {
+    # name: (simulator model, target fields, expected reason)
+    "dns": (None, {"url": "http://ttft-test.invalid/v1"}, FailureReason.DNS),
+    "connect": (None, {"url": "http://127.0.0.1:{refused}/v1"}, FailureReason.CONNECT),
+    "tls": (FAST, {"url": "https://127.0.0.1:{sim}/v1"}, FailureReason.TLS),
+    "http-status": (ModelBehaviour(status=429), {}, FailureReason.HTTP_STATUS),
+    "timeout-headers": (ModelBehaviour(headers_delay=2.0), {}, FailureReason.TIMEOUT),
+    "timeout-stream": (ModelBehaviour(ttft=0.0, stall_after=1), {}, FailureReason.TIMEOUT),
+    "stream-error": (ModelBehaviour(ttft=0.0, error_after=1), {}, FailureReason.STREAM_ERROR),
+    "dropped": (ModelBehaviour(ttft=0.0, drop_after=1), {}, FailureReason.PROTOCOL),
+    "malformed": (ModelBehaviour(ttft=0.0, malformed_after=1), {}, FailureReason.PROTOCOL),
+    "no-tokens": (ModelBehaviour(ttft=0.0, tokens=0), {}, FailureReason.NO_TOKENS),
+    "mismatch": (FAST, {"expect": "^never$"}, FailureReason.CONTENT_MISMATCH),
+}
+
+
+async def run_probe(
+    target: TargetConfig, deadline: float
+) -> tuple[BaseException, ProbeResult, list[str]]:
+    """Run one probe, returning what it raised, its failed result and its log."""
+    async with create_session(target.tls, reuse_connections=False) as session:
+        prepared = get_prober(target.protocol)(target, session, SystemClock())
+        try:
+            async with asyncio.timeout(deadline):
+                await prepared.run()
+        except Exception as exc:  # noqa: BLE001 - the executor's boundary, observed
+            return exc, prepared.failure(exc, deadline), prepared.log
+    pytest.fail("the probe succeeded")
+
+
+def exception_texts(exc: BaseException) -> list[str]:
+    texts = [str(exc), "".join(traceback.format_exception(exc))]
+    if isinstance(exc, ProbeFailure):
+        texts += [repr(exc), exc.detail]
+    return texts
+
+
+@pytest.mark.parametrize("source", ["env", "file", "header"])
+@pytest.mark.parametrize("stage", list(STAGES))
+async def test_probe_failing_at_every_stage_never_shows_the_key(
+    make_llm_sim: SimFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    stage: str,
+) -> None:
+    behaviour, fields, reason = STAGES[stage]
+    sim: RunningSim | None = None
+    if behaviour is not None:
+        sim = await make_llm_sim(api_key=SENTINEL, m=behaviour)
+    fields = {
+        "url": f"{sim.url}/v1" if sim else "",
+        **fields,
+    }
+    fields["url"] = fields["url"].format(refused=_refused_port(), sim=sim.port if sim else 0)
+    target = make_config(
+        {"name": "a", **fields, **key_fields(source, SENTINEL, tmp_path, monkeypatch, "a")}
+    ).targets[0]
+
+    exc, result, log = await run_probe(target, deadline=0.3)
+
+    assert result.reason is reason, result.detail
+    if sim is not None and stage != "tls":
+        assert sim.state.requests[-1].headers["Authorization"] == f"Bearer {SENTINEL}"
+    for text in [*exception_texts(exc), result.detail, *log]:
+        assert_hidden(text, f"{stage} failure")
+
+
+# A server that echoes the key back
+
+
+def _echo_cases() -> list[Any]:
+    return [
+        pytest.param(
+            source,
+            id=source,
+        )
+        for source in ("env", "file", "header")
+    ]
+
+
+@pytest.mark.parametrize("source", _echo_cases())
+async def test_key_echoed_by_the_server_is_redacted(
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await echo_server(aiohttp_server)
+    config = secret_config(
+        source, tmp_path, monkeypatch, {"echo": (str(server.make_url("/v1")), SENTINEL)}
+    )
+    state: ExporterState = make_state(config)
+    client = await aiohttp_client(create_app(state))
+    await wait_for(lambda: len(state.history.records()) == 1, "the first probe")
+
+    debug = await (await client.get("/probe?target=echo&debug=true")).text()
+    record = state.history.records()[0]
+    logs = await (await client.get(f"/logs?id={record.id}")).text()
+
+    assert record.result.reason is FailureReason.HTTP_STATUS
+    assert record.result.detail == (
+        'HTTP 401: {"error": {"message": "Incorrect API key provided: <secret>. Check your key.", '
+        '"type": "invalid_request_error", "code": "invalid_api_key"}}'
+    )
+    for where, text in {
+        "detail": record.result.detail,
+        "/probe debug": debug,
+        "/logs": logs,
+        **{f"log output {i}": t for i, t in enumerate(formatted_logs(caplog))},
+    }.items():
+        assert_hidden(text, where)
+
+
+@pytest.mark.parametrize("source", _echo_cases())
+async def test_key_echoed_by_the_server_is_not_in_the_exception(
+    aiohttp_server: AiohttpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    server = await echo_server(aiohttp_server)
+    target = make_config(
+        {
+            "name": "a",
+            "url": str(server.make_url("/v1")),
+            **key_fields(source, SENTINEL, tmp_path, monkeypatch, "a"),
+        }
+    ).targets[0]
+
+    exc, result, _ = await run_probe(target, deadline=2.0)
+
+    assert result.reason is FailureReason.HTTP_STATUS
+    for text in exception_texts(exc):
+        assert_hidden(text, "the raised ProbeFailure")
+
+
+async def test_key_cut_by_the_excerpt_limit_is_not_partly_shown(
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def reject(request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        # The excerpt keeps 200 characters: the key starts 15 before the cut.
+        return web.Response(status=401, text="x" * 185 + key + " is not valid")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", reject)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv("TTFT_TEST_KEY", SENTINEL)
+    target = make_config(
+        {"name": "a", "url": str(server.make_url("/v1")), "api_key_env": "TTFT_TEST_KEY"}
+    ).targets[0]
+
+    _, result, log = await run_probe(target, deadline=2.0)
+
+    assert result.reason is FailureReason.HTTP_STATUS
+    assert result.detail.startswith("HTTP 401: xxxxx")
+    for text in [result.detail, *log]:
+        assert_hidden(text, "the failure detail")

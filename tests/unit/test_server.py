@@ -1,0 +1,664 @@
+"""Tests for ttft_exporter.server: every endpoint through aiohttp_client(create_app(...)),
+with the built-in LLM simulator as the probed target."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+from pytest_aiohttp import AiohttpClient
+
+from tests.conftest import RunningSim, SimFactory, make_config, make_state
+from ttft_exporter.config import Config, load_config
+from ttft_exporter.errors import FailureReason
+from ttft_exporter.server import ExporterState, create_app
+from ttft_exporter.sim.llm import ModelBehaviour
+
+Client = TestClient[web.Request, web.Application]
+
+TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+TTFT = "ttft_probe_time_to_first_token_seconds"
+# The simulator's first token is due `ttft` after the request arrives; the probe also pays
+# connect and request time on loopback, so it measures a little more, never less.
+SIM_TTFT = 0.12
+TTFT_TOLERANCE = 0.03
+FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
+POLL_CAP = 5.0
+
+
+async def wait_for(predicate: Callable[[], bool], what: str, cap: float = POLL_CAP) -> None:
+    """Poll `predicate` until it holds; fail after `cap` seconds."""
+    deadline = time.monotonic() + cap
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {cap}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def successes(state: ExporterState, target: str) -> float:
+    """The background store's success counter of a target (0 if it has no series)."""
+    series = state.store.targets.get(target)
+    if series is None:
+        return 0.0
+    return series.get("ttft_probe_requests_total", ("success",)) or 0.0
+
+
+async def wait_probed(state: ExporterState, target: str, count: float = 1.0) -> None:
+    await wait_for(lambda: successes(state, target) >= count, f"{count} probes of {target}")
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of the one sample `name` whose labels include `labels` (classic text)."""
+    found = [
+        s.value
+        for family in parse_text(text)
+        for s in family.samples
+        if s.name == name and labels.items() <= s.labels.items()
+    ]
+    assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
+    return found[0]
+
+
+def target_lines(text: str, target: str) -> list[str]:
+    return [line for line in text.splitlines() if f'target="{target}"' in line]
+
+
+async def start(
+    aiohttp_client: AiohttpClient, config: Config, **state_kwargs: Any
+) -> tuple[Client, ExporterState]:
+    state = make_state(config, **state_kwargs)
+    client = await aiohttp_client(create_app(state))
+    return client, state
+
+
+async def get_text(client: Client, path: str, status: int = 200, **kwargs: Any) -> str:
+    resp = await client.get(path, **kwargs)
+    text = await resp.text()
+    assert resp.status == status, text
+    return text
+
+
+def chat_target(sim: RunningSim, name: str = "a", **fields: Any) -> dict[str, Any]:
+    return {"name": name, "url": f"{sim.url}/v1", **fields}
+
+
+def sim_models(sim: RunningSim) -> list[str]:
+    return [r.body["model"] for r in sim.state.requests if r.path == "/v1/chat/completions"]
+
+
+# /metrics
+
+
+async def test_metrics_classic_text(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=SIM_TTFT, itl=0.0, tokens=3))
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)))
+    await wait_probed(state, "a")
+
+    resp = await client.get("/metrics")
+    text = await resp.text()
+
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == TEXT_TYPE
+    assert "# EOF" not in text
+    assert "# TYPE ttft_probe_requests_total counter\n" in text
+    assert "# TYPE ttft_exporter_target_unknown_total counter\n" in text
+    assert sample(text, f"{TTFT}_count", target="a") == 1.0
+    ttft_sum = sample(text, f"{TTFT}_sum", target="a")
+    assert SIM_TTFT - 0.005 <= ttft_sum <= SIM_TTFT + TTFT_TOLERANCE
+    # 0.12 s plus loopback overhead lands in the (0.1, 0.15] bucket of the defaults.
+    assert sample(text, f"{TTFT}_bucket", target="a", le="0.1") == 0.0
+    assert sample(text, f"{TTFT}_bucket", target="a", le="0.15") == 1.0
+    assert sample(text, f"{TTFT}_bucket", target="a", le="+Inf") == 1.0
+    assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
+    assert sample(text, "ttft_probe_success", target="a") == 1.0
+    assert sample(text, "ttft_exporter_config_last_reload_successful") == 1.0
+    assert 'ttft_probe_success{target="a",model="m",protocol="openai-chat"} 1.0\n' in text, (
+        "target labels are target, model, protocol in that order"
+    )
+
+
+async def test_metrics_openmetrics(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)))
+    await wait_probed(state, "a")
+
+    resp = await client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    text = await resp.text()
+
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == OPENMETRICS_TYPE
+    assert text.endswith("\n# EOF\n")
+    assert text.count("# EOF") == 1
+    counter_types = [
+        line for line in text.splitlines() if line.startswith("# TYPE") and line.endswith("counter")
+    ]
+    assert "# TYPE ttft_probe_requests counter" in counter_types
+    assert "# TYPE ttft_probe_failures counter" in counter_types
+    assert "# TYPE ttft_exporter_target_unknown counter" in counter_types
+    assert [line for line in counter_types if "_total " in line] == []
+    # The strict OpenMetrics parser accepts the whole exposition.
+    families = {f.name: f for f in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
+    requests = families["ttft_probe_requests"]
+    assert requests.type == "counter"
+    values = {
+        s.labels["outcome"]: s.value
+        for s in requests.samples
+        if s.name == "ttft_probe_requests_total" and s.labels["target"] == "a"
+    }
+    assert values == {"success": 1.0, "failure": 0.0}
+    assert families[TTFT].type == "histogram"
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "content_encoding"),
+    [("gzip", "gzip"), ("identity", None)],
+    ids=["gzip", "identity"],
+)
+async def test_metrics_compression(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    accept_encoding: str,
+    content_encoding: str | None,
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
+
+    # A raw session, so the body is seen as sent.
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.get(
+            client.make_url("/metrics"), headers={"Accept-Encoding": accept_encoding}
+        ) as resp,
+    ):
+        raw = await resp.read()
+        assert resp.status == 200
+        assert resp.headers.get("Content-Encoding") == content_encoding
+    body = gzip.decompress(raw) if content_encoding == "gzip" else raw
+    assert b"# TYPE ttft_probe_time_to_first_token_seconds histogram\n" in body
+
+
+async def test_every_target_and_reason_exists_at_zero_before_any_probe_ends(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    # The first probes take a second, so nothing has been recorded when we look.
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=1.0, tokens=1))
+    config = make_config(
+        chat_target(sim, "a"),
+        chat_target(sim, "b", labels={"env": "prod"}),
+        chat_target(sim, "c", protocol="openai-completions"),
+    )
+    client, state = await start(aiohttp_client, config)
+
+    text = await get_text(client, "/metrics")
+
+    assert state.history.records() == []
+    prefixes = {
+        "a": 'target="a",model="m",protocol="openai-chat"',
+        "b": 'target="b",model="m",protocol="openai-chat",env="prod"',
+        "c": 'target="c",model="m",protocol="openai-completions"',
+    }
+    for prefix in prefixes.values():
+        for reason in FailureReason:
+            assert f'ttft_probe_failures_total{{{prefix},reason="{reason}"}} 0.0\n' in text
+        for outcome in ("success", "failure"):
+            assert f'ttft_probe_requests_total{{{prefix},outcome="{outcome}"}} 0.0\n' in text
+        assert f"{TTFT}_count{{{prefix}}} 0\n" in text
+    for name in prefixes:
+        assert f'ttft_exporter_probes_skipped_total{{target="{name}"}} 0.0\n' in text
+    # Gauges only exist once a probe has set them.
+    assert "ttft_probe_success{" not in text
+
+
+# Health, readiness
+
+
+async def test_healthy(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
+    assert await get_text(client, "/-/healthy") == "Healthy\n"
+
+
+async def test_ready_after_startup_only(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    config = make_config(chat_target(sim))
+    state = make_state(config)
+    assert state.ready is False
+    client = await aiohttp_client(create_app(state))
+
+    assert await get_text(client, "/-/ready") == "Ready\n"
+    assert state.scheduler is not None
+    assert sorted(state.scheduler.runners) == ["a"]
+
+    state.ready = False  # as during shutdown
+    assert await get_text(client, "/-/ready", status=503) == "Not ready\n"
+
+
+# /-/reload
+
+
+def write_config(path: Path, targets: list[dict[str, Any]], **top: Any) -> None:
+    full = [
+        {"protocol": "openai-chat", "prompt": "hello", "interval": "10s", "timeout": "5s", **t}
+        for t in targets
+    ]
+    path.write_text(yaml.safe_dump({"targets": full, **top}, sort_keys=False), encoding="utf-8")
+
+
+async def start_from_file(
+    aiohttp_client: AiohttpClient, path: Path
+) -> tuple[Client, ExporterState]:
+    config, checksum = load_config(path)
+    state = make_state(config, path=path)
+    state.holder.checksum = checksum
+    client = await aiohttp_client(create_app(state))
+    return client, state
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_reload_needs_post(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path, method: str
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    path = tmp_path / "ttft.yml"
+    write_config(path, [chat_target(sim, model="m")])
+    client, state = await start_from_file(aiohttp_client, path)
+    before = state.holder.config
+
+    resp = await client.request(method, "/-/reload")
+
+    assert resp.status == 405
+    assert state.holder.config is before
+
+
+async def test_reload_applies_a_changed_file(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    sim = await make_llm_sim(keep=FAST, gone=FAST, new=FAST)
+    path = tmp_path / "ttft.yml"
+    keep = chat_target(sim, "keep", model="keep")
+    write_config(path, [keep, chat_target(sim, "gone", model="gone")])
+    client, state = await start_from_file(aiohttp_client, path)
+    await wait_probed(state, "keep")
+    await wait_probed(state, "gone")
+    assert state.scheduler is not None
+    keep_runner = state.scheduler.runners["keep"]
+    stamp_before = state.metrics.reload_timestamp._value.get()
+
+    write_config(path, [keep, chat_target(sim, "new", model="new")])
+    resp = await client.post("/-/reload")
+
+    assert resp.status == 200
+    assert await resp.text() == "OK\n"
+    assert [t.name for t in state.holder.config.targets] == ["keep", "new"]
+    assert sorted(state.scheduler.runners) == ["keep", "new"]
+    assert state.scheduler.runners["keep"] is keep_runner
+    # A restarted loop probes at once (no start jitter), so once the new target has
+    # been probed, an unchanged target would have been too if it had restarted.
+    await wait_probed(state, "new")
+    text = await get_text(client, "/metrics")
+    assert target_lines(text, "gone") == []
+    assert sample(text, "ttft_probe_requests_total", target="new", outcome="success") == 1.0
+    assert sample(text, "ttft_probe_requests_total", target="keep", outcome="success") == 1.0
+    assert sample(text, "ttft_exporter_probes_skipped_total", target="new") == 0.0
+    assert sample(text, "ttft_exporter_config_last_reload_successful") == 1.0
+    assert state.metrics.reload_timestamp._value.get() >= stamp_before
+    assert sorted(sim_models(sim)) == ["gone", "keep", "new"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problems"),
+    [
+        (
+            "targets: [\n",
+            ["invalid YAML: line 2 column 1: expected the node content, but found '<stream end>'"],
+        ),
+        (
+            yaml.safe_dump(
+                {
+                    "targets": [
+                        {
+                            "name": "a",
+                            "protocol": "openai-chat",
+                            "url": "http://127.0.0.1:1/v1",
+                            "model": "m",
+                            "prompt": "hi",
+                            "interval": "1s",
+                            "timeout": "2s",
+                            "bogus": 1,
+                        }
+                    ]
+                }
+            ),
+            ["targets[0].bogus: unknown field"],
+        ),
+        (None, ["cannot read file: No such file or directory"]),
+    ],
+    ids=["bad-yaml", "invalid-field", "missing-file"],
+)
+async def test_reload_with_a_bad_file_keeps_the_running_config(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    tmp_path: Path,
+    content: str | None,
+    problems: list[str],
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    path = tmp_path / "ttft.yml"
+    write_config(path, [chat_target(sim, model="m")])
+    client, state = await start_from_file(aiohttp_client, path)
+    await wait_probed(state, "a")
+    running = state.holder.config
+    assert state.scheduler is not None
+    runner = state.scheduler.runners["a"]
+
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content, encoding="utf-8")
+    resp = await client.post("/-/reload")
+
+    assert resp.status == 500
+    lines = "".join(f"  {p}\n" for p in problems)
+    assert await resp.text() == f"failed to reload config: invalid configuration {path}:\n{lines}"
+    assert state.holder.config is running
+    assert state.scheduler.runners["a"] is runner
+    text = await get_text(client, "/metrics")
+    assert "ttft_exporter_config_last_reload_successful 0.0\n" in text
+    assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
+
+    # Fixing the file brings the gauge back.
+    write_config(path, [chat_target(sim, model="m")])
+    resp = await client.post("/-/reload")
+    assert resp.status == 200
+    text = await get_text(client, "/metrics")
+    assert "ttft_exporter_config_last_reload_successful 1.0\n" in text
+
+
+async def test_reload_with_unloadable_tls_files_keeps_the_running_config(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    # The file exists, so the config validates, but it is no PEM bundle.
+    sim = await make_llm_sim(m=FAST)
+    path = tmp_path / "ttft.yml"
+    write_config(path, [chat_target(sim, model="m")])
+    client, state = await start_from_file(aiohttp_client, path)
+    running = state.holder.config
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n", encoding="utf-8")
+    tls = {"url": f"https://127.0.0.1:{sim.port}/v1", "tls": {"ca_file": str(bundle)}}
+    write_config(
+        path,
+        [
+            chat_target(sim, model="m"),
+            chat_target(sim, "t", model="m", **tls),
+            chat_target(sim, "z", model="m"),
+        ],
+    )
+
+    resp = await client.post("/-/reload")
+    text = await resp.text()
+
+    assert resp.status == 500
+    assert text.startswith(
+        f"failed to reload config: invalid configuration {path}:\n"
+        "  targets[1].tls: cannot load TLS files: [X509: NO_CERTIFICATE_OR_CRL_FOUND] "
+    )
+    assert state.holder.config is running
+    assert state.scheduler is not None
+    assert sorted(state.scheduler.runners) == ["a"]
+    metrics = await get_text(client, "/metrics")
+    assert "ttft_exporter_config_last_reload_successful 0.0\n" in metrics
+    assert target_lines(metrics, "z") == []
+
+
+# /probe
+
+
+async def test_probe_uses_a_fresh_registry(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)))
+    await wait_probed(state, "a")
+    before = await get_text(client, "/metrics")
+
+    resp = await client.get("/probe", params={"target": "a"})
+    text = await resp.text()
+
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == TEXT_TYPE
+    assert 'ttft_probe_success{target="a",model="m",protocol="openai-chat"} 1.0\n' in text
+    assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
+    assert sample(text, f"{TTFT}_count", target="a") == 1.0
+    assert sample(text, "ttft_probe_timeout_seconds", target="a") == 5.0
+    assert "ttft_exporter_" not in text
+    # The background series did not see the ad-hoc probe.
+    after = await get_text(client, "/metrics")
+    assert target_lines(after, "a") == target_lines(before, "a")
+    assert successes(state, "a") == 1.0
+    assert len(sim_models(sim)) == 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["unknown", "A", "http://127.0.0.1:{port}/v1"],
+    ids=["unknown", "case-differs", "url"],
+)
+async def test_probe_unknown_target_makes_no_request(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, name: str
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)))
+    await wait_probed(state, "a")
+    requests_before = len(sim.state.requests)
+    name = name.format(port=sim.port)
+
+    for count in (1.0, 2.0):
+        resp = await client.get("/probe", params={"target": name})
+        assert resp.status == 400
+        assert await resp.text() == (
+            f"unknown target {name!r}: only configured target names can be probed\n"
+        )
+        text = await get_text(client, "/metrics")
+        assert f"ttft_exporter_target_unknown_total {count}\n" in text
+
+    assert len(sim.state.requests) == requests_before == 1
+    assert len(state.history.records()) == 1
+
+
+@pytest.mark.parametrize("query", ["", "?target=", "?debug=true"], ids=["none", "empty", "debug"])
+async def test_probe_without_target(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, query: str
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
+
+    assert await get_text(client, f"/probe{query}", status=400) == "target parameter is missing\n"
+    text = await get_text(client, "/metrics")
+    assert "ttft_exporter_target_unknown_total 0.0\n" in text
+
+
+@pytest.mark.parametrize(
+    ("scrape_timeout", "expected"),
+    [
+        ("0.5", 0.25),  # 0.5 - 0.25 offset, below the target's 0.4
+        ("10", 0.4),  # 9.75 is capped by the target's timeout
+        (None, 0.4),  # no header: 120 s - offset, capped
+        ("0", 0.4),  # 0 means "not set", as in blackbox
+        ("0.1", 0.4),  # negative budget: the target's timeout
+        ("soon", 0.4),  # unparsable: as if missing
+        ("nan", 0.4),  # not a number: as if missing (it used to hang the probe)
+        ("inf", 0.4),
+    ],
+    ids=["header", "capped", "missing", "zero", "negative", "garbage", "nan", "inf"],
+)
+async def test_probe_deadline_from_the_scrape_timeout(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    scrape_timeout: str | None,
+    expected: float,
+) -> None:
+    # One token, then the stream stalls: only the deadline ends the probe.
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, tokens=4, stall_after=1))
+    config = make_config(chat_target(sim, timeout="0.4s"))
+    client, _ = await start(aiohttp_client, config, timeout_offset=0.25)
+    headers = (
+        {} if scrape_timeout is None else {"X-Prometheus-Scrape-Timeout-Seconds": scrape_timeout}
+    )
+
+    started = time.monotonic()
+    async with asyncio.timeout(2.0):
+        text = await get_text(client, "/probe?target=a", headers=headers)
+    took = time.monotonic() - started
+
+    assert sample(text, "ttft_probe_timeout_seconds", target="a") == expected
+    assert sample(text, "ttft_probe_success", target="a") == 0.0
+    assert sample(text, "ttft_probe_failures_total", target="a", reason="timeout") == 1.0
+    assert sample(text, "ttft_probe_requests_total", target="a", outcome="failure") == 1.0
+    assert expected - 0.01 <= took <= expected + 0.2
+
+
+async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=3))
+    config = make_config(chat_target(sim, labels={"env": "dev"}))
+    client, _ = await start(aiohttp_client, config)
+
+    resp = await client.get("/probe", params={"target": "a", "debug": "true"})
+    text = await resp.text()
+
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/plain; charset=utf-8"
+    logs, rest = text.split("\n\nMetrics that would have been returned:\n")
+    metrics, target_yaml = rest.split("\nTarget configuration:\n")
+    assert logs.splitlines() == [
+        "Logs for the probe:",
+        f"POST {sim.url}/v1/chat/completions",
+        "response headers: HTTP 200 text/event-stream",
+        "stream terminated after 3 token chunks",
+        logs.splitlines()[4],
+        "probe succeeded",
+    ]
+    assert logs.splitlines()[4].startswith("ttft=")
+    assert logs.splitlines()[4].endswith("tokens=3 (usage) chunks=3")
+    assert sample(metrics, "ttft_probe_success", target="a", env="dev") == 1.0
+    assert yaml.safe_load(target_yaml) == config.targets[0].redacted()
+
+
+async def test_probe_debug_failure(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(status=503))
+    client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
+
+    text = await get_text(client, "/probe?target=a&debug=true")
+
+    detail = (
+        'HTTP 503: {"error":{"message":"Simulated error (HTTP 503).",'
+        '"type":"server_error","param":null,"code":503}}'
+    )
+    assert text.startswith(
+        "Logs for the probe:\n"
+        f"POST {sim.url}/v1/chat/completions\n"
+        "response headers: HTTP 503 application/json\n"
+        f"probe failed: http_status: {detail}\n"
+        f"probe failed: http_status ({detail})\n\n"
+        "Metrics that would have been returned:\n"
+    )
+    assert "\nTarget configuration:\nname: a\n" in text
+    assert (
+        'ttft_probe_failures_total{target="a",model="m",protocol="openai-chat",reason="http_status"} 1.0\n'
+        in text
+    )
+    assert (
+        'ttft_probe_http_status_code{target="a",model="m",protocol="openai-chat"} 503.0\n' in text
+    )
+
+
+# /config, /, /logs
+
+
+async def test_config_endpoint(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
+    sim = await make_llm_sim(m=FAST)
+    config = make_config(
+        chat_target(sim, "a"),
+        chat_target(sim, "b", interval="30s", labels={"env": "x"}),
+        concurrency=3,
+    )
+    client, _ = await start(aiohttp_client, config)
+
+    resp = await client.get("/config")
+    data = yaml.safe_load(await resp.text())
+
+    assert resp.status == 200
+    assert data["concurrency"] == 3
+    assert [t["name"] for t in data["targets"]] == ["a", "b"]
+    assert data["targets"][1]["interval"] == "30s"
+    assert data["targets"][1]["labels"] == {"env": "x"}
+    assert data["targets"][0] == config.targets[0].redacted()
+
+
+async def test_index_and_logs(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
+    sim = await make_llm_sim(ok=FAST, broken=ModelBehaviour(status=500))
+    config = make_config(
+        chat_target(sim, "good", model="ok"), chat_target(sim, "bad", model="broken")
+    )
+    client, state = await start(aiohttp_client, config)
+    await wait_for(lambda: len(state.history.records()) == 2, "both first probes")
+    records = {r.target: r for r in state.history.records()}
+
+    resp = await client.get("/")
+    page = await resp.text()
+
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert '<a href="probe?target=good&amp;debug=true">probe now</a>' in page
+    assert '<a href="probe?target=bad&amp;debug=true">probe now</a>' in page
+    assert (
+        f"<td>good</td><td>success</td><td>{records['good'].result.time_to_first_token:.3f}s</td>"
+        in page
+    )
+    assert "<td>bad</td><td>failure: http_status</td><td>-</td>" in page
+    for record in records.values():
+        assert f'<a href="logs?id={record.id}">logs</a>' in page
+
+    good = await get_text(client, f"/logs?id={records['good'].id}")
+    assert good.startswith("target good: success\nPOST ")
+    assert good.endswith("\n")
+    bad = await get_text(client, f"/logs?id={records['bad'].id}")
+    assert bad.splitlines()[0] == (
+        'target bad: failure: http_status (HTTP 500: {"error":{"message":'
+        '"Simulated error (HTTP 500).","type":"server_error","param":null,"code":500}})'
+    )
+    assert bad.splitlines()[1:] == list(records["bad"].log)
+
+
+@pytest.mark.parametrize("query", ["", "?id=", "?id=abc", "?id=999"])
+async def test_logs_of_an_unknown_probe(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, query: str
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
+    assert await get_text(client, f"/logs{query}", status=404) == "no such probe\n"
+
+
+async def test_unknown_path_is_404(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
+    resp = await client.get("/debug")
+    assert resp.status == 404

@@ -1,0 +1,282 @@
+"""The monitor of one Flux instance: a long-lived WebSocket subscriber with capped,
+jittered reconnects and staleness detection, plus the optional canary and read check.
+
+Frames are decoded and recorded inline in the receive loop, with no queue of our own:
+when the client falls behind, aiohttp's reader stops reading the socket (flow control)
+and Flux drops messages for the slow client, so memory stays bounded under any load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import aiohttp
+import orjson
+
+from ttft_exporter.clock import Clock
+from ttft_exporter.flux.config import FluxInstanceConfig
+from ttft_exporter.flux.decoder import (
+    EntityDeleted,
+    MalformedFrameError,
+    MetricsUpdate,
+    StateUpdate,
+    decode_frame,
+    parse_timestamp,
+)
+from ttft_exporter.flux.metrics import FluxInstanceMetrics
+from ttft_exporter.logs import fields
+
+__all__ = ["FluxMonitor", "backoff_delay"]
+
+log = logging.getLogger("ttft_exporter.flux")
+
+_NS = 1e-9
+
+
+def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, initial * 2^attempt)]."""
+    return rng.uniform(0, min(cap, initial * (2 ** min(attempt, 30))))
+
+
+class FluxMonitor:
+    """Watches one Flux instance until stopped."""
+
+    def __init__(
+        self,
+        config: FluxInstanceConfig,
+        metrics: FluxInstanceMetrics,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.m = metrics
+        self._session = session
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._end_reason: str | None = None
+        self._last_total: int | None = None
+        self._last_message_ns: int | None = None
+        self._started_ns = clock.monotonic_ns()
+        self.connected = False
+        self.stale = False
+        self._groups = sorted(
+            ((g, metrics.state_updates[g]) for g in config.groups), key=lambda p: -len(p[0])
+        )
+        self._other = metrics.state_updates["other"]
+        self._canary_entity = config.canary_entity
+        # Canary sequence -> future resolved with the monotonic ns of its state_update.
+        self.canary_waiters: dict[int, asyncio.Future[int]] = {}
+
+    # --- connection loop ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, read until the connection ends, back off, repeat. Never returns."""
+        attempt = 0
+        while True:
+            opened_ns = self._clock.monotonic_ns()
+            reason = await self._connect_and_read()
+            self.m.reconnects[reason].inc()
+            lived = (self._clock.monotonic_ns() - opened_ns) * _NS
+            # A connection that lived a while resets the backoff; a flapping one grows it.
+            attempt = (
+                0 if reason != "connect_failed" and lived > self.config.stale_after else attempt + 1
+            )
+            delay = backoff_delay(
+                attempt, self.config.reconnect.initial, self.config.reconnect.max, self._rng
+            )
+            log.warning(
+                "flux connection ended; reconnecting",
+                extra=fields(flux=self.config.name, reason=reason, backoff_seconds=round(delay, 3)),
+            )
+            await asyncio.sleep(delay)
+
+    async def _connect_and_read(self) -> str:
+        cfg = self.config
+        self._end_reason = None
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                ws = await self._session.ws_connect(
+                    cfg.ws_url,
+                    heartbeat=cfg.ping_interval,
+                    autoping=True,
+                    max_msg_size=4 * 1024 * 1024,
+                )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            log.debug("flux connect failed", extra=fields(flux=cfg.name, err=str(exc)[:200]))
+            return "connect_failed"
+        self._ws = ws
+        self._set_connected(True)
+        closed_by_server = False
+        try:
+            for entity in cfg.subscriptions():
+                await ws.send_str(orjson.dumps({"type": "subscribe", "entity_id": entity}).decode())
+            while True:
+                msg = await ws.receive()
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    self.on_frame(msg.data)
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    self._received()
+                    self.m.malformed.inc()
+                elif msg.type is aiohttp.WSMsgType.CLOSE:
+                    closed_by_server = True
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    if isinstance(msg.data, aiohttp.ServerTimeoutError):
+                        return self._reason("ping_timeout")
+                    return self._reason("error")
+                elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    break
+        except (aiohttp.ClientError, OSError) as exc:
+            log.debug("flux connection error", extra=fields(flux=cfg.name, err=str(exc)[:200]))
+            return self._reason("error")
+        finally:
+            self._ws = None
+            self._set_connected(False)
+            await ws.close()
+        # A close frame is a clean close; anything else is an abrupt drop.
+        clean = closed_by_server or ws.close_code == aiohttp.WSCloseCode.OK
+        return self._reason("closed" if clean else "error")
+
+    def _reason(self, default: str) -> str:
+        # The staleness watchdog (another task) may have closed the socket on purpose.
+        return self._end_reason or default
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        self.m.connected.set(1 if connected else 0)
+        self._update_up()
+
+    def _update_up(self) -> None:
+        self.m.up.set(1 if self.connected and not self.stale else 0)
+
+    async def watch_staleness(self) -> None:
+        """Mark the stream stale after `stale_after` without a message, and drop a
+        silent connection so that the next one can bring the stream back."""
+        cfg = self.config
+        step = min(1.0, cfg.stale_after / 4)
+        while True:
+            await asyncio.sleep(step)
+            self.check_staleness()
+            ws = self._ws
+            if self.stale and ws is not None and not ws.closed:
+                self._end_reason = "stale"
+                await ws.close()
+
+    def check_staleness(self) -> bool:
+        """Update the stale gauges; returns whether the stream is stale."""
+        now = self._clock.monotonic_ns()
+        since = self._last_message_ns if self._last_message_ns is not None else self._started_ns
+        stale = (now - since) * _NS > self.config.stale_after
+        if stale != self.stale:
+            self.stale = stale
+            self.m.stale.set(1 if stale else 0)
+            self._update_up()
+            if stale:
+                log.warning("flux stream stale", extra=fields(flux=self.config.name))
+        return stale
+
+    # --- messages (hot path) ----------------------------------------------------------
+
+    def _received(self) -> int:
+        now = self._clock.monotonic_ns()
+        self._last_message_ns = now
+        if self.stale:
+            self.stale = False
+            self.m.stale.set(0)
+            self._update_up()
+        return now
+
+    def on_frame(self, frame: str | bytes) -> None:
+        """Record one text frame."""
+        now_ns = self._received()
+        wall = self._clock.wall()
+        self.m.last_message.set(wall)
+        try:
+            message = decode_frame(frame)
+        except MalformedFrameError:
+            self.m.malformed.inc()
+            return
+        if isinstance(message, StateUpdate):
+            self.m.messages["state_update"].inc()
+            self._on_state_update(message, now_ns, wall)
+        elif isinstance(message, MetricsUpdate):
+            self.m.messages["metrics_update"].inc()
+            self._on_metrics(message)
+        elif isinstance(message, EntityDeleted):
+            self.m.messages["entity_deleted"].inc()
+            self.m.deleted.inc()
+        else:
+            self.m.messages["other"].inc()
+
+    def _on_state_update(self, update: StateUpdate, now_ns: int, wall: float) -> None:
+        entity = update.entity_id
+        for prefix, counter in self._groups:
+            if entity.startswith(prefix):
+                counter.inc()
+                break
+        else:
+            self._other.inc()
+        sent = _parse_ts(update.timestamp)
+        if sent is not None:
+            self.m.lag.observe(max(0.0, wall - sent))
+        if entity == self._canary_entity and update.property == "seq":
+            value = update.value
+            waiter = self.canary_waiters.get(value) if isinstance(value, int) else None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(now_ns)
+
+    def _on_metrics(self, update: MetricsUpdate) -> None:
+        if not update.complete:
+            # Fields missing: protocol drift worth seeing; apply what is there.
+            self.m.malformed.inc()
+        total = update.events_total
+        if total is not None:
+            last = self._last_total
+            if last is not None:
+                if total >= last:
+                    self.m.events.inc(total - last)
+                else:
+                    # Flux restarted: its counter began again at 0 (then replayed).
+                    self.m.resets.inc()
+                    self.m.events.inc(total)
+            self._last_total = total
+        if update.rate_per_second is not None:
+            self.m.reported_rate.set(update.rate_per_second)
+        if update.entities is not None:
+            self.m.entities.set(update.entities)
+        if update.websocket_connections is not None:
+            self.m.ws_connections.set(update.websocket_connections)
+        if update.publishers_active is not None:
+            self.m.publishers.set(update.publishers_active)
+
+
+_TS_CACHE: dict[str, float] = {}
+
+
+def _parse_ts(text: str) -> float | None:
+    """Unix seconds of an RFC 3339 timestamp; the whole-second prefix is cached since
+    at high rates thousands of updates share it."""
+    head, dot, tail = text.partition(".")
+    if not dot or len(head) != 19:
+        return parse_timestamp(text)
+    base = _TS_CACHE.get(head)
+    if base is None:
+        parsed = parse_timestamp(head + "+00:00")
+        if parsed is None:
+            return None
+        if len(_TS_CACHE) > 64:
+            _TS_CACHE.clear()
+        base = _TS_CACHE[head] = parsed
+    digits = ""
+    for ch in tail:
+        if not ch.isdigit():
+            break
+        digits += ch
+    rest = tail[len(digits) :]
+    if rest not in ("Z", "+00:00"):
+        return parse_timestamp(text)
+    return base + (int(digits) / (10 ** len(digits)) if digits else 0.0)
