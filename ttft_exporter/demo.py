@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ttft_exporter.config import ConfigHolder, parse_config
 from ttft_exporter.server import ExporterState, create_app
+from ttft_exporter.sim.flux import FluxSimConfig, run_flux_sim
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, run_llm_sim
 
 __all__ = ["DEMO_LLM_MODELS", "demo_config_text", "run_demo"]
@@ -28,16 +29,23 @@ DEMO_LLM_MODELS = {
 }
 
 
-def demo_config_text(llm_url: str) -> str:
-    """The shipped demo configuration pointed at a running simulator."""
+# Flux as its defaults have it (metrics every 2 s), 20 events/s from 10 publishers and
+# a 50 ms state-apply delay for the canary to measure.
+DEMO_FLUX = FluxSimConfig(generator_rate=20.0, generator_entities=40, apply_delay=0.05)
+
+
+def demo_config_text(llm_url: str, flux_url: str) -> str:
+    """The shipped demo configuration pointed at running simulators."""
     template = resources.files("ttft_exporter.sim").joinpath("demo.yml").read_text(encoding="utf-8")
-    return template.replace("${LLM_SIM_URL}", llm_url)
+    return template.replace("${LLM_SIM_URL}", llm_url).replace("${FLUX_SIM_URL}", flux_url)
 
 
 async def _demo(host: str, port: int) -> None:
     llm_runner, llm_port = await run_llm_sim(LLMSimConfig(models=DEMO_LLM_MODELS))
+    flux_runner, flux_port = await run_flux_sim(DEMO_FLUX)
     llm_url = f"http://127.0.0.1:{llm_port}"
-    config = parse_config(yaml.safe_load(demo_config_text(llm_url)), "demo.yml")
+    flux_url = f"http://127.0.0.1:{flux_port}"
+    config = parse_config(yaml.safe_load(demo_config_text(llm_url, flux_url)), "demo.yml")
     state = ExporterState(holder=ConfigHolder(None, config))
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
@@ -47,6 +55,7 @@ async def _demo(host: str, port: int) -> None:
         f"LLM simulator:  {llm_url}/v1 (models: {', '.join(DEMO_LLM_MODELS)})",
         flush=True,
     )
+    print(f"Flux simulator: {flux_url} (WebSocket {flux_url}/api/ws)", flush=True)
     print(f"ttft-exporter:  http://{host}:{port}/", flush=True)
     print(f"metrics:        http://{host}:{port}/metrics", flush=True)
     print(
@@ -62,6 +71,7 @@ async def _demo(host: str, port: int) -> None:
         await stop.wait()
     finally:
         await runner.cleanup()
+        await flux_runner.cleanup()
         await llm_runner.cleanup()
 
 

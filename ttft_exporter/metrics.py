@@ -20,6 +20,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    disable_created_metrics,
     gc_collector,
     platform_collector,
     process_collector,
@@ -318,9 +319,9 @@ FLUX_METRICS: tuple[MetricSpec, ...] = (
         "Events processed by Flux, from deltas of metrics_update events.total; a Flux restart (the total going down) counts the post-reset value as the delta.",
     ),
     MetricSpec(
-        "ttft_flux_counter_resets_total",
+        "ttft_flux_restarts_total",
         Kind.COUNTER,
-        "Times events.total went down (Flux restarted).",
+        "Flux restarts seen as events.total going down (a counter reset); named so because promtool rejects `counter` in a metric name.",
     ),
     MetricSpec(
         "ttft_flux_reported_events_per_second",
@@ -622,6 +623,9 @@ class ExporterMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # `_created` series double the series count for no use in PromQL; the probe
+        # store does not emit them either.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         specs = {spec.name: spec for spec in EXPORTER_METRICS}
 
         def gauge(name: str) -> Gauge:

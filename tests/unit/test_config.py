@@ -147,8 +147,11 @@ def test_examples_load(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_demo_config_loads() -> None:
     from ttft_exporter.demo import demo_config_text
 
-    config = parse_config(yaml.safe_load(demo_config_text("http://127.0.0.1:1")))
+    config = parse_config(
+        yaml.safe_load(demo_config_text("http://127.0.0.1:1", "http://127.0.0.1:2"))
+    )
     assert {t.name for t in config.targets} >= {"sim-healthy", "sim-degraded"}
+    assert [f.name for f in config.flux] == ["demo"]
 
 
 def test_api_key_from_file_is_stripped_and_secret(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ class FluxInstanceMetrics:
         self.messages = {t: counter("ttft_flux_messages_total", t) for t in FLUX_MESSAGE_TYPES}
         self.malformed = counter("ttft_flux_malformed_messages_total")
         self.events = counter("ttft_flux_events_processed_total")
-        self.resets = counter("ttft_flux_counter_resets_total")
+        self.resets = counter("ttft_flux_restarts_total")
         self.reported_rate = gauge("ttft_flux_reported_events_per_second")
         self.entities = gauge("ttft_flux_entities")
         self.ws_connections = gauge("ttft_flux_websocket_connections")

@@ -33,6 +33,7 @@ __all__ = ["FluxMonitor", "backoff_delay"]
 log = logging.getLogger("ttft_exporter.flux")
 
 _NS = 1e-9
+_YIELD_EVERY = 64
 
 
 def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -115,10 +116,17 @@ class FluxMonitor:
         try:
             for entity in cfg.subscriptions():
                 await ws.send_str(orjson.dumps({"type": "subscribe", "entity_id": entity}).decode())
+            handled = 0
             while True:
                 msg = await ws.receive()
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     self.on_frame(msg.data)
+                    handled += 1
+                    if handled % _YIELD_EVERY == 0:
+                        # receive() does not suspend while frames are queued: let the
+                        # probes' reads and the scrapes in between, or a firehose
+                        # would delay their timestamps.
+                        await asyncio.sleep(0)
                 elif msg.type is aiohttp.WSMsgType.BINARY:
                     self._received()
                     self.m.malformed.inc()

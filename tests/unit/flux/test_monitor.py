@@ -44,7 +44,7 @@ async def test_events_processed_from_total_deltas(
     await flux.sim.tick()
     await asyncio.sleep(0.05)
     assert w.value("ttft_flux_events_processed_total") == 7.0
-    assert w.value("ttft_flux_counter_resets_total") == 0.0
+    assert w.value("ttft_flux_restarts_total") == 0.0
 
 
 async def test_restart_reset_and_replay_never_negative(
@@ -57,7 +57,7 @@ async def test_restart_reset_and_replay_never_negative(
         await flux.sim.publish(event("sensor-1", v=i))
     await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 30.0)
     await flux.sim.restart(replay=12, gap=0.2)
-    await w.wait_for(lambda: w.value("ttft_flux_counter_resets_total") == 1.0, timeout=5)
+    await w.wait_for(lambda: w.value("ttft_flux_restarts_total") == 1.0, timeout=5)
     # The post-reset value (the replay) is the delta; never negative, never 30 + 12 twice.
     await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 42.0)
     for _ in range(3):

@@ -1,0 +1,166 @@
+"""The canary and the read check against the Flux simulator: propagation latency
+against the injected apply delay, and every failure reason produced for real."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.unit.flux.conftest import FluxFactory, WatchFactory, flux_config
+
+CANARY = {"interval": "2s", "timeout": "0.8s"}
+
+
+async def test_propagation_matches_injected_apply_delay(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim(apply_delay=0.25)
+    w = await watch(flux_config(flux.url, canary=CANARY), loops=False)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    assert w.canary is not None
+    results = [await w.canary.check_once() for _ in range(3)]
+    for seconds in results:
+        # The ack comes before the apply; the update after it. Tolerance: +60 ms.
+        assert seconds is not None and 0.25 <= seconds <= 0.25 + 0.06
+    assert w.value("ttft_flux_canary_checks_total", outcome="success") == 3.0
+    assert w.value("ttft_flux_canary_propagation_seconds_count") == 3.0
+    assert w.value("ttft_flux_canary_publish_seconds_count") == 3.0
+    assert w.value("ttft_flux_canary_publish_seconds_sum") < 0.25  # ack does not wait for apply
+    assert w.value("ttft_flux_canary_last_propagation_seconds") == pytest.approx(results[-1])
+    entity = flux.sim.entities["ttft/ttft-canary-main"]
+    assert entity.properties["seq"] == w.canary.seq
+
+
+async def test_auth_with_token_from_env(
+    make_flux_sim: FluxFactory, watch: WatchFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flux = await make_flux_sim(auth=True, namespaces={"ttft": "tok-abc"})
+    monkeypatch.setenv("FLUX_TEST_TOKEN", "tok-abc")
+    w = await watch(
+        flux_config(flux.url, canary={**CANARY, "token_env": "FLUX_TEST_TOKEN"}), loops=False
+    )
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    assert w.canary is not None and await w.canary.check_once() is not None
+
+
+@pytest.mark.parametrize(
+    ("token", "namespaces"),
+    [
+        (None, {"ttft": "tok-abc"}),
+        ("tok-wrong", {"ttft": "tok-abc"}),
+        ("tok-abc", {"other": "tok-abc"}),
+    ],
+    ids=["no-token-401", "wrong-token-403", "unknown-namespace-401"],
+)
+async def test_auth_failures(
+    make_flux_sim: FluxFactory,
+    watch: WatchFactory,
+    tmp_path: Path,
+    token: str | None,
+    namespaces: dict[str, str],
+) -> None:
+    flux = await make_flux_sim(auth=True, namespaces=namespaces)
+    canary: dict[str, object] = dict(CANARY)
+    if token is not None:
+        path = tmp_path / "token"
+        path.write_text(token + "\n")
+        canary["token_file"] = str(path)
+    w = await watch(flux_config(flux.url, canary=canary), loops=False)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    assert w.canary is not None and await w.canary.check_once() is None
+    assert w.value("ttft_flux_canary_failures_total", reason="auth") == 1.0
+    assert w.value("ttft_flux_canary_checks_total", outcome="failure") == 1.0
+
+
+async def test_rate_limited_honours_retry_after(
+    make_flux_sim: FluxFactory, watch: WatchFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flux = await make_flux_sim(auth=True, namespaces={"ttft": "tok"}, rate_limit_per_minute=1)
+    monkeypatch.setenv("FLUX_TEST_TOKEN", "tok")
+    w = await watch(
+        flux_config(flux.url, canary={**CANARY, "token_env": "FLUX_TEST_TOKEN"}), loops=False
+    )
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    assert w.canary is not None
+    assert await w.canary.check_once() is not None  # the bucket starts full (1 token)
+    assert await w.canary.check_once() is None
+    assert w.value("ttft_flux_canary_failures_total", reason="rate_limited") == 1.0
+    # Retry-After: 60 pauses the loop: started now, it publishes nothing more.
+    published = flux.sim.events_total
+    task = asyncio.create_task(w.canary.run())
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert flux.sim.events_total == published
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [({"publish_status": 500}, "http_5xx"), ({"publish_delay": 2.0}, "timeout")],
+    ids=["jetstream-down-500", "slow-ack"],
+)
+async def test_publish_faults(
+    make_flux_sim: FluxFactory, watch: WatchFactory, fault: dict[str, object], reason: str
+) -> None:
+    flux = await make_flux_sim()
+    flux.sim.set_fault(**fault)  # type: ignore[arg-type]
+    w = await watch(flux_config(flux.url, canary=CANARY), loops=False)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    assert w.canary is not None and await w.canary.check_once() is None
+    assert w.value("ttft_flux_canary_failures_total", reason=reason) == 1.0
+
+
+async def test_payload_too_large_is_http_4xx(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim(body_limit_single=16)
+    w = await watch(flux_config(flux.url, canary=CANARY), loops=False)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    assert w.canary is not None and await w.canary.check_once() is None
+    assert w.value("ttft_flux_canary_failures_total", reason="http_4xx") == 1.0
+
+
+async def test_not_propagated_when_the_stream_is_down(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    flux = await make_flux_sim()
+    # Silence: acks still come, state_updates do not.
+    w = await watch(flux_config(flux.url, canary=CANARY, stale_after="5s"), loops=False)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    flux.sim.set_silent(True)
+    assert w.canary is not None and await w.canary.check_once() is None
+    assert w.value("ttft_flux_canary_failures_total", reason="not_propagated") == 1.0
+    assert w.monitor.canary_waiters == {}
+
+
+async def test_connection_refused_is_connect(watch: WatchFactory) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    w = await watch(flux_config(f"http://127.0.0.1:{port}", canary=CANARY), start=False)
+    assert w.canary is not None and await w.canary.check_once() is None
+    assert w.value("ttft_flux_canary_failures_total", reason="connect") == 1.0
+
+
+async def test_query_check(make_flux_sim: FluxFactory, watch: WatchFactory) -> None:
+    flux = await make_flux_sim()
+    await flux.sim.publish(
+        {
+            "stream": "s",
+            "source": "p",
+            "timestamp": 1,
+            "payload": {"entity_id": "sensor-1", "properties": {"a": 1}},
+        }
+    )
+    w = await watch(
+        flux_config(flux.url, query={"interval": "1s", "prefix": "sensor-"}), start=False
+    )
+    assert w.query is not None and await w.query.check_once() is not None
+    assert w.value("ttft_flux_query_seconds_count") == 1.0
+    await flux.runner.cleanup()
+    assert await w.query.check_once() is None
+    assert w.value("ttft_flux_query_failures_total") == 1.0
