@@ -508,8 +508,9 @@ def _duplicate_names(targets: Any, section: str) -> list[ConfigProblem]:
         if not isinstance(name, str):
             continue
         if name in seen:
+            what = "target" if section == "targets" else "flux instance"
             problems.append(
-                ConfigProblem(f"targets[{index}].name", f"duplicate target name {name!r}")
+                ConfigProblem(f"{section}[{index}].name", f"duplicate {what} name {name!r}")
             )
         seen.add(name)
     return problems

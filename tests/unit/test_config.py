@@ -59,6 +59,22 @@ INVALID = {
     "max-tokens": ["targets[0].max_tokens: must be greater than or equal to 1"],
     "tls-pair": ["targets[0].tls.cert_file: cert_file and key_file must be set together"],
     "role": ["targets[0].messages[0].role: must be 'system', 'user', 'assistant' or 'developer'"],
+    "flux-canary-timeout": ["flux[0].canary.timeout: must be below interval (5s)"],
+    "flux-duplicate": ["flux[1].name: duplicate flux instance name 'main'"],
+    "flux-namespace": [
+        "flux[0].canary.namespace: must be 3-32 characters of a-z, 0-9, '-' or '_' (Flux's namespace rule)"
+    ],
+    "flux-reconnect": [
+        "flux[0].groups: prefixes must be unique",
+        "flux[0].reconnect.max: must be at least initial (2s)",
+    ],
+    "flux-token-env": [
+        "flux[0].canary.token_env: environment variable TTFT_TEST_SURELY_UNSET_TOKEN is not set or empty"
+    ],
+    "flux-url": [
+        "flux[0].url: must be an absolute http:// or https:// URL",
+        "flux[0].bogus: unknown field",
+    ],
     "many-problems": [
         "concurrency: must be greater than or equal to 1",
         "targets[0].timeout: must be below interval (15s)",
