@@ -4,7 +4,6 @@ the holder that swaps a validated config atomically on reload."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -12,8 +11,6 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -21,12 +18,18 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.slo import SLOsConfig
+from ttft_exporter.validation import (
+    StrictModel,
+    check_http_url,
+    check_name,
+    field_rule,
+    read_secret,
+)
 
 __all__ = [
     "BucketsConfig",
@@ -62,7 +65,6 @@ RESERVED_LABELS = frozenset(
     }
 )
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _SENSITIVE_HEADERS = frozenset(
     {
         "authorization",
@@ -75,16 +77,7 @@ _SENSITIVE_HEADERS = frozenset(
 )
 
 
-def _rule(field: str, message: str) -> PydanticCustomError:
-    """A cross-field error located at `field` of the model that raises it."""
-    return PydanticCustomError("field_rule", message, {"field": field})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class TLSConfig(_Strict):
+class TLSConfig(StrictModel):
     """TLS settings for https targets."""
 
     ca_file: Path | None = Field(
@@ -104,15 +97,15 @@ class TLSConfig(_Strict):
     @model_validator(mode="after")
     def _pair(self) -> Self:
         if (self.cert_file is None) != (self.key_file is None):
-            raise _rule("cert_file", "cert_file and key_file must be set together")
+            raise field_rule("cert_file", "cert_file and key_file must be set together")
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
-                raise _rule(name, f"file not found: {path}")
+                raise field_rule(name, f"file not found: {path}")
         return self
 
 
-class ChatMessage(_Strict):
+class ChatMessage(StrictModel):
     """One chat message of a probe prompt."""
 
     role: Literal["system", "user", "assistant", "developer"]
@@ -136,7 +129,7 @@ _DEFAULTABLE = (
 )
 
 
-class TargetDefaults(_Strict):
+class TargetDefaults(StrictModel):
     """Values applied to every target that does not set them."""
 
     interval: Duration | None = None
@@ -153,7 +146,7 @@ class TargetDefaults(_Strict):
     api_key_file: Path | None = None
 
 
-class _TargetBase(_Strict):
+class _TargetBase(StrictModel):
     name: str = Field(description="Unique name; the `target` label.")
     url: str = Field(description="Base URL of the API, e.g. http://vllm:8000/v1.")
     model: str = Field(
@@ -207,27 +200,12 @@ class _TargetBase(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _TARGET_NAME.fullmatch(value):
-            raise ValueError(
-                "must start with a letter or digit and use only letters, digits, "
-                "'_', '.', ':' or '-' (at most 128 characters)"
-            )
-        return value
+        return check_name(value)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        from yarl import URL
-
-        try:
-            url = URL(value)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"invalid URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        if url.user or url.password:
-            raise ValueError("must not contain credentials; use api_key_env or api_key_file")
-        return value.rstrip("/")
+        return check_http_url(value, "api_key_env or api_key_file")
 
     @field_validator("labels")
     @classmethod
@@ -252,30 +230,17 @@ class _TargetBase(_Strict):
     @model_validator(mode="after")
     def _cross_field(self) -> Self:
         if self.timeout <= 0:
-            raise _rule("timeout", "must be above 0")
+            raise field_rule("timeout", "must be above 0")
         if self.timeout >= self.interval:
-            raise _rule("timeout", f"must be below interval ({format_duration(self.interval)})")
-        if self.api_key_env and self.api_key_file:
-            raise _rule("api_key_env", "set api_key_env or api_key_file, not both")
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise _rule(
-                    "api_key_env",
-                    f"environment variable {self.api_key_env} is not set or empty",
-                )
-            self._api_key = SecretStr(key.strip())
-        elif self.api_key_file:
-            try:
-                key = Path(self.api_key_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise _rule("api_key_file", f"cannot read: {exc.strerror}") from None
-            if not key:
-                raise _rule("api_key_file", "file is empty")
-            self._api_key = SecretStr(key)
+            raise field_rule(
+                "timeout", f"must be below interval ({format_duration(self.interval)})"
+            )
+        self._api_key = read_secret(
+            "api_key_env", self.api_key_env, "api_key_file", self.api_key_file
+        )
         for header in self.headers:
             if header.lower() == "authorization" and self._api_key is not None:
-                raise _rule(
+                raise field_rule(
                     "headers",
                     "Authorization is set by api_key_env/api_key_file; do not set both",
                 )
@@ -332,9 +297,9 @@ class OpenAIChatTarget(_TargetBase):
     @model_validator(mode="after")
     def _prompt_or_messages(self) -> Self:
         if (self.prompt is None) == (self.messages is None):
-            raise _rule("prompt", "set exactly one of prompt or messages")
+            raise field_rule("prompt", "set exactly one of prompt or messages")
         if self.messages is not None and not self.messages:
-            raise _rule("messages", "must not be empty")
+            raise field_rule("messages", "must not be empty")
         return self
 
 
@@ -351,7 +316,7 @@ TargetConfig = Annotated[
 PROTOCOL_TAGS = ("openai-chat", "openai-completions")
 
 
-class BucketsConfig(_Strict):
+class BucketsConfig(StrictModel):
     """Histogram bucket boundaries (seconds) overriding the defaults."""
 
     latency: list[float] | None = Field(None, description="TTFT, TTFOT, TTFB, first chunk.")
@@ -372,7 +337,7 @@ class BucketsConfig(_Strict):
         return value
 
 
-class Config(_Strict):
+class Config(StrictModel):
     """The whole configuration file."""
 
     defaults: TargetDefaults = Field(default_factory=TargetDefaults)

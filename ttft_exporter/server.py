@@ -57,7 +57,7 @@ class ExporterState:
     flux: FluxSupervisor | None = None
     ready: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Extra lifecycle hooks (the Flux monitor plugs in here): each is a cleanup_ctx.
+    # Extra lifecycle hooks for optional subsystems: each is an aiohttp cleanup_ctx.
     extra_contexts: list[Callable[[web.Application], AsyncIterator[None]]] = field(
         default_factory=list
     )

@@ -2,42 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from ttft_exporter.durations import Duration, format_duration
+from ttft_exporter.validation import (
+    StrictModel,
+    check_http_url,
+    check_name,
+    field_rule,
+    read_secret,
+)
 
 __all__ = ["FluxCanaryConfig", "FluxInstanceConfig", "FluxQueryConfig", "FluxReconnectConfig"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Flux's own namespace rule (src/entity/mod.rs): 3-32 characters of [a-z0-9-_].
 _NAMESPACE = re.compile(r"^[a-z0-9_-]{3,32}$")
 # Flux's stream rule (src/event/validation.rs).
 _STREAM = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
 
 
-def _rule(field: str, message: str) -> PydanticCustomError:
-    return PydanticCustomError("field_rule", message, {"field": field})
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FluxReconnectConfig(_Strict):
+class FluxReconnectConfig(StrictModel):
     """Capped exponential backoff with full jitter between WebSocket connects."""
 
     initial: Duration = Field(0.5, description="First backoff step.")
@@ -46,13 +40,13 @@ class FluxReconnectConfig(_Strict):
     @model_validator(mode="after")
     def _order(self) -> Self:
         if self.initial <= 0:
-            raise _rule("initial", "must be above 0")
+            raise field_rule("initial", "must be above 0")
         if self.max < self.initial:
-            raise _rule("max", f"must be at least initial ({format_duration(self.initial)})")
+            raise field_rule("max", f"must be at least initial ({format_duration(self.initial)})")
         return self
 
 
-class FluxCanaryConfig(_Strict):
+class FluxCanaryConfig(StrictModel):
     """Publish one event per interval and time its way back over the WebSocket."""
 
     interval: Duration = Field(10.0, description="Time between canary events.")
@@ -95,26 +89,12 @@ class FluxCanaryConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.timeout <= 0:
-            raise _rule("timeout", "must be above 0")
+            raise field_rule("timeout", "must be above 0")
         if self.timeout >= self.interval:
-            raise _rule("timeout", f"must be below interval ({format_duration(self.interval)})")
-        if self.token_env and self.token_file:
-            raise _rule("token_env", "set token_env or token_file, not both")
-        if self.token_env:
-            token = os.environ.get(self.token_env, "").strip()
-            if not token:
-                raise _rule(
-                    "token_env", f"environment variable {self.token_env} is not set or empty"
-                )
-            self._token = SecretStr(token)
-        elif self.token_file:
-            try:
-                token = Path(self.token_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise _rule("token_file", f"cannot read: {exc.strerror}") from None
-            if not token:
-                raise _rule("token_file", "file is empty")
-            self._token = SecretStr(token)
+            raise field_rule(
+                "timeout", f"must be below interval ({format_duration(self.interval)})"
+            )
+        self._token = read_secret("token_env", self.token_env, "token_file", self.token_file)
         return self
 
     @property
@@ -123,14 +103,14 @@ class FluxCanaryConfig(_Strict):
         return self._token
 
 
-class FluxQueryConfig(_Strict):
+class FluxQueryConfig(StrictModel):
     """A timed read: `GET /api/state/entities?prefix=...`."""
 
     interval: Duration = Field(30.0, description="Time between reads.")
     prefix: str = Field("", description="Entity id prefix to list (empty: all entities).")
 
 
-class FluxInstanceConfig(_Strict):
+class FluxInstanceConfig(StrictModel):
     """One Flux instance to watch; `name` is the `flux` label."""
 
     name: str = Field(description="Unique name; the `flux` label.")
@@ -155,29 +135,12 @@ class FluxInstanceConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.fullmatch(value):
-            raise ValueError(
-                "must start with a letter or digit and use only letters, digits, "
-                "'_', '.', ':' or '-' (at most 128 characters)"
-            )
-        return value
+        return check_name(value)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        from yarl import URL
-
-        try:
-            url = URL(value)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"invalid URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("must be an absolute http:// or https:// URL")
-        if url.user or url.password:
-            raise ValueError(
-                "must not contain credentials; use canary.token_env or canary.token_file"
-            )
-        return value.rstrip("/")
+        return check_http_url(value, "canary.token_env or canary.token_file")
 
     @field_validator("groups")
     @classmethod
@@ -191,9 +154,9 @@ class FluxInstanceConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.stale_after <= 0:
-            raise _rule("stale_after", "must be above 0")
+            raise field_rule("stale_after", "must be above 0")
         if self.ping_interval <= 0:
-            raise _rule("ping_interval", "must be above 0")
+            raise field_rule("ping_interval", "must be above 0")
         return self
 
     @property
