@@ -157,7 +157,7 @@ def _rules(config_file: str, output_dir: str | None) -> int:
     from ttft_exporter.rules import RulesError, render_combined, write_rule_files
 
     try:
-        config, _ = load_config(config_file)
+        config, _ = load_config(config_file, resolve_secrets=False)
         if output_dir is None:
             print(render_combined(config, source=config_file), end="")
             return 0

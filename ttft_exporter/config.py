@@ -15,6 +15,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -228,7 +229,7 @@ class _TargetBase(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _cross_field(self) -> Self:
+    def _cross_field(self, info: ValidationInfo) -> Self:
         if self.timeout <= 0:
             raise field_rule("timeout", "must be above 0")
         if self.timeout >= self.interval:
@@ -236,7 +237,7 @@ class _TargetBase(StrictModel):
                 "timeout", f"must be below interval ({format_duration(self.interval)})"
             )
         self._api_key = read_secret(
-            "api_key_env", self.api_key_env, "api_key_file", self.api_key_file
+            "api_key_env", self.api_key_env, "api_key_file", self.api_key_file, info
         )
         for header in self.headers:
             if header.lower() == "authorization" and self._api_key is not None:
@@ -445,7 +446,7 @@ def _problems(exc: ValidationError) -> list[ConfigProblem]:
     return problems
 
 
-def parse_config(data: Any, source: str = "<config>") -> Config:
+def parse_config(data: Any, source: str = "<config>", *, resolve_secrets: bool = True) -> Config:
     """Validate already-parsed YAML data; raises ConfigError listing every problem."""
     if data is None:
         data = {}
@@ -455,7 +456,7 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     problems = _duplicate_names(data.get("targets"), "targets")
     problems += _duplicate_names(data.get("flux"), "flux")
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"resolve_secrets": resolve_secrets})
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc) + problems) from None
     if problems:
@@ -481,8 +482,9 @@ def _duplicate_names(targets: Any, section: str) -> list[ConfigProblem]:
     return problems
 
 
-def load_config(path: str | Path) -> tuple[Config, str]:
-    """Read, parse and validate a config file; returns it with its SHA-256."""
+def load_config(path: str | Path, *, resolve_secrets: bool = True) -> tuple[Config, str]:
+    """Read, parse and validate a config file; returns it with its SHA-256. Without
+    `resolve_secrets`, API keys and tokens are not read (for commands that need none)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -499,7 +501,8 @@ def load_config(path: str | Path) -> tuple[Config, str]:
         raise ConfigError(
             str(path), [ConfigProblem("", f"invalid YAML: {where}{problem}")]
         ) from None
-    return parse_config(data, str(path)), hashlib.sha256(raw).hexdigest()
+    config = parse_config(data, str(path), resolve_secrets=resolve_secrets)
+    return config, hashlib.sha256(raw).hexdigest()
 
 
 class ConfigHolder:

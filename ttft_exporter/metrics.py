@@ -10,6 +10,7 @@ is 20 ms. Exporter self-metrics stay ordinary prometheus_client objects.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import platform
 from bisect import bisect_left
@@ -430,6 +431,11 @@ def _float(value: float) -> str:
     return repr(float(value))
 
 
+@functools.cache
+def _le_strings(bounds: tuple[float, ...]) -> tuple[str, ...]:
+    return (*(_float(b) for b in bounds), "+Inf")
+
+
 def _labelstr(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
 
@@ -444,6 +450,10 @@ class SeriesSet:
         self._base = _labelstr(self.labels.items())
         self.values: dict[str, dict[tuple[str, ...], float | _Histogram | None]] = {}
         self._prefix: dict[tuple[str, tuple[str, ...]], str] = {}
+        # Bumped on every change; a family's rendered text is reused until it moves,
+        # so scrapes between probes (HA Prometheus pairs, short scrape intervals) are cheap.
+        self.version = 0
+        self._rendered: dict[str, tuple[int, str]] = {}
         for spec in PROBE_METRICS:
             children = self.values.setdefault(spec.name, {})
             for child in spec.children:
@@ -462,10 +472,12 @@ class SeriesSet:
         """Add to a counter."""
         children = self.values[name]
         children[child] = float(children.get(child) or 0.0) + amount  # type: ignore[arg-type]
+        self.version += 1
 
     def set(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
         """Set a gauge."""
         self.values[name][child] = value
+        self.version += 1
 
     def observe(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
         """Observe into a histogram."""
@@ -474,6 +486,7 @@ class SeriesSet:
         if not isinstance(hist, _Histogram):
             hist = children[child] = _Histogram(self._buckets[_SPECS[name].buckets or _LAT])
         hist.observe(value)
+        self.version += 1
 
     def get(self, name: str, child: tuple[str, ...] = ()) -> float | None:
         """A counter or gauge value (None if never set); for tests and the index page."""
@@ -497,6 +510,18 @@ class SeriesSet:
     def render(self, spec: MetricSpec, out: list[str]) -> None:
         """Append the sample lines of one family of this target to `out`."""
         name = spec.name
+        cached = self._rendered.get(name)
+        if cached is not None and cached[0] == self.version:
+            out.append(cached[1])
+            return
+        lines: list[str] = []
+        self._render(spec, lines)
+        text = "".join(lines)
+        self._rendered[name] = (self.version, text)
+        out.append(text)
+
+    def _render(self, spec: MetricSpec, out: list[str]) -> None:
+        name = spec.name
         for child, value in self.values[name].items():
             if value is None:
                 continue
@@ -504,10 +529,8 @@ class SeriesSet:
             if isinstance(value, _Histogram):
                 sep = "," if labels else ""
                 cumulative = 0
-                bounds = value.bounds
-                for i, count in enumerate(value.counts):
+                for le, count in zip(_le_strings(value.bounds), value.counts, strict=True):
                     cumulative += count
-                    le = _float(bounds[i]) if i < len(bounds) else "+Inf"
                     out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}\n')
                 out.append(f"{name}_sum{{{labels}}} {_float(value.sum)}\n")
                 out.append(f"{name}_count{{{labels}}} {value.count}\n")

@@ -4,6 +4,7 @@ page; and the lifecycle that owns every background task (aiojobs, cleanup_ctx)."
 from __future__ import annotations
 
 import asyncio
+import gzip
 import html
 import logging
 import math
@@ -149,20 +150,35 @@ def _wants_openmetrics(request: web.Request) -> bool:
     return "application/openmetrics-text" in request.headers.get("Accept", "")
 
 
+def _accepts_gzip(request: web.Request) -> bool:
+    for part in request.headers.get("Accept-Encoding", "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
 async def handle_metrics(request: web.Request) -> web.Response:
     """Exporter metrics plus every target's series, classic text or OpenMetrics."""
     state = request.app[EXPORTER]
     if _wants_openmetrics(request):
-        core = om_exposition.generate_latest(state.metrics.registry).decode()  # type: ignore[no-untyped-call]
-        body = core.removesuffix("# EOF\n") + state.store.render(openmetrics=True) + "# EOF\n"
+        core = om_exposition.generate_latest(state.metrics.registry)  # type: ignore[no-untyped-call]
+        body = (
+            core.removesuffix(b"# EOF\n")
+            + state.store.render(openmetrics=True).encode()
+            + b"# EOF\n"
+        )
         content_type = OPENMETRICS_CONTENT_TYPE
     else:
-        body = generate_latest(state.metrics.registry).decode() + state.store.render()
+        body = generate_latest(state.metrics.registry) + state.store.render().encode()
         content_type = TEXT_CONTENT_TYPE
-    response = web.Response(body=body.encode(), headers={"Content-Type": content_type})
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
-        response.enable_compression()
-    return response
+    headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+    if _accepts_gzip(request):
+        # Level 1: a few MB compress ~5x faster than at zlib's default level for ~15%
+        # more bytes; in a thread, so the probes' timestamps are not held up meanwhile.
+        body = await asyncio.to_thread(gzip.compress, body, 1)
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 def _deadline(request: web.Request, target: TargetConfig, offset: float) -> float:

@@ -1,17 +1,309 @@
-"""SLO configuration (the `slos:` section). Filled in by the SLO work (issue 4)."""
+"""Service level objectives: the `slos:` section of the config.
+
+Each entry of `slos.targets` (and `slos.flux`) selects targets (Flux instances) and
+sets objectives for them. For every target and every objective kind the *first*
+entry that selects the target and sets that kind wins, so specific entries go first
+and a catch-all entry last, as in an Alertmanager routing tree:
+
+```yaml
+slos:
+  targets:
+    - selector: {name: ollama-qwen}
+      ttft: {threshold: 2s}            # alert threshold only, no burn-rate SLO
+    - selector: {labels: {env: prod}}
+      ttft: {objective: 0.99, threshold: 800ms}
+      availability: {objective: 0.995}
+```
+
+Every threshold becomes a histogram bucket boundary (`SLOsConfig.thresholds()`), so
+each latency SLI is an exact bucket ratio instead of an interpolation. Which rules
+come out of this section is the business of `ttft_exporter.rules`.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Annotated, Any, Self
 
-__all__ = ["SLOsConfig"]
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from ttft_exporter.durations import Duration
+
+__all__ = [
+    "DEFAULT_FLUX_CANARY_THRESHOLD",
+    "DEFAULT_PERIOD",
+    "DEFAULT_TTFT_THRESHOLD",
+    "FluxSLOConfig",
+    "LatencyObjective",
+    "RatioObjective",
+    "RegressionConfig",
+    "SLOsConfig",
+    "Selector",
+    "TTFTObjective",
+    "TargetSLOConfig",
+]
+
+DEFAULT_PERIOD = 28 * 86400.0
+# The seed's fifth golden signal: p95 TTFT above 800 ms is a user-visible regression
+# for interactive chat (0.8 is also a default latency bucket boundary).
+DEFAULT_TTFT_THRESHOLD = 0.8
+DEFAULT_FLUX_CANARY_THRESHOLD = 2.0
+# The shortest period the slowest burn-rate window pair (3d long window) fits in.
+_MIN_PERIOD = 3 * 86400.0
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-class SLOsConfig(BaseModel):
-    """Service level objectives; empty until the SLO section is implemented."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _check_objective(value: float) -> float:
+    if not 0 < value < 1:
+        raise ValueError("must be a ratio between 0 and 1 (exclusive), e.g. 0.99")
+    # The error budget is written into PromQL as a decimal literal; more than 6
+    # significant decimals is a typo rather than an objective.
+    if len(Decimal(str(value)).as_tuple().digits) > 6:
+        raise ValueError("use at most 6 significant digits, e.g. 0.9995")
+    return value
+
+
+def _check_period(value: float) -> float:
+    if value < _MIN_PERIOD:
+        raise ValueError("must be at least 3d (the longest burn-rate window)")
+    if value != int(value):
+        raise ValueError("must be a whole number of seconds")
+    return value
+
+
+def _check_threshold(value: float) -> float:
+    if value <= 0:
+        raise ValueError("must be above 0")
+    return value
+
+
+# Reusable field types, so every objective, period and threshold is checked alike.
+Objective = Annotated[float, AfterValidator(_check_objective)]
+Period = Annotated[Duration, AfterValidator(_check_period)]
+Threshold = Annotated[Duration, AfterValidator(_check_threshold)]
+
+
+class Selector(_Strict):
+    """Which targets (or Flux instances) an SLO entry applies to. Every field given
+    must match; an empty selector matches everything."""
+
+    name: str | None = Field(None, description="Exact target name.")
+    name_regex: re.Pattern[str] | None = Field(
+        None, description="Regular expression the whole target name must match."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Label values that must all be equal: static labels, model, protocol.",
+    )
+
+    @field_validator("name_regex", mode="before")
+    @classmethod
+    def _regex(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not _LABEL_NAME.fullmatch(key):
+                raise ValueError(f"invalid label name {key!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_name(self) -> Self:
+        if self.name is not None and self.name_regex is not None:
+            raise ValueError("set name or name_regex, not both")
+        return self
+
+    def matches(self, name: str, labels: Mapping[str, str]) -> bool:
+        """Whether a target (instance) of that name and labels is selected."""
+        if self.name is not None and name != self.name:
+            return False
+        if self.name_regex is not None and not self.name_regex.fullmatch(name):
+            return False
+        return all(labels.get(k) == v for k, v in self.labels.items())
+
+    def describe(self) -> str:
+        """A short human form, for error messages."""
+        parts = []
+        if self.name is not None:
+            parts.append(f"name={self.name!r}")
+        if self.name_regex is not None:
+            parts.append(f"name_regex={self.name_regex.pattern!r}")
+        parts += [f"{k}={v!r}" for k, v in sorted(self.labels.items())]
+        return ", ".join(parts) or "everything"
+
+
+class RatioObjective(_Strict):
+    """An objective on a ratio of good events (availability, Flux stream up)."""
+
+    objective: Objective = Field(description="Target ratio of good events, e.g. 0.995.")
+    period: Period | None = Field(None, description="SLO period; default slos.period.")
+
+
+class LatencyObjective(RatioObjective):
+    """The ratio of events at or below a latency threshold (TPOT, Flux canary)."""
+
+    threshold: Threshold = Field(
+        description="Latency an event must not exceed to be good; becomes a bucket boundary."
+    )
+
+
+class TTFTObjective(_Strict):
+    """TTFT threshold of a target, and optionally an SLO on it. Without `objective`
+    only the TTFTLatencyRegression alert threshold is set."""
+
+    threshold: Threshold | None = Field(
+        None, description="TTFT threshold; default slos.ttft_threshold."
+    )
+    objective: Objective | None = Field(
+        None, description="Ratio of successful probes with TTFT <= threshold."
+    )
+    period: Period | None = Field(None, description="SLO period; default slos.period.")
+
+
+class RegressionConfig(_Strict):
+    """When p95 TTFT counts as regressed against its own history (TTFTRelativeRegression)."""
+
+    factor: float = Field(
+        1.5,
+        gt=1,
+        le=100,
+        description="p95 TTFT over 30m must exceed factor x both baselines.",
+    )
+    floor: Threshold = Field(
+        0.25,
+        description="...and exceed this, so a fast endpoint going 40 ms -> 80 ms does not alert.",
+    )
+
+
+class TargetSLOConfig(_Strict):
+    """Objectives for the targets a selector picks."""
+
+    selector: Selector = Field(default_factory=Selector)
+    ttft: TTFTObjective | None = None
+    availability: RatioObjective | None = Field(None, description="Ratio of probes that succeed.")
+    tpot: LatencyObjective | None = Field(
+        None, description="Ratio of probes with time per output token <= threshold."
+    )
+    regression: RegressionConfig | None = Field(
+        None, description="Overrides slos.regression for these targets."
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not any((self.ttft, self.availability, self.tpot, self.regression)):
+            raise ValueError("set at least one of ttft, availability, tpot, regression")
+        return self
+
+
+class FluxSLOConfig(_Strict):
+    """Objectives for the Flux instances a selector picks."""
+
+    selector: Selector = Field(default_factory=Selector)
+    canary_propagation: LatencyObjective | None = Field(
+        None, description="Ratio of canary events seen on the stream within threshold."
+    )
+    stream_up: RatioObjective | None = Field(
+        None, description="Ratio of time the stream is connected and not stale."
+    )
+    canary_threshold: Threshold | None = Field(
+        None,
+        description="FluxCanaryPropagationSlow threshold without an SLO; default: the "
+        "canary_propagation threshold, else slos.flux_canary_threshold.",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not any((self.canary_propagation, self.stream_up, self.canary_threshold)):
+            raise ValueError("set at least one of canary_propagation, stream_up, canary_threshold")
+        return self
+
+
+class SLOsConfig(_Strict):
+    """Service level objectives and alert tunables; empty by default (the rules then
+    carry only the default thresholds)."""
+
+    period: Period = Field(DEFAULT_PERIOD, description="Default SLO period (error budget window).")
+    ttft_threshold: Threshold = Field(
+        DEFAULT_TTFT_THRESHOLD,
+        description="TTFTLatencyRegression threshold for targets without their own.",
+    )
+    flux_canary_threshold: Threshold = Field(
+        DEFAULT_FLUX_CANARY_THRESHOLD,
+        description="FluxCanaryPropagationSlow threshold for instances without their own.",
+    )
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    tokens_per_second_drop: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="TokensPerSecondDrop fires below this fraction of both baselines.",
+    )
+    flux_event_rate_drop: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="FluxEventRateDrop fires below this fraction of both baselines.",
+    )
+    failure_ratio: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="LLMProbeFailing / FluxCanaryFailing fire above this failure ratio.",
+    )
+    exporter_job: str = Field(
+        "ttft-exporter.*",
+        min_length=1,
+        description="Regular expression for the Prometheus job(s) scraping the exporter.",
+    )
+    targets: list[TargetSLOConfig] = Field(default_factory=list)
+    flux: list[FluxSLOConfig] = Field(default_factory=list)
+
+    @field_validator("exporter_job")
+    @classmethod
+    def _job_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
 
     def thresholds(self) -> dict[str, list[float]]:
-        """Latency thresholds (seconds) by bucket set, to become bucket boundaries."""
-        return {}
+        """Thresholds (seconds) by bucket set, to become bucket boundaries:
+        `latency` (TTFT), `inter_token` (TPOT) and `flux_canary` (canary propagation)."""
+        latency = {self.ttft_threshold}
+        inter_token: set[float] = set()
+        canary = {self.flux_canary_threshold}
+        for entry in self.targets:
+            if entry.ttft is not None and entry.ttft.threshold is not None:
+                latency.add(entry.ttft.threshold)
+            if entry.tpot is not None:
+                inter_token.add(entry.tpot.threshold)
+        for flux in self.flux:
+            if flux.canary_propagation is not None:
+                canary.add(flux.canary_propagation.threshold)
+            if flux.canary_threshold is not None:
+                canary.add(flux.canary_threshold)
+        out = {"latency": sorted(latency), "flux_canary": sorted(canary)}
+        if inter_token:
+            out["inter_token"] = sorted(inter_token)
+        return out

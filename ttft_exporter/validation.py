@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 __all__ = ["StrictModel", "check_http_url", "check_name", "field_rule", "read_secret"]
@@ -53,12 +53,21 @@ def check_http_url(value: str, secret_hint: str) -> str:
 
 
 def read_secret(
-    env_field: str, env_name: str | None, file_field: str, file_path: Path | None
+    env_field: str,
+    env_name: str | None,
+    file_field: str,
+    file_path: Path | None,
+    info: ValidationInfo | None = None,
 ) -> SecretStr | None:
     """The secret named by an `*_env` or `*_file` field (at most one may be set), read
-    now so that a missing secret is a config error, not a failing probe later."""
+    now so that a missing secret is a config error, not a failing probe later. With the
+    validation context `{"resolve_secrets": False}` (e.g. `ttft-exporter rules`, which
+    needs no secret) nothing is read."""
     if env_name and file_path:
         raise field_rule(env_field, f"set {env_field} or {file_field}, not both")
+    context = info.context if info is not None else None
+    if isinstance(context, dict) and context.get("resolve_secrets") is False:
+        return None
     if env_name:
         value = os.environ.get(env_name, "").strip()
         if not value:

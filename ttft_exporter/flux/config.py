@@ -10,6 +10,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -87,14 +88,14 @@ class FluxCanaryConfig(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> Self:
+    def _check(self, info: ValidationInfo) -> Self:
         if self.timeout <= 0:
             raise field_rule("timeout", "must be above 0")
         if self.timeout >= self.interval:
             raise field_rule(
                 "timeout", f"must be below interval ({format_duration(self.interval)})"
             )
-        self._token = read_secret("token_env", self.token_env, "token_file", self.token_file)
+        self._token = read_secret("token_env", self.token_env, "token_file", self.token_file, info)
         return self
 
     @property

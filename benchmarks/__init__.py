@@ -1,0 +1,1 @@
+"""Benchmarks of ttft_exporter against the built-in simulator (see README.md)."""

@@ -1,0 +1,194 @@
+"""Benchmark 4: /metrics render time with 100 targets.
+
+Builds an ExporterState with 100 configured targets (three static labels each) whose
+series hold realistic data (record_result of 50 successful 40-token probes with 19
+inter-chunk gaps each, and three failures of different reasons), then times:
+- `MetricStore.render()` (classic text) and `render(openmetrics=True)`;
+- the `handle_metrics` handler called directly (exporter registry + store + encode);
+- the whole `/metrics` request over a real TCP connection to an AppRunner/TCPSite
+  serving `handle_metrics` (client time to read the full body included), classic,
+  OpenMetrics and gzip.
+The background probe loops are not started (no lifecycle), so nothing else runs.
+
+Usage: ``python -m benchmarks.bench_render [--quick] [--json PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from benchmarks.common import build_config, emit, log, pct, setup_logs
+from ttft_exporter.config import ConfigHolder
+from ttft_exporter.errors import FailureReason
+from ttft_exporter.executor import target_labels
+from ttft_exporter.metrics import record_result
+from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.server import EXPORTER, ExporterState, handle_metrics
+
+TARGETS = 100
+SUCCESSES = 50
+FAILURES = (FailureReason.TIMEOUT, FailureReason.HTTP_STATUS, FailureReason.CONNECT)
+MS = 1000.0
+
+
+def _success(rng: random.Random) -> ProbeResult:
+    ttft = rng.uniform(0.25, 0.9)
+    gaps = tuple(rng.uniform(0.012, 0.04) for _ in range(19))
+    duration = ttft + sum(gaps)
+    return ProbeResult(
+        success=True,
+        started_at=time.time(),
+        phases={"dns": 0.0, "connect": 0.0004, "tls": 0.0, "headers": rng.uniform(0.001, 0.01)},
+        http_status=200,
+        time_to_first_byte=rng.uniform(0.001, 0.01),
+        time_to_first_chunk=rng.uniform(0.001, 0.3),
+        time_to_first_token=ttft,
+        time_to_first_output_token=ttft,
+        duration=duration,
+        inter_chunk_gaps=gaps,
+        time_per_output_token=(duration - ttft) / 39,
+        output_tokens=40,
+        usage_source="usage",
+        input_tokens=12,
+        reasoning_tokens=0,
+        token_chunks=20,
+        elapsed=duration,
+    )
+
+
+def build_state(targets: int = TARGETS) -> ExporterState:
+    """An exporter state with `targets` targets, each with realistic recorded data."""
+    config = build_config(
+        [
+            {
+                "name": f"target-{i:03d}",
+                "url": f"http://llm-{i:03d}.inference.svc.cluster.local:8000/v1",
+                "model": f"org/model-{i % 7}-instruct",
+                "labels": {"env": "prod", "region": f"region-{i % 4}", "team": "serving"},
+            }
+            for i in range(targets)
+        ]
+    )
+    state = ExporterState(holder=ConfigHolder(None, config), start_jitter=False)
+    rng = random.Random(42)
+    for target in config.targets:
+        series = state.store.ensure(target.name, target_labels(target))
+        for _ in range(SUCCESSES):
+            record_result(series, _success(rng), timeout=target.timeout)
+        for reason in FAILURES:
+            failed = ProbeResult(False, reason, "benchmark", started_at=time.time())
+            record_result(series, failed, timeout=target.timeout)
+        record_result(series, _success(rng), timeout=target.timeout)  # last one succeeded
+    return state
+
+
+async def _time_async(runs: int, call: Callable[[], Awaitable[Any]]) -> list[float]:
+    for _ in range(3):
+        await call()
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        await call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _time_sync(runs: int, call: Callable[[], Any]) -> list[float]:
+    for _ in range(3):
+        call()
+    out = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _stats(times: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": pct(times, 50) * MS,
+        "p99_ms": pct(times, 99) * MS,
+        "max_ms": max(times) * MS,
+        "runs": len(times),
+    }
+
+
+async def main_async(quick: bool) -> dict[str, Any]:
+    """Time render, the handler and the HTTP request."""
+    runs = 20 if quick else 50
+    state = build_state()
+    store = state.store
+    out: dict[str, Any] = {"quick": quick, "targets": TARGETS}
+    out["render_classic"] = _stats(_time_sync(runs, store.render))
+    out["render_openmetrics"] = _stats(_time_sync(runs, lambda: store.render(openmetrics=True)))
+
+    app = web.Application()
+    app[EXPORTER] = state
+    app.router.add_get("/metrics", handle_metrics)
+
+    async def direct() -> web.StreamResponse:
+        return await handle_metrics(make_mocked_request("GET", "/metrics", app=app))
+
+    out["handler_direct"] = _stats(await _time_async(runs, direct))
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sizes: dict[str, int] = {}
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
+        variants = {
+            "http_classic": {"Accept-Encoding": "identity"},
+            "http_openmetrics": {
+                "Accept": "application/openmetrics-text; version=1.0.0",
+                "Accept-Encoding": "identity",
+            },
+            "http_gzip": {"Accept-Encoding": "gzip"},
+        }
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            for name, headers in variants.items():
+
+                async def fetch(headers: dict[str, str] = headers, name: str = name) -> None:
+                    async with session.get(url, headers=headers) as response:
+                        body = await response.read()
+                        if response.status != 200:
+                            raise RuntimeError(f"/metrics returned {response.status}")
+                        sizes[name] = len(body)
+
+                out[name] = _stats(await _time_async(runs, fetch))
+    finally:
+        await runner.cleanup()
+    classic = store.render()
+    out["body_bytes"] = sizes
+    out["store_body_bytes"] = len(classic.encode())
+    out["store_gzip_bytes"] = len(gzip.compress(classic.encode()))
+    out["store_lines"] = classic.count("\n")
+    for key in ("render_classic", "render_openmetrics", "handler_direct", *variants):
+        log(f"render {key:20} p50 {out[key]['p50_ms']:7.2f} ms  p99 {out[key]['p99_ms']:7.2f} ms")
+    log(f"render body sizes {sizes}, {out['store_lines']} lines from the store")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", help="write the result here instead of stdout")
+    args = parser.parse_args(argv)
+    setup_logs()
+    emit(asyncio.run(main_async(args.quick)), args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Fixtures for the rule generator tests: the example config, a config with Flux SLOs,
+and the real promtool and amtool binaries (a missing one fails: .ci/run installs them)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ttft_exporter.config import Config, parse_config
+
+ROOT = Path(__file__).resolve().parents[3]
+ALERTS = ROOT / "alerts"
+EXAMPLE = ROOT / "examples" / "ttft.yml"
+DATA = Path(__file__).resolve().parent / "testdata"
+# What the committed files say they were generated from.
+EXAMPLE_SOURCE = "examples/ttft.yml"
+
+
+def require_tool(tool: str, package: str) -> str:
+    """The path of a real binary; fails (never skips) when it is missing."""
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(
+            f"{tool} is not on PATH: install Debian's {package} package "
+            f"(apt-get install -y --no-install-recommends {package}), as .ci/run does"
+        )
+    return path
+
+
+def load_example(tmp_path: Path) -> Config:
+    """examples/ttft.yml with its API key file pointed at a temporary one (the rules do
+    not depend on secrets, but the config does not validate without them)."""
+    key = tmp_path / "openai-api-key"
+    key.write_text("sk-example\n")
+    text = EXAMPLE.read_text().replace("/etc/ttft-exporter/openai-api-key", str(key))
+    return parse_config(yaml.safe_load(text), str(EXAMPLE))
+
+
+@pytest.fixture
+def example_config(tmp_path: Path) -> Config:
+    return load_example(tmp_path)
+
+
+@pytest.fixture
+def flux_config() -> Config:
+    path = DATA / "flux-slos.yml"
+    return parse_config(yaml.safe_load(path.read_text()), str(path))
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return require_tool("promtool", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def amtool() -> str:
+    return require_tool("amtool", "prometheus-alertmanager")
