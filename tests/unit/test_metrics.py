@@ -133,3 +133,15 @@ def test_labels_change_recreates_series_and_remove_forgets() -> None:
     assert store.ensure("a", {**LABELS, "env": "x"}) is not first
     store.remove("a")
     assert "target=" not in store.render()
+
+
+def test_every_catalogue_metric_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from ttft_exporter.metrics import EXPORTER_METRICS, FLUX_METRICS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [
+        s.name for s in (*PROBE_METRICS, *EXPORTER_METRICS, *FLUX_METRICS) if f"`{s.name}`" not in readme
+    ]
+    assert missing == []

@@ -8,72 +8,10 @@ PROBERS, a test module and a section in the configuration reference.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
-import aiohttp
-
-from ttft_exporter.clock import Clock
-from ttft_exporter.config import OpenAIChatTarget, OpenAICompletionsTarget, TargetConfig
-from ttft_exporter.probes.base import ProbeResult
-from ttft_exporter.probes.http_stream import StreamProbe
-from ttft_exporter.probes.openai import (
-    ChatDecoder,
-    CompletionsDecoder,
-    build_chat_request,
-    build_completions_request,
-    make_nonce,
-)
+from ttft_exporter.probes.base import PreparedProbe, Prober
+from ttft_exporter.probes.openai import probe_openai_chat, probe_openai_completions
 
 __all__ = ["PROBERS", "PreparedProbe", "Prober", "get_prober"]
-
-
-class PreparedProbe(Protocol):
-    """A probe ready to run once."""
-
-    log: list[str]
-
-    async def run(self) -> ProbeResult: ...
-
-    def failure(self, exc: BaseException, timeout: float) -> ProbeResult: ...
-
-
-Prober = Callable[[TargetConfig, aiohttp.ClientSession, Clock], PreparedProbe]
-
-
-def probe_openai_chat(
-    target: TargetConfig, session: aiohttp.ClientSession, clock: Clock
-) -> PreparedProbe:
-    """Streaming Chat Completions."""
-    if not isinstance(target, OpenAIChatTarget):
-        raise TypeError(f"openai-chat prober got a {type(target).__name__}")
-    return StreamProbe(
-        session=session,
-        clock=clock,
-        request=build_chat_request(target, make_nonce() if target.cache_bust else None),
-        decoder=ChatDecoder(),
-        expect=target.expect,
-        server_name=target.tls.server_name,
-        secrets=target.secrets(),
-    )
-
-
-def probe_openai_completions(
-    target: TargetConfig, session: aiohttp.ClientSession, clock: Clock
-) -> PreparedProbe:
-    """Streaming legacy Completions."""
-    if not isinstance(target, OpenAICompletionsTarget):
-        raise TypeError(f"openai-completions prober got a {type(target).__name__}")
-    return StreamProbe(
-        session=session,
-        clock=clock,
-        request=build_completions_request(target, make_nonce() if target.cache_bust else None),
-        decoder=CompletionsDecoder(),
-        expect=target.expect,
-        server_name=target.tls.server_name,
-        secrets=target.secrets(),
-    )
-
 
 PROBERS: dict[str, Prober] = {
     "openai-chat": probe_openai_chat,

@@ -3,11 +3,18 @@ pure timeline that turns arrival times into TTFT, gaps, TPOT and token counts.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.sse import SSEEvent
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ttft_exporter.clock import Clock
+    from ttft_exporter.config import TargetConfig
 
 __all__ = [
     "PHASES",
@@ -217,3 +224,18 @@ class StreamTimeline:
 
 def _secs(t_ns: int | None, start_ns: int) -> float | None:
     return None if t_ns is None else (t_ns - start_ns) * _NS
+
+
+class PreparedProbe(Protocol):
+    """A probe ready to run once: `run()` measures, `failure()` turns what `run()` (or
+    its deadline) raised into a failed result with the facts gathered so far."""
+
+    log: list[str]
+
+    async def run(self) -> ProbeResult: ...
+
+    def failure(self, exc: BaseException, timeout: float) -> ProbeResult: ...
+
+
+# What the registry maps a protocol name to (blackbox's ProbeFn).
+Prober = Callable[["TargetConfig", "aiohttp.ClientSession", "Clock"], PreparedProbe]

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets as _secrets
 import ssl
+from collections.abc import Callable
 from contextvars import ContextVar
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 
@@ -18,6 +20,8 @@ from ttft_exporter.config import TLSConfig
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import (
     HTTPRequest,
+    PreparedProbe,
+    Prober,
     ProbeResult,
     StreamDecoder,
     StreamTimeline,
@@ -29,6 +33,7 @@ __all__ = [
     "StreamProbe",
     "build_ssl_context",
     "create_session",
+    "make_nonce",
     "redact",
     "shared_ssl_context",
 ]
@@ -192,6 +197,11 @@ def create_session(
         timeout=aiohttp.ClientTimeout(total=None),
         auto_decompress=False,
     )
+
+
+def make_nonce() -> str:
+    """A short random prefix that makes every probe prompt unique (cache busting)."""
+    return f"[probe {_secrets.token_hex(6)}]"
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -392,3 +402,36 @@ def _short(exc: BaseException) -> str:
 
 def _bounded(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+if TYPE_CHECKING:
+    from ttft_exporter.config import TargetConfig
+
+_T = TypeVar("_T")
+
+
+def sse_prober(
+    target_type: type[_T],
+    build_request: Callable[[_T, str | None], HTTPRequest],
+    new_decoder: Callable[[], StreamDecoder],
+    *,
+    terminated: bool = True,
+) -> Prober:
+    """A prober for an SSE protocol: its config type, how it builds a request, and
+    its pure decoder. Everything else (phases, stamping, failures) is this engine's."""
+
+    def prober(target: TargetConfig, session: aiohttp.ClientSession, clock: Clock) -> PreparedProbe:
+        if not isinstance(target, target_type):
+            raise TypeError(f"{target_type.__name__} prober got a {type(target).__name__}")
+        return StreamProbe(
+            session=session,
+            clock=clock,
+            request=build_request(target, make_nonce() if target.cache_bust else None),
+            decoder=new_decoder(),
+            expect=target.expect,
+            terminated=terminated,
+            server_name=target.tls.server_name,
+            secrets=target.secrets(),
+        )
+
+    return prober

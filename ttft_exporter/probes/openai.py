@@ -4,7 +4,6 @@ Completions and legacy Completions (llm-streaming.md §A.1)."""
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ import orjson
 from ttft_exporter.config import OpenAIChatTarget, OpenAICompletionsTarget
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, StreamItem, Usage
+from ttft_exporter.probes.http_stream import sse_prober
 from ttft_exporter.probes.sse import SSEEvent
 
 __all__ = [
@@ -20,16 +20,12 @@ __all__ = [
     "CompletionsDecoder",
     "build_chat_request",
     "build_completions_request",
-    "make_nonce",
+    "probe_openai_chat",
+    "probe_openai_completions",
 ]
 
 # orjson parses a chunk about 3x faster than json; it is on the hot path of every token.
 _loads: Callable[[str | bytes], Any] = orjson.loads
-
-
-def make_nonce() -> str:
-    """A short random prefix that makes every probe prompt unique."""
-    return f"[probe {secrets.token_hex(6)}]"
 
 
 def _headers(target: OpenAIChatTarget | OpenAICompletionsTarget) -> dict[str, str]:
@@ -197,3 +193,12 @@ class CompletionsDecoder:
             item.text = _text(choice.get("text"))
             item.finish_reason = choice.get("finish_reason")
         return item
+
+
+probe_openai_chat = sse_prober(OpenAIChatTarget, build_chat_request, ChatDecoder)
+"""Streaming Chat Completions: `POST {url}/chat/completions`."""
+
+probe_openai_completions = sse_prober(
+    OpenAICompletionsTarget, build_completions_request, CompletionsDecoder
+)
+"""Streaming legacy Completions: `POST {url}/completions`."""
