@@ -15,7 +15,6 @@ Usage: ``python -m benchmarks.bench_cpu [--quick] [--json PATH]``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from typing import Any
@@ -23,11 +22,10 @@ from typing import Any
 from benchmarks.common import (
     BenchExecutor,
     SimProcess,
+    bench_main,
     build_config,
-    emit,
     log,
     self_cpu_seconds,
-    setup_logs,
     sim_process,
 )
 from ttft_exporter.probes.http_stream import create_session
@@ -159,12 +157,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", help="write the result here instead of stdout")
-    args = parser.parse_args(argv)
-    setup_logs()
-    emit(asyncio.run(main_async(args.quick)), args.json)
+    bench_main(__doc__, main_async, argv)
 
 
 if __name__ == "__main__":

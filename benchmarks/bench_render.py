@@ -15,8 +15,6 @@ Usage: ``python -m benchmarks.bench_render [--quick] [--json PATH]``
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import gzip
 import random
 import time
@@ -27,7 +25,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from benchmarks.common import build_config, emit, log, pct, setup_logs
+from benchmarks.common import bench_main, build_config, log, pct
 from ttft_exporter.config import ConfigHolder
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import target_labels
@@ -92,22 +90,38 @@ def build_state(targets: int = TARGETS) -> ExporterState:
     return state
 
 
-async def _time_async(runs: int, call: Callable[[], Awaitable[Any]]) -> list[float]:
+def _touch_all(state: ExporterState, rng: random.Random) -> None:
+    """Record one more probe for every target: the worst case, where every target
+    changed since the last scrape and no cached rendering can be reused."""
+    for target in state.holder.config.targets:
+        series = state.store.ensure(target.name, target_labels(target))
+        record_result(series, _success(rng), timeout=target.timeout)
+
+
+async def _time_async(
+    runs: int, call: Callable[[], Awaitable[Any]], before: Callable[[], None] | None = None
+) -> list[float]:
     for _ in range(3):
         await call()
     out = []
     for _ in range(runs):
+        if before is not None:
+            before()
         start = time.perf_counter()
         await call()
         out.append(time.perf_counter() - start)
     return out
 
 
-def _time_sync(runs: int, call: Callable[[], Any]) -> list[float]:
+def _time_sync(
+    runs: int, call: Callable[[], Any], before: Callable[[], None] | None = None
+) -> list[float]:
     for _ in range(3):
         call()
     out = []
     for _ in range(runs):
+        if before is not None:
+            before()
         start = time.perf_counter()
         call()
         out.append(time.perf_counter() - start)
@@ -129,8 +143,18 @@ async def main_async(quick: bool) -> dict[str, Any]:
     state = build_state()
     store = state.store
     out: dict[str, Any] = {"quick": quick, "targets": TARGETS}
-    out["render_classic"] = _stats(_time_sync(runs, store.render))
-    out["render_openmetrics"] = _stats(_time_sync(runs, lambda: store.render(openmetrics=True)))
+    rng = random.Random(7)
+
+    def touch() -> None:
+        _touch_all(state, rng)
+
+    # Cold: every target probed since the last scrape (the steady state when the
+    # scrape interval equals the probe interval). Cached: nothing changed (HA pairs).
+    out["render_classic"] = _stats(_time_sync(runs, store.render, touch))
+    out["render_openmetrics"] = _stats(
+        _time_sync(runs, lambda: store.render(openmetrics=True), touch)
+    )
+    out["render_classic_cached"] = _stats(_time_sync(runs, store.render))
 
     app = web.Application()
     app[EXPORTER] = state
@@ -139,7 +163,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
     async def direct() -> web.StreamResponse:
         return await handle_metrics(make_mocked_request("GET", "/metrics", app=app))
 
-    out["handler_direct"] = _stats(await _time_async(runs, direct))
+    out["handler_direct"] = _stats(await _time_async(runs, direct, touch))
 
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -166,7 +190,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
                             raise RuntimeError(f"/metrics returned {response.status}")
                         sizes[name] = len(body)
 
-                out[name] = _stats(await _time_async(runs, fetch))
+                out[name] = _stats(await _time_async(runs, fetch, touch))
     finally:
         await runner.cleanup()
     classic = store.render()
@@ -174,7 +198,13 @@ async def main_async(quick: bool) -> dict[str, Any]:
     out["store_body_bytes"] = len(classic.encode())
     out["store_gzip_bytes"] = len(gzip.compress(classic.encode()))
     out["store_lines"] = classic.count("\n")
-    for key in ("render_classic", "render_openmetrics", "handler_direct", *variants):
+    for key in (
+        "render_classic",
+        "render_openmetrics",
+        "render_classic_cached",
+        "handler_direct",
+        *variants,
+    ):
         log(f"render {key:20} p50 {out[key]['p50_ms']:7.2f} ms  p99 {out[key]['p99_ms']:7.2f} ms")
     log(f"render body sizes {sizes}, {out['store_lines']} lines from the store")
     return out
@@ -182,12 +212,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", help="write the result here instead of stdout")
-    args = parser.parse_args(argv)
-    setup_logs()
-    emit(asyncio.run(main_async(args.quick)), args.json)
+    bench_main(__doc__, main_async, argv)
 
 
 if __name__ == "__main__":

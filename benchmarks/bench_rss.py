@@ -13,7 +13,6 @@ Usage: ``python -m benchmarks.bench_rss [--quick] [--json PATH]``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from typing import Any
@@ -22,11 +21,10 @@ from aiohttp import web
 
 from benchmarks.common import (
     REFERENCE,
+    bench_main,
     build_config,
-    emit,
     log,
     rss_mb,
-    setup_logs,
     sim_process,
 )
 from ttft_exporter.config import ConfigHolder
@@ -125,12 +123,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", help="write the result here instead of stdout")
-    args = parser.parse_args(argv)
-    setup_logs()
-    emit(asyncio.run(main_async(args.quick)), args.json)
+    bench_main(__doc__, main_async, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Usage: ``python -m benchmarks.bench_ttft [--quick] [--json PATH]``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 from collections import Counter
@@ -34,11 +33,10 @@ from benchmarks.common import (
     BenchExecutor,
     SimProcess,
     StampingClock,
+    bench_main,
     build_config,
-    emit,
     log,
     pct,
-    setup_logs,
     sim_process,
 )
 from ttft_exporter.config import TargetConfig
@@ -426,12 +424,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", help="write the result here instead of stdout")
-    args = parser.parse_args(argv)
-    setup_logs()
-    emit(asyncio.run(main_async(args.quick)), args.json)
+    bench_main(__doc__, main_async, argv)
 
 
 if __name__ == "__main__":

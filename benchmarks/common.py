@@ -3,6 +3,7 @@ the scheduler uses, percentiles, process CPU/memory readings and JSON output."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -11,7 +12,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,3 +278,17 @@ def emit(result: dict[str, Any], path: str | None) -> None:
         Path(path).write_text(text + "\n")
     else:
         print(text)
+
+
+def bench_main(
+    doc: str | None,
+    main_async: Callable[[bool], Awaitable[dict[str, Any]]],
+    argv: list[str] | None = None,
+) -> None:
+    """The shared command line of every benchmark: `[--quick] [--json PATH]`."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", help="write the result here instead of stdout")
+    args = parser.parse_args(argv)
+    setup_logs()
+    emit(asyncio.run(main_async(args.quick)), args.json)
