@@ -142,6 +142,8 @@ def test_every_catalogue_metric_is_documented_in_the_readme() -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [
-        s.name for s in (*PROBE_METRICS, *EXPORTER_METRICS, *FLUX_METRICS) if f"`{s.name}`" not in readme
+        s.name
+        for s in (*PROBE_METRICS, *EXPORTER_METRICS, *FLUX_METRICS)
+        if f"`{s.name}`" not in readme
     ]
     assert missing == []
