@@ -1,0 +1,47 @@
+# Developer entry points. CI runs .ci/run, which installs everything and runs `check`'s
+# equivalent; these targets assume `make setup` (or .ci/run) has been run once.
+PY := .venv/bin/python
+.DEFAULT_GOAL := check
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e . --group dev
+	touch $@
+
+.PHONY: setup fmt lint test test-integration rules rules-check rules-test demo bench check
+setup: .venv/.installed
+
+fmt: setup
+	.venv/bin/ruff format .
+	.venv/bin/ruff check --fix .
+
+lint: setup
+	.venv/bin/ruff format --check .
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+test: setup
+	$(PY) -m pytest -m "not integration and not slow"
+
+test-integration: setup
+	$(PY) -m pytest -m "integration or slow"
+
+rules: setup
+	.venv/bin/ttft-exporter rules --config.file=examples/ttft.yml --rules.output-dir=alerts
+
+rules-check:
+	promtool check rules alerts/*.yaml
+
+rules-test:
+	promtool test rules alerts/tests/*_test.yaml
+
+demo: setup
+	.venv/bin/ttft-exporter demo
+
+bench: setup
+	$(PY) benchmarks/run.py
+	$(PY) benchmarks/bench_flux.py
+
+check:
+	.ci/run
