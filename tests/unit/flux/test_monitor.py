@@ -211,3 +211,29 @@ async def test_lagging_client_dropped_updates_do_not_break_it(
     await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="state_update") >= 5.0)
     await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 10.0)
     assert w.value("ttft_flux_messages_total", type="state_update") == 5.0
+
+
+async def test_dead_peer_is_detected_by_client_pings(aiohttp_server, watch: WatchFactory) -> None:  # type: ignore[no-untyped-def]
+    """A peer that accepted the WebSocket and then vanished (no FIN, no pong): Flux never
+    pings, so only our pings can notice."""
+    from aiohttp import web
+
+    async def black_hole(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await asyncio.sleep(30)  # holds the socket, answers nothing
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/ws", black_hole)
+    server = await aiohttp_server(app)
+    config = flux_config(f"http://127.0.0.1:{server.port}", ping_interval="0.2s", stale_after="10s")
+    w = await watch(config)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    loop = asyncio.get_running_loop()
+    connected_at = loop.time()
+    await w.wait_for(
+        lambda: w.value("ttft_flux_reconnects_total", reason="ping_timeout") >= 1.0, timeout=3
+    )
+    # A ping every 0.2 s, a pong due within half of it: dropped well before staleness.
+    assert loop.time() - connected_at < 1.5
