@@ -24,7 +24,6 @@ from ttft_exporter.server import (
     ExporterState,
     create_app,
     load_state,
-    reload_config,
 )
 
 __all__ = ["DEFAULT_LISTEN", "build_parser", "main", "run"]
@@ -171,19 +170,10 @@ def _rules(config_file: str, output_dir: str | None) -> int:
 
 async def _signals(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
-    state = app[EXPORTER]
-    pending: set[asyncio.Task[object]] = set()
-
-    def on_hup() -> None:
-        task = loop.create_task(reload_config(state))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # The reload itself runs as a job of the app lifecycle (server.py).
+    loop.add_signal_handler(signal.SIGHUP, app[EXPORTER].reload_requested.set)
     yield
     loop.remove_signal_handler(signal.SIGHUP)
-    for task in pending:
-        task.cancel()
 
 
 def serve(state: ExporterState, host: str, port: int) -> int:

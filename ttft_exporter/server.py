@@ -58,6 +58,8 @@ class ExporterState:
     flux: FluxSupervisor | None = None
     ready: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set by SIGHUP; a job of the app lifecycle does the reload (no orphan tasks).
+    reload_requested: asyncio.Event = field(default_factory=asyncio.Event)
     # Extra lifecycle hooks for optional subsystems: each is an aiohttp cleanup_ctx.
     extra_contexts: list[Callable[[web.Application], AsyncIterator[None]]] = field(
         default_factory=list
@@ -103,6 +105,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await state.flux.apply(state.holder.config.flux)
     state.metrics.reload_successful.set(1)
     state.metrics.reload_timestamp.set(state.clock.wall())
+    await jobs.spawn(_reload_when_requested(state), name="reload on request")
     state.ready = True
     try:
         yield
@@ -111,6 +114,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.flux.close()
         await state.scheduler.close()
         await jobs.close()
+
+
+async def _reload_when_requested(state: ExporterState) -> None:
+    while True:
+        await state.reload_requested.wait()
+        state.reload_requested.clear()
+        await reload_config(state)
 
 
 async def reload_config(state: ExporterState) -> ConfigError | None:

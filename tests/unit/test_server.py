@@ -323,6 +323,20 @@ async def test_reload_applies_a_changed_file(
     assert sorted(sim_models(sim)) == ["gone", "keep", "new"]
 
 
+async def test_reload_requested_as_sighup_does_runs_as_a_lifecycle_job(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    sim = await make_llm_sim(keep=FAST, new=FAST)
+    path = tmp_path / "ttft.yml"
+    write_config(path, [chat_target(sim, "keep", model="keep")])
+    _client, state = await start_from_file(aiohttp_client, path)
+    write_config(path, [chat_target(sim, "new", model="new")])
+    state.reload_requested.set()  # what the SIGHUP handler does
+    await wait_probed(state, "new")
+    assert [t.name for t in state.holder.config.targets] == ["new"]
+    assert not state.reload_requested.is_set()
+
+
 @pytest.mark.parametrize(
     ("content", "problems"),
     [
