@@ -323,7 +323,7 @@ async def test_reload_applies_a_changed_file(
     assert sorted(sim_models(sim)) == ["gone", "keep", "new"]
 
 
-async def test_reload_requested_as_sighup_does_runs_as_a_lifecycle_job(
+async def test_reload_requested_like_sighup_runs_as_a_lifecycle_job(
     make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
     sim = await make_llm_sim(keep=FAST, new=FAST)
