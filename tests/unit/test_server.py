@@ -570,8 +570,10 @@ async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: Aio
         logs.splitlines()[4],
         "probe succeeded",
     ]
-    assert logs.splitlines()[4].startswith("ttft=")
-    assert logs.splitlines()[4].endswith("tokens=3 (usage) chunks=3")
+    assert logs.splitlines()[4].startswith("ttfb=")
+    assert (
+        " ttft=" in logs.splitlines()[4] and " tokens=3 (usage) chunks=3 " in logs.splitlines()[4]
+    )
     assert sample(metrics, "ttft_probe_success", target="a", env="dev") == 1.0
     assert yaml.safe_load(target_yaml) == config.targets[0].redacted()
 

@@ -298,10 +298,7 @@ class StreamProbe:
                 FailureReason.CONTENT_MISMATCH,
                 f"answer does not match {self._expect.pattern!r}: {excerpt!r}",
             )
-        self._debug(
-            f"ttft={result.time_to_first_token:.4f}s e2e={result.duration:.4f}s "
-            f"tokens={result.output_tokens} ({result.usage_source}) chunks={result.token_chunks}"
-        )
+        self._debug(_summary(result))
         return result
 
     async def _read_stream(
@@ -435,3 +432,19 @@ def sse_prober(
         )
 
     return prober
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}ms"
+
+
+def _summary(result: ProbeResult) -> str:
+    """One debug line with every measurement of a successful probe."""
+    phases = " ".join(f"{k}={_ms(v)}" for k, v in result.phases.items())
+    return (
+        f"ttfb={_ms(result.time_to_first_byte)} first_chunk={_ms(result.time_to_first_chunk)} "
+        f"ttft={_ms(result.time_to_first_token)} ttfot={_ms(result.time_to_first_output_token)} "
+        f"e2e={_ms(result.duration)} tpot={_ms(result.time_per_output_token)} "
+        f"tokens={result.output_tokens} ({result.usage_source}) chunks={result.token_chunks} "
+        f"phases: {phases}"
+    )
