@@ -128,7 +128,8 @@ class StreamTimeline:
         "usage",
     )
 
-    _EXCERPT = 2048
+    # `expect` is matched against this much of the answer; max_tokens bounds it anyway.
+    _EXCERPT = 65536
 
     def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
