@@ -190,6 +190,9 @@ def create_session(
         force_close=not reuse_connections,
         use_dns_cache=reuse_connections,
         limit=limit,
+        # No parallel happy-eyeballs race: addresses are tried one after the other,
+        # so a probe measures one connection, as blackbox does.
+        happy_eyeballs_delay=None,
     )
     return aiohttp.ClientSession(
         connector=connector,
