@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from tests.helpers import free_port, poll, require_tool
 from ttft_exporter.config import Config, ConfigHolder, parse_config
 from ttft_exporter.rules import E2E_TIME_SCALE, render_rule_files
 from ttft_exporter.server import ExporterState, create_app
@@ -55,35 +54,6 @@ HEALTHY_PHASE = 15.0
 STARTUP_CAP = 20.0  # Prometheus 2.42 discovers targets and Alertmanagers after ~5.6 s
 FIRE_CAP = 25.0
 RESOLVE_CAP = 25.0
-
-
-def require(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(
-            f"{tool} is not on PATH: install Debian's {package} package "
-            f"(apt-get install -y --no-install-recommends {package}), as .ci/run does"
-        )
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def poll(check: Callable[[], Awaitable[Any]], what: str, cap: float) -> Any:
-    """Await `check()` until it returns something truthy; fail after `cap` seconds."""
-    deadline = time.monotonic() + cap
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {cap}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass
@@ -173,7 +143,7 @@ def alertmanager_config(webhook_url: str) -> dict[str, Any]:
 
 
 def start_alertmanager(processes: list[Process], tmp: Path, webhook_url: str) -> str:
-    binary = require("prometheus-alertmanager", "prometheus-alertmanager")
+    binary = require_tool("prometheus-alertmanager", "prometheus-alertmanager")
     port = free_port()
     (tmp / "am.yml").write_text(yaml.safe_dump(alertmanager_config(webhook_url)))
     start(
@@ -241,7 +211,7 @@ class Stack:
 
 @pytest.fixture
 async def stack(tmp_path: Path, processes: list[Process], webhook: Webhook) -> AsyncIterator[Stack]:
-    prometheus = require("prometheus", "prometheus")
+    prometheus = require_tool("prometheus", "prometheus")
     behaviour = ModelBehaviour(ttft=HEALTHY_TTFT, itl=0.005, tokens=8)
     sim_runner, sim_port = await run_llm_sim(
         LLMSimConfig(models={"sim-regress": behaviour, "sim-control": behaviour})

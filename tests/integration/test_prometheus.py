@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ import yaml
 from aiohttp import web
 
 from tests.conftest import SimFactory, make_config, make_state
+from tests.helpers import free_port, poll, require_tool
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import ModelBehaviour
 
@@ -37,35 +35,6 @@ TTFT_TOLERANCE = 0.02
 JOB = "ttft-exporter"
 UP_CAP = 30.0  # Prometheus 2.42's first scrape lands ~5.6 s after start
 QUERY_CAP = 20.0
-
-
-def require(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(
-            f"{tool} is not on PATH: install Debian's prometheus package "
-            "(apt-get install -y --no-install-recommends prometheus), as .ci/run does"
-        )
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def poll(check: Callable[[], Any], what: str, cap: float) -> Any:
-    """Await `check()` until it returns something truthy; fail after `cap` seconds."""
-    deadline = time.monotonic() + cap
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {cap}s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 @dataclass
@@ -104,7 +73,7 @@ async def exporter(make_llm_sim: SimFactory) -> AsyncIterator[Exporter]:
 
 
 async def test_promtool_check_metrics_accepts_a_live_scrape(exporter: Exporter) -> None:
-    promtool = require("promtool")
+    promtool = require_tool("promtool", "prometheus")
 
     async def probed() -> bool:
         return (
@@ -212,7 +181,7 @@ class Prometheus:
 
 @pytest.fixture
 async def prometheus(exporter: Exporter, tmp_path: Path) -> AsyncIterator[Prometheus]:
-    server = Prometheus(require("prometheus"), tmp_path, exporter.port)
+    server = Prometheus(require_tool("prometheus", "prometheus"), tmp_path, exporter.port)
     await server.start()
     try:
         yield server

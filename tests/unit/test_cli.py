@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import SimFactory
+from tests.helpers import free_port
 from ttft_exporter import __version__
 from ttft_exporter.cli import parse_listen, run
 from ttft_exporter.sim.llm import ModelBehaviour
@@ -56,13 +56,6 @@ def target(name: str, url: str = "http://127.0.0.1:9/v1", **fields: Any) -> dict
 def write(path: Path, data: Any) -> Path:
     path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # --config.check

@@ -4,7 +4,6 @@ for real."""
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import trustme
 from aiohttp import web
 
 from tests.conftest import RunningSim, SimFactory, make_target, probe_once
+from tests.helpers import free_port
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
 
@@ -155,12 +155,6 @@ async def test_expect_matches_answer(make_llm_sim: SimFactory) -> None:
 
 
 # --- every failure reason, for real ------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_connect_refused() -> None:

@@ -3,12 +3,12 @@ and the real promtool and amtool binaries (a missing one fails: .ci/run installs
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.helpers import require_tool
 from ttft_exporter.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -17,17 +17,6 @@ EXAMPLE = ROOT / "examples" / "ttft.yml"
 DATA = Path(__file__).resolve().parent / "testdata"
 # What the committed files say they were generated from.
 EXAMPLE_SOURCE = "examples/ttft.yml"
-
-
-def require_tool(tool: str, package: str) -> str:
-    """The path of a real binary; fails (never skips) when it is missing."""
-    path = shutil.which(tool)
-    if path is None:
-        pytest.fail(
-            f"{tool} is not on PATH: install Debian's {package} package "
-            f"(apt-get install -y --no-install-recommends {package}), as .ci/run does"
-        )
-    return path
 
 
 def load_example(tmp_path: Path) -> Config:
