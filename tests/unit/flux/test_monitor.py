@@ -1,5 +1,26 @@
 """The Flux subscriber against the Flux simulator, one test per behaviour of the
-faithful-test-double checklist (flux-api.md) that concerns the client."""
+faithful-test-double checklist (flux-api.md, "What a faithful test double must do") that
+concerns the client; the canary's side is in test_canary.py:
+
+1. routes (no /health, /metrics): test_only_the_documented_routes_are_used
+2, 3, 5. envelope, publish 200, limits: test_canary (propagation, payload too large)
+4. asynchronous apply: test_canary::test_propagation_matches_injected_apply_delay
+6, 7. auth modes, 429 + Retry-After: test_canary (auth, rate limited)
+8. 500, slow, refused: test_canary (publish faults, connect); test_restart_gap_...
+9. WS without auth, nothing on connect: test_connects_and_reads_metrics
+10. metrics_update shape and fields: test_connects_and_reads_metrics
+11. total reset + replay, frozen rate, publishers: test_restart_reset_and_replay_...,
+    test_reported_rate_freezes_..., test_connects_and_reads_metrics
+12. per-property updates, filtering, deletions: test_state_updates_by_group_and_lag,
+    test_subscription_narrows_..., test_entity_deleted
+13. subscribe, ignored garbage, pings: test_subscription_narrows_...,
+    test_dead_peer_is_detected_by_client_pings
+14. abrupt drop, clean close, restart gap, silence, lagging client, malformed frames:
+    test_abrupt_drop_..., test_clean_close_is_closed, test_restart_gap_...,
+    test_silence_is_stale_..., test_lagging_client_..., test_malformed_...
+15. deltas not rate_per_second, staleness, reconnect with backoff: the tests above, and
+    test_firehose.py for bounded memory.
+"""
 
 from __future__ import annotations
 
@@ -237,3 +258,37 @@ async def test_dead_peer_is_detected_by_client_pings(aiohttp_server, watch: Watc
     )
     # A ping every 0.2 s, a pong due within half of it: dropped well before staleness.
     assert loop.time() - connected_at < 1.5
+
+
+async def test_only_the_documented_routes_are_used(watch: WatchFactory) -> None:
+    """Checklist 1: Flux has no /health and no /metrics; the exporter must not need them."""
+    from aiohttp import web
+
+    from ttft_exporter.sim.flux import FluxSimConfig, create_flux_app
+
+    seen: list[str] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        seen.append(request.path)
+        return await handler(request)
+
+    app = create_flux_app(FluxSimConfig(metrics_interval=0.1))
+    app.middlewares.append(record)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        config = flux_config(
+            url, canary={"interval": "2s", "timeout": "1s"}, query={"interval": "1s"}
+        )
+        w = await watch(config, loops=False)
+        await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0)
+        assert w.canary is not None and w.query is not None
+        assert await w.canary.check_once() is not None
+        assert await w.query.check_once() is not None
+    finally:
+        await runner.cleanup()
+    assert set(seen) == {"/api/ws", "/api/events", "/api/state/entities"}
