@@ -15,6 +15,7 @@ from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.flux.metrics import FluxInstanceMetrics
 from ttft_exporter.flux.monitor import FluxMonitor
 from ttft_exporter.logs import fields
+from ttft_exporter.probes.http_stream import redact
 
 __all__ = ["CanaryFailureError", "FluxCanary", "FluxQuery", "classify_status"]
 
@@ -107,7 +108,11 @@ class FluxCanary:
                 self._paused_until_ns = self._clock.monotonic_ns() + int(exc.retry_after * 1e9)
             log.warning(
                 "flux canary failed",
-                extra=fields(flux=self.config.name, reason=exc.reason, err=exc.detail),
+                extra=fields(
+                    flux=self.config.name,
+                    reason=exc.reason,
+                    err=redact(exc.detail, self.config.secrets())[:300],
+                ),
             )
             return None
         self.m.canary_checks["success"].inc()
@@ -167,7 +172,9 @@ class FluxCanary:
                         if reason == "rate_limited"
                         else None
                     )
-                    raise CanaryFailureError(reason, f"HTTP {response.status}: {text[:200]}", retry)
+                    # Redacted before it is cut, so no part of an echoed token survives.
+                    detail = redact(f"HTTP {response.status}: {text}", self.config.secrets())
+                    raise CanaryFailureError(reason, detail[:300], retry)
         except (aiohttp.ClientConnectionError, OSError) as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 raise CanaryFailureError("timeout", str(exc)[:200]) from None

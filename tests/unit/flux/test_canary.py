@@ -164,3 +164,88 @@ async def test_query_check(make_flux_sim: FluxFactory, watch: WatchFactory) -> N
     await flux.runner.cleanup()
     assert await w.query.check_once() is None
     assert w.value("ttft_flux_query_failures_total") == 1.0
+
+
+async def test_flux_token_sentinel_never_shown(
+    make_flux_sim: FluxFactory,
+    aiohttp_client,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """The canary's bearer token appears in no log, metric, /config, debug page or error,
+    even when Flux rejects it and when a proxy in front echoes it back."""
+    import logging
+
+    import yaml
+
+    from tests.conftest import make_state
+    from ttft_exporter.config import load_config
+    from ttft_exporter.errors import ConfigError
+    from ttft_exporter.logs import JSONFormatter, LogfmtFormatter
+    from ttft_exporter.server import create_app
+
+    sentinel = "flux-SENTINEL-7c41e0"
+    monkeypatch.setenv("FLUX_TEST_TOKEN_VAR", sentinel)
+    flux = await make_flux_sim(auth=True, namespaces={"ttft": sentinel})
+    # A gateway that echoes the Authorization header in its error, the worst case.
+    flux.sim.set_fault(publish_status=502, publish_body=f"bad gateway for Bearer {sentinel}")
+    path = tmp_path / "ttft.yml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "flux": [
+                    {
+                        "name": "main",
+                        "url": flux.url,
+                        "canary": {
+                            "interval": "1s",
+                            "timeout": "0.5s",
+                            "token_env": "FLUX_TEST_TOKEN_VAR",
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    caplog.set_level(logging.DEBUG)
+    config, _ = load_config(path)
+    client = await aiohttp_client(create_app(make_state(config, path=path)))
+    shown: list[str] = []
+    for _ in range(40):  # the canary loop starts within its first 2 s
+        metrics = await (await client.get("/metrics")).text()
+        if 'ttft_flux_canary_failures_total{flux="main",reason="http_5xx"} 1.0' in metrics:
+            break
+        await asyncio.sleep(0.1)
+    shown.append(metrics)
+    shown.append(await (await client.get("/config")).text())
+    shown.append(await (await client.get("/")).text())
+    for record in caplog.records:
+        shown += [
+            record.getMessage(),
+            LogfmtFormatter().format(record),
+            JSONFormatter().format(record),
+        ]
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "flux": [
+                    {
+                        "name": "main",
+                        "url": "ftp://x",
+                        "canary": {"token_env": "FLUX_TEST_TOKEN_VAR"},
+                    }
+                ]
+            }
+        )
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(bad)
+    shown += [str(info.value), repr(config), str(config)]
+    # The token was accepted, then the gateway echoed it: the failure was recorded...
+    assert 'ttft_flux_canary_failures_total{flux="main",reason="http_5xx"} 1.0' in shown[0]
+    assert any("bad gateway for Bearer <secret>" in t for t in shown)  # ...and redacted
+    for text in shown:
+        assert sentinel not in text
+        assert "SENTINEL" not in text
