@@ -25,9 +25,11 @@ from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.validation import (
+    LABEL_NAME,
     StrictModel,
     check_http_url,
     check_name,
+    compile_regex,
     field_rule,
     read_secret,
 )
@@ -65,7 +67,6 @@ RESERVED_LABELS = frozenset(
         "group",
     }
 )
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _SENSITIVE_HEADERS = frozenset(
     {
         "authorization",
@@ -212,7 +213,7 @@ class _TargetBase(StrictModel):
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not _LABEL_NAME.fullmatch(key) or key.startswith("__"):
+            if not LABEL_NAME.fullmatch(key) or key.startswith("__"):
                 raise ValueError(f"invalid label name {key!r}")
             if key in RESERVED_LABELS:
                 raise ValueError(f"label name {key!r} is reserved")
@@ -221,12 +222,7 @@ class _TargetBase(StrictModel):
     @field_validator("expect", mode="before")
     @classmethod
     def _expect(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
+        return compile_regex(value)
 
     @model_validator(mode="after")
     def _cross_field(self, info: ValidationInfo) -> Self:

@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from ttft_exporter.durations import Duration
+from ttft_exporter.validation import LABEL_NAME, compile_regex
 
 __all__ = [
     "DEFAULT_FLUX_CANARY_THRESHOLD",
@@ -59,7 +60,6 @@ DEFAULT_TTFT_THRESHOLD = 0.8
 DEFAULT_FLUX_CANARY_THRESHOLD = 2.0
 # The shortest period the slowest burn-rate window pair (3d long window) fits in.
 _MIN_PERIOD = 3 * 86400.0
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class _Strict(BaseModel):
@@ -112,18 +112,13 @@ class Selector(_Strict):
     @field_validator("name_regex", mode="before")
     @classmethod
     def _regex(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression: {exc}") from None
-        return value
+        return compile_regex(value)
 
     @field_validator("labels")
     @classmethod
     def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not _LABEL_NAME.fullmatch(key):
+            if not LABEL_NAME.fullmatch(key):
                 raise ValueError(f"invalid label name {key!r}")
         return value
 

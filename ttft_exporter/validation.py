@@ -6,13 +6,23 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-__all__ = ["StrictModel", "check_http_url", "check_name", "field_rule", "read_secret"]
+__all__ = [
+    "LABEL_NAME",
+    "StrictModel",
+    "check_http_url",
+    "check_name",
+    "compile_regex",
+    "field_rule",
+    "read_secret",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 class StrictModel(BaseModel):
@@ -34,6 +44,17 @@ def check_name(value: str) -> str:
             "must start with a letter or digit and use only letters, digits, "
             "'_', '.', ':' or '-' (at most 128 characters)"
         )
+    return value
+
+
+def compile_regex(value: Any) -> Any:
+    """A `mode="before"` validator body: compile a pattern string, with the regex
+    error as the message (other values pass through to the type check)."""
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
     return value
 
 
