@@ -101,6 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="rules: write one file per rule family into this directory instead of printing",
     )
+    parser.add_argument(
+        "--rules.job",
+        dest="rules_job",
+        default=None,
+        help="rules: regex of the Prometheus job label every rule selects "
+        "(default: slos.job, which defaults to ttft-exporter)",
+    )
+    parser.add_argument(
+        "--rules.runbook-url",
+        dest="rules_runbook_url",
+        default=None,
+        help="rules: runbook_url of every alert, {alertname} becoming the lower-cased "
+        "alert name (default: slos.runbook_url)",
+    )
+    parser.add_argument(
+        "--format",
+        dest="rules_format",
+        default="prometheus",
+        choices=("prometheus", "sloth"),
+        help="rules: Prometheus rule files, or Sloth prometheus/v1 specs of the SLOs "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--version", action="version", version=f"ttft-exporter {__version__}")
     return parser
 
@@ -124,7 +146,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(Config.model_json_schema(mode="validation"), indent=2))
         return 0
     if args.command == "rules":
-        return _rules(args.config_file, args.rules_output_dir)
+        return _rules(args)
     try:
         host, port = parse_listen(args.listen)
         timeout_offset = parse_duration(args.timeout_offset)
@@ -150,17 +172,26 @@ def run(argv: Sequence[str] | None = None) -> int:
     return serve(state, host, port)
 
 
-def _rules(config_file: str, output_dir: str | None) -> int:
+def _rules(args: argparse.Namespace) -> int:
     """`ttft-exporter rules`: the recording and alerting rules for a config."""
     from ttft_exporter.config import load_config
-    from ttft_exporter.rules import RulesError, render_combined, write_rule_files
+    from ttft_exporter.rules import RuleOptions, RulesError, render_combined, write_rule_files
+    from ttft_exporter.rules.sloth import render_sloth
 
+    config_file: str = args.config_file
+    options = RuleOptions(job=args.rules_job, runbook_url=args.rules_runbook_url)
     try:
         config, _ = load_config(config_file, resolve_secrets=False)
-        if output_dir is None:
-            print(render_combined(config, source=config_file), end="")
+        if args.rules_format == "sloth":
+            print(render_sloth(config, options.context(config), source=config_file), end="")
             return 0
-        for path in write_rule_files(config, Path(output_dir), source=config_file):
+        if args.rules_output_dir is None:
+            print(render_combined(config, source=config_file, options=options), end="")
+            return 0
+        written = write_rule_files(
+            config, Path(args.rules_output_dir), source=config_file, options=options
+        )
+        for path in written:
             print(f"wrote {path}", file=sys.stderr)
     except (ConfigError, RulesError, OSError) as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 __all__ = ["Duration", "format_duration", "parse_duration"]
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Decimal, so `700ms` is exactly the float 0.7 (as `0.7s` is), not 0.7000000000000001:
+# thresholds become bucket boundaries and `le` labels, where noise would show.
+_UNITS = {
+    "ms": Decimal("0.001"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+    "d": Decimal(86400),
+}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 
@@ -24,7 +33,7 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str):
         text = value.strip()
         if _WHOLE.fullmatch(text):
-            seconds = sum(float(n) * _UNITS[u] for n, u in _PART.findall(text))
+            seconds = float(sum(Decimal(n) * _UNITS[u] for n, u in _PART.findall(text)))
         else:
             try:
                 seconds = float(text)

@@ -23,9 +23,9 @@ come out of this section is the business of `ttft_exporter.rules`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -41,7 +41,9 @@ from ttft_exporter.validation import LABEL_NAME, compile_regex
 
 __all__ = [
     "DEFAULT_FLUX_CANARY_THRESHOLD",
+    "DEFAULT_JOB",
     "DEFAULT_PERIOD",
+    "DEFAULT_RUNBOOK_URL",
     "DEFAULT_TTFT_THRESHOLD",
     "FluxSLOConfig",
     "LatencyObjective",
@@ -58,6 +60,15 @@ DEFAULT_PERIOD = 28 * 86400.0
 # for interactive chat (0.8 is also a default latency bucket boundary).
 DEFAULT_TTFT_THRESHOLD = 0.8
 DEFAULT_FLUX_CANARY_THRESHOLD = 2.0
+# The job name the Helm chart and the README's scrape config give the exporter.
+DEFAULT_JOB = "ttft-exporter"
+# `{alertname}` becomes the lower-cased alert name: the anchor GitHub gives the
+# `## AlertName` heading of docs/runbooks.md (the mixins' runbookURLPattern).
+DEFAULT_RUNBOOK_URL = (
+    "https://github.com/ttft-exporter/ttft_exporter/blob/main/docs/runbooks.md#{alertname}"
+)
+# A Sloth service name: it becomes part of rule group names and the sloth_id label.
+_SERVICE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$")
 # The shortest period the slowest burn-rate window pair (3d long window) fits in.
 _MIN_PERIOD = 3 * 86400.0
 
@@ -136,6 +147,17 @@ class Selector(_Strict):
             return False
         return all(labels.get(k) == v for k, v in self.labels.items())
 
+    def default_service(self) -> str | None:
+        """The Sloth service name an entry with this selector gets unless it names
+        one: the target name, the label values (`env-prod`), `all` for an empty
+        selector; None for a name_regex (which has no readable name)."""
+        if self.name_regex is not None:
+            return None
+        parts = [self.name] if self.name is not None else []
+        parts += [f"{k}-{v}" for k, v in sorted(self.labels.items())]
+        slug = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")[:64].strip("-")
+        return slug or "all"
+
     def describe(self) -> str:
         """A short human form, for error messages."""
         parts = []
@@ -190,10 +212,31 @@ class RegressionConfig(_Strict):
     )
 
 
+def _check_service(value: str | None) -> str | None:
+    if value is not None and not _SERVICE.fullmatch(value):
+        raise ValueError(
+            "must be lower-case letters, digits and '-', starting and ending with a "
+            "letter or digit (at most 64 characters)"
+        )
+    return value
+
+
+def _service_name(service: str | None, selector: Selector) -> str:
+    name = service or selector.default_service()
+    # The model validator of SLOsConfig reports the missing name first.
+    return name or "unnamed"
+
+
 class TargetSLOConfig(_Strict):
     """Objectives for the targets a selector picks."""
 
     selector: Selector = Field(default_factory=Selector)
+    service: str | None = Field(
+        None,
+        description="Sloth service name of the SLOs of this entry (sloth_service label); "
+        "default: derived from the selector (the target name, or the label values as "
+        "`env-prod`). Required with name_regex.",
+    )
     ttft: TTFTObjective | None = None
     availability: RatioObjective | None = Field(None, description="Ratio of probes that succeed.")
     tpot: LatencyObjective | None = Field(
@@ -209,11 +252,37 @@ class TargetSLOConfig(_Strict):
             raise ValueError("set at least one of ttft, availability, tpot, regression")
         return self
 
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        return _check_service(value)
+
+    def service_name(self) -> str:
+        """The sloth_service of this entry's SLOs."""
+        return _service_name(self.service, self.selector)
+
+    def objective_kinds(self) -> tuple[str, ...]:
+        """The SLO kinds this entry sets (as `slo` label values)."""
+        kinds = []
+        if self.ttft is not None and self.ttft.objective is not None:
+            kinds.append("ttft-latency")
+        if self.availability is not None:
+            kinds.append("availability")
+        if self.tpot is not None:
+            kinds.append("tpot-latency")
+        return tuple(kinds)
+
 
 class FluxSLOConfig(_Strict):
     """Objectives for the Flux instances a selector picks."""
 
     selector: Selector = Field(default_factory=Selector)
+    service: str | None = Field(
+        None,
+        description="Sloth service name of the SLOs of this entry (sloth_service label); "
+        "default: derived from the selector (the target name, or the label values as "
+        "`env-prod`). Required with name_regex.",
+    )
     canary_propagation: LatencyObjective | None = Field(
         None, description="Ratio of canary events seen on the stream within threshold."
     )
@@ -231,6 +300,24 @@ class FluxSLOConfig(_Strict):
         if not any((self.canary_propagation, self.stream_up, self.canary_threshold)):
             raise ValueError("set at least one of canary_propagation, stream_up, canary_threshold")
         return self
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        return _check_service(value)
+
+    def service_name(self) -> str:
+        """The sloth_service of this entry's SLOs."""
+        return _service_name(self.service, self.selector)
+
+    def objective_kinds(self) -> tuple[str, ...]:
+        """The SLO kinds this entry sets (as `slo` label values)."""
+        kinds = []
+        if self.canary_propagation is not None:
+            kinds.append("flux-canary-propagation")
+        if self.stream_up is not None:
+            kinds.append("flux-stream-up")
+        return tuple(kinds)
 
 
 class SLOsConfig(_Strict):
@@ -265,15 +352,28 @@ class SLOsConfig(_Strict):
         lt=1,
         description="LLMProbeFailing / FluxCanaryFailing fire above this failure ratio.",
     )
-    exporter_job: str = Field(
-        "ttft-exporter.*",
+    job: str = Field(
+        DEFAULT_JOB,
         min_length=1,
-        description="Regular expression for the Prometheus job(s) scraping the exporter.",
+        description="Regular expression (RE2, anchored) matching the Prometheus job label "
+        "of the exporter's series; every generated rule selects it, so the rules are safe "
+        "in a Prometheus that scrapes other exporters. `--rules.job` overrides it.",
+    )
+    runbook_url: str = Field(
+        DEFAULT_RUNBOOK_URL,
+        min_length=1,
+        description="runbook_url annotation of every alert; `{alertname}` becomes the "
+        "lower-cased alert name. `--rules.runbook-url` overrides it.",
+    )
+    ttft_regression_severity: Literal["critical", "warning"] = Field(
+        "warning",
+        description="Severity of TTFTLatencyRegression (p95 of a few synthetic probes over "
+        "5m): a ticket by default; the page comes from the burn-rate alert.",
     )
     targets: list[TargetSLOConfig] = Field(default_factory=list)
     flux: list[FluxSLOConfig] = Field(default_factory=list)
 
-    @field_validator("exporter_job")
+    @field_validator("job")
     @classmethod
     def _job_regex(cls, value: str) -> str:
         try:
@@ -281,6 +381,33 @@ class SLOsConfig(_Strict):
         except re.error as exc:
             raise ValueError(f"invalid regular expression: {exc}") from None
         return value
+
+    @model_validator(mode="after")
+    def _unique_slos(self) -> Self:
+        # sloth_id = <service>-<slo kind> names one SLO: its rule groups and series.
+        problems = []
+        sections: tuple[tuple[str, Sequence[TargetSLOConfig | FluxSLOConfig]], ...] = (
+            ("targets", self.targets),
+            ("flux", self.flux),
+        )
+        for section, entries in sections:
+            seen: dict[tuple[str, str], int] = {}
+            for index, entry in enumerate(entries):
+                if entry.service is None and entry.selector.default_service() is None:
+                    problems.append(f"{section}[{index}].service: required with name_regex")
+                    continue
+                for kind in entry.objective_kinds():
+                    key = (entry.service_name(), kind)
+                    if key in seen:
+                        problems.append(
+                            f"{section}[{index}].service: {kind} SLO of service "
+                            f"{key[0]!r} is already defined by {section}[{seen[key]}]; "
+                            "give one of them its own service name"
+                        )
+                    seen.setdefault(key, index)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     def thresholds(self) -> dict[str, list[float]]:
         """Thresholds (seconds) by bucket set, to become bucket boundaries:

@@ -1,9 +1,10 @@
 """End to end through the real stack: simulator -> exporter -> Prometheus 2.42 (1 s scrape
 and evaluation, the generated rules with every window and `for:` divided by 60) ->
 Alertmanager 0.25 (the committed routing tree, webhook URLs pointed here) -> a webhook
-receiver. A TTFT regression injected into the simulator must page with
+receiver. A TTFT regression injected into the simulator must page the owning team
+(the target's static `team` label routes it to that team's pager) with
 TTFTLatencyRegression and resolve when removed; a healthy phase before it, and a
-control target healthy throughout, must deliver nothing. The delays from injection to
+control target of another team healthy throughout, must deliver nothing. The delays from injection to
 the webhook are printed and written to benchmarks/results/alert_delay.txt.
 
 A second test checks the inhibition rules of the routing tree in a real Alertmanager.
@@ -28,7 +29,7 @@ from aiohttp import web
 
 from tests.helpers import free_port, poll, require_tool
 from ttft_exporter.config import Config, ConfigHolder, parse_config
-from ttft_exporter.rules import E2E_TIME_SCALE, render_rule_files
+from ttft_exporter.rules import E2E_TIME_SCALE, RuleOptions, render_rule_files
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, run_llm_sim
 
@@ -186,6 +187,7 @@ targets:
     prompt: hi
     interval: 1s
     timeout: 900ms
+    labels: {{team: ml-platform, env: prod}}
   - name: e2e-control
     protocol: openai-chat
     url: {url}/v1
@@ -193,8 +195,12 @@ targets:
     prompt: hi
     interval: 1s
     timeout: 900ms
+    labels: {{team: search, env: prod}}
 slos:
   ttft_threshold: 300ms
+  # This test pages on the p95 threshold alert (a warning by default): it fires
+  # within seconds of the injection, where the burn-rate page needs its windows.
+  ttft_regression_severity: critical
   targets:
     - selector: {{name: e2e-regress}}
       ttft: {{objective: 0.99}}
@@ -278,7 +284,7 @@ async def stack(tmp_path: Path, processes: list[Process], webhook: Webhook) -> A
             # Rules only now, with series present: absent()-based alerts would otherwise
             # race the first scrape, which 2.42 delays by ~5.6 s.
             for name, text in render_rule_files(
-                config, source="e2e.yml", time_scale=E2E_TIME_SCALE
+                config, source="e2e.yml", options=RuleOptions(time_scale=E2E_TIME_SCALE)
             ).items():
                 (rules / name).write_text(text)
             async with session.post(f"{prom}/-/reload") as response:
@@ -334,16 +340,22 @@ async def test_ttft_regression_pages_and_resolves(stack: Stack, webhook: Webhook
 
         at, path, alert = (await poll(fired, "the firing page", FIRE_CAP))[0]
         fire_delay = at - injected
-        assert path == "/pager"
-        # Recorded per (target, model, protocol): no instance or job.
+        # Routed by the target's team to that team's pager.
+        assert path == "/ml-platform-pager"
+        # Every label but the exporter replica's (instance) reaches the alert: the
+        # static labels and the job, so a shared Alertmanager can route it.
         assert alert["labels"] == {
             "alertname": "TTFTLatencyRegression",
             "severity": "critical",
-            "threshold": "0.3",
+            "sloth_service": "e2e-regress",
             "target": "e2e-regress",
             "model": "sim-regress",
             "protocol": "openai-chat",
+            "job": JOB,
+            "team": "ml-platform",
+            "env": "prod",
         }
+        assert alert["annotations"]["threshold"] == "0.3"
         assert alert["annotations"]["summary"] == "p95 time to first token is above its threshold"
         assert alert["annotations"]["description"].startswith(
             "p95 TTFT of e2e-regress (sim-regress, openai-chat) over the last 5m is 0."
@@ -364,7 +376,7 @@ async def test_ttft_regression_pages_and_resolves(stack: Stack, webhook: Webhook
 
         at, path, alert = (await poll(resolved, "the resolved notification", RESOLVE_CAP))[0]
         resolve_delay = at - reverted
-        assert path == "/pager"
+        assert path == "/ml-platform-pager"
         ended = time.monotonic()
 
     # The control target was healthy for the whole run, as long as the regressed one.
@@ -425,8 +437,21 @@ async def test_alertmanager_inhibits_warnings_of_a_paging_target(
         {"alertname": "FluxStreamDown", "severity": "critical", "flux": "f"},
         {"alertname": "FluxStreamStale", "severity": "warning", "flux": "f"},
         {"alertname": "FluxStreamStale", "severity": "warning", "flux": "g"},
-        {"alertname": "TTFTExporterDown", "severity": "critical"},
-        {"alertname": "LLMProbeAbsent", "severity": "warning", "target": "c"},
+        {"alertname": "TTFTExporterDown", "severity": "critical", "job": "ttft-exporter"},
+        {
+            "alertname": "LLMProbeAbsent",
+            "severity": "warning",
+            "target": "c",
+            "job": "ttft-exporter",
+        },
+        # Another team's alerts in the same Alertmanager: their critical alerts, with
+        # or without a label called target, silence none of ours, and ours none of
+        # theirs.
+        {"alertname": "NodeDown", "severity": "critical"},
+        {"alertname": "ApiSlow", "severity": "critical", "target": "d"},
+        {"alertname": "TTFTRelativeRegression", "severity": "warning", "target": "d"},
+        {"alertname": "TTFTExporterConfigReloadFailed", "severity": "warning"},
+        {"alertname": "DiskFilling", "severity": "warning", "target": "a"},
     ]
     async with aiohttp.ClientSession() as session:
         await poll(lambda: ready(session, f"{am}/-/ready"), "Alertmanager ready", 10)
@@ -443,6 +468,11 @@ async def test_alertmanager_inhibits_warnings_of_a_paging_target(
             ("FluxStreamStale", "g"): "active",
             ("TTFTExporterDown", ""): "active",
             ("LLMProbeAbsent", "c"): "suppressed",  # the exporter is down
+            ("NodeDown", ""): "active",
+            ("ApiSlow", "d"): "active",
+            ("TTFTRelativeRegression", "d"): "active",  # not by another team's alert
+            ("TTFTExporterConfigReloadFailed", ""): "active",
+            ("DiskFilling", "a"): "active",  # not by our page of target a
         }
         seen: dict[tuple[str, str], str] = {}
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ttft_exporter.rules.common import Group, RulesError, Timing
+from ttft_exporter.rules.common import Context, Group, RulesError
 from ttft_exporter.rules.exporter import (
     EXPORTER_ALERTS,
     PROBE_ALERTS,
@@ -32,18 +32,19 @@ from ttft_exporter.rules.recording import flux_recording, probe_recording
 from ttft_exporter.rules.regression import LATENCY_ALERTS, latency_alerts
 from ttft_exporter.rules.render import render_groups
 from ttft_exporter.rules.resolve import Resolution, SLOGroup, SLOKind, resolve
-from ttft_exporter.rules.slo import BURN_PAIRS, SLO_ALERTS, slo_groups
+from ttft_exporter.rules.slo import BURN_WINDOWS, SLO_ALERTS, slo_groups
 
 if TYPE_CHECKING:
     from ttft_exporter.config import Config
 
 __all__ = [
     "ALERT_NAMES",
-    "BURN_PAIRS",
+    "BURN_WINDOWS",
     "E2E_TIME_SCALE",
     "RULE_FILE_NAMES",
     "Resolution",
     "RuleFile",
+    "RuleOptions",
     "RulesError",
     "SLOGroup",
     "SLOKind",
@@ -62,6 +63,26 @@ E2E_TIME_SCALE = 1 / 60
 
 
 @dataclass(frozen=True)
+class RuleOptions:
+    """Command-line overrides of the `slos:` section (`--rules.job`,
+    `--rules.runbook-url`) and the time scale of the end-to-end test copy."""
+
+    job: str | None = None
+    runbook_url: str | None = None
+    time_scale: float = 1.0
+
+    def context(self, config: Config) -> Context:
+        """The rule context for a config."""
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be above 0")
+        return Context(
+            scale=self.time_scale,
+            job=self.job or config.slos.job,
+            runbook_url=self.runbook_url or config.slos.runbook_url,
+        )
+
+
+@dataclass(frozen=True)
 class RuleFile:
     """One rule file: its name, what it holds, and its groups."""
 
@@ -70,35 +91,34 @@ class RuleFile:
     groups: tuple[Group, ...]
 
 
-def build_rule_files(config: Config, *, time_scale: float = 1.0) -> list[RuleFile]:
+def build_rule_files(config: Config, options: RuleOptions | None = None) -> list[RuleFile]:
     """The rule files for a config, as data. Raises RulesError if the `slos:` section
     does not fit the configured targets."""
-    if time_scale <= 0:
-        raise ValueError("time_scale must be above 0")
-    timing = Timing(time_scale)
-    res = resolve(config)
+    ctx = (options or RuleOptions()).context(config)
+    res = resolve(config, ctx)
     slos = config.slos
     return [
         RuleFile(
             RULE_FILE_NAMES[0],
             "Recording rules: per-target TTFT/TTFOT quantiles, success ratio, decode "
             "rate, baselines; per-Flux event rate and canary propagation.",
-            (probe_recording(timing), flux_recording(timing)),
+            (probe_recording(ctx), flux_recording(ctx)),
         ),
         RuleFile(
             RULE_FILE_NAMES[1],
-            "SLOs: SLI error ratios per window (Sloth names), error budget, "
-            "multi-window multi-burn-rate alerts.",
-            tuple(slo_groups(res.slos, timing)),
+            "SLOs, as Sloth generates them: SLI error ratios per window, meta "
+            "recordings (objective, budget, burn rates), multi-window multi-burn-rate "
+            "alerts.",
+            tuple(slo_groups(res.slos, ctx)),
         ),
         RuleFile(
             RULE_FILE_NAMES[2],
             "Alerts: latency regressions, probe and exporter health, Flux stream.",
             (
-                latency_alerts(res, slos, timing),
-                probe_alerts(res, slos, timing),
-                exporter_alerts(slos, timing),
-                flux_alerts(res, slos, timing),
+                latency_alerts(res, slos, ctx),
+                probe_alerts(res, slos, ctx),
+                exporter_alerts(ctx),
+                flux_alerts(res, slos, ctx),
             ),
         ),
     ]
@@ -119,29 +139,32 @@ def _header(source: str, rule_file: RuleFile | None, time_scale: float) -> list[
     return lines
 
 
-def render_rule_files(config: Config, *, source: str, time_scale: float = 1.0) -> dict[str, str]:
+def render_rule_files(
+    config: Config, *, source: str, options: RuleOptions | None = None
+) -> dict[str, str]:
     """File name -> YAML text of every rule file."""
+    scale = (options or RuleOptions()).time_scale
     return {
-        f.name: render_groups(f.groups, _header(source, f, time_scale))
-        for f in build_rule_files(config, time_scale=time_scale)
+        f.name: render_groups(f.groups, _header(source, f, scale))
+        for f in build_rule_files(config, options)
     }
 
 
-def render_combined(config: Config, *, source: str, time_scale: float = 1.0) -> str:
+def render_combined(config: Config, *, source: str, options: RuleOptions | None = None) -> str:
     """Every group of every file in one rule file (what `ttft-exporter rules` prints)."""
     groups: list[Group] = []
-    for rule_file in build_rule_files(config, time_scale=time_scale):
+    for rule_file in build_rule_files(config, options):
         groups += rule_file.groups
-    return render_groups(groups, _header(source, None, time_scale))
+    return render_groups(groups, _header(source, None, (options or RuleOptions()).time_scale))
 
 
 def write_rule_files(
-    config: Config, directory: Path, *, source: str, time_scale: float = 1.0
+    config: Config, directory: Path, *, source: str, options: RuleOptions | None = None
 ) -> Sequence[Path]:
     """Write every rule file into `directory` (created if missing); returns the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in render_rule_files(config, source=source, time_scale=time_scale).items():
+    for name, text in render_rule_files(config, source=source, options=options).items():
         path = directory / name
         path.write_text(text, encoding="utf-8")
         written.append(path)

@@ -1,22 +1,24 @@
 """Building blocks shared by the rule families: durations (scalable, for the
-shortened test copy), PromQL literals and matchers, and alert annotations."""
+shortened test copy), selections of series, PromQL literals and matchers, and alert
+annotations."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
+
+from ttft_exporter.slo import DEFAULT_JOB, DEFAULT_RUNBOOK_URL
 
 __all__ = [
-    "BY_FLUX",
-    "BY_TARGET",
-    "RUNBOOK_BASE",
+    "AGGREGATED_AWAY",
+    "Context",
     "Group",
     "Rule",
     "RulesError",
-    "Timing",
+    "Selection",
     "alert",
     "format_duration",
     "lines",
@@ -24,23 +26,29 @@ __all__ = [
     "member_matcher",
     "number",
     "prom_float",
+    "quote",
     "record",
-    "with_overrides",
+    "without",
 ]
 
-# Where every alert's runbook_url points; the anchor is the lower-cased alert name,
-# which is how GitHub names the `## AlertName` heading of docs/runbooks.md.
-RUNBOOK_BASE = "https://github.com/ttft-exporter/ttft_exporter/blob/main/docs/runbooks.md"
-# Probe series are aggregated to these labels: exporter replicas (instance) and
-# static labels fold together, so an SLO is about the endpoint, not the prober.
-BY_TARGET = "target, model, protocol"
-BY_FLUX = "flux"
+# The only labels a rule aggregates away: which exporter replica (instance, pod)
+# probed. Everything else stays: the target's static labels (team, env) and the
+# scrape's topology (job, namespace, cluster), so every alert can be routed.
+AGGREGATED_AWAY = ("instance", "pod")
 
 Rule = dict[str, Any]
-_V = TypeVar("_V")
 
-_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-# RE2 metacharacters; target names only ever contain '.', but selectors may be reused.
+# Prometheus' own duration formatting (model.Duration.String): years and weeks only
+# when exact, so 28d is `4w` (Sloth's `ratio_rate4w`), 30d stays `30d`.
+_UNITS = (
+    ("y", 365 * 86400, True),
+    ("w", 7 * 86400, True),
+    ("d", 86400, False),
+    ("h", 3600, False),
+    ("m", 60, False),
+    ("s", 1, False),
+)
+# RE2 metacharacters, escaped when a literal value goes into a `=~` matcher.
 _RE2_SPECIAL = re.compile(r"([\\.+*?()|\[\]{}^$])")
 
 
@@ -61,7 +69,8 @@ class Group:
 
 
 def format_duration(seconds: float) -> str:
-    """A Prometheus duration: 300 -> `5m`, 4320 -> `1h12m`, 0.5 -> `500ms`."""
+    """A Prometheus duration as Prometheus prints it: 300 -> `5m`, 4320 -> `1h12m`,
+    28d -> `4w`, 0.5 -> `500ms`."""
     if seconds <= 0:
         raise ValueError(f"duration must be above 0, got {seconds}")
     millis = round(seconds * 1000)
@@ -69,30 +78,115 @@ def format_duration(seconds: float) -> str:
         return f"{millis}ms"
     whole = millis // 1000
     out = ""
-    for unit, size in _UNITS:
+    for unit, size, exact in _UNITS:
+        if exact and whole % size:
+            continue
         if whole >= size:
             out += f"{whole // size}{unit}"
             whole %= size
     return out
 
 
-@dataclass(frozen=True)
-class Timing:
-    """Durations used in expressions and `for:`, multiplied by `scale`.
+def quote(value: str) -> str:
+    """A PromQL string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-    Rule names and labels keep the nominal window (`p95_5m`, `slo_window: 1h`), so the
-    shortened copy used by the end-to-end test has the same names as production.
+
+@dataclass(frozen=True)
+class Selection:
+    """Which series a rule reads: every matcher of `include` holds, and no series
+    that also matches one of `exclude` (each a conjunction of matchers: the
+    selectors of earlier `slos:` entries, which win for their targets).
+
+    An exclusion of one matcher folds into a negative matcher; a conjunction of
+    several becomes `unless` over the same expression with those matchers added,
+    which removes exactly the series that match them all.
     """
 
+    include: tuple[str, ...]
+    exclude: tuple[tuple[str, ...], ...] = ()
+
+    def _folded(self) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        include = list(self.include)
+        rest = []
+        for conjunction in self.exclude:
+            if len(conjunction) == 1:
+                include.append(_negate(conjunction[0]))
+            else:
+                rest.append(conjunction)
+        return tuple(include), tuple(rest)
+
+    def apply(self, build: Callable[[str], str], *extra: str) -> str:
+        """`build(matchers)` for this selection, e.g. `lambda m: f"rate(x{m}[5m])"`;
+        `extra` matchers (`le="0.8"`) are added to every branch."""
+        include, rest = self._folded()
+        main = build(matchers(*include, *extra))
+        if not rest:
+            return main
+        parts = [main, *(build(matchers(*include, *extra, *c)) for c in rest)]
+        return "(" + " unless ".join(parts) + ")"
+
+    def series(self, metric: str, *extra: str, offset: str | None = None) -> str:
+        """An instant vector selector, optionally `offset` back in time."""
+        shift = f" offset {offset}" if offset else ""
+        return self.apply(lambda m: f"{metric}{m}{shift}", *extra)
+
+    def rate(self, metric: str, window: str, *extra: str) -> str:
+        """`rate()` of a counter over `window`."""
+        return self.apply(lambda m: f"rate({metric}{m}[{window}])", *extra)
+
+    def over_time(self, function: str, metric: str, window: str, *extra: str) -> str:
+        """`<function>_over_time()` of a gauge over `window`."""
+        return self.apply(lambda m: f"{function}_over_time({metric}{m}[{window}])", *extra)
+
+
+def _negate(matcher: str) -> str:
+    for op, negated in (("!=", "="), ("!~", "=~"), ("=~", "!~"), ("=", "!=")):
+        name, sep, value = matcher.partition(op)
+        if sep and name.isidentifier():
+            return f"{name}{negated}{value}"
+    raise ValueError(f"not a label matcher: {matcher!r}")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every rule family needs besides the SLOs: durations (multiplied by
+    `scale` for the shortened end-to-end copy; names and labels keep the nominal
+    window), the job selector and the runbook URL pattern."""
+
     scale: float = 1.0
+    job: str = DEFAULT_JOB
+    runbook_url: str = DEFAULT_RUNBOOK_URL
 
     def __call__(self, seconds: float) -> str:
+        """A duration used in an expression or `for:`."""
         return format_duration(seconds * self.scale)
+
+    @property
+    def job_matcher(self) -> str:
+        """The matcher every rule reads the exporter's series with: an equality for a
+        plain name, so absent() carries the job label too."""
+        if _RE2_SPECIAL.search(self.job):
+            return f"job=~{quote(self.job)}"
+        return f"job={quote(self.job)}"
+
+    def everything(self) -> Selection:
+        """Every series of the exporter's job."""
+        return Selection((self.job_matcher,))
+
+    def runbook(self, alertname: str) -> str:
+        """The runbook_url annotation of an alert."""
+        return self.runbook_url.replace("{alertname}", alertname.lower())
+
+
+def without(*extra: str) -> str:
+    """`without (instance, pod, ...)`: the aggregation every rule uses."""
+    return f"without ({', '.join((*AGGREGATED_AWAY, *extra))})"
 
 
 def prom_float(value: float) -> str:
     """A float the way the exporter writes it (`le="0.8"`, `le="1.0"`), so `le`
-    matchers hit the exposed bucket exactly; also used for threshold labels."""
+    matchers hit the exposed bucket exactly; also used in annotations."""
     return repr(float(value))
 
 
@@ -104,16 +198,12 @@ def number(value: Decimal | float) -> str:
     return repr(float(value))
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def member_matcher(label: str, values: Sequence[str], *, negate: bool = False) -> str:
     """`label="a"` for one value, `label=~"a|b"` for several (negated with !=, !~)."""
     if len(values) == 1:
-        return f"{label}{'!=' if negate else '='}{_quote(values[0])}"
+        return f"{label}{'!=' if negate else '='}{quote(values[0])}"
     pattern = "|".join(_RE2_SPECIAL.sub(r"\\\1", v) for v in values)
-    return f"{label}{'!~' if negate else '=~'}{_quote(pattern)}"
+    return f"{label}{'!~' if negate else '=~'}{quote(pattern)}"
 
 
 def matchers(*parts: str | Mapping[str, str] | None) -> str:
@@ -126,7 +216,7 @@ def matchers(*parts: str | Mapping[str, str] | None) -> str:
             if part:
                 out.append(part)
         else:
-            out += [f"{k}={_quote(v)}" for k, v in part.items()]
+            out += [f"{k}={quote(v)}" for k, v in part.items()]
     return "{" + ",".join(out) + "}" if out else ""
 
 
@@ -139,42 +229,35 @@ def record(name: str, expr: str, labels: Mapping[str, str] | None = None) -> Rul
 
 
 def alert(
+    ctx: Context,
     name: str,
     expr: str,
     *,
-    for_: str,
+    for_: str | None,
     severity: str,
     summary: str,
     description: str,
     labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> Rule:
-    """An alerting rule with the annotations every alert must have."""
+    """An alerting rule with the annotations every alert must have. Parameters
+    (thresholds, factors) go into `annotations`, never into labels: a label is part
+    of the alert's identity, and changing a threshold must not make a new alert."""
     if severity not in ("critical", "warning"):
         raise ValueError(f"severity must be critical or warning, got {severity!r}")
-    return {
-        "alert": name,
-        "expr": expr,
-        "for": for_,
-        "labels": {"severity": severity, **(labels or {})},
-        "annotations": {
-            "summary": summary,
-            "description": description,
-            "runbook_url": f"{RUNBOOK_BASE}#{name.lower()}",
-        },
+    rule: Rule = {"alert": name, "expr": expr}
+    if for_ is not None:
+        rule["for"] = for_
+    rule["labels"] = {"severity": severity, **(labels or {})}
+    rule["annotations"] = {
+        "summary": summary,
+        "description": description,
+        **(annotations or {}),
+        "runbook_url": ctx.runbook(name),
     }
+    return rule
 
 
 def lines(*parts: str) -> str:
     """A multi-line expression (rendered as a YAML block)."""
     return "\n".join(parts)
-
-
-def with_overrides(
-    label: str, default: _V, overrides: Sequence[tuple[_V, tuple[str, ...]]]
-) -> list[tuple[_V, str]]:
-    """(value, matcher) pairs for a parameter with per-member overrides: first the
-    default for every member without one (`label!~"a|b"`, which also covers members
-    of other configs these rules do not know), then one pair per override."""
-    special = sorted(name for _, names in overrides for name in names)
-    rest = member_matcher(label, special, negate=True) if special else ""
-    return [(default, rest), *((value, member_matcher(label, names)) for value, names in overrides)]

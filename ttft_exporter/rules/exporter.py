@@ -7,15 +7,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ttft_exporter.rules.common import (
-    BY_TARGET,
+    Context,
     Group,
     Rule,
-    Timing,
     alert,
     lines,
     matchers,
-    member_matcher,
     number,
+    without,
 )
 from ttft_exporter.rules.resolve import Resolution
 from ttft_exporter.slo import SLOsConfig
@@ -35,25 +34,28 @@ PROBE_ALERTS = ("LLMProbeFailing", "LLMProbeAbsent")
 EXPORTER_ALERTS = ("TTFTExporterDown", "TTFTExporterConfigReloadFailed")
 
 
-def _failing(slos: SLOsConfig, timing: Timing) -> Rule:
-    w = timing(300)
+def _failing(slos: SLOsConfig, ctx: Context) -> Rule:
+    w = ctx(300)
+    sel = ctx.everything()
     ratio = number(Decimal(str(slos.failure_ratio)))
-    requests = f"sum by ({BY_TARGET}) (rate(ttft_probe_requests_total[{w}]))"
-    failed = f'sum by ({BY_TARGET}) (rate(ttft_probe_requests_total{{outcome="failure"}}[{w}]))'
+    requests = f"sum {without('outcome')} ({sel.rate('ttft_probe_requests_total', w)})"
+    failed_rate = sel.rate("ttft_probe_requests_total", w, 'outcome="failure"')
+    failed = f"sum {without('outcome')} ({failed_rate})"
     return alert(
+        ctx,
         "LLMProbeFailing",
         # One alert per reason present (its value: that reason's share of all probes),
         # but only while the failures together pass the ratio, so a reason that
         # shows up once among successes does not page.
         lines(
-            f"sum by ({BY_TARGET}, reason) (rate(ttft_probe_failures_total[{w}]))",
-            f"/ on ({BY_TARGET}) group_left ()",
-            f"{requests}",
+            f"sum {without()} ({sel.rate('ttft_probe_failures_total', w)})",
+            "/ ignoring (reason) group_left ()",
+            requests,
             "> 0",
-            f"and on ({BY_TARGET})",
+            "and ignoring (reason)",
             f"{failed} / {requests} > {ratio}",
         ),
-        for_=timing(300),
+        for_=ctx(300),
         severity="critical",
         summary="LLM probes are failing",
         description=(
@@ -62,22 +64,26 @@ def _failing(slos: SLOsConfig, timing: Timing) -> Rule:
             "failed over the last 5m; reason {{ $labels.reason }} accounts for a ratio of "
             '{{ printf "%.2f" $value }} of all probes.'
         ),
+        annotations={"failure_ratio": ratio},
     )
 
 
-def _absent(res: Resolution, timing: Timing) -> Rule | None:
+def _absent(res: Resolution, ctx: Context) -> Rule | None:
     if not res.targets:
         return None
     # absent() copies the equality matchers into its labels, so each branch yields
-    # {target="<name>"}: one alert per missing target, from one rule.
+    # the target's name and static labels: one routable alert per missing target,
+    # from one rule. This is the one rule that lists target names: it checks that
+    # the exporter probes what this config names.
     expr = "\nor\n".join(
-        f"absent(ttft_probe_requests_total{matchers(member_matcher('target', [name]))})"
-        for name in res.targets
+        f"absent(ttft_probe_requests_total{matchers(ctx.job_matcher, {'target': name}, labels)})"
+        for name, labels in res.target_labels
     )
     return alert(
+        ctx,
         "LLMProbeAbsent",
         expr,
-        for_=timing(600),
+        for_=ctx(600),
         severity="warning",
         summary="No probe results for a configured target",
         description=(
@@ -88,38 +94,40 @@ def _absent(res: Resolution, timing: Timing) -> Rule | None:
     )
 
 
-def probe_alerts(res: Resolution, slos: SLOsConfig, timing: Timing) -> Group:
+def probe_alerts(res: Resolution, slos: SLOsConfig, ctx: Context) -> Group:
     """The probe health group."""
-    rules = [_failing(slos, timing)]
-    absent = _absent(res, timing)
+    rules = [_failing(slos, ctx)]
+    absent = _absent(res, ctx)
     if absent is not None:
         rules.append(absent)
     return Group(PROBE_ALERT_GROUP, rules)
 
 
-def exporter_alerts(slos: SLOsConfig, timing: Timing) -> Group:
+def exporter_alerts(ctx: Context) -> Group:
     """The exporter's own health group."""
-    up = f"up{matchers(f'job=~{_string(slos.exporter_job)}')}"
+    up = f"up{{{ctx.job_matcher}}}"
     return Group(
         EXPORTER_ALERT_GROUP,
         [
             alert(
+                ctx,
                 "TTFTExporterDown",
                 f"{up} == 0\nor\nabsent({up})",
-                for_=timing(300),
+                for_=ctx(300),
                 severity="critical",
                 summary="ttft_exporter is down or not scraped",
                 description=(
                     "Prometheus could not scrape ttft_exporter"
                     "{{ if $labels.instance }} at {{ $labels.instance }}{{ end }} "
-                    f"(or finds no target of a job matching {slos.exporter_job}) for 5m: "
+                    f"(or finds no target of a job matching {ctx.job}) for 5m: "
                     "no LLM probe or Flux results arrive, and every other ttft alert is blind."
                 ),
             ),
             alert(
+                ctx,
                 "TTFTExporterConfigReloadFailed",
-                "ttft_exporter_config_last_reload_successful == 0",
-                for_=timing(300),
+                f"ttft_exporter_config_last_reload_successful{{{ctx.job_matcher}}} == 0",
+                for_=ctx(300),
                 severity="warning",
                 summary="ttft_exporter configuration reload failed",
                 description=(
@@ -129,7 +137,3 @@ def exporter_alerts(slos: SLOsConfig, timing: Timing) -> Group:
             ),
         ],
     )
-
-
-def _string(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -8,16 +8,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ttft_exporter.rules.common import (
-    BY_FLUX,
+    Context,
     Group,
     Rule,
-    Timing,
     alert,
     lines,
-    matchers,
     number,
     prom_float,
-    with_overrides,
+    without,
 )
 from ttft_exporter.rules.resolve import Resolution
 from ttft_exporter.slo import SLOsConfig
@@ -35,45 +33,51 @@ FLUX_ALERTS = (
 _DAY = 86400
 
 
-def _slow(res: Resolution, slos: SLOsConfig, timing: Timing) -> list[Rule]:
-    pairs = with_overrides("flux", slos.flux_canary_threshold, res.canary_thresholds)
-    return [
-        alert(
-            "FluxCanaryPropagationSlow",
-            f"flux:ttft_flux_canary_propagation_seconds:p95_5m{matchers(member)} "
-            f"> {prom_float(threshold)}",
-            for_=timing(600),
-            severity="warning",
-            summary="Flux canary events take too long to reach the stream",
-            description=(
-                "p95 canary propagation (publish to state_update on the WebSocket) of Flux "
-                'instance {{ $labels.flux }} over 5m is {{ printf "%.2f" $value }}s, above '
-                f"the {prom_float(threshold)}s threshold for 10m."
-            ),
-            labels={"threshold": prom_float(threshold)},
+def _slow(res: Resolution, ctx: Context) -> list[Rule]:
+    rules = []
+    for override in res.canary_thresholds:
+        threshold = prom_float(override.value)
+        p95 = override.selection.series("flux:ttft_flux_canary_propagation_seconds:p95_5m")
+        rules.append(
+            alert(
+                ctx,
+                "FluxCanaryPropagationSlow",
+                f"{p95} > {threshold}",
+                for_=ctx(600),
+                severity="warning",
+                summary="Flux canary events take too long to reach the stream",
+                description=(
+                    "p95 canary propagation (publish to state_update on the WebSocket) of "
+                    'Flux instance {{ $labels.flux }} over 5m is {{ printf "%.2f" $value }}s, '
+                    f"above the {threshold}s threshold for 10m."
+                ),
+                labels=override.labels(),
+                annotations={"threshold": threshold},
+            )
         )
-        for threshold, member in pairs
-    ]
+    return rules
 
 
-def _failing(slos: SLOsConfig, timing: Timing) -> Rule:
-    w = timing(600)
+def _failing(slos: SLOsConfig, ctx: Context) -> Rule:
+    w = ctx(600)
+    sel = ctx.everything()
     ratio = number(Decimal(str(slos.failure_ratio)))
-    failures = f"sum by ({BY_FLUX}) (rate(ttft_flux_canary_failures_total[{w}]))"
-    checks = (
-        f"({failures} + sum by ({BY_FLUX}) (rate(ttft_flux_canary_propagation_seconds_count[{w}])))"
-    )
+    by_reason = f"sum {without()} ({sel.rate('ttft_flux_canary_failures_total', w)})"
+    failures = f"sum {without('reason')} ({sel.rate('ttft_flux_canary_failures_total', w)})"
+    seen = sel.rate("ttft_flux_canary_propagation_seconds_count", w)
+    checks = f"({failures} + sum {without()} ({seen}))"
     return alert(
+        ctx,
         "FluxCanaryFailing",
         lines(
-            f"sum by ({BY_FLUX}, reason) (rate(ttft_flux_canary_failures_total[{w}]))",
-            f"/ on ({BY_FLUX}) group_left ()",
+            by_reason,
+            "/ ignoring (reason) group_left ()",
             checks,
             "> 0",
-            f"and on ({BY_FLUX})",
+            "and ignoring (reason)",
             f"{failures} / {checks} > {ratio}",
         ),
-        for_=timing(300),
+        for_=ctx(300),
         severity="critical",
         summary="Flux canary checks are failing",
         description=(
@@ -81,20 +85,25 @@ def _failing(slos: SLOsConfig, timing: Timing) -> Rule:
             "failed over the last 10m; reason {{ $labels.reason }} accounts for a ratio of "
             '{{ printf "%.2f" $value }} of all checks.'
         ),
+        annotations={"failure_ratio": ratio},
     )
 
 
-def flux_alerts(res: Resolution, slos: SLOsConfig, timing: Timing) -> Group:
+def flux_alerts(res: Resolution, slos: SLOsConfig, ctx: Context) -> Group:
     """The Flux alert group."""
-    current = "flux:ttft_flux_events_processed:rate30m"
+    sel = ctx.everything()
+    current = sel.series("flux:ttft_flux_events_processed:rate30m")
+    day_ago = sel.series("flux:ttft_flux_events_processed:rate30m", offset=ctx(_DAY))
+    baseline = sel.series("flux:ttft_flux_events_processed:rate30m_median7d")
     drop = number(slos.flux_event_rate_drop)
     return Group(
         FLUX_ALERT_GROUP,
         [
             alert(
+                ctx,
                 "FluxStreamDown",
-                "ttft_flux_up == 0",
-                for_=timing(300),
+                f"{sel.series('ttft_flux_up')} == 0",
+                for_=ctx(300),
                 severity="critical",
                 summary="Flux event stream is down",
                 description=(
@@ -103,9 +112,10 @@ def flux_alerts(res: Resolution, slos: SLOsConfig, timing: Timing) -> Group:
                 ),
             ),
             alert(
+                ctx,
                 "FluxStreamStale",
-                "ttft_flux_stale == 1",
-                for_=timing(60),
+                f"{sel.series('ttft_flux_stale')} == 1",
+                for_=ctx(60),
                 severity="warning",
                 summary="Flux event stream is stale",
                 description=(
@@ -114,13 +124,14 @@ def flux_alerts(res: Resolution, slos: SLOsConfig, timing: Timing) -> Group:
                 ),
             ),
             alert(
+                ctx,
                 "FluxEventRateDrop",
                 lines(
-                    f"{current} < {drop} * ({current} offset {timing(_DAY)})",
+                    f"{current} < {drop} * {day_ago}",
                     "and",
-                    f"{current} < {drop} * {current}_median7d",
+                    f"{current} < {drop} * {baseline}",
                 ),
-                for_=timing(900),
+                for_=ctx(900),
                 severity="warning",
                 summary="Flux event rate dropped against its own baseline",
                 description=(
@@ -128,8 +139,9 @@ def flux_alerts(res: Resolution, slos: SLOsConfig, timing: Timing) -> Group:
                     '{{ printf "%.2f" $value }} events/s over 30m, below '
                     f"{drop}x both its rate a day ago and its 7-day median."
                 ),
+                annotations={"ratio": drop},
             ),
-            *_slow(res, slos, timing),
-            _failing(slos, timing),
+            *_slow(res, ctx),
+            _failing(slos, ctx),
         ],
     )

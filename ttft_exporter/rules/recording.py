@@ -5,7 +5,7 @@ alerts compare against."""
 
 from __future__ import annotations
 
-from ttft_exporter.rules.common import BY_FLUX, BY_TARGET, Group, Rule, Timing, lines, record
+from ttft_exporter.rules.common import Context, Group, Rule, Selection, lines, record, without
 
 __all__ = [
     "FLUX_RECORDING_GROUP",
@@ -29,56 +29,54 @@ def _commented(rule: Rule, comment: str) -> Rule:
     return rule
 
 
-def quantile(q: float, metric: str, by: str, window: str) -> str:
+def quantile(q: float, metric: str, sel: Selection, window: str) -> str:
     """A histogram quantile that yields no sample (rather than NaN) for a window
     without observations, so medians over it and dashboards stay clean."""
-    return lines(
-        f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket[{window}])))",
-        f"and on ({by})",
-        f"sum by ({by}) (rate({metric}_count[{window}])) > 0",
-    )
+    buckets = f"sum {without()} ({sel.rate(f'{metric}_bucket', window)})"
+    count = f"sum {without()} ({sel.rate(f'{metric}_count', window)})"
+    return lines(f"histogram_quantile({q}, {buckets})", "and", f"{count} > 0")
 
 
-def _decode_rate(window: str) -> str:
-    return lines(
-        f"sum by ({BY_TARGET}) (rate(ttft_probe_decode_tokens_total[{window}]))",
-        "/",
-        f"(sum by ({BY_TARGET}) (rate(ttft_probe_generation_seconds_total[{window}])) > 0)",
-    )
+def _decode_rate(sel: Selection, window: str) -> str:
+    tokens = sel.rate("ttft_probe_decode_tokens_total", window)
+    seconds = sel.rate("ttft_probe_generation_seconds_total", window)
+    return lines(f"sum {without()} ({tokens})", "/", f"(sum {without()} ({seconds}) > 0)")
 
 
-def probe_recording(timing: Timing) -> Group:
+def probe_recording(ctx: Context) -> Group:
     """Per-target recording rules."""
-    w5, w30, week = timing(300), timing(1800), timing(_WEEK)
+    w5, w30, week = ctx(300), ctx(1800), ctx(_WEEK)
+    sel = ctx.everything()
     group = Group(PROBE_RECORDING_GROUP)
     for metric, what in ((TTFT, "TTFT"), (TTFOT, "time to first output token")):
         for q in (0.5, 0.95, 0.99):
             pct = round(q * 100)
             group.rules.append(
                 _commented(
-                    record(f"target:{metric}:p{pct}_5m", quantile(q, metric, BY_TARGET, w5)),
+                    record(f"target:{metric}:p{pct}_5m", quantile(q, metric, sel, w5)),
                     f"p{pct} {what} of successful probes over 5m.",
                 )
             )
+    requests = "ttft_probe_requests_total"
+    succeeded = sel.rate(requests, w5, 'outcome="success"')
     group.rules += [
         _commented(
             record(
                 "target:ttft_probe_requests:success_ratio_rate5m",
                 lines(
-                    f"sum by ({BY_TARGET}) "
-                    f'(rate(ttft_probe_requests_total{{outcome="success"}}[{w5}]))',
+                    f"sum {without('outcome')} ({succeeded})",
                     "/",
-                    f"(sum by ({BY_TARGET}) (rate(ttft_probe_requests_total[{w5}])) > 0)",
+                    f"(sum {without('outcome')} ({sel.rate(requests, w5)}) > 0)",
                 ),
             ),
             "Ratio of probes that succeeded over 5m.",
         ),
         _commented(
-            record("target:ttft_probe_output_tokens_per_second:rate5m", _decode_rate(w5)),
+            record("target:ttft_probe_output_tokens_per_second:rate5m", _decode_rate(sel, w5)),
             "Decode rate (output tokens/s after the first token) over 5m.",
         ),
         _commented(
-            record(f"target:{TTFT}:p95_30m", quantile(0.95, TTFT, BY_TARGET, w30)),
+            record(f"target:{TTFT}:p95_30m", quantile(0.95, TTFT, sel, w30)),
             "p95 TTFT over 30m: TTFTRelativeRegression's current value.",
         ),
         _commented(
@@ -89,7 +87,7 @@ def probe_recording(timing: Timing) -> Group:
             "7-day median of the 30m p95 TTFT: TTFTRelativeRegression's baseline.",
         ),
         _commented(
-            record("target:ttft_probe_output_tokens_per_second:rate30m", _decode_rate(w30)),
+            record("target:ttft_probe_output_tokens_per_second:rate30m", _decode_rate(sel, w30)),
             "Decode rate over 30m: TokensPerSecondDrop's current value.",
         ),
         _commented(
@@ -104,9 +102,10 @@ def probe_recording(timing: Timing) -> Group:
     return group
 
 
-def flux_recording(timing: Timing) -> Group:
+def flux_recording(ctx: Context) -> Group:
     """Per-Flux-instance recording rules."""
-    w5, w30, week = timing(300), timing(1800), timing(_WEEK)
+    w5, w30, week = ctx(300), ctx(1800), ctx(_WEEK)
+    sel = ctx.everything()
     events = "ttft_flux_events_processed_total"
     canary = "ttft_flux_canary_propagation_seconds"
     return Group(
@@ -115,14 +114,14 @@ def flux_recording(timing: Timing) -> Group:
             _commented(
                 record(
                     "flux:ttft_flux_events_processed:rate5m",
-                    f"sum by ({BY_FLUX}) (rate({events}[{w5}]))",
+                    f"sum {without()} ({sel.rate(events, w5)})",
                 ),
                 "Events/s processed by each Flux instance over 5m.",
             ),
             _commented(
                 record(
                     "flux:ttft_flux_events_processed:rate30m",
-                    f"sum by ({BY_FLUX}) (rate({events}[{w30}]))",
+                    f"sum {without()} ({sel.rate(events, w30)})",
                 ),
                 "Events/s over 30m: FluxEventRateDrop's current value.",
             ),
@@ -136,7 +135,7 @@ def flux_recording(timing: Timing) -> Group:
             _commented(
                 record(
                     f"flux:{canary}:p95_5m",
-                    quantile(0.95, canary, BY_FLUX, w5),
+                    quantile(0.95, canary, sel, w5),
                 ),
                 "p95 canary propagation (publish to state_update on the stream) over 5m.",
             ),

@@ -5,15 +5,13 @@ TokensPerSecondDrop (decode rate well below its own history)."""
 from __future__ import annotations
 
 from ttft_exporter.rules.common import (
+    Context,
     Group,
     Rule,
-    Timing,
     alert,
     lines,
-    matchers,
     number,
     prom_float,
-    with_overrides,
 )
 from ttft_exporter.rules.recording import TTFT
 from ttft_exporter.rules.resolve import Resolution
@@ -27,70 +25,84 @@ _WHO = "{{ $labels.target }} ({{ $labels.model }}, {{ $labels.protocol }})"
 _DAY = 86400
 
 
-def _absolute(res: Resolution, slos: SLOsConfig, timing: Timing) -> list[Rule]:
+def _absolute(res: Resolution, slos: SLOsConfig, ctx: Context) -> list[Rule]:
     rules = []
-    for threshold, member in with_overrides("target", slos.ttft_threshold, res.ttft_thresholds):
+    for override in res.ttft_thresholds:
+        threshold = prom_float(override.value)
         rules.append(
             alert(
+                ctx,
                 "TTFTLatencyRegression",
-                f"target:{TTFT}:p95_5m{matchers(member)} > {prom_float(threshold)}",
-                for_=timing(300),
-                severity="critical",
+                f"{override.selection.series(f'target:{TTFT}:p95_5m')} > {threshold}",
+                for_=ctx(300),
+                # p95 of ~20 synthetic probes over 5m is noisy: a ticket by default;
+                # the page comes from the TTFT burn-rate alert.
+                severity=slos.ttft_regression_severity,
                 summary="p95 time to first token is above its threshold",
                 # The rule's own labels are not in $labels when annotations are
                 # expanded (only the series' are), so the value is written in.
                 description=(
                     f"p95 TTFT of {_WHO} over the last 5m is "
-                    f'{{{{ printf "%.2f" $value }}}}s, above its {prom_float(threshold)}s '
+                    f'{{{{ printf "%.2f" $value }}}}s, above its {threshold}s '
                     "threshold for 5m."
                 ),
-                labels={"threshold": prom_float(threshold)},
+                labels=override.labels(),
+                annotations={"threshold": threshold},
             )
         )
     return rules
 
 
-def _relative(res: Resolution, slos: SLOsConfig, timing: Timing) -> list[Rule]:
+def _relative(res: Resolution, ctx: Context) -> list[Rule]:
     rules = []
-    for params, member in with_overrides("target", slos.regression, res.regressions):
-        current = f"target:{TTFT}:p95_30m{matchers(member)}"
-        factor = number(params.factor)
+    for override in res.regressions:
+        params = override.value
+        current = override.selection.series(f"target:{TTFT}:p95_30m")
+        day_ago = override.selection.series(f"target:{TTFT}:p95_30m", offset=ctx(_DAY))
+        baseline = override.selection.series(f"target:{TTFT}:p95_30m_median7d")
+        factor, floor = number(params.factor), prom_float(params.floor)
         rules.append(
             alert(
+                ctx,
                 "TTFTRelativeRegression",
                 lines(
-                    f"{current} > {prom_float(params.floor)}",
+                    f"{current} > {floor}",
                     "and",
-                    f"{current} > {factor} * ({current} offset {timing(_DAY)})",
+                    f"{current} > {factor} * {day_ago}",
                     "and",
-                    f"{current} > {factor} * target:{TTFT}:p95_30m_median7d{matchers(member)}",
+                    f"{current} > {factor} * {baseline}",
                 ),
-                for_=timing(900),
+                for_=ctx(900),
                 severity="warning",
                 summary="p95 time to first token regressed against its own baseline",
                 description=(
                     f"p95 TTFT of {_WHO} over 30m is "
                     f'{{{{ printf "%.2f" $value }}}}s: more than {factor}x both its '
                     "value a day ago and its 7-day median, and above the "
-                    f"{prom_float(params.floor)}s floor."
+                    f"{floor}s floor."
                 ),
-                labels={"factor": factor, "floor": prom_float(params.floor)},
+                labels=override.labels(),
+                annotations={"factor": factor, "floor": floor},
             )
         )
     return rules
 
 
-def _tokens(slos: SLOsConfig, timing: Timing) -> Rule:
-    current = "target:ttft_probe_output_tokens_per_second:rate30m"
+def _tokens(slos: SLOsConfig, ctx: Context) -> Rule:
+    sel = ctx.everything()
+    current = sel.series("target:ttft_probe_output_tokens_per_second:rate30m")
+    day_ago = sel.series("target:ttft_probe_output_tokens_per_second:rate30m", offset=ctx(_DAY))
+    baseline = sel.series("target:ttft_probe_output_tokens_per_second:rate30m_median7d")
     ratio = number(slos.tokens_per_second_drop)
     return alert(
+        ctx,
         "TokensPerSecondDrop",
         lines(
-            f"{current} < {ratio} * ({current} offset {timing(_DAY)})",
+            f"{current} < {ratio} * {day_ago}",
             "and",
-            f"{current} < {ratio} * {current}_median7d",
+            f"{current} < {ratio} * {baseline}",
         ),
-        for_=timing(900),
+        for_=ctx(900),
         severity="warning",
         summary="Decode rate (output tokens/s) dropped against its own baseline",
         description=(
@@ -98,12 +110,13 @@ def _tokens(slos: SLOsConfig, timing: Timing) -> Rule:
             '{{ printf "%.2f" $value }}, below '
             f"{ratio}x both its value a day ago and its 7-day median."
         ),
+        annotations={"ratio": ratio},
     )
 
 
-def latency_alerts(res: Resolution, slos: SLOsConfig, timing: Timing) -> Group:
+def latency_alerts(res: Resolution, slos: SLOsConfig, ctx: Context) -> Group:
     """The latency alert group."""
     return Group(
         LATENCY_ALERT_GROUP,
-        [*_absolute(res, slos, timing), *_relative(res, slos, timing), _tokens(slos, timing)],
+        [*_absolute(res, slos, ctx), *_relative(res, ctx), _tokens(slos, ctx)],
     )

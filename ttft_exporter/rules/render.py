@@ -12,7 +12,7 @@ import yaml
 
 from ttft_exporter.rules.common import Group
 
-__all__ = ["render_groups"]
+__all__ = ["dump_yaml", "render_groups"]
 
 
 class _Dumper(yaml.SafeDumper):
@@ -28,6 +28,11 @@ def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML in the rule files' style: multi-line strings as blocks, templates quoted."""
+    return _dump(data)
 
 
 def _dump(data: Any) -> str:

@@ -70,9 +70,33 @@ def test_flux_slo_rules_generated_for_flux_config(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Sloth's groups are one set per SLO; one test file covers each family of them.
+_SLOTH_FAMILIES = {
+    "sloth-slo-sli-recordings-": "ttft_slo_sli",
+    "sloth-slo-meta-recordings-": "ttft_slo_meta",
+    "sloth-slo-alerts-": "ttft_slo_alerts",
+}
+
+
+def _test_file_of(group: str) -> str:
+    for prefix, test in _SLOTH_FAMILIES.items():
+        if group.startswith(prefix):
+            return test
+    return group
+
+
 def test_every_group_has_its_test_file() -> None:
-    groups = {group for group, _ in _rules(RULE_FILES)}
+    groups = {_test_file_of(group) for group, _ in _rules(RULE_FILES)}
     assert {p.name.removesuffix("_test.yaml") for p in TEST_FILES} == groups
+
+
+def test_every_sloth_group_is_evaluated_by_its_test_file() -> None:
+    # promtool only evaluates the groups a test file lists in group_eval_order when
+    # it lists any; a forgotten SLO group would silently go untested.
+    groups = list(dict.fromkeys(group for group, _ in _rules([ALERTS / "ttft_slos.yaml"])))
+    for test in _SLOTH_FAMILIES.values():
+        data = yaml.safe_load((ALERTS / "tests" / f"{test}_test.yaml").read_text())
+        assert data["group_eval_order"] == groups
 
 
 def test_every_alert_fires_and_stays_quiet_in_a_test() -> None:
@@ -92,12 +116,18 @@ def test_every_firing_test_checks_all_annotations() -> None:
     for test in _tests(TEST_FILES + EXTRA_TESTS):
         for case in test.get("alert_rule_test", []):
             for expected in case.get("exp_alerts") or []:
-                assert set(expected["exp_annotations"]) == {
-                    "summary",
-                    "description",
-                    "runbook_url",
-                }, case["alertname"]
+                annotations = set(expected["exp_annotations"])
+                assert {"summary", "description", "runbook_url"} <= annotations
+                # ... and the rule's own parameters (threshold, factor, title ...).
+                assert annotations == _annotations_of(case["alertname"]), case["alertname"]
                 assert "severity" in expected["exp_labels"], case["alertname"]
+
+
+def _annotations_of(alertname: str) -> set[str]:
+    rules = [rule for _, rule in _rules(RULE_FILES) if rule.get("alert") == alertname]
+    if not rules:  # the Flux SLO alerts: only in the generated Flux config's rules
+        return {"summary", "description", "runbook_url", "title", "burn_rate_thresholds"}
+    return set(rules[0]["annotations"])
 
 
 def test_every_recording_rule_has_a_promql_expr_test() -> None:
@@ -107,7 +137,7 @@ def test_every_recording_rule_has_a_promql_expr_test() -> None:
             # The expression may carry a selector: slo:sli_error:ratio_rate1h{target="x"}.
             tested.add(case["expr"].split("{")[0].strip())
     records = {rule["record"] for _, rule in _rules(RULE_FILES) if "record" in rule}
-    assert not records - tested, "recording rules without a promql_expr_test"
+    assert not records - tested, f"recording rules without a promql_expr_test: {records - tested}"
 
 
 def _catalogue() -> set[str]:
