@@ -34,3 +34,27 @@ def test_rules_with_a_bad_config_exits_1(
     bad.write_text("targets: [{name: a}]\n")
     assert run(["rules", "--config.file", str(bad)]) == 1
     assert "targets[0].protocol: protocol is required" in capsys.readouterr().err
+
+
+def test_rules_flags_override_the_slos_section(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    args = ["rules", "--config.file", "examples/ttft.yml"]
+    assert (
+        run([*args, "--rules.job", "llm-probes", "--rules.runbook-url", "https://rb/{alertname}"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert 'job="llm-probes"' in printed and 'job="ttft-exporter"' not in printed
+    assert "runbook_url: https://rb/ttftexporterdown" in printed
+
+
+def test_rules_format_sloth_prints_specs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    assert run(["rules", "--config.file", "examples/ttft.yml", "--format", "sloth"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("version: prometheus/v1") == 3
+    assert "error_query:" in printed and "[{{.window}}]" in printed
