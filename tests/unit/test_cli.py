@@ -98,10 +98,7 @@ def test_config_check_accepts_a_good_file(
         ),
         (
             "targets:\n  - name: a\n   url: x\n",
-            [
-                "invalid YAML: line 3 column 4: "
-                "expected <block end>, but found '<block mapping start>'"
-            ],
+            ["invalid YAML: line 3 column 4: did not find expected '-' indicator"],
         ),
         ("- just\n- a list\n", ["the top level must be a mapping"]),
         (

@@ -53,7 +53,7 @@ INVALID = {
     "api-key-file-missing": ["targets[0].api_key_file: cannot read: No such file or directory"],
     "buckets": ["buckets.latency: boundaries must be strictly increasing"],
     "defaults-unknown": ["defaults.bogus: unknown field"],
-    "yaml": ["invalid YAML: line 4 column 1: expected ',' or ']', but got '<stream end>'"],
+    "yaml": ["invalid YAML: line 4 column 1: did not find expected ',' or ']'"],
     "top-level": ["the top level must be a mapping"],
     "concurrency": ["concurrency: must be greater than or equal to 1"],
     "max-tokens": ["targets[0].max_tokens: must be greater than or equal to 1"],

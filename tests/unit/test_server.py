@@ -342,7 +342,7 @@ async def test_reload_requested_like_sighup_runs_as_a_lifecycle_job(
     [
         (
             "targets: [\n",
-            ["invalid YAML: line 2 column 1: expected the node content, but found '<stream end>'"],
+            ["invalid YAML: line 2 column 1: did not find expected node content"],
         ),
         (
             yaml.safe_dump(
