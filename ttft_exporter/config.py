@@ -11,9 +11,11 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
+    Discriminator,
     Field,
     PrivateAttr,
     SecretStr,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -100,8 +102,17 @@ class HeaderValue(StrictModel):
         return self
 
 
-# A plain `Name: value` is a secret header value given inline.
-HeaderSpec = str | HeaderValue
+def _header_kind(value: Any) -> str:
+    return "header-inline" if isinstance(value, str) else "header-source"
+
+
+# A plain `Name: value` is a secret header value given inline. The discriminator picks
+# one branch, so a bad mapping reports its own problem, not also "must be a string".
+HeaderSpec = Annotated[
+    Annotated[str, Tag("header-inline")] | Annotated[HeaderValue, Tag("header-source")],
+    Discriminator(_header_kind),
+]
+_UNION_TAGS = ("header-inline", "header-source")
 
 
 def redacted_headers(headers: Mapping[str, HeaderSpec] | None) -> dict[str, Any] | None:
@@ -504,7 +515,7 @@ def _format_loc(loc: Iterable[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in PROTOCOL_TAGS:
+        elif part in PROTOCOL_TAGS or part in _UNION_TAGS:
             # pydantic puts the discriminator value into the path; users never wrote it.
             continue
         elif part.startswith("function-") or part.endswith("]"):

@@ -8,6 +8,7 @@ quadruple the cost of every text for a form no LLM server was seen to echo."""
 
 from __future__ import annotations
 
+import json
 import re
 from bisect import bisect_right
 from collections.abc import Iterable
@@ -116,6 +117,19 @@ def _common_prefix(text: str, start: int, form: str) -> int:
     return low
 
 
+def _escape_cut(rest: str, char: str) -> bool:
+    """Whether `rest`, the very end of a text, is the start of an escape of `char`."""
+    if not rest or len(rest) >= 12 or rest[0] not in "\\%":
+        return False
+    code = ord(char)
+    forms = [
+        f"\\u{code:04x}",
+        "".join(f"%{b:02x}" for b in char.encode()),
+        json.dumps(char, ensure_ascii=True)[1:-1].lower(),
+    ]
+    return any(form.startswith(rest.lower()) for form in forms)
+
+
 class Redactor:
     """Replaces a fixed set of secrets in free text, in linear time: every escape is
     decoded once, then one alternation of 8-character literals (no backtracking
@@ -191,10 +205,15 @@ class Redactor:
         pos = 0
         while (match := find.search(text, pos)) is not None:
             start = match.start()
-            best = 0
-            for form in self._forms[match.group()]:
-                best = max(best, _common_prefix(text, start, form))
+            best, form = 0, ""
+            for candidate in self._forms[match.group()]:
+                length = _common_prefix(text, start, candidate)
+                if length > best:
+                    best, form = length, candidate
             if best:
-                spans.append((start, start + best))
+                end = start + best
+                if best < len(form) and _escape_cut(text[end : end + 12], form[best]):
+                    end = len(text)  # the text ends inside the next character's escape
+                spans.append((start, end))
             pos = start + 1  # overlapping occurrences of another secret count too
         return spans

@@ -126,12 +126,17 @@ def read_bounded(path: Path, limit: int) -> bytes:
     file or too big: `/dev/zero` or a FIFO would otherwise block or never end."""
     # O_NONBLOCK: opening a FIFO for reading would wait for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as file:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ValueError("not a regular file")
         if info.st_size > limit:
             raise ValueError(f"larger than {format_size(limit)} ({info.st_size} bytes)")
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
         data = file.read(limit + 1)
     if len(data) > limit:  # it grew while we read
         raise ValueError(f"larger than {format_size(limit)}")

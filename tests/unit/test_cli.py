@@ -130,6 +130,37 @@ def test_config_check_rejects_a_bad_file(
     assert err == f"ttft-exporter: invalid configuration {path}:\n{lines}"
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("invalid-duplicate-key.yml", "targets[0].url: duplicate key (line 7)"),
+        (
+            "invalid-yaml-bomb.yml",
+            "targets[0].extra_body.g: expands to more than 1000000 YAML nodes through aliases "
+            "(line 15)",
+        ),
+        ("invalid-api-key-file-device.yml", "targets[0].api_key_file: not a regular file"),
+        ("oversize", "cannot read file: larger than 4 MiB (30000000 bytes)"),
+    ],
+    ids=["duplicate-key", "yaml-bomb", "dev-zero-key", "oversize"],
+)
+def test_config_check_rejects_hostile_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+) -> None:
+    if name == "oversize":
+        path = tmp_path / "big.yml"
+        with path.open("wb") as file:
+            file.truncate(30_000_000)  # sparse: no disk used
+    else:
+        path = REPO / "tests" / "testdata" / "config" / name
+
+    code = run(["--config.check", "--config.file", str(path)])
+
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert err == f"ttft-exporter: invalid configuration {path}:\n  {problem}\n"
+
+
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "nowhere.yml"
 

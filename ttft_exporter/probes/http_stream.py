@@ -42,6 +42,7 @@ __all__ = [
 _NS = 1e-9
 _DETAIL_LIMIT = 300  # characters of a failure detail
 _EXCERPT_LIMIT = 200  # characters of response text inside a detail
+_EXCERPT_WINDOW = 4096  # characters of response text looked at for the excerpt
 _LOG_LINE_LIMIT = 1000
 _CURRENT_PHASES: ContextVar[PhaseRecorder | None] = ContextVar("ttft_phases", default=None)
 
@@ -335,8 +336,11 @@ class StreamProbe:
         it is cut, and whitespace collapsed only after redaction."""
         detail = exc.detail
         if exc.excerpt is not None:
-            excerpt = self._redactor.cut(exc.excerpt, 4 * _EXCERPT_LIMIT)
-            detail = f"{detail}: {self._redactor.cut(' '.join(excerpt.split()), _EXCERPT_LIMIT)}"
+            redactor = self._redactor
+            # A bounded window (the text may be a whole SSE event), redacted whole,
+            # then whitespace collapsed, then cut.
+            excerpt = redactor.redact(exc.excerpt[: _EXCERPT_WINDOW + redactor.margin])
+            detail = f"{detail}: {redactor.cut(' '.join(excerpt.split()), _EXCERPT_LIMIT)}"
         return self._redactor.cut(detail, _DETAIL_LIMIT)
 
     def failure(self, exc: BaseException, timeout: float) -> ProbeResult:
