@@ -11,9 +11,11 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
+    Discriminator,
     Field,
     PrivateAttr,
     SecretStr,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -23,22 +25,27 @@ from pydantic import (
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.flux.config import FluxInstanceConfig
+from ttft_exporter.redact import PLACEHOLDER, Redactor
 from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.validation import (
     LABEL_NAME,
     StrictModel,
+    check_free_form,
     check_http_url,
     check_name,
     compile_regex,
     field_rule,
+    read_bounded,
     read_secret,
 )
+from ttft_exporter.yamlsafe import YAMLLimitError, load_yaml
 
 __all__ = [
     "BucketsConfig",
     "ChatMessage",
     "Config",
     "ConfigHolder",
+    "HeaderValue",
     "OpenAIChatTarget",
     "OpenAICompletionsTarget",
     "TLSConfig",
@@ -46,6 +53,7 @@ __all__ = [
     "TargetDefaults",
     "load_config",
     "parse_config",
+    "redacted_headers",
 ]
 
 # Label names a user may not set through `labels`: they are ours, or Prometheus'.
@@ -67,16 +75,99 @@ RESERVED_LABELS = frozenset(
         "group",
     }
 )
-_SENSITIVE_HEADERS = frozenset(
-    {
-        "authorization",
-        "x-api-key",
-        "api-key",
-        "proxy-authorization",
-        "cookie",
-        "x-goog-api-key",
-    }
-)
+# RFC 9110 token: what a header name may be.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+MAX_HEADERS = 64
+HEADER_VALUE_LIMIT = 8 * 1024
+
+
+class HeaderValue(StrictModel):
+    """A request header value given inline, by environment variable or by file.
+    Secret unless `secret: false`: masked in /config and redacted from every text."""
+
+    value: str | None = Field(None, repr=False, description="The value itself.")
+    value_env: str | None = Field(None, description="Environment variable holding the value.")
+    value_file: Path | None = Field(
+        None, description="File holding the value (surrounding whitespace stripped)."
+    )
+    secret: bool = Field(
+        True, description="false for values that may be shown (X-Team: ml); default true."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        given = [n for n in ("value", "value_env", "value_file") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise field_rule("value", "set exactly one of value, value_env or value_file")
+        return self
+
+
+def _header_kind(value: Any) -> str:
+    return "header-inline" if isinstance(value, str) else "header-source"
+
+
+# A plain `Name: value` is a secret header value given inline. The discriminator picks
+# one branch, so a bad mapping reports its own problem, not also "must be a string".
+HeaderSpec = Annotated[
+    Annotated[str, Tag("header-inline")] | Annotated[HeaderValue, Tag("header-source")],
+    Discriminator(_header_kind),
+]
+_UNION_TAGS = ("header-inline", "header-source")
+
+
+def redacted_headers(headers: Mapping[str, HeaderSpec] | None) -> dict[str, Any] | None:
+    """Headers as shown in /config and debug output: secret values as `<secret>`."""
+    if headers is None:
+        return None
+    out: dict[str, Any] = {}
+    for name, spec in headers.items():
+        if isinstance(spec, str):
+            out[name] = PLACEHOLDER
+            continue
+        view = spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        if spec.value is not None:
+            view["value"] = spec.value if not spec.secret else PLACEHOLDER
+        view["secret"] = spec.secret
+        out[name] = view
+    return out
+
+
+def _resolve_headers(
+    headers: Mapping[str, HeaderSpec], info: ValidationInfo
+) -> tuple[dict[str, str], list[str]]:
+    """Every header's value (read from the environment or files now, so a missing one
+    is a config error) and the secret ones among them."""
+    if len(headers) > MAX_HEADERS:
+        raise field_rule("headers", f"more than {MAX_HEADERS} headers")
+    values: dict[str, str] = {}
+    secrets: list[str] = []
+    for name, spec in headers.items():
+        where = f"headers.{name}"
+        if not _HEADER_NAME.fullmatch(name):
+            raise field_rule(where, "invalid header name")
+        if isinstance(spec, str):
+            value: str | None = spec
+            secret = True
+        else:
+            secret = spec.secret
+            read = read_secret(
+                f"{where}.value_env", spec.value_env, f"{where}.value_file", spec.value_file, info
+            )
+            value = read.get_secret_value() if read is not None else spec.value
+        if value is None:  # not resolved: the caller asked for no secrets
+            continue
+        if len(value) > HEADER_VALUE_LIMIT:
+            raise field_rule(where, f"longer than {HEADER_VALUE_LIMIT} characters")
+        if any(c in value for c in "\r\n\0"):
+            raise field_rule(where, "must not contain CR, LF or NUL")
+        values[name] = value
+        if secret:
+            secrets.append(value)
+            # `Bearer <key>`: a server may echo the bare key without its scheme.
+            scheme, _, credential = value.partition(" ")
+            if credential.strip() and scheme.isalpha():
+                secrets.append(credential.strip())
+    return values, secrets
 
 
 class TLSConfig(StrictModel):
@@ -137,7 +228,7 @@ class TargetDefaults(StrictModel):
     interval: Duration | None = None
     timeout: Duration | None = None
     max_tokens: int | None = Field(None, ge=1)
-    headers: dict[str, str] | None = Field(None, repr=False)
+    headers: dict[str, HeaderSpec] | None = Field(None, repr=False)
     labels: dict[str, str] | None = None
     reuse_connections: bool | None = None
     cache_bust: bool | None = None
@@ -157,8 +248,13 @@ class _TargetBase(StrictModel):
     interval: Duration = Field(15.0, description="Time between probes.")
     timeout: Duration = Field(10.0, description="Deadline of one probe; must be below interval.")
     max_tokens: int = Field(64, ge=1, le=1_000_000, description="max_tokens sent with the request.")
-    headers: dict[str, str] = Field(
-        default_factory=dict, repr=False, description="Extra request headers."
+    headers: dict[str, HeaderSpec] = Field(
+        default_factory=dict,
+        repr=False,
+        description=(
+            "Extra request headers: `Name: value`, or `Name: {value|value_env|value_file, "
+            "secret}`. Every value is secret unless marked `secret: false`."
+        ),
     )
     api_key_env: str | None = Field(
         None,
@@ -198,6 +294,8 @@ class _TargetBase(StrictModel):
     tls: TLSConfig = Field(default_factory=TLSConfig)
 
     _api_key: SecretStr | None = PrivateAttr(None)
+    _header_values: dict[str, str] = PrivateAttr(default_factory=dict)
+    _redactor: Redactor = PrivateAttr(default_factory=Redactor)
 
     @field_validator("name")
     @classmethod
@@ -218,6 +316,11 @@ class _TargetBase(StrictModel):
             if key in RESERVED_LABELS:
                 raise ValueError(f"label name {key!r} is reserved")
         return value
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_free_form(value)  # type: ignore[no-any-return]
 
     @field_validator("expect", mode="before")
     @classmethod
@@ -241,6 +344,10 @@ class _TargetBase(StrictModel):
                     "headers",
                     "Authorization is set by api_key_env/api_key_file; do not set both",
                 )
+        self._header_values, header_secrets = _resolve_headers(self.headers, info)
+        api_key = [self._api_key.get_secret_value()] if self._api_key else []
+        # Built here, in the loader's thread: the loop only uses it.
+        self._redactor = Redactor([*api_key, *header_secrets])
         return self
 
     @property
@@ -248,26 +355,23 @@ class _TargetBase(StrictModel):
         """The resolved API key, if any. Never log or print it."""
         return self._api_key
 
+    @property
+    def redactor(self) -> Redactor:
+        """Replaces this target's secrets (API key, secret header values) in free text."""
+        return self._redactor
+
+    def request_headers(self) -> dict[str, str]:
+        """The configured headers with their resolved values. Never log them."""
+        return dict(self._header_values)
+
     def secrets(self) -> list[str]:
-        """Every secret value this target holds, for redaction of free text."""
-        out = [self._api_key.get_secret_value()] if self._api_key else []
-        for key, value in self.headers.items():
-            if key.lower() in _SENSITIVE_HEADERS:
-                out.append(value)
-                # `Bearer <key>`: a server may echo the bare key without its scheme.
-                scheme, _, credential = value.partition(" ")
-                if credential.strip() and scheme.isalpha():
-                    out.append(credential.strip())
-        # Longest first, so a secret containing another is replaced whole.
-        return sorted({s for s in out if s}, key=len, reverse=True)
+        """Every secret value this target holds that free text is searched for."""
+        return list(self._redactor.secrets)
 
     def redacted(self) -> dict[str, Any]:
         """The target as plain data with secret header values hidden (for debug output)."""
         data = self.model_dump(mode="json", exclude_defaults=False)
-        data["headers"] = {
-            k: ("<secret>" if k.lower() in _SENSITIVE_HEADERS else v)
-            for k, v in self.headers.items()
-        }
+        data["headers"] = redacted_headers(self.headers)
         if self.expect is not None:
             data["expect"] = self.expect.pattern
         return data
@@ -279,6 +383,9 @@ class _TargetBase(StrictModel):
         digest = hashlib.sha256(repr(sorted(data.items())).encode())
         if self._api_key is not None:
             digest.update(self._api_key.get_secret_value().encode())
+        # Values from value_env/value_file: a rotated one restarts the target's loop.
+        for name, value in sorted(self._header_values.items()):
+            digest.update(f"{name}\0{value}\0".encode())
         return digest.hexdigest()
 
 
@@ -408,7 +515,7 @@ def _format_loc(loc: Iterable[int | str]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in PROTOCOL_TAGS:
+        elif part in PROTOCOL_TAGS or part in _UNION_TAGS:
             # pydantic puts the discriminator value into the path; users never wrote it.
             continue
         elif part.startswith("function-") or part.endswith("]"):
@@ -478,24 +585,38 @@ def _duplicate_names(targets: Any, section: str) -> list[ConfigProblem]:
     return problems
 
 
+# A config is a few KiB; a file this big is a mistake, and parsing it would take seconds.
+CONFIG_FILE_LIMIT = 4 * 1024 * 1024
+
+
 def load_config(path: str | Path, *, resolve_secrets: bool = True) -> tuple[Config, str]:
     """Read, parse and validate a config file; returns it with its SHA-256. Without
-    `resolve_secrets`, API keys and tokens are not read (for commands that need none)."""
+    `resolve_secrets`, API keys and tokens are not read (for commands that need none).
+    Blocking and CPU-bound: on a running loop, call it in a worker thread."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, CONFIG_FILE_LIMIT)
     except OSError as exc:
         raise ConfigError(
             str(path), [ConfigProblem("", f"cannot read file: {exc.strerror}")]
         ) from None
+    except ValueError as exc:
+        raise ConfigError(str(path), [ConfigProblem("", f"cannot read file: {exc}")]) from None
     try:
-        data = yaml.safe_load(raw)
+        data = load_yaml(raw)
+    except YAMLLimitError as exc:
+        raise ConfigError(str(path), [ConfigProblem(exc.path, exc.message)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(
             str(path), [ConfigProblem("", f"invalid YAML: {where}{problem}")]
+        ) from None
+    except RecursionError:
+        # Only the pure-Python parser recurses; libyaml caps nesting itself.
+        raise ConfigError(
+            str(path), [ConfigProblem("", "invalid YAML: nested too deeply")]
         ) from None
     config = parse_config(data, str(path), resolve_secrets=resolve_secrets)
     return config, hashlib.sha256(raw).hexdigest()

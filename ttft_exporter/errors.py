@@ -38,13 +38,16 @@ class ProbeFailure(TTFTExporterError):  # noqa: N818 - a failure is data, not an
     """Raised inside a probe at the point where the cause of a failure is known.
 
     `detail` is a short human text for logs and `/probe?debug=true`. It must never
-    contain secrets or response text longer than a short excerpt.
+    contain secrets or response text longer than a short excerpt. Response text that
+    may echo a secret goes into `excerpt` instead, uncut and outside the message: the
+    probe engine redacts it, then cuts it, then appends it to the detail.
     """
 
-    def __init__(self, reason: FailureReason, detail: str) -> None:
+    def __init__(self, reason: FailureReason, detail: str, *, excerpt: str | None = None) -> None:
         super().__init__(f"{reason.value}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.excerpt = excerpt
 
 
 @dataclass(frozen=True, slots=True)

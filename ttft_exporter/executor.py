@@ -17,7 +17,6 @@ from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
-from ttft_exporter.probes.http_stream import redact
 
 __all__ = ["ProbeExecutor", "target_labels"]
 
@@ -95,7 +94,7 @@ class ProbeExecutor:
             result = prepared.failure(exc, timeout)
             if result.reason is FailureReason.INTERNAL:
                 # A bug: log the traceback, with secrets redacted like everything else.
-                trace = redact("".join(traceback.format_exception(exc)), target.secrets())
+                trace = target.redactor.cut("".join(traceback.format_exception(exc)), 16384)
                 log.error(
                     "probe raised an unexpected error",
                     extra=fields(target=target.name, err=trace),

@@ -21,8 +21,13 @@ from prometheus_client.openmetrics import exposition as om_exposition
 
 from ttft_exporter import __version__
 from ttft_exporter.clock import Clock, SystemClock
-from ttft_exporter.config import _SENSITIVE_HEADERS as SENSITIVE_HEADERS
-from ttft_exporter.config import Config, ConfigHolder, TargetConfig, load_config
+from ttft_exporter.config import (
+    Config,
+    ConfigHolder,
+    TargetConfig,
+    load_config,
+    redacted_headers,
+)
 from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.flux.supervisor import FluxSupervisor
@@ -131,8 +136,9 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
         return ConfigError("<none>", [])
     async with state.reload_lock:
         try:
-            config, checksum = load_config(path)
-            check_tls(config, str(path))
+            # Reading, parsing and validating (secrets, TLS files, redactors) are
+            # blocking and CPU-bound: in a worker thread, the loop keeps probing.
+            config, checksum = await asyncio.to_thread(_load_checked, path)
         except ConfigError as exc:
             state.metrics.reload_successful.set(0)
             log.error(
@@ -270,11 +276,7 @@ async def handle_config(request: web.Request) -> web.Response:
     config = request.app[EXPORTER].holder.config
     data = config.model_dump(mode="json", exclude={"targets"})
     # `defaults.headers` reaches every target, credentials included: hide them too.
-    if data["defaults"].get("headers"):
-        data["defaults"]["headers"] = {
-            k: ("<secret>" if k.lower() in SENSITIVE_HEADERS else v)
-            for k, v in data["defaults"]["headers"].items()
-        }
+    data["defaults"]["headers"] = redacted_headers(config.defaults.headers)
     data["targets"] = [t.redacted() for t in config.targets]
     return web.Response(text=yaml.safe_dump(data, sort_keys=False))
 
@@ -357,8 +359,13 @@ def check_tls(config: Config, source: str) -> None:
         raise ConfigError(source, problems)
 
 
-def load_state(path: Path, **kwargs: object) -> ExporterState:
-    """Load the config at startup (raises ConfigError) and build the state."""
+def _load_checked(path: Path) -> tuple[Config, str]:
     config, checksum = load_config(path)
     check_tls(config, str(path))
+    return config, checksum
+
+
+def load_state(path: Path, **kwargs: object) -> ExporterState:
+    """Load the config at startup (raises ConfigError) and build the state."""
+    config, checksum = _load_checked(path)
     return ExporterState(holder=ConfigHolder(path, config, checksum), **kwargs)  # type: ignore[arg-type]

@@ -3,8 +3,10 @@ cross-field errors, names, URLs and secrets read from the environment or a file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,21 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "LABEL_NAME",
     "StrictModel",
+    "check_free_form",
     "check_http_url",
     "check_name",
     "compile_regex",
     "field_rule",
+    "read_bounded",
     "read_secret",
 ]
+
+# Key and token files hold one line; a bigger one is a mistake (or /dev/zero).
+SECRET_FILE_LIMIT = 64 * 1024
+# Free-form values (extra_body) are sent with every probe: bounded at load.
+FREE_FORM_BYTES = 64 * 1024
+FREE_FORM_DEPTH = 16
+_FREE_FORM_NODES = 10_000
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -96,10 +107,71 @@ def read_secret(
         return SecretStr(value)
     if file_path:
         try:
-            value = Path(file_path).read_text(encoding="utf-8").strip()
+            value = read_bounded(Path(file_path), SECRET_FILE_LIMIT).decode("utf-8").strip()
         except OSError as exc:
             raise field_rule(file_field, f"cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise field_rule(file_field, "not UTF-8 text") from None
+        except ValueError as exc:
+            raise field_rule(file_field, str(exc)) from None
         if not value:
             raise field_rule(file_field, "file is empty")
         return SecretStr(value)
     return None
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes. Raises OSError when it
+    cannot be read and ValueError (with the message to show) when it is not a regular
+    file or too big: `/dev/zero` or a FIFO would otherwise block or never end."""
+    # O_NONBLOCK: opening a FIFO for reading would wait for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > limit:
+            raise ValueError(f"larger than {format_size(limit)} ({info.st_size} bytes)")
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        data = file.read(limit + 1)
+    if len(data) > limit:  # it grew while we read
+        raise ValueError(f"larger than {format_size(limit)}")
+    return data
+
+
+def format_size(size: int) -> str:
+    """`4 MiB`, `64 KiB` or bytes."""
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} bytes"
+
+
+def check_free_form(value: Any) -> Any:
+    """A free-form JSON value from the config (e.g. `extra_body`): JSON data, at most
+    FREE_FORM_DEPTH levels deep and FREE_FORM_BYTES long once serialized. Checked
+    iteratively, so a deep or huge value costs no recursion and stops early."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if depth > FREE_FORM_DEPTH:
+            raise ValueError(f"nested deeper than {FREE_FORM_DEPTH} levels")
+        if nodes > _FREE_FORM_NODES:
+            raise ValueError(f"more than {_FREE_FORM_NODES} values")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    try:
+        size = len(json.dumps(value, allow_nan=False).encode())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"must be JSON data: {exc}") from None
+    if size > FREE_FORM_BYTES:
+        raise ValueError(f"larger than {format_size(FREE_FORM_BYTES)} as JSON ({size} bytes)")
+    return value

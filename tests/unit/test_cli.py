@@ -98,10 +98,7 @@ def test_config_check_accepts_a_good_file(
         ),
         (
             "targets:\n  - name: a\n   url: x\n",
-            [
-                "invalid YAML: line 3 column 4: "
-                "expected <block end>, but found '<block mapping start>'"
-            ],
+            ["invalid YAML: line 3 column 4: did not find expected '-' indicator"],
         ),
         ("- just\n- a list\n", ["the top level must be a mapping"]),
         (
@@ -131,6 +128,37 @@ def test_config_check_rejects_a_bad_file(
     assert out == ""
     lines = "".join(f"  {p}\n" for p in problems)
     assert err == f"ttft-exporter: invalid configuration {path}:\n{lines}"
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("invalid-duplicate-key.yml", "targets[0].url: duplicate key (line 7)"),
+        (
+            "invalid-yaml-bomb.yml",
+            "targets[0].extra_body.g: expands to more than 1000000 YAML nodes through aliases "
+            "(line 15)",
+        ),
+        ("invalid-api-key-file-device.yml", "targets[0].api_key_file: not a regular file"),
+        ("oversize", "cannot read file: larger than 4 MiB (30000000 bytes)"),
+    ],
+    ids=["duplicate-key", "yaml-bomb", "dev-zero-key", "oversize"],
+)
+def test_config_check_rejects_hostile_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+) -> None:
+    if name == "oversize":
+        path = tmp_path / "big.yml"
+        with path.open("wb") as file:
+            file.truncate(30_000_000)  # sparse: no disk used
+    else:
+        path = REPO / "tests" / "testdata" / "config" / name
+
+    code = run(["--config.check", "--config.file", str(path)])
+
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "")
+    assert err == f"ttft-exporter: invalid configuration {path}:\n  {problem}\n"
 
 
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

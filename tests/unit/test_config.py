@@ -4,6 +4,7 @@ examples and the demo config."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ INVALID = {
     "api-key-file-missing": ["targets[0].api_key_file: cannot read: No such file or directory"],
     "buckets": ["buckets.latency: boundaries must be strictly increasing"],
     "defaults-unknown": ["defaults.bogus: unknown field"],
-    "yaml": ["invalid YAML: line 4 column 1: expected ',' or ']', but got '<stream end>'"],
+    "yaml": ["invalid YAML: line 4 column 1: did not find expected ',' or ']'"],
     "top-level": ["the top level must be a mapping"],
     "concurrency": ["concurrency: must be greater than or equal to 1"],
     "max-tokens": ["targets[0].max_tokens: must be greater than or equal to 1"],
@@ -75,6 +76,24 @@ INVALID = {
         "flux[0].url: must be an absolute http:// or https:// URL",
         "flux[0].bogus: unknown field",
     ],
+    "duplicate-key": ["targets[0].url: duplicate key (line 7)"],
+    "yaml-bomb": [
+        "targets[0].extra_body.g: expands to more than 1000000 YAML nodes through aliases (line 15)"
+    ],
+    "recursive-alias": ["targets[0].extra_body: recursive alias (line 7)"],
+    "api-key-file-device": ["targets[0].api_key_file: not a regular file"],
+    "extra-body-depth": ["targets[0].extra_body: nested deeper than 16 levels"],
+    "extra-body-not-json": [
+        "targets[0].extra_body: must be JSON data: Object of type date is not JSON serializable"
+    ],
+    "header-source": [
+        "targets[0].headers.X-Auth-Token.value: set exactly one of value, value_env or value_file"
+    ],
+    "header-env-unset": [
+        "targets[0].headers.X-Auth-Token.value_env: environment variable "
+        "TTFT_TEST_SURELY_UNSET_HEADER is not set or empty"
+    ],
+    "header-name": ["targets[0].headers.X Auth: invalid header name"],
     "many-problems": [
         "concurrency: must be greater than or equal to 1",
         "targets[0].timeout: must be below interval (15s)",
@@ -102,6 +121,119 @@ def test_missing_file() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(DATA / "nope.yml")
     assert [str(p) for p in info.value.problems] == ["cannot read file: No such file or directory"]
+
+
+def test_oversize_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.yml"
+    with path.open("wb") as file:  # sparse: 30 MB on paper, nothing on disk
+        file.truncate(30_000_000)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == [
+        "cannot read file: larger than 4 MiB (30000000 bytes)"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory"])
+def test_config_and_key_files_must_be_regular(tmp_path: Path, kind: str) -> None:
+    if kind == "dev-zero":
+        special = Path("/dev/zero")
+    elif kind == "fifo":
+        special = tmp_path / "fifo"
+        os.mkfifo(special)  # no writer: opening it without O_NONBLOCK would hang
+    else:
+        special = tmp_path
+    with pytest.raises(ConfigError) as info:
+        load_config(special)
+    assert [str(p) for p in info.value.problems] == ["cannot read file: not a regular file"]
+    target = {**_TARGET, "api_key_file": str(special)}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"targets": [target]})
+    assert [str(p) for p in info.value.problems] == ["targets[0].api_key_file: not a regular file"]
+
+
+def test_key_file_size_is_bounded(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("k" * (64 * 1024 + 1))
+    with pytest.raises(ConfigError) as info:
+        parse_config({"targets": [{**_TARGET, "api_key_file": str(key)}]})
+    assert [str(p) for p in info.value.problems] == [
+        "targets[0].api_key_file: larger than 64 KiB (65537 bytes)"
+    ]
+
+
+def test_extra_body_size_is_bounded() -> None:
+    target = {**_TARGET, "extra_body": {"pad": "x" * 70_000}}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"targets": [target]})
+    assert [str(p) for p in info.value.problems] == [
+        "targets[0].extra_body: larger than 64 KiB as JSON (70011 bytes)"
+    ]
+
+
+def test_aliases_within_budget_and_merge_keys_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "ttft.yml"
+    path.write_text(
+        "base: &base {protocol: openai-chat, model: m, prompt: hi}\n"
+        "targets:\n"
+        "  - {<<: *base, name: a, url: 'http://h/v1', extra_body: &body {stop: [x, y]}}\n"
+        "  - {<<: *base, name: b, url: 'http://h/v1', extra_body: *body}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:  # `base` is not a config field...
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == ["base: unknown field"]
+    path.write_text(path.read_text().replace("base: &base", "defaults: {}\nx-base: &base"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == ["x-base: unknown field"]
+
+
+_TARGET = {
+    "name": "a",
+    "protocol": "openai-chat",
+    "url": "http://127.0.0.1:9/v1",
+    "model": "m",
+    "prompt": "x",
+}
+
+
+def test_header_sources_and_secrecy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTFT_TEST_HEADER", "env-value-123456")
+    key = tmp_path / "token"
+    key.write_text(" file-value-123456 \n")
+    target = parse_config(
+        {
+            "targets": [
+                {
+                    **_TARGET,
+                    "headers": {
+                        "X-Plain": "plain-value-123456",
+                        "X-Env": {"value_env": "TTFT_TEST_HEADER"},
+                        "Ocp-Apim-Subscription-Key": {"value_file": str(key)},
+                        "X-Team": {"value": "ml", "secret": False},
+                    },
+                }
+            ]
+        }
+    ).targets[0]
+    assert target.request_headers() == {
+        "X-Plain": "plain-value-123456",
+        "X-Env": "env-value-123456",
+        "Ocp-Apim-Subscription-Key": "file-value-123456",
+        "X-Team": "ml",
+    }
+    assert sorted(target.secrets()) == [
+        "env-value-123456",
+        "file-value-123456",
+        "plain-value-123456",
+    ]
+    assert target.redacted()["headers"] == {
+        "X-Plain": "<secret>",
+        "X-Env": {"value_env": "TTFT_TEST_HEADER", "secret": True},
+        "Ocp-Apim-Subscription-Key": {"value_file": str(key), "secret": True},
+        "X-Team": {"value": "ml", "secret": False},
+    }
 
 
 def test_good_file_and_defaults_merge() -> None:

@@ -5,6 +5,7 @@ debug pages, the config dump, error texts or object reprs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -488,3 +489,155 @@ async def test_key_cut_by_the_excerpt_limit_is_not_partly_shown(
     assert result.detail.startswith("HTTP 401: xxxxx")
     for text in [result.detail, *log]:
         assert_hidden(text, "the failure detail")
+
+
+# A hostile server that echoes the key back in every form (issue #8 item 13 and 14)
+
+KEY = "SENTINEL-SECRET-0123456789"
+
+
+def assert_no_prefix(text: str, where: str) -> None:
+    """Neither the key nor any 8+ character prefix of it is in `text`."""
+    for length in range(8, len(KEY) + 1):
+        assert KEY[:length] not in text, f"{KEY[:length]!r} leaked into {where}:\n{text}"
+
+
+def _u_escaped(text: str) -> str:
+    return "".join(f"\\u{ord(c):04x}" if i % 2 else c for i, c in enumerate(text))
+
+
+def _percent(text: str) -> str:
+    """Every byte percent-encoded (valid in a URL; quote() would leave this key as is)."""
+    return "".join(f"%{b:02X}" for b in text.encode())
+
+
+def _sse(*events: str) -> bytes:
+    return "".join(f"data: {e}\n\n" for e in events).encode()
+
+
+ROLE = '{"choices":[{"index":0,"delta":{"role":"assistant"}}]}'
+ECHOES: dict[str, tuple[int, Callable[[str], bytes]]] = {
+    # name: (status, body from the key the server received)
+    # 4096 is the engine's bounded read: the key straddles it, before whitespace collapse.
+    "error-body-straddles-read": (401, lambda k: (" \n" * 2036 + "bad key: " + k).encode()),
+    "error-body-straddles-excerpt": (401, lambda k: ("x" * 180 + k + " y" * 3000).encode()),
+    "json-u-escaped": (
+        401,
+        lambda k: ('{"error": {"message": "Incorrect API key: ' + _u_escaped(k) + '"}}').encode(),
+    ),
+    "url-encoded": (
+        401,
+        lambda k: ("see https://example.com/login?key=" + _percent(k)).encode(),
+    ),
+    # The engine used to keep data[:80] of a malformed event: the key straddles 80.
+    "malformed-json": (200, lambda k: _sse(ROLE, '{"x": "' + "y" * 70 + k + '", ')),
+    "stream-error": (
+        200,
+        lambda k: _sse(ROLE, json.dumps({"error": {"message": "z" * 1990 + k + " " * 50}})),
+    ),
+}
+HEADER_SOURCES = ["api_key_env", "x-auth-token", "ocp-apim-value-env"]
+
+
+def _source_fields(source: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
+    if source == "api_key_env":
+        return {"api_key_env": "TTFT_TEST_ECHO_KEY"}
+    if source == "x-auth-token":
+        return {"headers": {"X-Auth-Token": KEY, "X-Team": {"value": "ml", "secret": False}}}
+    return {"headers": {"Ocp-Apim-Subscription-Key": {"value_env": "TTFT_TEST_ECHO_KEY"}}}
+
+
+async def hostile_server(aiohttp_server: AiohttpServer, echo: str) -> TestServer:
+    status, body = ECHOES[echo]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        sent = [v.removeprefix("Bearer ") for v in request.headers.values() if "SENTINEL" in v]
+        assert sent == [KEY], "the probe did not send the key"
+        content_type = "text/event-stream" if status == 200 else "text/plain"
+        return web.Response(status=status, body=body(sent[0]), content_type=content_type)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return await aiohttp_server(app)
+
+
+@pytest.mark.parametrize("source", HEADER_SOURCES)
+@pytest.mark.parametrize("echo", list(ECHOES))
+async def test_echoed_key_never_leaks_in_any_form(
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    echo: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await hostile_server(aiohttp_server, echo)
+    config = make_config(
+        {"name": "echo", "url": str(server.make_url("/v1")), **_source_fields(source, monkeypatch)}
+    )
+    state = make_state(config)
+    client = await aiohttp_client(create_app(state))
+    await wait_for(lambda: len(state.history.records()) == 1, "the first probe")
+
+    texts: dict[str, str] = {}
+    for page in ("/probe?target=echo&debug=true", "/config", "/metrics", "/"):
+        resp = await client.get(page)
+        assert resp.status == 200, page
+        texts[page] = await resp.text()
+    record = state.history.records()[-1]
+    texts["/logs"] = await (await client.get(f"/logs?id={record.id}")).text()
+    texts["detail"] = record.result.detail
+    texts["answer"] = record.result.answer_excerpt
+    exc, result, log = await run_probe(config.targets[0], deadline=2.0)
+    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
+        texts[f"exception {index}"] = text
+    for index, text in enumerate(formatted_logs(caplog)):
+        texts[f"log output {index}"] = text
+
+    expected = FailureReason.HTTP_STATUS if ECHOES[echo][0] != 200 else None
+    assert record.result.reason in (
+        {expected} if expected else {FailureReason.PROTOCOL, FailureReason.STREAM_ERROR}
+    )
+    # The key was either replaced, or beyond a cut made after redaction.
+    assert "<secret>" in record.result.detail or record.result.detail.endswith("…")
+    for where, text in texts.items():
+        assert_no_prefix(text, where)
+
+
+@pytest.mark.parametrize("source", ["x-auth-token", "ocp-apim-value-env"])
+async def test_every_header_value_is_masked_unless_public(
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    server = await hostile_server(aiohttp_server, "json-u-escaped")
+    fields = _source_fields(source, monkeypatch)
+    config = make_config(
+        {"name": "echo", "url": str(server.make_url("/v1")), **fields},
+        defaults={"headers": {"X-Org": "org-SENTINEL-defaults"}},
+    )
+    client = await aiohttp_client(create_app(make_state(config)))
+
+    shown = yaml.safe_load(await (await client.get("/config")).text())
+    debug = await (await client.get("/probe?target=echo&debug=true")).text()
+
+    assert shown["defaults"]["headers"] == {"X-Org": "<secret>"}
+    headers = shown["targets"][0]["headers"]
+    if source == "x-auth-token":
+        assert headers == {
+            "X-Auth-Token": "<secret>",
+            "X-Team": {"value": "ml", "secret": False},
+            "X-Org": "<secret>",
+        }
+        assert "X-Team:\n    value: ml\n" in debug
+    else:
+        assert headers == {
+            "Ocp-Apim-Subscription-Key": {"value_env": "TTFT_TEST_ECHO_KEY", "secret": True},
+            "X-Org": "<secret>",
+        }
+    for text in (yaml.safe_dump(shown), debug):
+        assert_no_prefix(text, "/config or /probe?debug")
+        assert "org-SENTINEL-defaults" not in text

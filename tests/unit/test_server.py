@@ -342,7 +342,7 @@ async def test_reload_requested_like_sighup_runs_as_a_lifecycle_job(
     [
         (
             "targets: [\n",
-            ["invalid YAML: line 2 column 1: expected the node content, but found '<stream end>'"],
+            ["invalid YAML: line 2 column 1: did not find expected node content"],
         ),
         (
             yaml.safe_dump(
@@ -678,3 +678,67 @@ async def test_unknown_path_is_404(make_llm_sim: SimFactory, aiohttp_client: Aio
     client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
     resp = await client.get("/debug")
     assert resp.status == 404
+
+
+def _hostile_config(path: Path, kind: str) -> str:
+    """Write a config a reload must refuse; returns the expected problem."""
+    if kind == "yaml-bomb":
+        bomb = Path(__file__).parent.parent / "testdata" / "config" / "invalid-yaml-bomb.yml"
+        path.write_bytes(bomb.read_bytes())
+        return (
+            "targets[0].extra_body.g: expands to more than 1000000 YAML nodes through "
+            "aliases (line 15)"
+        )
+    if kind == "30mb-file":
+        path.unlink()
+        with path.open("wb") as file:
+            file.truncate(30_000_000)
+        return "cannot read file: larger than 4 MiB (30000000 bytes)"
+    # Just under the 4 MiB cap: seconds of parsing, which must not happen on the loop.
+    filler = ", ".join(str(100_000 + i) for i in range(440_000))
+    path.write_text(f"x-filler: [{filler}]\n", encoding="utf-8")
+    assert path.stat().st_size < 4 * 1024 * 1024
+    return "x-filler: unknown field"
+
+
+@pytest.mark.parametrize("kind", ["yaml-bomb", "30mb-file", "big-valid-yaml"])
+async def test_hostile_reload_keeps_the_old_config_probing_and_health_answering(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path, kind: str
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    path = tmp_path / "ttft.yml"
+    write_config(path, [chat_target(sim, model="m", interval="200ms", timeout="150ms")])
+    client, state = await start_from_file(aiohttp_client, path)
+    await wait_probed(state, "a")
+    running = state.holder.config
+    latencies: list[float] = []
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def watch_health() -> None:
+        while not stop.is_set():
+            start = time.monotonic()
+            resp = await client.get("/-/healthy")
+            statuses.append(resp.status)
+            latencies.append(time.monotonic() - start)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch_health())
+    problem = _hostile_config(path, kind)
+    before = successes(state, "a")
+    start = time.monotonic()
+    resp = await client.post("/-/reload")
+    reload_seconds = time.monotonic() - start
+    text = await resp.text()
+    await wait_probed(state, "a", before + 2)  # the old config's loop still probes
+    stop.set()
+    await watcher
+
+    assert resp.status == 500
+    assert text == f"failed to reload config: invalid configuration {path}:\n  {problem}\n"
+    assert state.holder.config is running
+    assert statuses and set(statuses) == {200}
+    # Bounds that hold on a loaded 2-core machine. Before the fix the loop froze for
+    # the whole parse (10 s for 2.7 MB) or died (the bomb): health waited as long as
+    # the reload. Now it waits at most a GIL switch or a few, not the parse.
+    assert max(latencies) < max(1.0, reload_seconds / 2), (max(latencies), reload_seconds)

@@ -15,7 +15,6 @@ from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.flux.metrics import FluxInstanceMetrics
 from ttft_exporter.flux.monitor import FluxMonitor
 from ttft_exporter.logs import fields
-from ttft_exporter.probes.http_stream import redact
 
 __all__ = ["CanaryFailureError", "FluxCanary", "FluxQuery", "classify_status"]
 
@@ -111,7 +110,7 @@ class FluxCanary:
                 extra=fields(
                     flux=self.config.name,
                     reason=exc.reason,
-                    err=redact(exc.detail, self.config.secrets())[:300],
+                    err=self.config.redactor.cut(exc.detail, 300),
                 ),
             )
             return None
@@ -163,6 +162,8 @@ class FluxCanary:
             async with self._session.post(
                 f"{self.config.url}/api/events", data=orjson.dumps(body), headers=headers
             ) as response:
+                # A bounded read may end inside an echoed token: the redactor also
+                # removes any 8+ character prefix of one.
                 text = (await response.content.read(512)).decode("utf-8", "replace")
                 acked_ns = self._clock.monotonic_ns()
                 reason = classify_status(response.status)
@@ -173,12 +174,13 @@ class FluxCanary:
                         else None
                     )
                     # Redacted before it is cut, so no part of an echoed token survives.
-                    detail = redact(f"HTTP {response.status}: {text}", self.config.secrets())
-                    raise CanaryFailureError(reason, detail[:300], retry)
+                    detail = self.config.redactor.cut(f"HTTP {response.status}: {text}", 300)
+                    raise CanaryFailureError(reason, detail, retry)
         except (aiohttp.ClientConnectionError, OSError) as exc:
+            text = self.config.redactor.cut(str(exc), 200)
             if isinstance(exc, aiohttp.ServerTimeoutError):
-                raise CanaryFailureError("timeout", str(exc)[:200]) from None
-            raise CanaryFailureError("connect", str(exc)[:200] or type(exc).__name__) from None
+                raise CanaryFailureError("timeout", text) from None
+            raise CanaryFailureError("connect", text or type(exc).__name__) from None
         self.m.canary_publish.observe((acked_ns - start_ns) * _NS)
 
 
@@ -222,7 +224,8 @@ class FluxQuery:
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             self.m.query_failures.inc()
             log.warning(
-                "flux read check failed", extra=fields(flux=self.config.name, err=str(exc)[:200])
+                "flux read check failed",
+                extra=fields(flux=self.config.name, err=self.config.redactor.cut(str(exc), 200)),
             )
             return None
         seconds = (self._clock.monotonic_ns() - start) * _NS

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from ttft_exporter.durations import Duration, format_duration
+from ttft_exporter.redact import Redactor
 from ttft_exporter.validation import (
     StrictModel,
     check_http_url,
@@ -133,6 +134,8 @@ class FluxInstanceConfig(StrictModel):
     canary: FluxCanaryConfig | None = Field(None, description="Optional active check.")
     query: FluxQueryConfig | None = Field(None, description="Optional timed read check.")
 
+    _redactor: Redactor = PrivateAttr(default_factory=Redactor)
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
@@ -158,7 +161,14 @@ class FluxInstanceConfig(StrictModel):
             raise field_rule("stale_after", "must be above 0")
         if self.ping_interval <= 0:
             raise field_rule("ping_interval", "must be above 0")
+        # Built here, in the loader's thread: the loop only uses it.
+        self._redactor = Redactor(self.secrets())
         return self
+
+    @property
+    def redactor(self) -> Redactor:
+        """Replaces this instance's secrets (the canary token) in free text."""
+        return self._redactor
 
     @property
     def canary_entity(self) -> str | None:

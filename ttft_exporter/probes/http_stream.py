@@ -5,6 +5,7 @@ whatever goes wrong into a bounded failure reason. It knows no metric names."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets as _secrets
 import ssl
@@ -27,6 +28,7 @@ from ttft_exporter.probes.base import (
     StreamTimeline,
 )
 from ttft_exporter.probes.sse import SSEParser
+from ttft_exporter.redact import Redactor
 
 __all__ = [
     "PhaseRecorder",
@@ -34,11 +36,14 @@ __all__ = [
     "build_ssl_context",
     "create_session",
     "make_nonce",
-    "redact",
     "shared_ssl_context",
 ]
 
 _NS = 1e-9
+_DETAIL_LIMIT = 300  # characters of a failure detail
+_EXCERPT_LIMIT = 200  # characters of response text inside a detail
+_EXCERPT_WINDOW = 4096  # characters of response text looked at for the excerpt
+_LOG_LINE_LIMIT = 1000
 _CURRENT_PHASES: ContextVar[PhaseRecorder | None] = ContextVar("ttft_phases", default=None)
 
 
@@ -207,14 +212,6 @@ def make_nonce() -> str:
     return f"[probe {_secrets.token_hex(6)}]"
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    """`text` with every secret value replaced, for anything that leaves the probe."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<secret>")
-    return text
-
-
 class StreamProbe:
     """One streaming request and its measurements. `run()` returns the successful
     result or raises; `failure(exc)` turns whatever was raised (including the
@@ -231,7 +228,7 @@ class StreamProbe:
         expect: Any = None,
         terminated: bool = True,
         server_name: str | None = None,
-        secrets: list[str] | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self._session = session
         self._clock = clock
@@ -240,7 +237,7 @@ class StreamProbe:
         self._expect = expect
         self._terminated = terminated
         self._server_name = server_name
-        self._secrets = secrets or []
+        self._redactor = redactor or Redactor()
         self._recorder = PhaseRecorder(clock)
         self._timeline: StreamTimeline | None = None
         self._status: int | None = None
@@ -250,7 +247,7 @@ class StreamProbe:
         self.log: list[str] = []
 
     def _debug(self, message: str) -> None:
-        self.log.append(redact(message, self._secrets))
+        self.log.append(self._redactor.cut(message, _LOG_LINE_LIMIT))
 
     async def run(self) -> ProbeResult:
         """Send the request, read the stream to its end, return the measurements."""
@@ -275,16 +272,16 @@ class StreamProbe:
                 self._status = response.status
                 self._debug(f"response headers: HTTP {response.status} {response.content_type}")
                 if response.status // 100 != 2:
-                    # Redact before cutting, so no part of an echoed key survives.
-                    excerpt = (await response.content.read(4096)).decode("utf-8", "replace")
+                    # A bounded read; whitespace is collapsed only after redaction,
+                    # which also takes any 8+ character prefix of a key cut by the read.
+                    body = (await response.content.read(4096)).decode("utf-8", "replace")
                     raise ProbeFailure(
-                        FailureReason.HTTP_STATUS,
-                        f"HTTP {response.status}: {' '.join(excerpt.split())}",
+                        FailureReason.HTTP_STATUS, f"HTTP {response.status}", excerpt=body
                     )
                 await self._read_stream(response, timeline)
         except ProbeFailure as exc:
             # Whatever leaves the probe is redacted and bounded, the exception included.
-            raise ProbeFailure(exc.reason, _bounded(redact(exc.detail, self._secrets))) from None
+            raise ProbeFailure(exc.reason, self._detail(exc)) from None
         finally:
             _CURRENT_PHASES.reset(token)
         end_ns = clock.monotonic_ns()
@@ -295,8 +292,11 @@ class StreamProbe:
             started_at=self._started_at,
             end_ns=end_ns,
         )
+        result = dataclasses.replace(
+            result, answer_excerpt=self._redactor.cut(timeline.answer, _EXCERPT_LIMIT)
+        )
         if self._expect is not None and not self._expect.search(timeline.answer):
-            excerpt = redact(timeline.answer, self._secrets)[:80]
+            excerpt = self._redactor.cut(timeline.answer, 80)
             raise ProbeFailure(
                 FailureReason.CONTENT_MISMATCH,
                 f"answer does not match {self._expect.pattern!r}: {excerpt!r}",
@@ -331,10 +331,22 @@ class StreamProbe:
                 f"(Content-Type {response.content_type})",
             )
 
+    def _detail(self, exc: ProbeFailure) -> str:
+        """The failure detail with the response excerpt, if any: each redacted before
+        it is cut, and whitespace collapsed only after redaction."""
+        detail = exc.detail
+        if exc.excerpt is not None:
+            redactor = self._redactor
+            # A bounded window (the text may be a whole SSE event), redacted whole,
+            # then whitespace collapsed, then cut.
+            excerpt = redactor.redact(exc.excerpt[: _EXCERPT_WINDOW + redactor.margin])
+            detail = f"{detail}: {redactor.cut(' '.join(excerpt.split()), _EXCERPT_LIMIT)}"
+        return self._redactor.cut(detail, _DETAIL_LIMIT)
+
     def failure(self, exc: BaseException, timeout: float) -> ProbeResult:
         """The failed result for an exception raised by `run()` or by its deadline."""
         reason, detail = self._classify(exc, timeout)
-        detail = _bounded(redact(detail, self._secrets))
+        detail = self._redactor.cut(detail, _DETAIL_LIMIT)
         self._debug(f"probe failed: {reason.value}: {detail}")
         timeline = self._timeline
         return ProbeResult(
@@ -354,7 +366,7 @@ class StreamProbe:
     def _classify(self, exc: BaseException, timeout: float) -> tuple[FailureReason, str]:
         chunks = self._timeline.token_chunks if self._timeline else 0
         if isinstance(exc, ProbeFailure):
-            return exc.reason, exc.detail
+            return exc.reason, self._detail(exc)
         if isinstance(exc, TimeoutError | asyncio.TimeoutError):
             stage = (
                 "response headers"
@@ -396,12 +408,8 @@ class StreamProbe:
 
 
 def _short(exc: BaseException) -> str:
-    # Not cut here: secrets are redacted first, then _bounded() cuts.
+    # Not cut here: the redactor's cut() redacts secrets first, then cuts.
     return str(exc) or type(exc).__name__
-
-
-def _bounded(text: str, limit: int = 300) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 if TYPE_CHECKING:
@@ -431,7 +439,7 @@ def sse_prober(
             expect=target.expect,
             terminated=terminated,
             server_name=target.tls.server_name,
-            secrets=target.secrets(),
+            redactor=target.redactor,
         )
 
     return prober

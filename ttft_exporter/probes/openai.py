@@ -30,7 +30,7 @@ _loads: Callable[[str | bytes], Any] = orjson.loads
 
 def _headers(target: OpenAIChatTarget | OpenAICompletionsTarget) -> dict[str, str]:
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-    headers.update(target.headers)
+    headers.update(target.request_headers())
     if target.api_key is not None:
         headers["Authorization"] = f"Bearer {target.api_key.get_secret_value()}"
     return headers
@@ -101,12 +101,13 @@ def _parse(event: SSEEvent) -> dict[str, Any] | None:
     try:
         obj = _loads(data)
     except orjson.JSONDecodeError:
+        # The data may hold an echoed secret: the engine redacts, then cuts, the excerpt.
         raise ProbeFailure(
-            FailureReason.PROTOCOL, f"malformed JSON in stream: {data[:80]!r}"
+            FailureReason.PROTOCOL, "malformed JSON in stream", excerpt=data
         ) from None
     if not isinstance(obj, dict):
         raise ProbeFailure(
-            FailureReason.PROTOCOL, f"stream event is not a JSON object: {data[:80]!r}"
+            FailureReason.PROTOCOL, "stream event is not a JSON object", excerpt=data
         )
     error = obj.get("error")
     if error:
@@ -118,8 +119,9 @@ def _error_text(error: Any) -> str:
     if isinstance(error, dict):
         message = error.get("message") or error.get("type") or "error"
         code = error.get("code") or error.get("http_status_code")
-        return f"error in stream: {str(message)[:2000]}" + (f" (code {code})" if code else "")
-    return f"error in stream: {str(error)[:2000]}"
+        # Not cut here: the engine redacts secrets first, then bounds the detail.
+        return f"error in stream: {message}" + (f" (code {code})" if code else "")
+    return f"error in stream: {error}"
 
 
 def _usage(obj: dict[str, Any]) -> Usage | None:
