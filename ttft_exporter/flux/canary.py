@@ -179,6 +179,11 @@ class FluxCanary:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 raise CanaryFailureError("timeout", str(exc)[:200]) from None
             raise CanaryFailureError("connect", str(exc)[:200] or type(exc).__name__) from None
+        except aiohttp.ClientError as exc:
+            # What remains is an answer that is not HTTP: a bad status line or headers
+            # (ClientResponseError), a broken body (ClientPayloadError). Issue #8.
+            detail = redact(str(exc), self.config.secrets())
+            raise CanaryFailureError("protocol", detail[:200] or type(exc).__name__) from None
         self.m.canary_publish.observe((acked_ns - start_ns) * _NS)
 
 

@@ -85,7 +85,7 @@ async def make_flux_sim() -> AsyncIterator[FluxFactory]:
 def flux_config(url: str, **fields: Any) -> FluxInstanceConfig:
     fields.setdefault("name", "main")
     fields.setdefault("stale_after", "1s")
-    fields.setdefault("reconnect", {"initial": "50ms", "max": "200ms"})
+    fields.setdefault("reconnect", {"initial": "100ms", "max": "200ms"})
     return parse_config({"flux": [{"url": url, **fields}]}).flux[0]
 
 
