@@ -33,6 +33,7 @@ log = logging.getLogger("ttft_exporter.flux")
 
 _NS = 1e-9
 _YIELD_EVERY = 64
+_CLOSE_TIMEOUT = 1.0
 
 
 def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -109,6 +110,10 @@ class FluxMonitor:
                     heartbeat=cfg.ping_interval,
                     autoping=True,
                     max_msg_size=4 * 1024 * 1024,
+                    # A connection we drop (stale, dead peer) is not worth aiohttp's
+                    # default 10 s wait for the peer's close frame: a hung Flux never
+                    # sends one, and the stream stays down meanwhile.
+                    timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT),
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.debug("flux connect failed", extra=fields(flux=cfg.name, err=str(exc)[:200]))
