@@ -12,7 +12,24 @@ from typing import Any
 
 import pytest
 
-__all__ = ["free_port", "poll", "require_tool"]
+__all__ = ["ManualClock", "free_port", "poll", "require_tool"]
+
+
+class ManualClock:
+    """A Clock that moves only when told to: `advance(seconds)`."""
+
+    def __init__(self, wall: float = 1_771_065_045.0) -> None:
+        self.now_ns = 0
+        self._wall = wall
+
+    def advance(self, seconds: float) -> None:
+        self.now_ns += int(seconds * 1e9)
+
+    def monotonic_ns(self) -> int:
+        return self.now_ns
+
+    def wall(self) -> float:
+        return self._wall + self.now_ns * 1e-9
 
 
 def free_port() -> int:

@@ -32,6 +32,7 @@ from ttft_exporter.errors import FailureReason
 from ttft_exporter.probes.base import PHASES, ProbeResult
 
 __all__ = [
+    "BACKGROUND_COMPONENTS",
     "DEFAULT_BUCKETS",
     "EXPORTER_METRICS",
     "FLUX_METRICS",
@@ -234,6 +235,16 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     ),
 )
 
+# The `component` values of the supervised loops (supervise.Component mirrors them).
+BACKGROUND_COMPONENTS = (
+    "probe",
+    "flux_monitor",
+    "flux_staleness",
+    "flux_canary",
+    "flux_read_check",
+    "config_reload",
+)
+
 EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_exporter_build_info",
@@ -264,6 +275,20 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
         Kind.COUNTER,
         "Requests to /probe naming a target that is not configured.",
     ),
+    MetricSpec(
+        "ttft_exporter_background_errors_total",
+        Kind.COUNTER,
+        "Unexpected failures of a long-lived loop (each one restarted with backoff), by component.",
+        labels=("component",),
+        children=tuple((c,) for c in BACKGROUND_COMPONENTS),
+    ),
+    MetricSpec(
+        "ttft_exporter_background_down",
+        Kind.GAUGE,
+        "Long-lived loops that failed their restart budget and have not recovered, by component; while above 0, /-/ready answers 503.",
+        labels=("component",),
+        children=tuple((c,) for c in BACKGROUND_COMPONENTS),
+    ),
 )
 
 FLUX_RECONNECT_REASONS = ("connect_failed", "closed", "error", "stale", "ping_timeout")
@@ -276,6 +301,7 @@ FLUX_CANARY_REASONS = (
     "auth",
     "rate_limited",
     "not_propagated",
+    "protocol",
 )
 
 # Every Flux series carries the `flux` label (the instance name) first.
@@ -664,6 +690,9 @@ class ExporterMetrics:
         self.skipped = Counter(spec.name, spec.help, spec.labels, registry=self.registry)
         spec = specs["ttft_exporter_target_unknown_total"]
         self.target_unknown = Counter(spec.name, spec.help, registry=self.registry)
+        spec = specs["ttft_exporter_background_errors_total"]
+        self.background_errors = Counter(spec.name, spec.help, spec.labels, registry=self.registry)
+        self.background_down = gauge("ttft_exporter_background_down")
         process_collector.ProcessCollector(registry=self.registry)
         platform_collector.PlatformCollector(registry=self.registry)
         gc_collector.GCCollector(registry=self.registry)

@@ -1,6 +1,7 @@
 """One background loop per configured target: start jitter, a fixed cadence, no
 overlap with itself (a late probe skips a tick and counts it), and a config swap that
-restarts only the targets that changed. Every task is an aiojobs job owned by the app."""
+restarts only the targets that changed. Every task is an aiojobs job owned by the app,
+and every loop runs under the supervisor (restarted with backoff if it ever fails)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ttft_exporter.executor import ProbeExecutor, target_labels
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes.http_stream import create_session
+from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["ProbeScheduler", "TargetRunner"]
 
@@ -34,6 +36,7 @@ class TargetRunner:
         store: MetricStore,
         jobs: aiojobs.Scheduler,
         metrics: ExporterMetrics,
+        supervisor: Supervisor,
         start_jitter: bool = True,
     ) -> None:
         self.target = target
@@ -42,6 +45,7 @@ class TargetRunner:
         self._store = store
         self._jobs = jobs
         self._metrics = metrics
+        self._supervisor = supervisor
         self._start_jitter = start_jitter
         self._loop_job: aiojobs.Job[None] | None = None
         self._probe_job: aiojobs.Job[object] | None = None
@@ -54,7 +58,12 @@ class TargetRunner:
         self.session = create_session(
             self.target.tls, reuse_connections=self.target.reuse_connections
         )
-        self._loop_job = await self._jobs.spawn(self._loop(), name=f"probe-loop {self.target.name}")
+        self._loop_job = await self._jobs.spawn(
+            self._supervisor.run(
+                Component.PROBE, self.target.name, self._loop, redactor=lambda: self.target.redactor
+            ),
+            name=f"probe-loop {self.target.name}",
+        )
 
     async def stop(self) -> None:
         """Cancel the loop and any probe in flight, close the session."""
@@ -104,12 +113,14 @@ class ProbeScheduler:
         store: MetricStore,
         jobs: aiojobs.Scheduler,
         metrics: ExporterMetrics,
+        supervisor: Supervisor,
         start_jitter: bool = True,
     ) -> None:
         self._executor = executor
         self._store = store
         self._jobs = jobs
         self._metrics = metrics
+        self._supervisor = supervisor
         self._start_jitter = start_jitter
         self.runners: dict[str, TargetRunner] = {}
 
@@ -138,6 +149,7 @@ class ProbeScheduler:
                 store=self._store,
                 jobs=self._jobs,
                 metrics=self._metrics,
+                supervisor=self._supervisor,
                 start_jitter=self._start_jitter,
             )
             await runner.start()

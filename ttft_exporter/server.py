@@ -36,6 +36,7 @@ from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes.http_stream import build_ssl_context, create_session
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.supervise import Component, RestartPolicy, Supervisor
 
 __all__ = ["EXPORTER", "ExporterState", "check_tls", "create_app", "load_state", "reload_config"]
 
@@ -61,6 +62,8 @@ class ExporterState:
     executor: ProbeExecutor = field(init=False)
     scheduler: ProbeScheduler | None = None
     flux: FluxSupervisor | None = None
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    supervisor: Supervisor = field(init=False)
     ready: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Set by SIGHUP; a job of the app lifecycle does the reload (no orphan tasks).
@@ -71,6 +74,7 @@ class ExporterState:
     )
 
     def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.metrics, clock=self.clock, policy=self.restart_policy)
         self.history = History(self.history_limit)
         self.executor = ProbeExecutor(
             clock=self.clock,
@@ -101,16 +105,26 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         store=state.store,
         jobs=jobs,
         metrics=state.metrics,
+        supervisor=state.supervisor,
         start_jitter=state.start_jitter,
     )
     await state.scheduler.apply(state.holder.config)
     state.flux = FluxSupervisor(
-        registry=state.metrics.registry, jobs=jobs, clock=state.clock, buckets=state.store.buckets
+        registry=state.metrics.registry,
+        jobs=jobs,
+        clock=state.clock,
+        supervisor=state.supervisor,
+        buckets=state.store.buckets,
     )
     await state.flux.apply(state.holder.config.flux)
     state.metrics.reload_successful.set(1)
     state.metrics.reload_timestamp.set(state.clock.wall())
-    await jobs.spawn(_reload_when_requested(state), name="reload on request")
+    await jobs.spawn(
+        state.supervisor.run(
+            Component.CONFIG_RELOAD, "sighup", lambda: _reload_when_requested(state)
+        ),
+        name="reload on request",
+    )
     state.ready = True
     try:
         yield
@@ -257,10 +271,19 @@ async def handle_healthy(_request: web.Request) -> web.Response:
 
 
 async def handle_ready(request: web.Request) -> web.Response:
-    """Readiness: the config is loaded and the loops run."""
-    if request.app[EXPORTER].ready:
-        return web.Response(text="Ready\n")
-    return web.Response(status=503, text="Not ready\n")
+    """Readiness: the config is loaded and no loop has failed its restart budget."""
+    state = request.app[EXPORTER]
+    if not state.ready:
+        return web.Response(status=503, text="Not ready\n")
+    down = state.supervisor.down()
+    if down:
+        # Configured names only (targets, Flux instances): nothing secret.
+        lines = "".join(
+            f"{d.component} {d.name}: down after {d.failures} failures in a row\n"
+            for d in sorted(down, key=lambda d: (d.component, d.name))
+        )
+        return web.Response(status=503, text="Not ready\n" + lines)
+    return web.Response(text="Ready\n")
 
 
 async def handle_reload(request: web.Request) -> web.Response:

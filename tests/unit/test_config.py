@@ -65,6 +65,13 @@ INVALID = {
     "flux-namespace": [
         "flux[0].canary.namespace: must be 3-32 characters of a-z, 0-9, '-' or '_' (Flux's namespace rule)"
     ],
+    "flux-periods": [
+        "flux[0].stale_after: must be at least 100ms",
+        "flux[1].reconnect.initial: must be at least 100ms",
+        "flux[2].ping_interval: must be at least 100ms",
+        "flux[3].canary.interval: must be at least 100ms",
+        "flux[3].query.interval: must be at least 100ms",
+    ],
     "flux-reconnect": [
         "flux[0].groups: prefixes must be unique",
         "flux[0].reconnect.max: must be at least initial (2s)",
@@ -367,3 +374,12 @@ def test_parse_duration_rejects(bad: object) -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_flux_stale_after_default_is_above_flux_metrics_interval() -> None:
+    """Flux sends metrics_update every 2 s (flux-api.md §2.2): a default stale_after
+    at or below that would call a healthy stream stale between two messages."""
+    from ttft_exporter.flux.config import FluxInstanceConfig
+
+    default = FluxInstanceConfig.model_fields["stale_after"].default
+    assert default > 2 * 2.0

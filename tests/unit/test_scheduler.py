@@ -27,6 +27,7 @@ from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import get_prober
 from ttft_exporter.scheduler import ProbeScheduler, TargetRunner
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.supervise import Supervisor
 
 INTERVAL = 0.3
 TIMEOUT = 0.25
@@ -59,6 +60,7 @@ class Rig:
             store=self.store,
             jobs=self.jobs,
             metrics=self.metrics,
+            supervisor=Supervisor(self.metrics),
             start_jitter=False,
         )
 

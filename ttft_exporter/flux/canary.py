@@ -181,6 +181,11 @@ class FluxCanary:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 raise CanaryFailureError("timeout", text) from None
             raise CanaryFailureError("connect", text or type(exc).__name__) from None
+        except aiohttp.ClientError as exc:
+            # What remains is an answer that is not HTTP: a bad status line or headers
+            # (ClientResponseError), a broken body (ClientPayloadError). Issue #8.
+            detail = self.config.redactor.cut(str(exc), 200)
+            raise CanaryFailureError("protocol", detail or type(exc).__name__) from None
         self.m.canary_publish.observe((acked_ns - start_ns) * _NS)
 
 

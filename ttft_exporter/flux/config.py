@@ -25,12 +25,21 @@ from ttft_exporter.validation import (
     read_secret,
 )
 
-__all__ = ["FluxCanaryConfig", "FluxInstanceConfig", "FluxQueryConfig", "FluxReconnectConfig"]
+__all__ = [
+    "MIN_PERIOD",
+    "FluxCanaryConfig",
+    "FluxInstanceConfig",
+    "FluxQueryConfig",
+    "FluxReconnectConfig",
+]
 
 # Flux's own namespace rule (src/entity/mod.rs): 3-32 characters of [a-z0-9-_].
 _NAMESPACE = re.compile(r"^[a-z0-9_-]{3,32}$")
 # Flux's stream rule (src/event/validation.rs).
 _STREAM = re.compile(r"^[a-z0-9]+(\.[a-z0-9]+)*$")
+# Below this, reconnects and staleness checks turn into a busy loop against a Flux
+# that is down, for no faster detection than the network can give anyway.
+MIN_PERIOD = 0.1
 
 
 class FluxReconnectConfig(StrictModel):
@@ -41,8 +50,8 @@ class FluxReconnectConfig(StrictModel):
 
     @model_validator(mode="after")
     def _order(self) -> Self:
-        if self.initial <= 0:
-            raise field_rule("initial", "must be above 0")
+        if self.initial < MIN_PERIOD:
+            raise field_rule("initial", f"must be at least {format_duration(MIN_PERIOD)}")
         if self.max < self.initial:
             raise field_rule("max", f"must be at least initial ({format_duration(self.initial)})")
         return self
@@ -90,6 +99,8 @@ class FluxCanaryConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> Self:
+        if self.interval < MIN_PERIOD:
+            raise field_rule("interval", f"must be at least {format_duration(MIN_PERIOD)}")
         if self.timeout <= 0:
             raise field_rule("timeout", "must be above 0")
         if self.timeout >= self.interval:
@@ -111,6 +122,12 @@ class FluxQueryConfig(StrictModel):
     interval: Duration = Field(30.0, description="Time between reads.")
     prefix: str = Field("", description="Entity id prefix to list (empty: all entities).")
 
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.interval < MIN_PERIOD:
+            raise field_rule("interval", f"must be at least {format_duration(MIN_PERIOD)}")
+        return self
+
 
 class FluxInstanceConfig(StrictModel):
     """One Flux instance to watch; `name` is the `flux` label."""
@@ -118,7 +135,9 @@ class FluxInstanceConfig(StrictModel):
     name: str = Field(description="Unique name; the `flux` label.")
     url: str = Field(description="Base URL, e.g. http://flux:3000 (the WebSocket is {url}/api/ws).")
     stale_after: Duration = Field(
-        6.0, description="No message for this long means stale (Flux sends metrics every 2 s)."
+        6.0,
+        description="No message for this long means stale (Flux sends metrics every 2 s); "
+        "a connection silent this long since it opened is dropped.",
     )
     subscribe: list[str] = Field(
         default_factory=list, description="Entity ids to subscribe to; empty: every entity."
@@ -157,10 +176,10 @@ class FluxInstanceConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.stale_after <= 0:
-            raise field_rule("stale_after", "must be above 0")
-        if self.ping_interval <= 0:
-            raise field_rule("ping_interval", "must be above 0")
+        if self.stale_after < MIN_PERIOD:
+            raise field_rule("stale_after", f"must be at least {format_duration(MIN_PERIOD)}")
+        if self.ping_interval < MIN_PERIOD:
+            raise field_rule("ping_interval", f"must be at least {format_duration(MIN_PERIOD)}")
         # Built here, in the loader's thread: the loop only uses it.
         self._redactor = Redactor(self.secrets())
         return self

@@ -1,8 +1,12 @@
 """Pure decoding of Flux WebSocket frames (flux-api.md §2.2): text in, typed records
-out. Unknown types and malformed frames are reported, never raised past the caller."""
+out. Every input decodes to a value, never to an exception: a frame that is not a JSON
+object of a known shape, or that carries a value no Flux sends (a negative or non-integer
+counter, an absurd or over-long timestamp, a wrong type), is a `Malformed` record."""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +15,7 @@ import orjson
 
 __all__ = [
     "EntityDeleted",
-    "MalformedFrameError",
+    "Malformed",
     "MetricsUpdate",
     "StateUpdate",
     "UnknownMessage",
@@ -19,9 +23,29 @@ __all__ = [
     "parse_timestamp",
 ]
 
+# Flux's counters are u64, our counters float64: above 2^53 increments stop being
+# exact, and no real instance gets there (285 years at a million events per second).
+MAX_COUNT = 2**53
+# chrono writes at most 35 characters ("2026-02-14T10:30:45.123456789+00:00"); anything
+# much longer is not a Flux timestamp, and bounding it bounds the parse.
+_MAX_TIMESTAMP_CHARS = 40
+# Timestamps outside 2000..2100 are absurd for a live server; observing them would put
+# decades into the lag histogram's sum for good.
+_MIN_TIMESTAMP = 946_684_800.0
+_MAX_TIMESTAMP = 4_102_444_800.0
+# The UTC forms Flux writes, with at most 9 fractional digits (nanoseconds). ASCII
+# only: str.isdigit() and \d would accept other scripts' digits.
+_UTC = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(?:Z|\+00:00)", re.ASCII)
+# Any other numeric offset: valid RFC 3339, though not what Flux writes.
+_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?[+-]\d{2}:\d{2}", re.ASCII)
+_CACHE_LIMIT = 64
 
-class MalformedFrameError(ValueError):
-    """A frame that is not a JSON object of a known shape."""
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A frame this client cannot use; `why` is a fixed text for debug logs."""
+
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +63,12 @@ class MetricsUpdate:
 
 @dataclass(frozen=True, slots=True)
 class StateUpdate:
-    """One changed property of one entity."""
+    """One changed property of one entity; `sent` is Flux's apply time (Unix seconds)."""
 
     entity_id: str
     property: str
     value: Any
-    timestamp: str
+    sent: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,75 +85,124 @@ class UnknownMessage:
     type: str
 
 
-def _int(obj: Any, key: str) -> int | None:
-    value = obj.get(key) if isinstance(obj, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+Message = MetricsUpdate | StateUpdate | EntityDeleted | UnknownMessage | Malformed
 
 
-def _metrics(obj: dict[str, Any]) -> MetricsUpdate:
+class _InvalidValueError(Exception):
+    """A value is present but not one Flux sends; internal to this module."""
+
+
+def _count(obj: dict[str, Any], group: str, key: str) -> int | None:
+    """`obj[group][key]` as a count: None if absent, _InvalidValueError if not a count."""
+    nested = obj.get(group)
+    if nested is None:
+        return None
+    if not isinstance(nested, dict):
+        raise _InvalidValueError
+    value = nested.get(key)
+    if value is None:
+        return None
+    # bool is an int in Python; a float (even 5.0) is not what Flux's u64 serializes to.
+    if type(value) is not int or not 0 <= value <= MAX_COUNT:
+        raise _InvalidValueError
+    return value
+
+
+def _rate(obj: dict[str, Any]) -> float | None:
     events = obj.get("events")
-    rate = events.get("rate_per_second") if isinstance(events, dict) else None
-    rate_value = (
-        float(rate) if isinstance(rate, int | float) and not isinstance(rate, bool) else None
-    )
-    update = MetricsUpdate(
-        entities=_int(obj.get("entities"), "total"),
-        events_total=_int(events, "total"),
-        rate_per_second=rate_value,
-        websocket_connections=_int(obj.get("websocket"), "connections"),
-        publishers_active=_int(obj.get("publishers"), "active"),
-        complete=True,
-    )
-    if None in (
-        update.entities,
-        update.events_total,
-        update.rate_per_second,
-        update.websocket_connections,
-        update.publishers_active,
-    ):
-        return MetricsUpdate(
-            update.entities,
-            update.events_total,
-            update.rate_per_second,
-            update.websocket_connections,
-            update.publishers_active,
-            False,
+    value = events.get("rate_per_second") if isinstance(events, dict) else None
+    if value is None:
+        return None
+    if type(value) not in (int, float):
+        raise _InvalidValueError
+    rate = float(value)
+    if not math.isfinite(rate) or not 0.0 <= rate <= MAX_COUNT:
+        raise _InvalidValueError
+    return rate
+
+
+def _metrics(obj: dict[str, Any]) -> MetricsUpdate | Malformed:
+    try:
+        fields = (
+            _count(obj, "entities", "total"),
+            _count(obj, "events", "total"),
+            _rate(obj),
+            _count(obj, "websocket", "connections"),
+            _count(obj, "publishers", "active"),
         )
-    return update
+    except _InvalidValueError:
+        # One lying field makes the whole frame suspect: applying the others (or the
+        # events.total baseline) from it would spread the damage.
+        return Malformed("metrics_update with a value that is not a count")
+    entities, total, rate, connections, publishers = fields
+    return MetricsUpdate(
+        entities, total, rate, connections, publishers, complete=None not in fields
+    )
 
 
-def decode_frame(
-    frame: str | bytes,
-) -> MetricsUpdate | StateUpdate | EntityDeleted | UnknownMessage:
-    """Decode one text frame. Raises MalformedFrameError."""
+def decode_frame(frame: str | bytes) -> Message:
+    """Decode one text frame; never raises."""
     try:
         obj = orjson.loads(frame)
     except orjson.JSONDecodeError:
-        raise MalformedFrameError("not JSON") from None
+        return Malformed("not JSON")
     if not isinstance(obj, dict):
-        raise MalformedFrameError("not a JSON object")
+        return Malformed("not a JSON object")
     kind = obj.get("type")
     if kind == "state_update":
         entity, prop, ts = obj.get("entity_id"), obj.get("property"), obj.get("timestamp")
         if not isinstance(entity, str) or not isinstance(prop, str) or not isinstance(ts, str):
-            raise MalformedFrameError("state_update without entity_id, property or timestamp")
-        return StateUpdate(entity, prop, obj.get("value"), ts)
+            return Malformed("state_update without entity_id, property or timestamp")
+        sent = parse_timestamp(ts)
+        if sent is None:
+            return Malformed("state_update with an invalid timestamp")
+        return StateUpdate(entity, prop, obj.get("value"), sent)
     if kind == "metrics_update":
         return _metrics(obj)
     if kind == "entity_deleted":
         entity = obj.get("entity_id")
         if not isinstance(entity, str):
-            raise MalformedFrameError("entity_deleted without entity_id")
+            return Malformed("entity_deleted without entity_id")
         return EntityDeleted(entity)
     if isinstance(kind, str):
         return UnknownMessage(kind)
-    raise MalformedFrameError("no type")
+    return Malformed("no type")
+
+
+_SECOND_CACHE: dict[str, float] = {}
 
 
 def parse_timestamp(text: str) -> float | None:
-    """Unix seconds of Flux's RFC 3339 timestamps (`…Z` or `+00:00`, up to 9
-    fractional digits); None if unparsable."""
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
+    """Unix seconds of a Flux RFC 3339 timestamp (`…Z` or `+00:00`, up to 9 fractional
+    digits), or None if it is over-long, unparsable, without an offset, or outside
+    2000..2100. At high rates thousands of updates share one second, so the parse of
+    the whole-second part is cached."""
+    if len(text) > _MAX_TIMESTAMP_CHARS:
         return None
+    match = _UTC.fullmatch(text)
+    if match is None:
+        return _parse_other(text)
+    head, digits = match.group(1), match.group(2)
+    base = _SECOND_CACHE.get(head)
+    if base is None:
+        try:
+            base = datetime.fromisoformat(head + "+00:00").timestamp()
+        except ValueError:
+            return None
+        if len(_SECOND_CACHE) >= _CACHE_LIMIT:
+            _SECOND_CACHE.clear()
+        _SECOND_CACHE[head] = base
+    value = base + (int(digits) / 10 ** len(digits) if digits else 0.0)
+    return value if _MIN_TIMESTAMP <= value <= _MAX_TIMESTAMP else None
+
+
+def _parse_other(text: str) -> float | None:
+    """Other RFC 3339 offsets (not what Flux writes, but not wrong); bounded input.
+    A time without an offset is a local time of an unknown zone: rejected."""
+    if _OFFSET.fullmatch(text) is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError):
+        return None
+    return value if _MIN_TIMESTAMP <= value <= _MAX_TIMESTAMP else None

@@ -19,11 +19,10 @@ from ttft_exporter.clock import Clock
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.flux.decoder import (
     EntityDeleted,
-    MalformedFrameError,
+    Malformed,
     MetricsUpdate,
     StateUpdate,
     decode_frame,
-    parse_timestamp,
 )
 from ttft_exporter.flux.metrics import FluxInstanceMetrics
 from ttft_exporter.logs import fields
@@ -34,6 +33,7 @@ log = logging.getLogger("ttft_exporter.flux")
 
 _NS = 1e-9
 _YIELD_EVERY = 64
+_CLOSE_TIMEOUT = 1.0
 
 
 def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -63,6 +63,10 @@ class FluxMonitor:
         self._last_total: int | None = None
         self._last_message_ns: int | None = None
         self._started_ns = clock.monotonic_ns()
+        # When the current connection opened: its silence is measured from here, not
+        # from the last message of an older connection (issue #8).
+        self._connected_ns = self._started_ns
+        self._frame_error_logged = False
         self.connected = False
         self.stale = False
         self._groups = sorted(
@@ -106,10 +110,15 @@ class FluxMonitor:
                     heartbeat=cfg.ping_interval,
                     autoping=True,
                     max_msg_size=4 * 1024 * 1024,
+                    # A connection we drop (stale, dead peer) is not worth aiohttp's
+                    # default 10 s wait for the peer's close frame: a hung Flux never
+                    # sends one, and the stream stays down meanwhile.
+                    timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT),
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.debug("flux connect failed", extra=fields(flux=cfg.name, err=str(exc)[:200]))
             return "connect_failed"
+        self._connected_ns = self._clock.monotonic_ns()
         self._ws = ws
         self._set_connected(True)
         closed_by_server = False
@@ -120,7 +129,7 @@ class FluxMonitor:
             while True:
                 msg = await ws.receive()
                 if msg.type is aiohttp.WSMsgType.TEXT:
-                    self.on_frame(msg.data)
+                    self._on_frame_guarded(msg.data)
                     handled += 1
                     if handled % _YIELD_EVERY == 0:
                         # receive() does not suspend while frames are queued: let the
@@ -163,16 +172,27 @@ class FluxMonitor:
 
     async def watch_staleness(self) -> None:
         """Mark the stream stale after `stale_after` without a message, and drop a
-        silent connection so that the next one can bring the stream back."""
+        connection that stayed silent that long so that the next one can bring the
+        stream back."""
         cfg = self.config
         step = min(1.0, cfg.stale_after / 4)
         while True:
             await asyncio.sleep(step)
             self.check_staleness()
             ws = self._ws
-            if self.stale and ws is not None and not ws.closed:
+            if ws is not None and not ws.closed and self.connection_silent():
                 self._end_reason = "stale"
                 await ws.close()
+
+    def connection_silent(self) -> bool:
+        """Whether the open connection has said nothing for `stale_after` since it
+        opened or since its last message. A new connection gets a full window even
+        after a long outage: closing it before Flux's next metrics_update (up to 2 s
+        away) would only grow the backoff and keep the stream down."""
+        since = self._connected_ns
+        if self._last_message_ns is not None and self._last_message_ns > since:
+            since = self._last_message_ns
+        return (self._clock.monotonic_ns() - since) * _NS > self.config.stale_after
 
     def check_staleness(self) -> bool:
         """Update the stale gauges; returns whether the stream is stale."""
@@ -198,15 +218,29 @@ class FluxMonitor:
             self._update_up()
         return now
 
+    def _on_frame_guarded(self, frame: str | bytes) -> None:
+        # Decoding never raises; this guards the recording code, so that a bug there
+        # costs one frame, never the subscription (issue #8).
+        try:
+            self.on_frame(frame)
+        except Exception:
+            self.m.malformed.inc()
+            if not self._frame_error_logged:
+                self._frame_error_logged = True
+                log.exception(
+                    "flux frame could not be recorded; counted as malformed",
+                    extra=fields(flux=self.config.name),
+                )
+
     def on_frame(self, frame: str | bytes) -> None:
         """Record one text frame."""
         now_ns = self._received()
         wall = self._clock.wall()
         self.m.last_message.set(wall)
-        try:
-            message = decode_frame(frame)
-        except MalformedFrameError:
+        message = decode_frame(frame)
+        if isinstance(message, Malformed):
             self.m.malformed.inc()
+            log.debug("malformed flux frame", extra=fields(flux=self.config.name, why=message.why))
             return
         if isinstance(message, StateUpdate):
             self.m.messages["state_update"].inc()
@@ -228,9 +262,7 @@ class FluxMonitor:
                 break
         else:
             self._other.inc()
-        sent = _parse_ts(update.timestamp)
-        if sent is not None:
-            self.m.lag.observe(max(0.0, wall - sent))
+        self.m.lag.observe(max(0.0, wall - update.sent))
         if entity == self._canary_entity and update.property == "seq":
             value = update.value
             waiter = self.canary_waiters.get(value) if isinstance(value, int) else None
@@ -260,31 +292,3 @@ class FluxMonitor:
             self.m.ws_connections.set(update.websocket_connections)
         if update.publishers_active is not None:
             self.m.publishers.set(update.publishers_active)
-
-
-_TS_CACHE: dict[str, float] = {}
-
-
-def _parse_ts(text: str) -> float | None:
-    """Unix seconds of an RFC 3339 timestamp; the whole-second prefix is cached since
-    at high rates thousands of updates share it."""
-    head, dot, tail = text.partition(".")
-    if not dot or len(head) != 19:
-        return parse_timestamp(text)
-    base = _TS_CACHE.get(head)
-    if base is None:
-        parsed = parse_timestamp(head + "+00:00")
-        if parsed is None:
-            return None
-        if len(_TS_CACHE) > 64:
-            _TS_CACHE.clear()
-        base = _TS_CACHE[head] = parsed
-    digits = ""
-    for ch in tail:
-        if not ch.isdigit():
-            break
-        digits += ch
-    rest = tail[len(digits) :]
-    if rest not in ("Z", "+00:00"):
-        return parse_timestamp(text)
-    return base + (int(digits) / (10 ** len(digits)) if digits else 0.0)

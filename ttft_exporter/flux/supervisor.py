@@ -1,10 +1,11 @@
 """Owns one monitor (and its canary and read check) per configured Flux instance;
-on a config change only the instances that changed restart."""
+on a config change only the instances that changed restart. Each of their loops runs
+under the exporter's Supervisor, so an unexpected error restarts it with backoff."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -18,6 +19,7 @@ from ttft_exporter.flux.metrics import FluxMetrics
 from ttft_exporter.flux.monitor import FluxMonitor
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import DEFAULT_BUCKETS
+from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["FluxSupervisor"]
 
@@ -42,11 +44,13 @@ class FluxSupervisor:
         registry: CollectorRegistry,
         jobs: aiojobs.Scheduler,
         clock: Clock,
+        supervisor: Supervisor,
         buckets: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         self._registry = registry
         self._jobs = jobs
         self._clock = clock
+        self._supervisor = supervisor
         self._metrics = FluxMetrics(registry, buckets or DEFAULT_BUCKETS)
         self.running: dict[str, _Running] = {}
 
@@ -82,19 +86,22 @@ class FluxSupervisor:
         )
         monitor = FluxMonitor(config, metrics, session, self._clock)
         running = _Running(config, config.fingerprint(), monitor, session)
-        running.jobs.append(await self._jobs.spawn(monitor.run(), name=f"flux {config.name}"))
-        running.jobs.append(
-            await self._jobs.spawn(monitor.watch_staleness(), name=f"flux stale {config.name}")
-        )
+        loops: list[tuple[Component, Callable[[], Awaitable[None]]]] = [
+            (Component.FLUX_MONITOR, monitor.run),
+            (Component.FLUX_STALENESS, monitor.watch_staleness),
+        ]
         if config.canary is not None:
             canary = FluxCanary(config, monitor, metrics, session, self._clock)
-            running.jobs.append(
-                await self._jobs.spawn(canary.run(), name=f"flux canary {config.name}")
-            )
+            loops.append((Component.FLUX_CANARY, canary.run))
         if config.query is not None:
             query = FluxQuery(config, metrics, session, self._clock)
+            loops.append((Component.FLUX_READ_CHECK, query.run))
+        for component, loop in loops:
+            supervised = self._supervisor.run(
+                component, config.name, loop, redactor=lambda: config.redactor
+            )
             running.jobs.append(
-                await self._jobs.spawn(query.run(), name=f"flux query {config.name}")
+                await self._jobs.spawn(supervised, name=f"{component} {config.name}")
             )
         log.info("watching flux", extra=fields(flux=config.name, url=config.url))
         return running

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ttft_exporter.clock import SystemClock
+from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import parse_config
 from ttft_exporter.flux.canary import FluxCanary, FluxQuery
 from ttft_exporter.flux.config import FluxInstanceConfig
@@ -85,7 +85,7 @@ async def make_flux_sim() -> AsyncIterator[FluxFactory]:
 def flux_config(url: str, **fields: Any) -> FluxInstanceConfig:
     fields.setdefault("name", "main")
     fields.setdefault("stale_after", "1s")
-    fields.setdefault("reconnect", {"initial": "50ms", "max": "200ms"})
+    fields.setdefault("reconnect", {"initial": "100ms", "max": "200ms"})
     return parse_config({"flux": [{"url": url, **fields}]}).flux[0]
 
 
@@ -95,12 +95,19 @@ async def watch() -> AsyncIterator[WatchFactory]:
     made: list[Watched] = []
 
     async def make(
-        config: FluxInstanceConfig, *, start: bool = True, loops: bool = True
+        config: FluxInstanceConfig,
+        *,
+        start: bool = True,
+        loops: bool = True,
+        clock: Clock | None = None,
     ) -> Watched:
+        """`clock`: an injected clock; then the staleness watchdog is not started
+        (the test drives check_staleness() and connection_silent() itself)."""
         registry = CollectorRegistry()
         metrics = FluxMetrics(registry, DEFAULT_BUCKETS).instance(config.name, config.groups)
         session = aiohttp.ClientSession()
-        clock = SystemClock()
+        watchdog = clock is None
+        clock = clock or SystemClock()
         monitor = FluxMonitor(config, metrics, session, clock)
         watched = Watched(config, registry, monitor, session)
         if config.canary is not None:
@@ -109,7 +116,8 @@ async def watch() -> AsyncIterator[WatchFactory]:
             watched.query = FluxQuery(config, metrics, session, clock)
         if start:
             watched.tasks.append(asyncio.create_task(monitor.run()))
-            watched.tasks.append(asyncio.create_task(monitor.watch_staleness()))
+            if watchdog:
+                watched.tasks.append(asyncio.create_task(monitor.watch_staleness()))
             if loops and watched.canary is not None:
                 watched.tasks.append(asyncio.create_task(watched.canary.run()))
         made.append(watched)

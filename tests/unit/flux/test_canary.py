@@ -249,3 +249,72 @@ async def test_flux_token_sentinel_never_shown(
     for text in shown:
         assert sentinel not in text
         assert "SENTINEL" not in text
+
+
+class GarbageHTTP:
+    """A raw TCP server that answers every request with `answer` and hangs up: an
+    answer no HTTP client can parse, produced for real on the socket."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+            writer.write(self.answer)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 2OO OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["status-line", "status-code", "header-name", "not-gzip", "chunk-size"],
+)
+async def test_malformed_http_answer_is_protocol_and_the_loop_goes_on(
+    watch: WatchFactory, answer: bytes
+) -> None:
+    """Issue #8 item 3: before, aiohttp's ClientResponseError escaped the canary and
+    its loop ended for good, with no metric. Now: reason=protocol, and the loop keeps
+    checking on its interval."""
+    server = GarbageHTTP(answer)
+    async with server as url:
+        config = flux_config(url, canary={"interval": "300ms", "timeout": "200ms"})
+        w = await watch(config, start=False)
+        assert w.canary is not None
+        task = asyncio.create_task(w.canary.run())
+        try:
+            await w.wait_for(
+                lambda: w.value("ttft_flux_canary_failures_total", reason="protocol") >= 3,
+                timeout=10,
+            )
+            assert not task.done()
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert server.requests >= 3
+    failures = w.value("ttft_flux_canary_checks_total", outcome="failure")
+    assert failures == w.value("ttft_flux_canary_failures_total", reason="protocol")

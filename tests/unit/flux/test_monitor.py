@@ -26,8 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
+import pytest
+from aiohttp import web
+
+from tests.helpers import ManualClock, free_port
 from tests.unit.flux.conftest import FluxFactory, WatchFactory, flux_config
+from ttft_exporter.flux.config import FluxInstanceConfig
+from ttft_exporter.metrics import FLUX_RECONNECT_REASONS as REASONS
 
 
 def event(entity: str, **props: object) -> dict[str, object]:
@@ -292,3 +300,231 @@ async def test_only_the_documented_routes_are_used(watch: WatchFactory) -> None:
     finally:
         await runner.cleanup()
     assert set(seen) == {"/api/ws", "/api/events", "/api/state/entities"}
+
+
+def metrics_frame(total: object, **extra: object) -> str:
+    frame: dict[str, object] = {
+        "type": "metrics_update",
+        "timestamp": "2026-02-14T10:30:45.123456789Z",
+        "entities": {"total": 1},
+        "events": {"total": total, "rate_per_second": 0.0},
+        "websocket": {"connections": 1},
+        "publishers": {"active": 0},
+    }
+    frame.update(extra)
+    return json.dumps(frame)
+
+
+def state_frame(timestamp: str) -> str:
+    return json.dumps(
+        {
+            "type": "state_update",
+            "entity_id": "sensor-1",
+            "property": "t",
+            "value": 1,
+            "timestamp": timestamp,
+        }
+    )
+
+
+HOSTILE_FRAMES = [
+    metrics_frame(-5),  # before issue #8: Counter.inc(-5) raised, the monitor task ended
+    metrics_frame(10**23),
+    metrics_frame("12"),
+    metrics_frame(True),
+    metrics_frame(3, events=[1, 2]),
+    state_frame("2026-02-14T10:30:45." + "1" * 5000 + "Z"),  # before: int() raised
+    state_frame("0001-01-01T00:00:00Z"),
+    state_frame("2026-02-14T10:30:45.\u0661Z"),
+]
+
+
+async def test_hostile_frames_are_counted_and_the_monitor_keeps_going(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    """Issue #8 item 1: a Flux (or something in front of it) sending values no Flux
+    sends, for real over the WebSocket: each frame is counted malformed and skipped;
+    the subscription, the event baseline and ttft_flux_up survive."""
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="metrics_update") >= 1)
+    for i in range(4):
+        await flux.sim.publish(event("sensor-1", v=i))
+    await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 4.0)
+    flux.sim.inject_frames(HOSTILE_FRAMES)
+    await w.wait_for(lambda: w.value("ttft_flux_malformed_messages_total") == len(HOSTILE_FRAMES))
+    # Flux's next real frames are recorded on the same connection, from the old baseline.
+    await flux.sim.publish(event("sensor-1", v=99))
+    await w.wait_for(lambda: w.value("ttft_flux_events_processed_total") == 5.0)
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="state_update") == 5.0)
+    assert w.value("ttft_flux_up") == 1.0
+    assert w.value("ttft_flux_restarts_total") == 0.0
+    assert sum(w.value("ttft_flux_reconnects_total", reason=r) for r in REASONS) == 0.0
+    assert w.value("ttft_flux_state_update_lag_seconds_sum") < 3600  # no year-0001 lag
+    assert not any(task.done() for task in w.tasks)
+    assert w.value("ttft_flux_malformed_messages_total") == len(HOSTILE_FRAMES)
+
+
+async def test_a_bug_in_recording_costs_one_frame_not_the_stream(
+    make_flux_sim: FluxFactory, watch: WatchFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Decoding never raises; the guard around recording is for bugs of our own. A
+    recording that raises (here: the canary waiter map holding a broken future) is
+    logged once with its traceback, counted malformed, and the next frames go on."""
+
+    class Exploding(dict[int, "asyncio.Future[int]"]):
+        def get(self, key: object, default: object = None) -> Any:
+            raise RuntimeError("bug in recording")
+
+    flux = await make_flux_sim()
+    config = flux_config(flux.url, canary={"interval": "10s", "timeout": "1s"})
+    w = await watch(config, loops=False)
+    await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0)
+    w.monitor.canary_waiters = Exploding()
+    canary = {"entity_id": "ttft/ttft-canary-main", "properties": {"seq": 1}}
+    for _ in range(2):
+        await flux.sim.publish({**event("x"), "payload": canary})
+    await w.wait_for(lambda: w.value("ttft_flux_malformed_messages_total") == 2.0)
+    await flux.sim.publish(event("sensor-1", v=1))
+    await w.wait_for(lambda: w.value("ttft_flux_state_updates_total", group="other") == 3.0)
+    assert w.value("ttft_flux_up") == 1.0
+    logged = [r for r in caplog.records if "could not be recorded" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+
+
+async def test_new_connection_gets_a_full_stale_window_after_an_outage(
+    make_flux_sim: FluxFactory, watch: WatchFactory
+) -> None:
+    """Issue #8 item 2, on an injected clock: after 40 s without a message the stream
+    is stale, but the connection made now is not closed for `stale_after` from now."""
+    clock = ManualClock()
+    flux = await make_flux_sim()
+    w = await watch(flux_config(flux.url, stale_after="6s"), clock=clock)
+    await w.wait_for(lambda: w.value("ttft_flux_messages_total", type="metrics_update") >= 1)
+    assert w.monitor.check_staleness() is False
+    flux.sim.set_silent(True)
+    await asyncio.sleep(0.2)  # let frames in flight land: the silence starts at fake t=0
+    clock.advance(40)
+    assert w.monitor.check_staleness() is True
+    assert w.monitor.connection_silent() is True  # the old connection said nothing for 40 s
+    await flux.sim.drop_connections(clean=False)  # Flux restarts; the monitor reconnects
+    await w.wait_for(lambda: w.value("ttft_flux_reconnects_total", reason="error") == 1.0)
+    await w.wait_for(lambda: w.value("ttft_flux_connected") == 1.0)
+    # Still stale (nothing arrived for 40 s) and so not up, but the new connection has
+    # its own window: before issue #8 the watchdog closed it here, at once.
+    assert w.monitor.check_staleness() is True
+    assert w.value("ttft_flux_up") == 0.0
+    assert w.monitor.connection_silent() is False
+    clock.advance(5.999)
+    assert w.monitor.connection_silent() is False
+    clock.advance(0.002)
+    assert w.monitor.connection_silent() is True
+    # Flux speaks on the new connection within its window: up again.
+    clock.advance(-0.002)
+    flux.sim.set_silent(False)
+    await flux.sim.tick()
+    await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0)
+    assert w.monitor.check_staleness() is False
+    assert w.monitor.connection_silent() is False
+
+
+class SlowStartFlux:
+    """A Flux-like WebSocket server that, like Flux, says nothing on connect: its first
+    metrics_update comes `first_after` seconds after each connect, then one every
+    `every` seconds while not muted. `stop()` closes the listener (connects refused),
+    `start()` listens on the same port again."""
+
+    def __init__(self, first_after: float, every: float) -> None:
+        self.first_after = first_after
+        self.every = every
+        self.muted = False
+        self.port = free_port()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await asyncio.sleep(self.first_after)
+        total = 0
+        while not ws.closed:
+            if not self.muted:
+                total += 1
+                await ws.send_str(metrics_frame(total))
+            await asyncio.sleep(self.every)
+        return ws
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/api/ws", self._ws)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+@pytest.fixture
+async def slow_start_flux() -> AsyncIterator[SlowStartFlux]:
+    # 0.8 s to the first message: more than the watchdog's step (stale_after / 4 =
+    # 0.5 s) so the pre-#8 watchdog always killed a new connection first; well under
+    # stale_after (2 s), so the fixed one never does, even on a loaded machine.
+    server = SlowStartFlux(first_after=0.8, every=0.5)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+STALE_AFTER = 2.0
+RECONNECT_MAX = 1.0
+# Scheduling slack on a heavily loaded 2-core machine (stress-ng --cpu 2).
+SLACK = 3.0
+
+
+def slow_start_config(url: str) -> FluxInstanceConfig:
+    return flux_config(
+        url, stale_after=f"{STALE_AFTER}s", reconnect={"initial": "100ms", "max": "1s"}
+    )
+
+
+async def test_stream_recovers_after_silence_longer_than_stale_after(
+    slow_start_flux: SlowStartFlux, watch: WatchFactory
+) -> None:
+    """Issue #8 item 2 for real: Flux silent for longer than stale_after, then speaking
+    again, is back up within stale_after + the backoff cap (+ slack). Before the fix
+    every new connection was closed before Flux's first message: never back up."""
+    w = await watch(slow_start_config(slow_start_flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0, timeout=5)
+    slow_start_flux.muted = True
+    await w.wait_for(lambda: w.value("ttft_flux_reconnects_total", reason="stale") >= 1, 10)
+    await asyncio.sleep(STALE_AFTER)  # a silent new connection or two come and go
+    assert w.value("ttft_flux_up") == 0.0
+    slow_start_flux.muted = False
+    await w.wait_for(
+        lambda: w.value("ttft_flux_up") == 1.0, timeout=STALE_AFTER + RECONNECT_MAX + SLACK
+    )
+
+
+async def test_stream_recovers_after_refused_reconnects(
+    slow_start_flux: SlowStartFlux, watch: WatchFactory
+) -> None:
+    """Issue #8 item 2: connects refused for longer than stale_after (the backoff grows
+    to its cap), then Flux listens again: up within stale_after + the cap (+ slack)."""
+    w = await watch(slow_start_config(slow_start_flux.url))
+    await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0, timeout=5)
+    await slow_start_flux.stop()
+    await w.wait_for(
+        lambda: w.value("ttft_flux_reconnects_total", reason="connect_failed") >= 3, 10
+    )
+    await asyncio.sleep(STALE_AFTER)
+    assert w.value("ttft_flux_up") == 0.0 and w.value("ttft_flux_stale") == 1.0
+    await slow_start_flux.start()
+    await w.wait_for(
+        lambda: w.value("ttft_flux_up") == 1.0, timeout=STALE_AFTER + RECONNECT_MAX + SLACK
+    )
