@@ -31,7 +31,12 @@ __all__ = [
 PROBE_ALERT_GROUP = "ttft_probe_alerts"
 EXPORTER_ALERT_GROUP = "ttft_exporter_alerts"
 PROBE_ALERTS = ("LLMProbeFailing", "LLMProbeAbsent")
-EXPORTER_ALERTS = ("TTFTExporterDown", "TTFTExporterConfigReloadFailed")
+EXPORTER_ALERTS = (
+    "TTFTExporterDown",
+    "TTFTExporterConfigReloadFailed",
+    "TTFTExporterBackgroundErrors",
+    "TTFTExporterBackgroundLoopDown",
+)
 
 
 def _failing(slos: SLOsConfig, ctx: Context) -> Rule:
@@ -133,6 +138,36 @@ def exporter_alerts(ctx: Context) -> Group:
                 description=(
                     "ttft_exporter at {{ $labels.instance }} could not load its configuration "
                     "file for 5m and keeps running the previous configuration."
+                ),
+            ),
+            alert(
+                ctx,
+                "TTFTExporterBackgroundErrors",
+                # Per replica and component: which exporter hit the bug matters.
+                f"increase(ttft_exporter_background_errors_total{{{ctx.job_matcher}}}"
+                f"[{ctx(900)}]) > 0",
+                for_=ctx(60),
+                severity="warning",
+                summary="A ttft_exporter background loop failed and was restarted",
+                description=(
+                    "A {{ $labels.component }} loop of ttft_exporter at {{ $labels.instance }} "
+                    'raised an unexpected exception {{ printf "%.0f" $value }} time(s) in the '
+                    "last 15m and was restarted with backoff: a bug; its traceback is in the "
+                    "exporter's log."
+                ),
+            ),
+            alert(
+                ctx,
+                "TTFTExporterBackgroundLoopDown",
+                f"ttft_exporter_background_down{{{ctx.job_matcher}}} > 0",
+                for_=ctx(60),
+                severity="critical",
+                summary="A ttft_exporter background loop is down for good",
+                description=(
+                    '{{ printf "%.0f" $value }} {{ $labels.component }} loop(s) of '
+                    "ttft_exporter at {{ $labels.instance }} failed 5 times in a row and are "
+                    "down (retried every minute); /-/ready answers 503 and their targets or "
+                    "Flux instances are not measured."
                 ),
             ),
         ],
