@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ttft_exporter.probes.sse import SSEEvent, SSEParser
+from ttft_exporter.errors import FailureReason, ProbeFailure
+from ttft_exporter.probes.sse import MAX_LINE_CHARS, SSEEvent, SSEParser
 
 
 def feed_all(parser: SSEParser, *chunks: bytes) -> list[SSEEvent]:
@@ -106,3 +107,63 @@ def test_incomplete_event_at_eof_is_discarded() -> None:
 
 def test_blank_lines_without_data_dispatch_nothing() -> None:
     assert feed_all(SSEParser(), b"\n\n\n\nevent: x\n\n") == []
+
+
+# --- bounds: linear work and a line/event limit (issue #8, item 6) ------------------
+
+
+def test_line_at_the_limit_passes_one_more_char_fails() -> None:
+    parser = SSEParser(max_line=16)
+    assert feed_all(parser, b"data: " + b"x" * 10, b"\n\n") == [SSEEvent("x" * 10)]
+    parser.feed(b"data: " + b"y" * 5)
+    with pytest.raises(ProbeFailure) as info:
+        parser.feed(b"yyyyyy")  # 17 characters without a line end
+    assert info.value.reason is FailureReason.PROTOCOL
+    assert "line longer than 16" in info.value.detail
+
+
+def test_long_line_inside_one_read_fails() -> None:
+    with pytest.raises(ProbeFailure, match="line longer than 16"):
+        SSEParser(max_line=16).feed(b"data: " + b"z" * 20 + b"\n\n")
+
+
+def test_event_of_many_short_lines_is_bounded_too() -> None:
+    parser = SSEParser(max_line=64)
+    with pytest.raises(ProbeFailure) as info:
+        for _ in range(100):
+            parser.feed(b"data: 0123456789\n")
+    assert info.value.reason is FailureReason.PROTOCOL and "event longer" in info.value.detail
+
+
+def test_default_limit_is_one_mebibyte() -> None:
+    assert MAX_LINE_CHARS == 1 << 20
+    parser = SSEParser()
+    parser.feed(b"data: " + b"a" * (MAX_LINE_CHARS - 6))
+    with pytest.raises(ProbeFailure):
+        parser.feed(b"a")
+
+
+def test_line_limit_counts_characters_not_bytes() -> None:
+    # `data:` and 7 two-byte characters: 19 bytes but 12 characters, under 14.
+    assert feed_all(SSEParser(max_line=14), "data:ééééééé\n\n".encode()) == [
+        SSEEvent("ééééééé")
+    ]
+
+
+def test_a_long_line_costs_its_length_not_length_times_reads() -> None:
+    # 64 MiB in 64 KiB reads, limit raised so the whole line is buffered. The former
+    # parser re-joined and re-scanned the whole buffer on every read: 42 s for this on
+    # a quiet machine (200 MB: ~7 min). The linear parser takes ~0.1 s. The 15 s bound
+    # holds on a 2-core box under `stress-ng --cpu 2` and still catches a quadratic one.
+    import time
+
+    parser = SSEParser(max_line=1 << 30)
+    piece = b"x" * 65536
+    started = time.monotonic()
+    parser.feed(b"data: ")
+    for _ in range(1024):
+        assert parser.feed(piece) == []
+    events = parser.feed(b"\n\n")
+    elapsed = time.monotonic() - started
+    assert len(events) == 1 and len(events[0].data) == 64 << 20
+    assert elapsed < 15.0, elapsed
