@@ -29,11 +29,11 @@ from ttft_exporter.redact import PLACEHOLDER, Redactor
 from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.validation import (
     LABEL_NAME,
+    Regex,
     StrictModel,
     check_free_form,
     check_http_url,
     check_name,
-    compile_regex,
     field_rule,
     read_bounded,
     read_secret,
@@ -41,6 +41,7 @@ from ttft_exporter.validation import (
 from ttft_exporter.yamlsafe import YAMLLimitError, load_yaml
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "BucketsConfig",
     "ChatMessage",
     "Config",
@@ -55,6 +56,12 @@ __all__ = [
     "parse_config",
     "redacted_headers",
 ]
+
+DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
+"""Most response body bytes one probe reads unless `max_response_bytes` says otherwise
+(4 MiB): a 64-token answer is a few KiB of SSE, so this is far above any real answer,
+and it bounds the memory and CPU a broken or hostile server can take from the event
+loop that every target shares."""
 
 # Label names a user may not set through `labels`: they are ours, or Prometheus'.
 RESERVED_LABELS = frozenset(
@@ -219,6 +226,7 @@ _DEFAULTABLE = (
     "tls",
     "api_key_env",
     "api_key_file",
+    "max_response_bytes",
 )
 
 
@@ -237,6 +245,7 @@ class TargetDefaults(StrictModel):
     tls: TLSConfig | None = None
     api_key_env: str | None = None
     api_key_file: Path | None = None
+    max_response_bytes: int | None = Field(None, ge=1024, le=1 << 30)
 
 
 class _TargetBase(StrictModel):
@@ -283,9 +292,18 @@ class _TargetBase(StrictModel):
         False,
         description="Also ask for usage on every chunk (vLLM's continuous_usage_stats).",
     )
-    expect: re.Pattern[str] | None = Field(
+    expect: Regex | None = Field(
         None,
-        description="Regular expression the answer text must match, else failure content_mismatch.",
+        description=(
+            "Regular expression (RE2 syntax: linear time, no backreferences or lookaround) "
+            "the first 64 KiB of the answer text must match, else failure content_mismatch."
+        ),
+    )
+    max_response_bytes: int = Field(
+        DEFAULT_MAX_RESPONSE_BYTES,
+        ge=1024,
+        le=1 << 30,
+        description="Most response body bytes one probe reads, else failure protocol.",
     )
     extra_body: dict[str, Any] = Field(
         default_factory=dict,
@@ -321,11 +339,6 @@ class _TargetBase(StrictModel):
     @classmethod
     def _extra_body(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_free_form(value)  # type: ignore[no-any-return]
-
-    @field_validator("expect", mode="before")
-    @classmethod
-    def _expect(cls, value: Any) -> Any:
-        return compile_regex(value)
 
     @model_validator(mode="after")
     def _cross_field(self, info: ValidationInfo) -> Self:

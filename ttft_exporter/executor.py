@@ -67,7 +67,9 @@ class ProbeExecutor:
         async with self._semaphore:
             self._metrics.in_flight.inc()
             try:
-                result, lines = await self._attempt(target, session, timeout)
+                result, lines = await self._attempt(
+                    target, session, timeout, store.buckets["inter_token"]
+                )
             finally:
                 self._metrics.in_flight.dec()
         series = store.ensure(target.name, target_labels(target))
@@ -76,10 +78,17 @@ class ProbeExecutor:
         return self.history.add(target.name, result, lines)
 
     async def _attempt(
-        self, target: TargetConfig, session: aiohttp.ClientSession, timeout: float
+        self,
+        target: TargetConfig,
+        session: aiohttp.ClientSession,
+        timeout: float,
+        gap_bounds: tuple[float, ...],
     ) -> tuple[ProbeResult, list[str]]:
         try:
-            prepared = get_prober(target.protocol)(target, session, self._clock)
+            # The store's own gap buckets, so the probe's gap histogram merges exactly.
+            prepared = get_prober(target.protocol)(
+                target, session, self._clock, gap_bounds=gap_bounds
+            )
         except Exception as exc:
             log.exception("cannot prepare probe", extra=fields(target=target.name))
             return ProbeResult(

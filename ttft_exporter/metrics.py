@@ -29,7 +29,12 @@ from prometheus_client import (
 
 from ttft_exporter import __version__
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.probes.base import PHASES, ProbeResult
+from ttft_exporter.probes.base import (
+    DEFAULT_INTER_TOKEN_BUCKETS,
+    PHASES,
+    GapHistogram,
+    ProbeResult,
+)
 
 __all__ = [
     "BACKGROUND_COMPONENTS",
@@ -82,8 +87,8 @@ DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
                 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0),
     "duration": (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
                  45.0, 60.0, 90.0, 120.0, 180.0, 300.0),
-    "inter_token": (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04,
-                    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0),
+    # Defined beside the probe timeline, which buckets gaps as they arrive.
+    "inter_token": DEFAULT_INTER_TOKEN_BUCKETS,
     # Flux: state-update lag (two hosts' wall clocks) and canary round trips.
     "flux_lag": (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                  10.0),
@@ -170,6 +175,11 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         labels=("usage_source",),
         children=(("usage",), ("chunks",)),
         otel_name="gen_ai.client.token.usage",
+    ),
+    MetricSpec(
+        "ttft_probe_usage_rejected_total",
+        Kind.COUNTER,
+        "Successful probes whose server-reported usage was implausible (not a whole non-negative number, output tokens above 2 x max_tokens + 16 or above the bytes received, prompt tokens above 1e8) and was replaced by chunk counting (usage_source=chunks).",
     ),
     MetricSpec(
         "ttft_probe_decode_tokens_total",
@@ -444,6 +454,22 @@ class _Histogram:
         self.sum += value
         self.count += 1
 
+    def merge(self, other: GapHistogram) -> None:
+        """Add a probe's histogram. With the same boundaries (the executor passes the
+        store's) this is exact. Otherwise (a probe that straddled a bucket change) each
+        bucket moves to the first one here whose bound is not below its own: counts
+        and sum stay exact, no gap is ever put below its true bucket."""
+        if other.bounds == self.bounds:
+            for index, count in enumerate(other.counts):
+                self.counts[index] += count
+        else:
+            upper = (*other.bounds, math.inf)
+            for index, count in enumerate(other.counts):
+                if count:
+                    self.counts[bisect_left(self.bounds, upper[index])] += count
+        self.sum += other.sum
+        self.count += other.count
+
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -512,6 +538,15 @@ class SeriesSet:
         if not isinstance(hist, _Histogram):
             hist = children[child] = _Histogram(self._buckets[_SPECS[name].buckets or _LAT])
         hist.observe(value)
+        self.version += 1
+
+    def merge(self, name: str, hist: GapHistogram, child: tuple[str, ...] = ()) -> None:
+        """Add a per-probe histogram into a histogram, in one step."""
+        children = self.values[name]
+        target = children.get(child)
+        if not isinstance(target, _Histogram):
+            target = children[child] = _Histogram(self._buckets[_SPECS[name].buckets or _LAT])
+        target.merge(hist)
         self.version += 1
 
     def get(self, name: str, child: tuple[str, ...] = ()) -> float | None:
@@ -642,8 +677,10 @@ def record_result(series: SeriesSet, result: ProbeResult, *, timeout: float) -> 
     )
     _observe(series, "ttft_probe_duration_seconds", result.duration)
     _observe(series, "ttft_probe_time_per_output_token_seconds", result.time_per_output_token)
-    for gap in result.inter_chunk_gaps:
-        series.observe("ttft_probe_inter_chunk_latency_seconds", gap)
+    if result.inter_chunk_gaps is not None and result.inter_chunk_gaps.count:
+        series.merge("ttft_probe_inter_chunk_latency_seconds", result.inter_chunk_gaps)
+    if result.usage_rejected is not None:
+        series.inc("ttft_probe_usage_rejected_total")
     tokens = result.output_tokens or 0
     if result.usage_source is not None:
         series.inc("ttft_probe_output_tokens_total", tokens, (result.usage_source,))

@@ -45,7 +45,7 @@ INVALID = {
     "label-reserved": ["targets[0].labels: label name 'target' is reserved"],
     "label-name": ["targets[0].labels: invalid label name 'bad-name'"],
     "expect-regex": [
-        "targets[0].expect: invalid regular expression: missing ), unterminated subpattern at position 0"
+        "targets[0].expect: invalid regular expression: missing ): ( (RE2 syntax: no backreferences or lookaround)"
     ],
     "api-key-env-unset": [
         "targets[0].api_key_env: environment variable TTFT_TEST_SURELY_UNSET_KEY is not set or empty"

@@ -9,9 +9,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.metrics import DEFAULT_BUCKETS, PROBE_METRICS, Kind, MetricStore, record_result
-from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.probes.base import GapHistogram, ProbeResult
 
 LABELS = {"target": "a", "model": "m", "protocol": "openai-chat", "env": 'we"ird\\\n'}
+
+
+def gap_histogram(gaps: tuple[float, ...], bounds: tuple[float, ...] | None = None) -> GapHistogram:
+    hist = GapHistogram(bounds or DEFAULT_BUCKETS["inter_token"])
+    for gap in gaps:
+        hist.observe(gap)
+    return hist
 
 
 def success(**overrides: object) -> ProbeResult:
@@ -25,7 +32,7 @@ def success(**overrides: object) -> ProbeResult:
         "time_to_first_token": 0.3,
         "time_to_first_output_token": 0.5,
         "duration": 0.68,
-        "inter_chunk_gaps": (0.02,) * 19,
+        "inter_chunk_gaps": gap_histogram((0.02,) * 19),
         "time_per_output_token": 0.38 / 39,
         "output_tokens": 40,
         "usage_source": "usage",

@@ -227,8 +227,8 @@ async def test_a_failing_target_does_not_disturb_its_neighbour(
             raise RuntimeError("probe bug")
 
         def prober(protocol: str) -> Any:
-            def prepare(target: Any, session: Any, clock: Any) -> Any:
-                prepared = real(target, session, clock)
+            def prepare(target: Any, session: Any, clock: Any, **options: Any) -> Any:
+                prepared = real(target, session, clock, **options)
                 if target.name == "broken":
                     prepared.run = explode  # type: ignore[method-assign]
                 return prepared

@@ -3,7 +3,9 @@ pure timeline that turns arrival times into TTFT, gaps, TPOT and token counts.""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -17,7 +19,10 @@ if TYPE_CHECKING:
     from ttft_exporter.config import TargetConfig
 
 __all__ = [
+    "DEFAULT_INTER_TOKEN_BUCKETS",
+    "MAX_INPUT_TOKENS",
     "PHASES",
+    "GapHistogram",
     "HTTPRequest",
     "ProbeResult",
     "StreamDecoder",
@@ -25,20 +30,102 @@ __all__ = [
     "StreamTimeline",
     "Usage",
     "UsageSource",
+    "check_usage",
 ]
 
 PHASES = ("dns", "connect", "tls", "headers")
 UsageSource = Literal["usage", "chunks"]
 _NS = 1e-9
 
+# The default inter-token bucket boundaries (seconds), here so that a probe can bucket
+# its gaps without importing the metric store; metrics.DEFAULT_BUCKETS uses them.
+# Decode gaps from 1 ms (speculative decoding, coalesced chunks) to 5 s (a stall).
+# fmt: off
+DEFAULT_INTER_TOKEN_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04,
+    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0,
+)
+# fmt: on
+
+# Server-reported usage beyond these cannot be true (see check_usage). Prompt tokens
+# are bounded only absolutely: servers add templates and system prompts of their own.
+MAX_INPUT_TOKENS = 100_000_000
+_OUTPUT_FACTOR = 2
+_OUTPUT_SLACK = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts as reported by the server."""
+    """Token counts as the server reported them, not yet checked: JSON numbers, so
+    possibly negative, fractional or absurd (see check_usage)."""
 
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    reasoning_tokens: int | None = None
+    input_tokens: int | float | None = None
+    output_tokens: int | float | None = None
+    reasoning_tokens: int | float | None = None
+
+
+def check_usage(usage: Usage, *, max_tokens: int | None, bytes_received: int | None) -> str | None:
+    """Why reported usage cannot be true, or None when it is plausible.
+
+    Rejected: a count that is not a whole non-negative number; prompt tokens above
+    MAX_INPUT_TOKENS; output (or reasoning) tokens above 2 x max_tokens + 16 (servers
+    may count a stop token or overshoot slightly, never by that much); output tokens,
+    less reasoning tokens (which a server may count without streaming them), above the
+    bytes of the response body, since every streamed token costs at least a byte.
+    """
+    counts = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+    }
+    for name, value in counts.items():
+        if value is None:
+            continue
+        if not math.isfinite(value) or value != int(value):
+            return f"{name} {value!r} is not a whole number"
+        if value < 0:
+            return f"{name} {value!r} is negative"
+    if usage.input_tokens is not None and usage.input_tokens > MAX_INPUT_TOKENS:
+        return f"input_tokens {usage.input_tokens:.0f} above {MAX_INPUT_TOKENS}"
+    output = usage.output_tokens or 0
+    reasoning = usage.reasoning_tokens or 0
+    if max_tokens is not None:
+        limit = _OUTPUT_FACTOR * max_tokens + _OUTPUT_SLACK
+        for name, value in (("output_tokens", output), ("reasoning_tokens", reasoning)):
+            if value > limit:
+                return (
+                    f"{name} {value:.0f} above {_OUTPUT_FACTOR} x max_tokens ({max_tokens})"
+                    f" + {_OUTPUT_SLACK}"
+                )
+    if bytes_received is not None and output - reasoning > bytes_received:
+        return f"output_tokens {output:.0f} above the {bytes_received} bytes received"
+    return None
+
+
+class GapHistogram:
+    """The inter-chunk gaps of one probe as bucket counts, sum, count, min and max:
+    fixed memory whatever the number of chunks, merged into the store once at the end.
+    `counts[i]` holds gaps <= bounds[i] (and above the previous bound); the last
+    count is the +Inf bucket."""
+
+    __slots__ = ("bounds", "count", "counts", "max", "min", "sum")
+
+    def __init__(self, bounds: Sequence[float] = DEFAULT_INTER_TOKEN_BUCKETS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+        self.min = math.inf
+        self.max = 0.0
+
+    def observe(self, value: float) -> None:
+        """One gap, in seconds."""
+        # bisect_left: a value equal to a boundary belongs to that bucket (le semantics).
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
 
 
 @dataclass(slots=True)
@@ -85,13 +172,15 @@ class ProbeResult:
     time_to_first_token: float | None = None
     time_to_first_output_token: float | None = None
     duration: float | None = None
-    inter_chunk_gaps: tuple[float, ...] = ()
+    inter_chunk_gaps: GapHistogram | None = None
     time_per_output_token: float | None = None
     output_tokens: int | None = None
     usage_source: UsageSource | None = None
+    usage_rejected: str | None = None
     input_tokens: int | None = None
     reasoning_tokens: int | None = None
     token_chunks: int = 0
+    bytes_received: int = 0
     elapsed: float = 0.0
     answer_excerpt: str = ""
 
@@ -112,7 +201,9 @@ class ProbeResult:
 
 class StreamTimeline:
     """Accumulates arrival times of decoded items; pure, so tests drive it with fake
-    nanosecond stamps. `start_ns` is the moment the request was issued."""
+    nanosecond stamps. `start_ns` is the moment the request was issued; `gap_bounds`
+    the bucket boundaries gaps are counted into; `max_tokens` what the request asked
+    for (bounds plausible usage). Memory is fixed whatever the number of chunks."""
 
     __slots__ = (
         "_answer",
@@ -122,7 +213,8 @@ class StreamTimeline:
         "first_chunk_ns",
         "first_output_ns",
         "first_token_ns",
-        "gaps_ns",
+        "gaps",
+        "max_tokens",
         "start_ns",
         "token_chunks",
         "usage",
@@ -131,13 +223,20 @@ class StreamTimeline:
     # `expect` is matched against this much of the answer; max_tokens bounds it anyway.
     _EXCERPT = 65536
 
-    def __init__(self, start_ns: int) -> None:
+    def __init__(
+        self,
+        start_ns: int,
+        *,
+        gap_bounds: Sequence[float] = DEFAULT_INTER_TOKEN_BUCKETS,
+        max_tokens: int | None = None,
+    ) -> None:
         self.start_ns = start_ns
+        self.max_tokens = max_tokens
         self.first_chunk_ns: int | None = None
         self.first_token_ns: int | None = None
         self.first_output_ns: int | None = None
         self._last_token_ns: int | None = None
-        self.gaps_ns: list[int] = []
+        self.gaps = GapHistogram(gap_bounds)
         self.token_chunks = 0
         self.usage: Usage | None = None
         self.done = False
@@ -162,7 +261,7 @@ class StreamTimeline:
         if self._last_token_ns is None:
             self.first_token_ns = t_ns
         else:
-            self.gaps_ns.append(t_ns - self._last_token_ns)
+            self.gaps.observe((t_ns - self._last_token_ns) * _NS)
         if item.text:
             if self.first_output_ns is None:
                 self.first_output_ns = t_ns
@@ -185,15 +284,22 @@ class StreamTimeline:
         headers_ns: int | None,
         started_at: float,
         end_ns: int,
+        bytes_received: int | None = None,
     ) -> ProbeResult:
-        """The successful result. Raises ProbeFailure(NO_TOKENS) if no token came."""
+        """The successful result. Raises ProbeFailure(NO_TOKENS) if no token came.
+        Implausible usage (check_usage) is dropped for chunk counting, and said so."""
         if self.first_token_ns is None or self._last_token_ns is None:
             raise ProbeFailure(FailureReason.NO_TOKENS, "the stream ended without generated text")
         ttft = (self.first_token_ns - self.start_ns) * _NS
         e2e = (self._last_token_ns - self.start_ns) * _NS
-        tokens, source = self._output_tokens()
-        tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else None
         usage = self.usage
+        rejected = None
+        if usage is not None:
+            rejected = check_usage(usage, max_tokens=self.max_tokens, bytes_received=bytes_received)
+            if rejected is not None:
+                usage = None
+        tokens, source = _output_tokens(usage, self.token_chunks)
+        tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else None
         return ProbeResult(
             success=True,
             started_at=started_at,
@@ -204,23 +310,31 @@ class StreamTimeline:
             time_to_first_token=ttft,
             time_to_first_output_token=_secs(self.first_output_ns, self.start_ns),
             duration=e2e,
-            inter_chunk_gaps=tuple(g * _NS for g in self.gaps_ns),
+            inter_chunk_gaps=self.gaps,
             time_per_output_token=tpot,
             output_tokens=tokens,
             usage_source=source,
-            input_tokens=usage.input_tokens if usage else None,
-            reasoning_tokens=usage.reasoning_tokens if usage else None,
+            usage_rejected=rejected,
+            input_tokens=_whole(usage.input_tokens) if usage else None,
+            reasoning_tokens=_whole(usage.reasoning_tokens) if usage else None,
             token_chunks=self.token_chunks,
+            bytes_received=bytes_received or 0,
             elapsed=(end_ns - self.start_ns) * _NS,
             answer_excerpt=self.answer[:200],
         )
 
-    def _output_tokens(self) -> tuple[int, UsageSource]:
-        if self.usage is not None and self.usage.output_tokens:
-            return self.usage.output_tokens, "usage"
-        # NOTE: without server usage we assume one token per text chunk; servers that
-        # coalesce tokens make this an undercount, hence the usage_source label.
-        return self.token_chunks, "chunks"
+
+def _output_tokens(usage: Usage | None, token_chunks: int) -> tuple[int, UsageSource]:
+    if usage is not None and usage.output_tokens:
+        return int(usage.output_tokens), "usage"
+    # NOTE: without (plausible) server usage we assume one token per text chunk;
+    # servers that coalesce tokens make this an undercount, hence the usage_source label.
+    return token_chunks, "chunks"
+
+
+def _whole(value: float | None) -> int | None:
+    # Only called on usage check_usage accepted: whole, finite, non-negative.
+    return None if value is None else int(value)
 
 
 def _secs(t_ns: int | None, start_ns: int) -> float | None:
@@ -238,5 +352,17 @@ class PreparedProbe(Protocol):
     def failure(self, exc: BaseException, timeout: float) -> ProbeResult: ...
 
 
-# What the registry maps a protocol name to (blackbox's ProbeFn).
-Prober = Callable[["TargetConfig", "aiohttp.ClientSession", "Clock"], PreparedProbe]
+class Prober(Protocol):
+    """What the registry maps a protocol name to (blackbox's ProbeFn). `gap_bounds` are
+    the inter-token bucket boundaries of the store the result will be recorded into
+    (so the per-probe gap histogram merges exactly); the defaults when omitted."""
+
+    def __call__(
+        self,
+        target: TargetConfig,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        /,
+        *,
+        gap_bounds: Sequence[float] | None = None,
+    ) -> PreparedProbe: ...

@@ -9,17 +9,19 @@ import dataclasses
 import os
 import secrets as _secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
+from yarl import URL
 
 from ttft_exporter.clock import Clock
-from ttft_exporter.config import TLSConfig
+from ttft_exporter.config import DEFAULT_MAX_RESPONSE_BYTES, TLSConfig
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import (
+    DEFAULT_INTER_TOKEN_BUCKETS,
     HTTPRequest,
     PreparedProbe,
     Prober,
@@ -44,6 +46,8 @@ _DETAIL_LIMIT = 300  # characters of a failure detail
 _EXCERPT_LIMIT = 200  # characters of response text inside a detail
 _EXCERPT_WINDOW = 4096  # characters of response text looked at for the excerpt
 _LOG_LINE_LIMIT = 1000
+# Bytes parsed between two yields to the event loop when a read is large.
+_SLICE = 32 << 10
 _CURRENT_PHASES: ContextVar[PhaseRecorder | None] = ContextVar("ttft_phases", default=None)
 
 
@@ -229,6 +233,9 @@ class StreamProbe:
         terminated: bool = True,
         server_name: str | None = None,
         redactor: Redactor | None = None,
+        gap_bounds: Sequence[float] = DEFAULT_INTER_TOKEN_BUCKETS,
+        max_tokens: int | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._session = session
         self._clock = clock
@@ -238,6 +245,10 @@ class StreamProbe:
         self._terminated = terminated
         self._server_name = server_name
         self._redactor = redactor or Redactor()
+        self._gap_bounds = gap_bounds
+        self._max_tokens = max_tokens
+        self._max_response_bytes = max_response_bytes
+        self._bytes_received = 0
         self._recorder = PhaseRecorder(clock)
         self._timeline: StreamTimeline | None = None
         self._status: int | None = None
@@ -256,7 +267,9 @@ class StreamProbe:
         token = _CURRENT_PHASES.set(self._recorder)
         self._started_at = clock.wall()
         self._start_ns = clock.monotonic_ns()
-        timeline = self._timeline = StreamTimeline(self._start_ns)
+        timeline = self._timeline = StreamTimeline(
+            self._start_ns, gap_bounds=self._gap_bounds, max_tokens=self._max_tokens
+        )
         # Compressed SSE would be buffered by the decompressor and delay every chunk.
         headers = {"Accept-Encoding": "identity", **request.headers}
         self._debug(f"POST {request.url}")
@@ -267,10 +280,20 @@ class StreamProbe:
                 headers=headers,
                 trace_request_ctx=self._recorder,
                 server_hostname=self._server_name,
+                # Never follow: a redirect would resend the body and every header
+                # (API keys included) to whatever host it names, and measure that host.
+                allow_redirects=False,
             ) as response:
                 self._headers_ns = clock.monotonic_ns()
                 self._status = response.status
                 self._debug(f"response headers: HTTP {response.status} {response.content_type}")
+                if response.status // 100 == 3:
+                    # The host only: a Location's path and query may carry tokens.
+                    where = _location_host(response.headers.get("Location"), request.url)
+                    raise ProbeFailure(
+                        FailureReason.HTTP_STATUS,
+                        f"HTTP {response.status}: redirect to {where} not followed",
+                    )
                 if response.status // 100 != 2:
                     # A bounded read; whitespace is collapsed only after redaction,
                     # which also takes any 8+ character prefix of a key cut by the read.
@@ -291,10 +314,13 @@ class StreamProbe:
             headers_ns=self._headers_ns,
             started_at=self._started_at,
             end_ns=end_ns,
+            bytes_received=self._bytes_received,
         )
         result = dataclasses.replace(
             result, answer_excerpt=self._redactor.cut(timeline.answer, _EXCERPT_LIMIT)
         )
+        if result.usage_rejected is not None:
+            self._debug(f"usage rejected, tokens counted as chunks: {result.usage_rejected}")
         if self._expect is not None and not self._expect.search(timeline.answer):
             excerpt = self._redactor.cut(timeline.answer, 80)
             raise ProbeFailure(
@@ -308,21 +334,30 @@ class StreamProbe:
         self, response: aiohttp.ClientResponse, timeline: StreamTimeline
     ) -> None:
         parser = SSEParser()
-        decoder = self._decoder
         now = self._clock.monotonic_ns
+        limit = self._max_response_bytes
         async for chunk in response.content.iter_any():
             # Stamp first, parse after: parsing time must not leak into latencies.
             t_ns = now()
-            for event in parser.feed(chunk):
-                timeline.on_event(t_ns)
-                item = decoder.decode(event)
-                if item is None:
-                    continue
-                timeline.on_item(t_ns, item)
-                if item.done:
-                    # Servers may keep the connection open after the terminator.
-                    self._debug(f"stream terminated after {timeline.token_chunks} token chunks")
+            self._bytes_received += len(chunk)
+            if self._bytes_received > limit:
+                raise ProbeFailure(
+                    FailureReason.PROTOCOL,
+                    f"response body above max_response_bytes ({limit}) after "
+                    f"{timeline.token_chunks} token chunks",
+                )
+            if len(chunk) <= _SLICE:
+                if self._consume(parser, chunk, t_ns, timeline):
                     return
+                continue
+            # A fast server fills 256 KiB reads (thousands of events): parse them in
+            # slices and let the other probes run between slices, so one busy stream
+            # delays its neighbours by one slice at most. Events keep the stamp of
+            # the read that brought them.
+            for start in range(0, len(chunk), _SLICE):
+                if self._consume(parser, chunk[start : start + _SLICE], t_ns, timeline):
+                    return
+                await asyncio.sleep(0)
         parser.close()
         if self._terminated:
             raise ProbeFailure(
@@ -342,6 +377,20 @@ class StreamProbe:
             excerpt = redactor.redact(exc.excerpt[: _EXCERPT_WINDOW + redactor.margin])
             detail = f"{detail}: {redactor.cut(' '.join(excerpt.split()), _EXCERPT_LIMIT)}"
         return self._redactor.cut(detail, _DETAIL_LIMIT)
+    def _consume(self, parser: SSEParser, data: bytes, t_ns: int, timeline: StreamTimeline) -> bool:
+        """Parse and decode bytes that arrived at `t_ns`; True once the stream ended."""
+        decoder = self._decoder
+        for event in parser.feed(data):
+            timeline.on_event(t_ns)
+            item = decoder.decode(event)
+            if item is None:
+                continue
+            timeline.on_item(t_ns, item)
+            if item.done:
+                # Servers may keep the connection open after the terminator.
+                self._debug(f"stream terminated after {timeline.token_chunks} token chunks")
+                return True
+        return False
 
     def failure(self, exc: BaseException, timeout: float) -> ProbeResult:
         """The failed result for an exception raised by `run()` or by its deadline."""
@@ -360,6 +409,7 @@ class StreamProbe:
                 (self._headers_ns - self._start_ns) * _NS if self._headers_ns is not None else None
             ),
             token_chunks=timeline.token_chunks if timeline else 0,
+            bytes_received=self._bytes_received,
             elapsed=(self._clock.monotonic_ns() - self._start_ns) * _NS if self._start_ns else 0.0,
         )
 
@@ -407,6 +457,18 @@ class StreamProbe:
         return FailureReason.INTERNAL, f"{type(exc).__name__}: {_short(exc)}"
 
 
+def _location_host(location: str | None, request_url: str) -> str:
+    """Where a redirect points, as host[:port] only (never its path or query)."""
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        url = URL(request_url).join(URL(location))
+    except (ValueError, TypeError):
+        return "an invalid Location"
+    host = url.host or "an invalid Location"
+    return f"{host}:{url.explicit_port}" if url.explicit_port else host
+
+
 def _short(exc: BaseException) -> str:
     # Not cut here: the redactor's cut() redacts secrets first, then cuts.
     return str(exc) or type(exc).__name__
@@ -428,7 +490,14 @@ def sse_prober(
     """A prober for an SSE protocol: its config type, how it builds a request, and
     its pure decoder. Everything else (phases, stamping, failures) is this engine's."""
 
-    def prober(target: TargetConfig, session: aiohttp.ClientSession, clock: Clock) -> PreparedProbe:
+    def prober(
+        target: TargetConfig,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        /,
+        *,
+        gap_bounds: Sequence[float] | None = None,
+    ) -> PreparedProbe:
         if not isinstance(target, target_type):
             raise TypeError(f"{target_type.__name__} prober got a {type(target).__name__}")
         return StreamProbe(
@@ -440,9 +509,23 @@ def sse_prober(
             terminated=terminated,
             server_name=target.tls.server_name,
             redactor=target.redactor,
+            gap_bounds=DEFAULT_INTER_TOKEN_BUCKETS if gap_bounds is None else gap_bounds,
+            max_tokens=_requested_tokens(target),
+            max_response_bytes=target.max_response_bytes,
         )
 
     return prober
+
+
+def _requested_tokens(target: TargetConfig) -> int:
+    """The output token limit the request carries: `max_tokens`, or a larger one
+    `extra_body` sets (it is merged over the body), so usage is judged against it."""
+    limits = [target.max_tokens]
+    for key in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
+        value = target.extra_body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            limits.append(value)
+    return max(limits)
 
 
 def _ms(seconds: float | None) -> str:
@@ -457,5 +540,5 @@ def _summary(result: ProbeResult) -> str:
         f"ttft={_ms(result.time_to_first_token)} ttfot={_ms(result.time_to_first_output_token)} "
         f"e2e={_ms(result.duration)} tpot={_ms(result.time_per_output_token)} "
         f"tokens={result.output_tokens} ({result.usage_source}) chunks={result.token_chunks} "
-        f"phases: {phases}"
+        f"bytes={result.bytes_received} phases: {phases}"
     )

@@ -131,14 +131,18 @@ def _usage(obj: dict[str, Any]) -> Usage | None:
     details = usage.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
-        reasoning_tokens=_int(reasoning),
+        input_tokens=_number(usage.get("prompt_tokens")),
+        output_tokens=_number(usage.get("completion_tokens")),
+        reasoning_tokens=_number(reasoning),
     )
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+def _number(value: Any) -> int | float | None:
+    # Kept as reported, negative or fractional included: check_usage judges it, so an
+    # absurd count is rejected and counted rather than silently dropped.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
 
 
 def _choice(obj: dict[str, Any]) -> dict[str, Any] | None:

@@ -36,7 +36,10 @@ def test_role_chunk_keepalive_and_usage_do_not_count() -> None:
     assert result.time_to_first_output_token == pytest.approx(0.300)
     # e2e ends at the last token chunk; finish and usage chunks do not extend it.
     assert result.duration == pytest.approx(0.340)
-    assert result.inter_chunk_gaps == pytest.approx((0.020, 0.020))
+    gaps = result.inter_chunk_gaps
+    assert gaps is not None and gaps.count == 2
+    assert gaps.sum == pytest.approx(0.040)
+    assert gaps.min == pytest.approx(0.020) and gaps.max == pytest.approx(0.020)
     assert result.time_per_output_token == pytest.approx(0.020)
     assert result.output_tokens == 3 and result.usage_source == "usage"
     assert result.input_tokens == 5
@@ -72,7 +75,7 @@ def test_multi_token_chunks_use_usage_for_tpot() -> None:
     result = finish(tl)
     assert result.output_tokens == 40
     assert result.time_per_output_token == pytest.approx(0.380 / 39)
-    assert len(result.inter_chunk_gaps) == 19
+    assert result.inter_chunk_gaps is not None and result.inter_chunk_gaps.count == 19
 
 
 def test_single_token_has_no_tpot() -> None:
@@ -81,7 +84,7 @@ def test_single_token_has_no_tpot() -> None:
     result = finish(tl)
     assert result.time_per_output_token is None
     assert result.output_tokens_per_second is None
-    assert result.inter_chunk_gaps == ()
+    assert result.inter_chunk_gaps is not None and result.inter_chunk_gaps.count == 0
 
 
 def test_no_tokens_is_a_failure_never_a_zero_ttft() -> None:

@@ -4,17 +4,29 @@ for real."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import ssl
-from collections.abc import AsyncIterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 from aiohttp import web
 
 from tests.conftest import RunningSim, SimFactory, make_target, probe_once
-from tests.helpers import free_port
+from tests.helpers import free_port, poll
+from ttft_exporter.clock import SystemClock
+from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
+from ttft_exporter.metrics import MetricStore, record_result
+from ttft_exporter.probes import get_prober
+from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
 
 # Timers on a shared 2-core CI box: a measured latency may exceed the injected one by
@@ -39,8 +51,9 @@ async def test_ttft_ignores_role_chunk_and_keepalives(make_llm_sim: SimFactory) 
     assert result.time_to_first_byte is not None and result.time_to_first_byte < 0.1
     assert within(result.duration, 0.3 + 9 * 0.02)
     assert result.output_tokens == 10 and result.usage_source == "usage"
-    assert len(result.inter_chunk_gaps) == 9
-    assert all(within(g, 0.02, late=0.02) for g in result.inter_chunk_gaps)
+    gaps = result.inter_chunk_gaps
+    assert gaps is not None and gaps.count == 9
+    assert within(gaps.min, 0.02, late=0.02) and within(gaps.max, 0.02, late=0.02)
     assert within(result.time_per_output_token, 0.02, late=0.005)
 
 
@@ -273,3 +286,321 @@ async def test_tls_phases_measured_on_fresh_connection(tls_sim: tuple[RunningSim
     assert result.time_to_first_byte is not None
     assert phases["connect"] + phases["tls"] + phases["headers"] <= result.time_to_first_byte + 1e-6
     assert within(result.time_to_first_token, 0.05, late=0.05)
+
+
+# --- hostile servers (issue #8): bounded work, bounded memory, no redirects ---------
+
+
+@dataclass
+class LoopWatch:
+    """Samples the event loop's lateness and the process RSS every 10 ms."""
+
+    baseline_rss: int = 0
+    peak_rss: int = 0
+    max_lag: float = 0.0
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.baseline_rss = self.peak_rss = self.rss()
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            self.max_lag = max(self.max_lag, loop.time() - before - 0.01)
+            self.peak_rss = max(self.peak_rss, self.rss())
+
+    @property
+    def rss_growth(self) -> int:
+        return self.peak_rss - self.baseline_rss
+
+
+HostileFactory = Callable[..., Awaitable[str]]
+REPO_ROOT = str(Path(__file__).resolve().parents[3])
+
+
+@pytest.fixture
+async def hostile_server() -> AsyncIterator[HostileFactory]:
+    """Start `tests/hostile_server.py` in a process of its own; returns its base URL."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(mode: str, megabytes: int = 200) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.hostile_server",
+            mode,
+            str(megabytes),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=REPO_ROOT,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):  # interpreter start-up on a loaded box
+            port = int(await proc.stdout.readline())
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        await proc.wait()
+
+
+async def _healthy_run(target: TargetConfig, probes: int) -> list[float]:
+    ttfts = []
+    for _ in range(probes):
+        result = await probe_once(target)
+        assert result.success, result.detail
+        assert result.time_to_first_token is not None
+        ttfts.append(result.time_to_first_token)
+    return ttfts
+
+
+async def _hammer(target: TargetConfig, out: list[ProbeResult], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        out.append(await probe_once(target))
+
+
+# One read hands over what aiohttp buffered, a few hundred KiB at most (measured up
+# to ~610 KiB against a local server): a probe stops within one read of its bound.
+READ = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("mode", "fields", "detail", "bound"),
+    [
+        # The body limit raised out of the way: the line limit alone must hold.
+        (
+            "long-line",
+            {"max_response_bytes": 1 << 30},
+            "SSE line longer than 1048576 characters",
+            1 << 20,
+        ),
+        ("huge-stream", {}, "response body above max_response_bytes (4194304)", 4 << 20),
+    ],
+    ids=["long-line", "huge-stream"],
+)
+async def test_hostile_neighbour_does_not_move_a_healthy_ttft(
+    make_llm_sim: SimFactory,
+    hostile_server: HostileFactory,
+    mode: str,
+    fields: dict[str, object],
+    detail: str,
+    bound: int,
+) -> None:
+    # A neighbour streaming 200 MB as fast as it can (a line without end, or chunks
+    # without [DONE]) is probed over and over while a healthy target (TTFT 200 ms) is
+    # probed. Before: the quadratic parser held the loop for up to 1 s per read and the
+    # healthy target saw false timeouts; per-gap lists grew by the million. Now the
+    # neighbour fails at its bound within a few MiB and the healthy TTFT stays put.
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.2, itl=0.01, tokens=5))
+    healthy = make_target(name="healthy", url=f"{sim.url}/v1", timeout="5s")
+    baseline = await _healthy_run(healthy, 3)
+
+    url = f"{await hostile_server(mode)}/v1"
+    hostile = make_target(name="hostile", url=url, timeout="5s", **fields)
+    stop = asyncio.Event()
+    watch = LoopWatch()
+    hostile_results: list[ProbeResult] = []
+    watcher = asyncio.create_task(watch.run(stop))
+    hammer = asyncio.create_task(_hammer(hostile, hostile_results, stop))
+    try:
+        await poll(lambda: _true_after(hostile_results), "a first hostile probe", cap=30)
+        loaded = await _healthy_run(healthy, 3)
+    finally:
+        stop.set()
+        await asyncio.gather(hammer, watcher)
+
+    assert hostile_results
+    for result in hostile_results:
+        assert result.reason is FailureReason.PROTOCOL, result.detail
+        assert detail in result.detail
+        # Bounded work: the probe stops within one read of its limit. Before, it read
+        # (and re-parsed) until its deadline.
+        assert result.bytes_received <= bound + READ, result.bytes_received
+    # Semantic bound, not speed: a neighbour costs the healthy target less than its own
+    # TTFT again plus 250 ms, with the baseline taken on the same (possibly loaded)
+    # machine. Holds under `stress-ng --cpu 2`; the old parser's stalls broke it.
+    assert max(loaded) <= 2 * max(baseline) + 0.25, (baseline, loaded)
+    # Memory: the line limit (1 MiB) and the body limit (4 MiB) bound what a probe
+    # holds (measured: +1 to +5 MiB); 32 MiB leaves room for the allocator and
+    # aiohttp's buffers. Before: +72 MiB within the first 5 s of a 200 MB line.
+    assert watch.rss_growth < 32 << 20, watch.rss_growth
+
+
+async def _true_after(results: list[ProbeResult]) -> bool:
+    return bool(results)
+
+
+# --- redirects are never followed (issue #8, item 12) --------------------------------
+
+SECRET_HEADERS = {
+    "X-Api-Key": "xk-secret-1",
+    "X-Auth-Token": "at-secret-2",
+    "Ocp-Apim-Subscription-Key": "apim-secret-3",
+}
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_redirect_is_http_status_and_never_followed(aiohttp_server: Any, status: int) -> None:
+    # A second server on another host name records whether anything reached it.
+    contacted: list[dict[str, str]] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        contacted.append(dict(request.headers))
+        return web.Response(text="data: [DONE]\n\n", content_type="text/event-stream")
+
+    sink_app = web.Application()
+    sink_app.router.add_route("*", "/{tail:.*}", elsewhere)
+    sink = await aiohttp_server(sink_app)
+    location = f"http://localhost:{sink.port}/v1/chat/completions?sig=query-secret-4"
+
+    async def redirect(request: web.Request) -> web.Response:
+        # The body names the full URL too, as many servers do.
+        return web.Response(status=status, headers={"Location": location}, text=location)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", redirect)
+    origin = await aiohttp_server(app)
+
+    target = make_target(url=f"http://127.0.0.1:{origin.port}/v1", headers=SECRET_HEADERS)
+    async with create_session(target.tls, reuse_connections=False) as session:
+        prepared = get_prober(target.protocol)(target, session, SystemClock())
+        try:
+            async with asyncio.timeout(5):
+                await prepared.run()
+        except Exception as exc:  # noqa: BLE001 - the executor's boundary, observed
+            result = prepared.failure(exc, 5)
+        else:
+            pytest.fail("a redirect was recorded as a success")
+
+    assert contacted == []
+    assert result.reason is FailureReason.HTTP_STATUS and result.http_status == status
+    # The Location host (and port) is in the detail and the debug log; never its path,
+    # query or the body that repeats it.
+    assert f"redirect to localhost:{sink.port} not followed" in result.detail
+    debug = "\n".join([result.detail, *prepared.log])
+    assert "query-secret-4" not in debug and "/v1/chat/completions?" not in debug
+    for secret in SECRET_HEADERS.values():
+        assert secret not in debug
+
+
+@pytest.mark.parametrize(
+    ("location", "where"),
+    [(None, "nowhere (no Location header)"), ("/v2/elsewhere?t=1", "127.0.0.1:{port}")],
+    ids=["no-location", "relative"],
+)
+async def test_redirect_without_or_with_relative_location(
+    aiohttp_server: Any, location: str | None, where: str
+) -> None:
+    async def redirect(request: web.Request) -> web.Response:
+        headers = {"Location": location} if location else {}
+        return web.Response(status=302, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", redirect)
+    origin = await aiohttp_server(app)
+    result = await probe_once(make_target(url=f"http://127.0.0.1:{origin.port}/v1"))
+    assert result.reason is FailureReason.HTTP_STATUS
+    assert f"redirect to {where.format(port=origin.port)} not followed" in result.detail
+
+
+# --- implausible usage falls back to chunk counting (issue #8, item 15) -------------
+
+
+def _token(text: str) -> bytes:
+    chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+def _usage_chunk(usage: str) -> bytes:
+    return f'data: {{"choices":[],"usage":{usage}}}\n\n'.encode()
+
+
+async def _stream_server(aiohttp_server: Any, body: bytes) -> str:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(body)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    server = await aiohttp_server(app)
+    return f"http://127.0.0.1:{server.port}/v1"
+
+
+@pytest.mark.parametrize(
+    ("usage", "why"),
+    [
+        ('{"prompt_tokens":5,"completion_tokens":1000000000000000000}', "above 2 x max_tokens"),
+        ('{"prompt_tokens":5,"completion_tokens":1e18}', "above 2 x max_tokens"),
+        ('{"prompt_tokens":5,"completion_tokens":-3}', "is negative"),
+        ('{"prompt_tokens":5,"completion_tokens":2.5}', "not a whole number"),
+        ('{"prompt_tokens":1e18,"completion_tokens":3}', "input_tokens"),
+        ('{"prompt_tokens":5,"completion_tokens":400}', "bytes received"),
+    ],
+    ids=["1e18-int", "1e18-float", "negative", "fractional", "huge-prompt", "above-bytes"],
+)
+async def test_implausible_usage_falls_back_to_chunks(
+    aiohttp_server: Any, usage: str, why: str
+) -> None:
+    body = _token("a") + _token("b") + _token("c") + _usage_chunk(usage) + b"data: [DONE]\n\n"
+    # max_tokens 200: 400 tokens pass 2 x 200 + 16, but not the ~320 bytes received.
+    target = make_target(url=await _stream_server(aiohttp_server, body), max_tokens=200)
+    result = await probe_once(target)
+    assert result.success, result.detail
+    assert result.output_tokens == 3 and result.usage_source == "chunks"
+    assert result.input_tokens is None  # nothing from a rejected report is kept
+    assert result.usage_rejected is not None and why in result.usage_rejected
+
+    store = MetricStore()
+    series = store.ensure("t", {"target": "t"})
+    assert series.get("ttft_probe_usage_rejected_total") == 0.0
+    record_result(series, result, timeout=5.0)
+    assert series.get("ttft_probe_usage_rejected_total") == 1.0
+    assert series.get("ttft_probe_output_tokens_total", ("chunks",)) == 3.0
+    assert series.get("ttft_probe_output_tokens_total", ("usage",)) == 0.0
+
+
+async def test_plausible_usage_is_used(aiohttp_server: Any) -> None:
+    usage = '{"prompt_tokens":5,"completion_tokens":4}'
+    body = _token("a") + _token("b") + _usage_chunk(usage) + b"data: [DONE]\n\n"
+    result = await probe_once(make_target(url=await _stream_server(aiohttp_server, body)))
+    assert result.success and result.usage_rejected is None
+    assert result.output_tokens == 4 and result.usage_source == "usage"
+    assert result.input_tokens == 5
+
+
+# --- expect runs on RE2: linear whatever the pattern (issue #8, item 5) -------------
+
+
+async def test_backtracking_expect_on_a_real_answer_returns_promptly(
+    make_llm_sim: SimFactory,
+) -> None:
+    # 24 words and a pattern that cannot match (no final period): Python's re tries
+    # 4 splittings per word, 4^24 paths (measured: 0.75 s at 11 words, x4 per word),
+    # holding the event loop where no deadline can interrupt it. RE2 answers in
+    # microseconds; the bound is the probe deadline, which holds on any machine.
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=24, token_text="tok"))
+    stalled = make_target(url=f"{sim.url}/v1", expect=r"^(\w+\s?)+\.$", timeout="5s")
+    result = await probe_once(stalled)
+    assert result.reason is FailureReason.CONTENT_MISMATCH, result.detail
+    assert result.elapsed < 5.0
+    matched = await probe_once(make_target(url=f"{sim.url}/v1", expect=r"^(\w+\s?)+$"))
+    assert matched.success, matched.detail
+
+
+# --- max_response_bytes (issue #8, item 11) -----------------------------------------
+
+
+async def test_max_response_bytes_is_protocol(aiohttp_server: Any) -> None:
+    body = b"".join(_token("x") for _ in range(200)) + b"data: [DONE]\n\n"
+    url = await _stream_server(aiohttp_server, body)
+    result = await probe_once(make_target(url=url, max_response_bytes=4096))
+    assert result.reason is FailureReason.PROTOCOL
+    assert "response body above max_response_bytes (4096)" in result.detail
+    assert (await probe_once(make_target(url=url))).success  # the default: 4 MiB

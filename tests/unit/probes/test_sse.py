@@ -129,9 +129,10 @@ def test_long_line_inside_one_read_fails() -> None:
 
 def test_event_of_many_short_lines_is_bounded_too() -> None:
     parser = SSEParser(max_line=64)
+    for _ in range(5):  # 5 x 11 characters: still under 64
+        parser.feed(b"data: 0123456789\n")
     with pytest.raises(ProbeFailure) as info:
-        for _ in range(100):
-            parser.feed(b"data: 0123456789\n")
+        parser.feed(b"data: 0123456789\n")
     assert info.value.reason is FailureReason.PROTOCOL and "event longer" in info.value.detail
 
 
@@ -145,9 +146,7 @@ def test_default_limit_is_one_mebibyte() -> None:
 
 def test_line_limit_counts_characters_not_bytes() -> None:
     # `data:` and 7 two-byte characters: 19 bytes but 12 characters, under 14.
-    assert feed_all(SSEParser(max_line=14), "data:ééééééé\n\n".encode()) == [
-        SSEEvent("ééééééé")
-    ]
+    assert feed_all(SSEParser(max_line=14), "data:ééééééé\n\n".encode()) == [SSEEvent("ééééééé")]
 
 
 def test_a_long_line_costs_its_length_not_length_times_reads() -> None:
