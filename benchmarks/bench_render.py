@@ -30,13 +30,20 @@ from ttft_exporter.config import ConfigHolder
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import target_labels
 from ttft_exporter.metrics import record_result
-from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.probes.base import GapHistogram, ProbeResult
 from ttft_exporter.server import EXPORTER, ExporterState, handle_metrics
 
 TARGETS = 100
 SUCCESSES = 50
 FAILURES = (FailureReason.TIMEOUT, FailureReason.HTTP_STATUS, FailureReason.CONNECT)
 MS = 1000.0
+
+
+def _histogram(gaps: tuple[float, ...]) -> GapHistogram:
+    hist = GapHistogram()
+    for gap in gaps:
+        hist.observe(gap)
+    return hist
 
 
 def _success(rng: random.Random) -> ProbeResult:
@@ -53,7 +60,7 @@ def _success(rng: random.Random) -> ProbeResult:
         time_to_first_token=ttft,
         time_to_first_output_token=ttft,
         duration=duration,
-        inter_chunk_gaps=gaps,
+        inter_chunk_gaps=_histogram(gaps),
         time_per_output_token=(duration - ttft) / 39,
         output_tokens=40,
         usage_source="usage",

@@ -358,8 +358,8 @@ def _check_trap(name: str, result: ProbeResult, wall: float) -> list[str]:
         c.that(result.output_tokens == 8, f"tokens {result.output_tokens} != 8")
         gaps = result.inter_chunk_gaps
         c.that(
-            len(gaps) == 3 and min(gaps) > 0.12,
-            f"keep-alives counted or reset gaps: {gaps}",
+            gaps is not None and gaps.count == 3 and gaps.min > 0.12,
+            f"keep-alives counted or reset gaps: {gaps and (gaps.count, gaps.min)}",
         )
     elif name == "trap_open":
         c.that(wall < 1.5, f"probe waited {wall:.2f}s for EOF after [DONE]")

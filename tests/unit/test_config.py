@@ -45,7 +45,7 @@ INVALID = {
     "label-reserved": ["targets[0].labels: label name 'target' is reserved"],
     "label-name": ["targets[0].labels: invalid label name 'bad-name'"],
     "expect-regex": [
-        "targets[0].expect: invalid regular expression: missing ): ( (RE2 syntax: no backreferences or lookaround)"
+        "targets[0].expect: invalid regular expression: missing ): (unclosed (RE2 syntax: no backreferences or lookaround)"
     ],
     "api-key-env-unset": [
         "targets[0].api_key_env: environment variable TTFT_TEST_SURELY_UNSET_KEY is not set or empty"
@@ -383,3 +383,24 @@ def test_flux_stale_after_default_is_above_flux_metrics_interval() -> None:
 
     default = FluxInstanceConfig.model_fields["stale_after"].default
     assert default > 2 * 2.0
+
+
+def test_max_response_bytes_default_defaults_and_bounds() -> None:
+    from tests.conftest import make_config
+    from ttft_exporter.config import DEFAULT_MAX_RESPONSE_BYTES
+
+    assert DEFAULT_MAX_RESPONSE_BYTES == 4 << 20
+    config = make_config(
+        {"name": "a", "url": "http://h/v1"},
+        {"name": "b", "url": "http://h/v1", "max_response_bytes": 65536},
+        defaults={"max_response_bytes": 1 << 20},
+    )
+    assert [t.max_response_bytes for t in config.targets] == [1 << 20, 65536]
+    assert make_config({"name": "a", "url": "http://h/v1"}).targets[0].max_response_bytes == (
+        DEFAULT_MAX_RESPONSE_BYTES
+    )
+    with pytest.raises(ConfigError) as info:
+        make_config({"name": "a", "url": "http://h/v1", "max_response_bytes": 100})
+    assert [str(p) for p in info.value.problems] == [
+        "targets[0].max_response_bytes: must be greater than or equal to 1024"
+    ]

@@ -58,6 +58,7 @@ def test_closed_enums_and_counters_exist_at_zero() -> None:
         assert sample(store, "ttft_probe_failures_total", reason=reason.value) == 0.0
     assert sample(store, "ttft_probe_requests_total", outcome="success") == 0.0
     assert sample(store, "ttft_probe_output_tokens_total", usage_source="chunks") == 0.0
+    assert sample(store, "ttft_probe_usage_rejected_total") == 0.0
     assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 0.0
     # Gauges are absent until a probe sets them: no fake zero TTFT.
     assert sample(store, "ttft_probe_last_time_to_first_token_seconds") is None
@@ -92,6 +93,53 @@ def test_record_failure_keeps_latencies_out() -> None:
     assert sample(store, "ttft_probe_success") == 0.0
     assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 0.0
     assert sample(store, "ttft_probe_last_success_timestamp_seconds") is None
+
+
+def test_gap_histogram_merges_in_one_step_with_the_same_bounds() -> None:
+    # 1.6 M gaps (a 200 MB response) reach the store as one merge, not 1.6 M
+    # observations on the event loop.
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    hist = gap_histogram((0.02, 0.0025, 7.0))
+    hist.counts = [c * 1_000_000 for c in hist.counts]
+    hist.count, hist.sum = 3_000_000, hist.sum * 1_000_000
+    version = series.version
+    record_result(series, success(inter_chunk_gaps=hist), timeout=5.0)
+    assert series.version - version < 50  # a few dozen series updates, not millions
+    name = "ttft_probe_inter_chunk_latency_seconds"
+    assert sample(store, f"{name}_count") == 3_000_000
+    assert sample(store, f"{name}_bucket", le="0.0025") == 1_000_000
+    assert sample(store, f"{name}_bucket", le="0.02") == 2_000_000
+    assert sample(store, f"{name}_bucket", le="5.0") == 2_000_000
+    assert sample(store, f"{name}_bucket", le="+Inf") == 3_000_000
+    assert sample(store, f"{name}_sum") == pytest.approx(7.0225e6)
+
+
+def test_gap_histogram_with_other_bounds_never_lands_below_its_bucket() -> None:
+    # A probe that straddled a bucket change: each bucket moves to the first bucket of
+    # the store whose bound is not below its own; count and sum stay exact.
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    hist = gap_histogram((0.003, 0.012, 9.0), bounds=(0.004, 0.012))
+    record_result(series, success(inter_chunk_gaps=hist), timeout=5.0)
+    name = "ttft_probe_inter_chunk_latency_seconds"
+    assert sample(store, f"{name}_count") == 3
+    assert sample(store, f"{name}_sum") == pytest.approx(9.015)
+    assert sample(store, f"{name}_bucket", le="0.0025") == 0  # 0.003 never counted <= 2.5 ms
+    assert sample(store, f"{name}_bucket", le="0.005") == 1  # its bucket (<= 4 ms) fits here
+    assert sample(store, f"{name}_bucket", le="0.015") == 2
+    assert sample(store, f"{name}_bucket", le="5.0") == 2
+    assert sample(store, f"{name}_bucket", le="+Inf") == 3
+
+
+def test_rejected_usage_is_counted() -> None:
+    store = MetricStore()
+    rejected = success(output_tokens=3, usage_source="chunks", usage_rejected="negative")
+    record_result(store.ensure("a", LABELS), rejected, timeout=5.0)
+    assert sample(store, "ttft_probe_usage_rejected_total") == 1.0
+    assert sample(store, "ttft_probe_output_tokens_total", usage_source="chunks") == 3.0
+    record_result(store.ensure("a", LABELS), success(), timeout=5.0)
+    assert sample(store, "ttft_probe_usage_rejected_total") == 1.0
 
 
 def test_boundary_value_lands_in_its_bucket() -> None:

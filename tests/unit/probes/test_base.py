@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import ProbeResult, StreamItem, StreamTimeline, Usage
+from ttft_exporter.probes.base import (
+    GapHistogram,
+    ProbeResult,
+    StreamItem,
+    StreamTimeline,
+    Usage,
+    check_usage,
+)
 
 MS = 1_000_000
 
@@ -103,3 +112,110 @@ def test_zero_usage_falls_back_to_chunks() -> None:
     tl.on_item(30 * MS, StreamItem(usage=Usage(output_tokens=0)))
     result = finish(tl)
     assert result.output_tokens == 2 and result.usage_source == "chunks"
+
+
+# --- gaps are bucketed as they arrive: fixed memory (issue #8, item 11) -------------
+
+
+def test_gap_histogram_buckets_with_le_semantics() -> None:
+    hist = GapHistogram((0.01, 0.02))
+    for gap in (0.005, 0.01, 0.015, 0.02, 0.5):
+        hist.observe(gap)
+    assert hist.counts == [2, 2, 1]  # <=0.01, <=0.02, +Inf
+    assert hist.count == 5 and hist.sum == pytest.approx(0.55)
+    assert hist.min == 0.005 and hist.max == 0.5
+
+
+def test_timeline_memory_does_not_grow_with_chunks() -> None:
+    # 2 x 100,000 token chunks (a 200 MB response holds ~1.6 M): the timeline keeps
+    # bucket counts, not one float per gap, so the second 100,000 chunks allocate
+    # nothing that stays. Before: a list of every gap, +80 MB for 1.6 M chunks. The
+    # answer excerpt kept for `expect` is bounded too (64 Ki characters), and full by
+    # then. tracemalloc counts allocations exactly, no timing involved.
+    tl = StreamTimeline(0)
+    item = StreamItem(text="x")
+    t_ms = 0
+    tracemalloc.start()
+    try:
+        sizes = []
+        for _ in range(2):
+            for _ in range(100_000):
+                t_ms += 20
+                tl.on_item(t_ms * MS, item)
+            sizes.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert sizes[1] - sizes[0] < 4096, sizes
+    result = finish(tl)
+    assert result.inter_chunk_gaps is not None and result.inter_chunk_gaps.count == 199_999
+    assert result.token_chunks == 200_000
+
+
+def test_timeline_uses_the_bounds_it_is_given() -> None:
+    tl = StreamTimeline(0, gap_bounds=(0.015,))
+    for ms in (100, 110, 130):
+        tl.on_item(ms * MS, StreamItem(text="x"))
+    gaps = finish(tl).inter_chunk_gaps
+    assert gaps is not None and gaps.bounds == (0.015,) and gaps.counts == [1, 1]
+
+
+# --- usage plausibility (issue #8, item 15) -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("usage", "problem"),
+    [
+        (Usage(input_tokens=5, output_tokens=40, reasoning_tokens=10), None),
+        (Usage(output_tokens=144), None),  # 2 x 64 + 16: the edge is allowed
+        (Usage(output_tokens=145), "output_tokens 145 above 2 x max_tokens (64) + 16"),
+        (Usage(output_tokens=10**18), "above 2 x max_tokens"),
+        (Usage(output_tokens=1e18), "above 2 x max_tokens"),
+        (Usage(output_tokens=-1), "output_tokens -1 is negative"),
+        (Usage(input_tokens=-7, output_tokens=3), "input_tokens -7 is negative"),
+        (Usage(output_tokens=2.5), "output_tokens 2.5 is not a whole number"),
+        (Usage(output_tokens=float("inf")), "not a whole number"),
+        (Usage(output_tokens=float("nan")), "not a whole number"),
+        (Usage(output_tokens=40.0), None),  # a whole float is a count
+        (Usage(input_tokens=10**9, output_tokens=3), "input_tokens 1000000000 above"),
+        (Usage(reasoning_tokens=10**6), "reasoning_tokens 1000000 above"),
+    ],
+)
+def test_check_usage(usage: Usage, problem: str | None) -> None:
+    found = check_usage(usage, max_tokens=64, bytes_received=10_000)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+
+
+def test_check_usage_more_tokens_than_bytes() -> None:
+    # Every streamed token costs at least a byte of the body...
+    found = check_usage(Usage(output_tokens=100), max_tokens=64, bytes_received=99)
+    assert found == "output_tokens 100 above the 99 bytes received"
+    assert check_usage(Usage(output_tokens=99), max_tokens=64, bytes_received=99) is None
+    # ...but reasoning tokens may be counted without being streamed.
+    hidden = Usage(output_tokens=100, reasoning_tokens=60)
+    assert check_usage(hidden, max_tokens=64, bytes_received=99) is None
+
+
+def test_check_usage_without_limits_checks_numbers_only() -> None:
+    assert check_usage(Usage(output_tokens=10**6), max_tokens=None, bytes_received=None) is None
+    assert check_usage(Usage(output_tokens=-1), max_tokens=None, bytes_received=None)
+
+
+def test_rejected_usage_is_dropped_whole_and_said_so() -> None:
+    tl = StreamTimeline(0, max_tokens=64)
+    tl.on_item(10 * MS, StreamItem(text="a"))
+    tl.on_item(20 * MS, StreamItem(text="b"))
+    tl.on_item(30 * MS, StreamItem(usage=Usage(input_tokens=5, output_tokens=10**18)))
+    result = tl.result(
+        phases={},
+        http_status=200,
+        headers_ns=None,
+        started_at=1.0,
+        end_ns=40 * MS,
+        bytes_received=500,
+    )
+    assert result.output_tokens == 2 and result.usage_source == "chunks"
+    assert result.input_tokens is None and result.usage_rejected is not None
+    assert result.time_per_output_token == pytest.approx(0.010)

@@ -158,3 +158,16 @@ def test_completions_request(monkeypatch: pytest.MonkeyPatch) -> None:
     assert request.url == "http://h:1/v1/completions"
     assert request.headers["Authorization"] == "Bearer k-123"
     assert json.loads(request.body)["prompt"] == "Once"
+
+
+def test_usage_numbers_are_kept_as_reported_for_the_plausibility_check() -> None:
+    # Negative, fractional or absurd counts reach check_usage (which rejects and
+    # counts them) instead of being silently dropped here; non-numbers are absent.
+    event = SSEEvent(
+        '{"choices":[],"usage":{"prompt_tokens":-2,"completion_tokens":1e18,'
+        '"completion_tokens_details":{"reasoning_tokens":"many"}}}'
+    )
+    item = ChatDecoder().decode(event)
+    assert item is not None and item.usage == Usage(input_tokens=-2, output_tokens=1e18)
+    flag = ChatDecoder().decode(SSEEvent('{"choices":[],"usage":{"completion_tokens":true}}'))
+    assert flag is not None and flag.usage == Usage()
