@@ -166,3 +166,30 @@ def test_a_long_line_costs_its_length_not_length_times_reads() -> None:
     elapsed = time.monotonic() - started
     assert len(events) == 1 and len(events[0].data) == 64 << 20
     assert elapsed < 15.0, elapsed
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_split_gives_the_same_events_as_one_read(seed: int) -> None:
+    # Pieces kept across reads (the unfinished line, a pending CR, split UTF-8) must
+    # not change the result: random streams of every line-end kind, cut at random.
+    import random
+
+    rng = random.Random(seed)
+    parts = []
+    for _ in range(60):
+        end = rng.choice(["\n", "\r", "\r\n"])
+        kind = rng.random()
+        if kind < 0.15:
+            parts.append(end)  # blank line: dispatch
+        elif kind < 0.25:
+            parts.append(": ping" + end)
+        elif kind < 0.35:
+            parts.append("event: e" + str(rng.randrange(3)) + end)
+        else:
+            parts.append("data:" + " " * rng.randrange(2) + "é🙂x" * rng.randrange(4) + end)
+    stream = "".join(parts).encode()
+    whole = feed_all(SSEParser(), stream)
+    cuts = sorted(rng.sample(range(1, len(stream)), 25))
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    assert feed_all(SSEParser(), *pieces) == whole
+    assert feed_all(SSEParser(), *[stream[i : i + 1] for i in range(len(stream))]) == whole
