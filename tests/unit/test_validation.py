@@ -74,7 +74,6 @@ def test_field_dumps_as_its_pattern_and_compares_by_it() -> None:
     target = make_target(url="http://h/v1", expect="^Paris")
     assert target.model_dump(mode="json")["expect"] == "^Paris"
     assert target.redacted()["expect"] == "^Paris"
-    assert target == make_target(url="http://h/v1", expect="^Paris")
     assert target.fingerprint() == make_target(url="http://h/v1", expect="^Paris").fingerprint()
     assert target.fingerprint() != make_target(url="http://h/v1", expect="^Rome").fingerprint()
 

@@ -377,6 +377,7 @@ class StreamProbe:
             excerpt = redactor.redact(exc.excerpt[: _EXCERPT_WINDOW + redactor.margin])
             detail = f"{detail}: {redactor.cut(' '.join(excerpt.split()), _EXCERPT_LIMIT)}"
         return self._redactor.cut(detail, _DETAIL_LIMIT)
+
     def _consume(self, parser: SSEParser, data: bytes, t_ns: int, timeline: StreamTimeline) -> bool:
         """Parse and decode bytes that arrived at `t_ns`; True once the stream ended."""
         decoder = self._decoder
