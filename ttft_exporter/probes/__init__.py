@@ -1,7 +1,8 @@
 """The protocol registry: one module per protocol, one entry per protocol name.
 
-A prober takes a target, the target's HTTP session and a clock, and returns a prepared
-probe whose `run()` measures and whose `failure()` turns an exception into data.
+A prober takes a target, the target's HTTP session, a clock and (keyword) the
+inter-token bucket boundaries of the store it will be recorded into, and returns a
+prepared probe whose `run()` measures and whose `failure()` turns an exception into data.
 Adding a protocol means: a config model in `config.py`, a module here, an entry in
 PROBERS, a test module and a section in the configuration reference.
 """
