@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -37,7 +37,7 @@ from pydantic import (
 )
 
 from ttft_exporter.durations import Duration
-from ttft_exporter.validation import LABEL_NAME, compile_regex
+from ttft_exporter.validation import LABEL_NAME, Regex
 
 __all__ = [
     "DEFAULT_FLUX_CANARY_THRESHOLD",
@@ -112,18 +112,14 @@ class Selector(_Strict):
     must match; an empty selector matches everything."""
 
     name: str | None = Field(None, description="Exact target name.")
-    name_regex: re.Pattern[str] | None = Field(
-        None, description="Regular expression the whole target name must match."
+    name_regex: Regex | None = Field(
+        None,
+        description="Regular expression (RE2, as in PromQL) the whole target name must match.",
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="Label values that must all be equal: static labels, model, protocol.",
     )
-
-    @field_validator("name_regex", mode="before")
-    @classmethod
-    def _regex(cls, value: Any) -> Any:
-        return compile_regex(value)
 
     @field_validator("labels")
     @classmethod

@@ -32,7 +32,6 @@ __all__ = [
     "check_free_form",
     "check_http_url",
     "check_name",
-    "compile_regex",
     "field_rule",
     "read_bounded",
     "read_secret",
@@ -68,17 +67,6 @@ def check_name(value: str) -> str:
             "must start with a letter or digit and use only letters, digits, "
             "'_', '.', ':' or '-' (at most 128 characters)"
         )
-    return value
-
-
-def compile_regex(value: Any) -> Any:
-    """A `mode="before"` validator body: compile a pattern string, with the regex
-    error as the message (other values pass through to the type check)."""
-    if isinstance(value, str):
-        try:
-            return re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
     return value
 
 

@@ -30,7 +30,7 @@ __all__ = [
 
 PROBE_ALERT_GROUP = "ttft_probe_alerts"
 EXPORTER_ALERT_GROUP = "ttft_exporter_alerts"
-PROBE_ALERTS = ("LLMProbeFailing", "LLMProbeAbsent")
+PROBE_ALERTS = ("LLMProbeFailing", "LLMProbeAbsent", "LLMUsageImplausible")
 EXPORTER_ALERTS = (
     "TTFTExporterDown",
     "TTFTExporterConfigReloadFailed",
@@ -99,9 +99,29 @@ def _absent(res: Resolution, ctx: Context) -> Rule | None:
     )
 
 
+def _usage(ctx: Context) -> Rule:
+    rejected = ctx.everything().rate("ttft_probe_usage_rejected_total", ctx(3600))
+    return alert(
+        ctx,
+        "LLMUsageImplausible",
+        # rate() * 3600 rather than increase(): the same number, and `without` keeps
+        # the static labels through the aggregation over replicas.
+        f"sum {without()} ({rejected}) * 3600 > 0",
+        for_=ctx(60),
+        severity="warning",
+        summary="An LLM endpoint reports token counts that cannot be true",
+        description=(
+            "{{ $labels.target }} ({{ $labels.model }}) reported implausible usage "
+            '(negative, above max_tokens or above the bytes it sent) {{ printf "%.0f" $value }} '
+            "time(s) in the last hour; its token counts fall back to counting chunks "
+            '(usage_source="chunks").'
+        ),
+    )
+
+
 def probe_alerts(res: Resolution, slos: SLOsConfig, ctx: Context) -> Group:
     """The probe health group."""
-    rules = [_failing(slos, ctx)]
+    rules = [_failing(slos, ctx), _usage(ctx)]
     absent = _absent(res, ctx)
     if absent is not None:
         rules.append(absent)
