@@ -533,7 +533,9 @@ async def test_probe_deadline_from_the_scrape_timeout(
     # One token, then the stream stalls: only the deadline ends the probe.
     sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, tokens=4, stall_after=1))
     config = make_config(chat_target(sim, timeout="0.4s"))
-    client, _ = await start(aiohttp_client, config, timeout_offset=0.25)
+    client, state = await start(aiohttp_client, config, timeout_offset=0.25)
+    # The scheduled probe runs first (and stalls until its timeout): /probe would get 429.
+    await wait_for(lambda: len(state.history.records()) == 1, "the scheduled probe")
     headers = (
         {} if scrape_timeout is None else {"X-Prometheus-Scrape-Timeout-Seconds": scrape_timeout}
     )
@@ -553,7 +555,8 @@ async def test_probe_deadline_from_the_scrape_timeout(
 async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
     sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=3))
     config = make_config(chat_target(sim, labels={"env": "dev"}))
-    client, _ = await start(aiohttp_client, config)
+    client, state = await start(aiohttp_client, config)
+    await wait_probed(state, "a")  # else the scheduled probe is in flight: 429
 
     resp = await client.get("/probe", params={"target": "a", "debug": "true"})
     text = await resp.text()
@@ -580,7 +583,8 @@ async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: Aio
 
 async def test_probe_debug_failure(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
     sim = await make_llm_sim(m=ModelBehaviour(status=503))
-    client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)))
+    await wait_for(lambda: len(state.history.records()) == 1, "the scheduled probe")
 
     text = await get_text(client, "/probe?target=a&debug=true")
 
