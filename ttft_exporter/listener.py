@@ -163,12 +163,18 @@ class _GatedConnection(asyncio.Protocol):
             )
         except OSError:
             # A failed or timed-out handshake (ssl.SSLError and TimeoutError are
-            # OSErrors): the client's problem, not worth a line; the transport is
-            # closed and connection_lost() releases the slot.
+            # OSErrors): the client's problem, not worth a line. asyncio does not call
+            # connection_lost() for a connection lost during the handshake: release here.
             raw.abort()
+            self._closed()
             return
+        except asyncio.CancelledError:
+            raw.abort()
+            self._closed()
+            raise
         if tls is None or tls.is_closing():
             raw.abort()
+            self._closed()
             return
         self._attach(tls)
 
@@ -206,13 +212,17 @@ class _GatedConnection(asyncio.Protocol):
             return None
         return self._handler.eof_received()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _closed(self) -> None:
+        """Free the slot, once, whichever way the connection ended."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._counted:
             self._counted = False
             self._guard.release()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed()
         if self._handler is not None:
             self._handler.connection_lost(exc)
             self._handler = None
