@@ -802,7 +802,8 @@ async def test_waiting_for_the_adhoc_pool_counts_against_the_deadline(
     client, state = await start(aiohttp_client, make_config(*targets), adhoc_concurrency=1)
     await wait_for(lambda: len(state.history.records()) == 2, "both scheduled probes", cap=10)
     first = asyncio.create_task(client.get("/probe", params={"target": "s1"}))
-    await wait_for(lambda: counting_llm.in_flight.get("stall1") == 1, "the ad-hoc probe of s1")
+    # Its second request: the first was the scheduled probe, which may still be ending.
+    await wait_for(lambda: counting_llm.starts.count("stall1") == 2, "the ad-hoc probe of s1")
 
     started = time.monotonic()
     resp = await client.get(
@@ -841,6 +842,10 @@ async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
     await wait_for(
         lambda: len({r.target for r in state.history.records()}) == 7, "first probes", cap=20
     )
+    # The server notices the timed-out scheduled probes hang up a moment later.
+    await wait_for(
+        lambda: sum(counting_llm.in_flight.get(s, 0) for s in stalls) == 0, "stalls to end"
+    )
     counting_llm.reset_peak()
     ok_before = successes(state, "ok")
 
@@ -854,7 +859,10 @@ async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
     assert statuses.count(429) >= 30  # the same target asked for again while busy
     for stall in stalls:
         assert counting_llm.peak.get(stall, 0) <= 1, "a target never has two probes"
-    assert sum(counting_llm.in_flight.get(s, 0) for s in stalls) == 0
+    # Every stalled answer ends: the probes gave up at their deadline and hung up.
+    await wait_for(
+        lambda: sum(counting_llm.in_flight.get(s, 0) for s in stalls) == 0, "stalls to end"
+    )
     stall_peak = counting_llm.total_peak - counting_llm.peak.get("ok", 0)
     assert stall_peak <= 2, "no more ad-hoc probes at once than the pool holds"
     series = state.store.targets["ok"]
