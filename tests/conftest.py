@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,11 +13,12 @@ from aiohttp import web
 
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import Config, ConfigHolder, TargetConfig, parse_config
+from ttft_exporter.listener import ConnectionGuard, GatedSite, ListenerLimits
 from ttft_exporter.metrics import MetricStore
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.probes.http_stream import create_session
-from ttft_exporter.server import ExporterState
+from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import (
     LLM_SIM_STATE,
     LLMSimConfig,
@@ -108,3 +111,30 @@ def make_state(config: Config, **kwargs: Any) -> ExporterState:
 def fresh_store() -> MetricStore:
     """A metric store that no other test touches."""
     return MetricStore()
+
+
+@contextlib.asynccontextmanager
+async def served(
+    state: ExporterState,
+    limits: ListenerLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> AsyncIterator[int]:
+    """The exporter app on 127.0.0.1 behind the real listener (connection cap, header
+    deadline, TLS), as `serve()` runs it; yields the port."""
+    limits = limits or ListenerLimits()
+    runner = web.AppRunner(
+        create_app(state), access_log=None, keepalive_timeout=limits.idle_timeout
+    )
+    await runner.setup()
+    site = GatedSite(
+        runner,
+        "127.0.0.1",
+        0,
+        guard=ConnectionGuard(limits, state.metrics),
+        ssl_context=ssl_context,
+    )
+    try:
+        await site.start()
+        yield site.port
+    finally:
+        await runner.cleanup()

@@ -4,6 +4,7 @@ command installs, and bounded polling."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ManualClock", "free_port", "poll", "require_tool"]
+__all__ = ["CountingLLM", "ManualClock", "free_port", "poll", "require_tool"]
 
 
 class ManualClock:
@@ -64,3 +65,69 @@ async def poll(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {cap}s waiting for {what}")
         await asyncio.sleep(step)
+
+
+class CountingLLM:
+    """An OpenAI-chat streaming server that counts the requests open at once, in all
+    and per model, for tests of concurrency caps. The model name picks the behaviour:
+    `stall*` sends one token then nothing (until the client leaves, 30 s at most),
+    `slow*` answers after `slow_seconds`, anything else at once."""
+
+    def __init__(self, slow_seconds: float = 0.3) -> None:
+        self.slow_seconds = slow_seconds
+        self.in_flight: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+        self.total_in_flight = 0
+        self.total_peak = 0
+        self.starts: list[str] = []
+        self.runner: Any = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset_peak(self) -> None:
+        self.total_peak = self.total_in_flight
+        self.peak = dict(self.in_flight)
+
+    async def start(self) -> CountingLLM:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._handle)
+        # handler_cancellation: a stalled answer ends when the probe gives up.
+        self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        model = (await request.json())["model"]
+        self.starts.append(model)
+        self.in_flight[model] = self.in_flight.get(model, 0) + 1
+        self.peak[model] = max(self.peak.get(model, 0), self.in_flight[model])
+        self.total_in_flight += 1
+        self.total_peak = max(self.total_peak, self.total_in_flight)
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            if model.startswith("slow"):
+                await asyncio.sleep(self.slow_seconds)
+            chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": None}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if model.startswith("stall"):
+                await asyncio.sleep(30)
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+        finally:
+            self.in_flight[model] -= 1
+            self.total_in_flight -= 1

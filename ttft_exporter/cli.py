@@ -18,6 +18,17 @@ from ttft_exporter import __version__
 from ttft_exporter.config import Config
 from ttft_exporter.durations import parse_duration
 from ttft_exporter.errors import ConfigError
+from ttft_exporter.executor import DEFAULT_ADHOC_CONCURRENCY
+from ttft_exporter.listener import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_HEADER_TIMEOUT,
+    ConnectionGuard,
+    GatedSite,
+    ListenerLimits,
+    install_accept_error_handler,
+    raise_fd_limit,
+)
 from ttft_exporter.logs import fields, setup_logging
 from ttft_exporter.server import (
     EXPORTER,
@@ -25,6 +36,7 @@ from ttft_exporter.server import (
     create_app,
     load_state,
 )
+from ttft_exporter.webconfig import WebConfig, build_server_ssl_context, load_web_config
 
 __all__ = ["DEFAULT_LISTEN", "build_parser", "main", "run"]
 
@@ -74,6 +86,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to serve on (default: %(default)s)",
     )
     parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help=(
+            "exporter-toolkit web config: TLS, client certificates, basic auth "
+            "(default: none, plain HTTP without auth)"
+        ),
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections to this server at most; more are closed at once "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.read-header-timeout",
+        dest="read_header_timeout",
+        default=f"{DEFAULT_READ_HEADER_TIMEOUT:g}s",
+        help="a new connection must finish its TLS handshake and first request head "
+        "within this (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.idle-timeout",
+        dest="idle_timeout",
+        default=f"{DEFAULT_IDLE_TIMEOUT:g}s",
+        help="close keep-alive connections idle this long (default: %(default)s)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -87,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="timeout_offset",
         default="0.5s",
         help="subtracted from Prometheus' scrape timeout for /probe (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--probe.adhoc-concurrency",
+        dest="adhoc_concurrency",
+        type=int,
+        default=DEFAULT_ADHOC_CONCURRENCY,
+        help="/probe probes running at once, apart from the scheduled ones (default: %(default)s)",
     )
     parser.add_argument(
         "--history.limit",
@@ -150,6 +199,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         host, port = parse_listen(args.listen)
         timeout_offset = parse_duration(args.timeout_offset)
+        limits = _limits(args)
+        if args.adhoc_concurrency < 1:
+            raise ValueError("--probe.adhoc-concurrency must be at least 1")
     except ValueError as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)
         return 2
@@ -158,18 +210,36 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(host if args.listen != DEFAULT_LISTEN else "127.0.0.1", port)
     try:
+        web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
         state = load_state(
             Path(args.config_file),
             timeout_offset=timeout_offset,
             history_limit=args.history_limit,
+            adhoc_concurrency=args.adhoc_concurrency,
+            web_config=web_config,
         )
     except ConfigError as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)
         return 1
     if args.config_check:
         print(f"config file {args.config_file} is ok: {len(state.holder.config.targets)} targets")
+        if args.web_config_file is not None:
+            print(f"web config file {args.web_config_file} is ok")
         return 0
-    return serve(state, host, port)
+    return serve(state, host, port, limits)
+
+
+def _limits(args: argparse.Namespace) -> ListenerLimits:
+    if args.max_connections < 1:
+        raise ValueError("--web.max-connections must be at least 1")
+    limits = ListenerLimits(
+        max_connections=args.max_connections,
+        read_header_timeout=parse_duration(args.read_header_timeout),
+        idle_timeout=parse_duration(args.idle_timeout),
+    )
+    if limits.read_header_timeout <= 0 or limits.idle_timeout <= 0:
+        raise ValueError("--web.read-header-timeout and --web.idle-timeout must be positive")
+    return limits
 
 
 def _rules(args: argparse.Namespace) -> int:
@@ -207,33 +277,64 @@ async def _signals(app: web.Application) -> AsyncIterator[None]:
     loop.remove_signal_handler(signal.SIGHUP)
 
 
-def serve(state: ExporterState, host: str, port: int) -> int:
+def serve(state: ExporterState, host: str, port: int, limits: ListenerLimits | None = None) -> int:
     """Serve until SIGTERM/SIGINT, draining background work on the way out."""
+    soft, _hard = raise_fd_limit()
+    limits = limits or ListenerLimits()
+    # Probes, Flux and the server share the descriptors: keep most of them for probes.
+    if limits.max_connections > soft // 2:
+        log.warning(
+            "--web.max-connections is above half the open-files limit",
+            extra=fields(max_connections=limits.max_connections, open_files_limit=soft),
+        )
+    try:
+        return asyncio.run(_serve(state, host, port, limits))
+    except OSError as exc:
+        print(f"ttft-exporter: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(state: ExporterState, host: str, port: int, limits: ListenerLimits) -> int:
+    loop = asyncio.get_running_loop()
+    install_accept_error_handler(loop, state.metrics)
+    web_config = state.web_config or WebConfig()
+    tls = web_config.tls_server_config
+    context = None if tls is None else build_server_ssl_context(tls)
     app = create_app(state)
     app.cleanup_ctx.append(_signals)
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
-    log.info(
-        "serving",
-        extra=fields(
-            version=__version__,
-            metrics=f"http://{shown}:{port}/metrics",
-            config=str(state.holder.path),
-        ),
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=5.0, keepalive_timeout=limits.idle_timeout
     )
-    print(
-        f"ttft-exporter {__version__}: metrics at http://{shown}:{port}/metrics",
-        file=sys.stderr,
-        flush=True,
-    )
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        shutdown_timeout=5.0,
-    )
+    await runner.setup()
+    stop = asyncio.Event()
+    try:
+        site = GatedSite(
+            runner, host, port, guard=ConnectionGuard(limits, state.metrics), ssl_context=context
+        )
+        await site.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        scheme = "https" if context is not None else "http"
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        log.info(
+            "serving",
+            extra=fields(
+                version=__version__,
+                metrics=f"{scheme}://{shown}:{port}/metrics",
+                config=str(state.holder.path),
+                max_connections=limits.max_connections,
+            ),
+        )
+        print(
+            f"ttft-exporter {__version__}: metrics at {scheme}://{shown}:{port}/metrics",
+            file=sys.stderr,
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
     return 0
 
 

@@ -11,6 +11,7 @@ __all__ = [
     "ConfigProblem",
     "FailureReason",
     "ProbeFailure",
+    "ProbeRejected",
     "TTFTExporterError",
 ]
 
@@ -69,3 +70,15 @@ class ConfigError(TTFTExporterError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"invalid configuration {source}:\n{lines}")
+
+
+class ProbeRejected(TTFTExporterError):  # noqa: N818 - an answer to a client, not a bug
+    """An ad-hoc probe that was not started: the HTTP status for the client (429 when
+    the target is busy, 503 when no slot was free in time), a message and a
+    Retry-After in seconds."""
+
+    def __init__(self, status: int, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after

@@ -1,26 +1,45 @@
 """Runs one probe of one target to a recorded result: the global concurrency cap, the
-deadline, the exception boundary, recording, history and one log line."""
+separate pool of ad-hoc (`/probe`) probes, one probe per target at a time, the deadline,
+the exception boundary, recording, history and one log line."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import traceback
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import aiohttp
 
 from ttft_exporter.clock import Clock
 from ttft_exporter.config import TargetConfig
-from ttft_exporter.errors import FailureReason
+from ttft_exporter.errors import FailureReason, ProbeRejected
 from ttft_exporter.history import History, ProbeRecord
+from ttft_exporter.limiter import CapacityLimiter
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
 
-__all__ = ["ProbeExecutor", "target_labels"]
+__all__ = ["DEFAULT_ADHOC_CONCURRENCY", "ProbeExecutor", "target_labels"]
 
 log = logging.getLogger("ttft_exporter.probe")
+
+# Ad-hoc probes are for a person or a blackbox-style scrape job looking at one target
+# now and then, not a second scheduler: a handful at once is plenty.
+DEFAULT_ADHOC_CONCURRENCY = 4
+
+
+@dataclass
+class _Claim:
+    """The probe of a target that runs now: only one at a time per target."""
+
+    kind: str  # "scheduled" or "ad-hoc"
+    until: float  # loop time by which it ends at the latest
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def target_labels(target: TargetConfig) -> dict[str, str]:
@@ -31,7 +50,15 @@ def target_labels(target: TargetConfig) -> dict[str, str]:
 
 
 class ProbeExecutor:
-    """Shared by the background loops and `/probe`."""
+    """Shared by the background loops and `/probe`.
+
+    Scheduled probes share one global cap (`concurrency`); ad-hoc probes have a small
+    pool of their own, so no number of `/probe` calls can take a slot from the loops.
+    Both limiters live as long as the app: a reload resizes them instead of replacing
+    them, so old and new probes together never exceed a cap. A target never has two
+    probes in flight: an ad-hoc probe of a busy target is refused at once (429), and a
+    scheduled probe waits for the target's ad-hoc probe (bounded by its deadline).
+    """
 
     def __init__(
         self,
@@ -40,18 +67,31 @@ class ProbeExecutor:
         concurrency: int,
         metrics: ExporterMetrics,
         history: History,
+        adhoc_concurrency: int = DEFAULT_ADHOC_CONCURRENCY,
     ) -> None:
         self._clock = clock
-        self._semaphore = asyncio.Semaphore(concurrency)
-        self._concurrency = concurrency
+        self._limiter = CapacityLimiter(concurrency)
+        self._adhoc = CapacityLimiter(adhoc_concurrency)
         self._metrics = metrics
+        self._claims: dict[str, _Claim] = {}
+        # Targets whose scheduled probe waits for their ad-hoc probe to end.
+        self._scheduled_waiting: set[str] = set()
         self.history = history
 
+    @property
+    def concurrency(self) -> int:
+        """The global cap of scheduled probes."""
+        return self._limiter.capacity
+
+    @property
+    def adhoc_concurrency(self) -> int:
+        """The size of the ad-hoc pool."""
+        return self._adhoc.capacity
+
     def set_concurrency(self, concurrency: int) -> None:
-        """Apply a new cap to probes that start from now on."""
-        if concurrency != self._concurrency:
-            self._semaphore = asyncio.Semaphore(concurrency)
-            self._concurrency = concurrency
+        """Apply a new cap. Probes in flight keep their slots; new ones wait until the
+        number running is below the new cap."""
+        self._limiter.capacity = concurrency
 
     async def run(
         self,
@@ -61,17 +101,116 @@ class ProbeExecutor:
         *,
         deadline: float | None = None,
     ) -> ProbeRecord:
-        """Probe once, record into `store`, keep in history. Never raises but for
-        cancellation: every failure becomes a failed result."""
+        """A scheduled probe: once, recorded into `store`, kept in history. Never raises
+        but for cancellation: every failure becomes a failed result."""
         timeout = target.timeout if deadline is None else deadline
-        async with self._semaphore:
-            self._metrics.in_flight.inc()
+        await self._wait_for_adhoc(target.name)
+        claim = self._claim(target.name, "scheduled", timeout)
+        try:
+            async with self._limiter:
+                claim.until = asyncio.get_running_loop().time() + timeout
+                return await self._execute(target, session, store, timeout)
+        finally:
+            self._release(target.name, claim)
+
+    @contextlib.asynccontextmanager
+    async def adhoc_slot(self, target: TargetConfig, deadline: float) -> AsyncIterator[float]:
+        """Reserve the target and a slot of the ad-hoc pool for one `/probe`; yields the
+        deadline left for the probe itself, since waiting for the pool counts against it.
+
+        Raises ProbeRejected: 429 when the target has a probe in flight (or its
+        scheduled probe is about to start), 503 when no slot frees up in time.
+        """
+        loop = asyncio.get_running_loop()
+        name = target.name
+        running = self._claims.get(name)
+        if running is not None or name in self._scheduled_waiting:
+            self._metrics.adhoc_rejected.labels("target_busy").inc()
+            kind = running.kind if running is not None else "scheduled"
+            until = running.until if running is not None else loop.time() + target.timeout
+            raise ProbeRejected(
+                429,
+                f"target {name!r} has a {kind} probe in flight; one probe per target at a "
+                "time, so this one was not started: retry later",
+                retry_after=max(1, math.ceil(until - loop.time())),
+            )
+        started = loop.time()
+        claim = self._claim(name, "ad-hoc", deadline)
+        try:
             try:
-                result, lines = await self._attempt(
-                    target, session, timeout, store.buckets["inter_token"]
-                )
+                async with asyncio.timeout(deadline):
+                    await self._adhoc.acquire()
+            except TimeoutError:
+                self._metrics.adhoc_rejected.labels("pool_timeout").inc()
+                raise ProbeRejected(
+                    503,
+                    f"no ad-hoc probe slot became free within the probe deadline of "
+                    f"{deadline:g}s: all {self._adhoc.capacity} slots are busy "
+                    "(see --probe.adhoc-concurrency)",
+                    retry_after=max(1, math.ceil(deadline)),
+                ) from None
+            try:
+                yield max(deadline - (loop.time() - started), 0.0)
             finally:
-                self._metrics.in_flight.dec()
+                self._adhoc.release()
+        finally:
+            self._release(name, claim)
+
+    async def run_adhoc(
+        self,
+        target: TargetConfig,
+        session: aiohttp.ClientSession,
+        store: MetricStore,
+        *,
+        deadline: float,
+        left: float,
+    ) -> ProbeRecord:
+        """The probe of a `/probe` call, inside `adhoc_slot()`: `deadline` is the one
+        reported, `left` what remains of it after waiting for the pool."""
+        claim = self._claims.get(target.name)
+        if claim is None or claim.kind != "ad-hoc":
+            raise RuntimeError(f"run_adhoc({target.name!r}) outside adhoc_slot()")
+        return await self._execute(target, session, store, deadline, budget=left)
+
+    async def _wait_for_adhoc(self, name: str) -> None:
+        while (claim := self._claims.get(name)) is not None:
+            self._scheduled_waiting.add(name)
+            try:
+                await claim.released.wait()
+            finally:
+                self._scheduled_waiting.discard(name)
+
+    def _claim(self, name: str, kind: str, timeout: float) -> _Claim:
+        if name in self._claims:
+            raise RuntimeError(f"target {name!r} already has a probe in flight")
+        claim = _Claim(kind, asyncio.get_running_loop().time() + timeout)
+        self._claims[name] = claim
+        return claim
+
+    def _release(self, name: str, claim: _Claim) -> None:
+        if self._claims.get(name) is claim:
+            del self._claims[name]
+        claim.released.set()
+
+    async def _execute(
+        self,
+        target: TargetConfig,
+        session: aiohttp.ClientSession,
+        store: MetricStore,
+        timeout: float,
+        *,
+        budget: float | None = None,
+    ) -> ProbeRecord:
+        self._metrics.in_flight.inc()
+        try:
+            result, lines = await self._attempt(
+                target,
+                session,
+                timeout if budget is None else budget,
+                store.buckets["inter_token"],
+            )
+        finally:
+            self._metrics.in_flight.dec()
         series = store.ensure(target.name, target_labels(target))
         record_result(series, result, timeout=timeout)
         self._log(target, result)

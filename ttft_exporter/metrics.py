@@ -254,6 +254,8 @@ BACKGROUND_COMPONENTS = (
     "flux_read_check",
     "config_reload",
 )
+ADHOC_REJECT_REASONS = ("target_busy", "pool_timeout")
+HTTP_DROP_REASONS = ("limit", "header_timeout")
 
 EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -298,6 +300,35 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
         "Long-lived loops that failed their restart budget and have not recovered, by component; while above 0, /-/ready answers 503.",
         labels=("component",),
         children=tuple((c,) for c in BACKGROUND_COMPONENTS),
+    ),
+    MetricSpec(
+        "ttft_exporter_adhoc_probes_rejected_total",
+        Kind.COUNTER,
+        "Requests to /probe answered without probing: target_busy (429, the target had a probe in flight) or pool_timeout (503, no ad-hoc probe slot became free within the deadline).",
+        labels=("reason",),
+        children=tuple((r,) for r in ADHOC_REJECT_REASONS),
+    ),
+    MetricSpec(
+        "ttft_exporter_http_connections",
+        Kind.GAUGE,
+        "Open connections to the exporter's own HTTP server, TLS handshakes in progress included.",
+    ),
+    MetricSpec(
+        "ttft_exporter_http_connections_dropped_total",
+        Kind.COUNTER,
+        "Connections the exporter closed on its own: limit (over --web.max-connections, closed at accept) or header_timeout (no TLS handshake and request head within --web.read-header-timeout).",
+        labels=("reason",),
+        children=tuple((r,) for r in HTTP_DROP_REASONS),
+    ),
+    MetricSpec(
+        "ttft_exporter_http_accept_errors_total",
+        Kind.COUNTER,
+        "Failures to accept a connection for lack of file descriptors or memory.",
+    ),
+    MetricSpec(
+        "ttft_exporter_http_unauthorized_total",
+        Kind.COUNTER,
+        "Requests refused with 401 because basic-auth credentials were missing or wrong.",
     ),
 )
 
@@ -730,6 +761,18 @@ class ExporterMetrics:
         spec = specs["ttft_exporter_background_errors_total"]
         self.background_errors = Counter(spec.name, spec.help, spec.labels, registry=self.registry)
         self.background_down = gauge("ttft_exporter_background_down")
+        self.adhoc_rejected = self._counter(specs["ttft_exporter_adhoc_probes_rejected_total"])
+        self.http_connections = gauge("ttft_exporter_http_connections")
+        self.http_dropped = self._counter(specs["ttft_exporter_http_connections_dropped_total"])
+        self.http_accept_errors = self._counter(specs["ttft_exporter_http_accept_errors_total"])
+        self.http_unauthorized = self._counter(specs["ttft_exporter_http_unauthorized_total"])
         process_collector.ProcessCollector(registry=self.registry)
         platform_collector.PlatformCollector(registry=self.registry)
         gc_collector.GCCollector(registry=self.registry)
+
+    def _counter(self, spec: MetricSpec) -> Counter:
+        """A counter of the catalogue with every labelled child created at 0."""
+        counter = Counter(spec.name, spec.help, spec.labels, registry=self.registry)
+        for child in spec.children:
+            counter.labels(*child)
+        return counter

@@ -28,8 +28,8 @@ from ttft_exporter.config import (
     load_config,
     redacted_headers,
 )
-from ttft_exporter.errors import ConfigError, ConfigProblem
-from ttft_exporter.executor import ProbeExecutor
+from ttft_exporter.errors import ConfigError, ConfigProblem, ProbeRejected
+from ttft_exporter.executor import DEFAULT_ADHOC_CONCURRENCY, ProbeExecutor
 from ttft_exporter.flux.supervisor import FluxSupervisor
 from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.logs import fields
@@ -37,6 +37,8 @@ from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes.http_stream import build_ssl_context, create_session
 from ttft_exporter.scheduler import ProbeScheduler
 from ttft_exporter.supervise import Component, RestartPolicy, Supervisor
+from ttft_exporter.webauth import BasicAuth, auth_middleware, headers_on_prepare
+from ttft_exporter.webconfig import WebConfig
 
 __all__ = ["EXPORTER", "ExporterState", "check_tls", "create_app", "load_state", "reload_config"]
 
@@ -55,6 +57,9 @@ class ExporterState:
     timeout_offset: float = 0.5
     history_limit: int = 100
     start_jitter: bool = True
+    adhoc_concurrency: int = DEFAULT_ADHOC_CONCURRENCY
+    # --web.config.file: basic auth and response headers here, TLS in the listener.
+    web_config: WebConfig | None = None
     clock: Clock = field(default_factory=SystemClock)
     metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
     store: MetricStore = field(default_factory=MetricStore)
@@ -81,6 +86,7 @@ class ExporterState:
             concurrency=self.holder.config.concurrency,
             metrics=self.metrics,
             history=self.history,
+            adhoc_concurrency=self.adhoc_concurrency,
         )
         self.store.configure(self.holder.config.bucket_overrides(), self.holder.config.thresholds())
 
@@ -227,7 +233,10 @@ def _deadline(request: web.Request, target: TargetConfig, offset: float) -> floa
 
 
 async def handle_probe(request: web.Request) -> web.Response:
-    """One ad-hoc probe of a configured target into a fresh store."""
+    """One ad-hoc probe of a configured target into a fresh store. Ad-hoc probes have a
+    small pool of their own and never overlap a probe of the same target: a busy target
+    answers 429 and a pool that stays full until the deadline 503, both at once and
+    with Retry-After, so a burst of calls cannot delay the scheduled loops."""
     state = request.app[EXPORTER]
     name = request.query.get("target")
     if not name:
@@ -243,12 +252,24 @@ async def handle_probe(request: web.Request) -> web.Response:
     deadline = _deadline(request, target, state.timeout_offset)
     store = MetricStore()
     store.configure(state.holder.config.bucket_overrides(), state.holder.config.thresholds())
-    runner = state.scheduler.runners.get(name) if state.scheduler else None
-    if runner is not None and runner.session is not None and not runner.session.closed:
-        record = await state.executor.run(target, runner.session, store, deadline=deadline)
-    else:
-        async with create_session(target.tls, reuse_connections=False) as session:
-            record = await state.executor.run(target, session, store, deadline=deadline)
+    try:
+        async with state.executor.adhoc_slot(target, deadline) as left:
+            runner = state.scheduler.runners.get(name) if state.scheduler else None
+            if runner is not None and runner.session is not None and not runner.session.closed:
+                record = await state.executor.run_adhoc(
+                    target, runner.session, store, deadline=deadline, left=left
+                )
+            else:
+                async with create_session(target.tls, reuse_connections=False) as session:
+                    record = await state.executor.run_adhoc(
+                        target, session, store, deadline=deadline, left=left
+                    )
+    except ProbeRejected as exc:
+        return web.Response(
+            status=exc.status,
+            text=f"{exc.message}\n",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     metrics_text = store.render()
     if request.query.get("debug") == "true":
         return web.Response(text=_debug_text(record, metrics_text, target))
@@ -349,7 +370,14 @@ async def handle_index(request: web.Request) -> web.Response:
 
 def create_app(state: ExporterState) -> web.Application:
     """The exporter application; its background work starts with the app."""
-    app = web.Application()
+    middlewares = []
+    web_config = state.web_config
+    if web_config is not None and web_config.basic_auth_users:
+        users = {u: h.get_secret_value() for u, h in web_config.basic_auth_users.items()}
+        middlewares.append(auth_middleware(BasicAuth(users), state.metrics))
+    app = web.Application(middlewares=middlewares)  # type: ignore[arg-type]
+    if web_config is not None and web_config.http_server_config.headers:
+        app.on_response_prepare.append(headers_on_prepare(web_config.http_server_config.headers))
     app[EXPORTER] = state
     app.cleanup_ctx.append(_lifecycle)
     app.cleanup_ctx.extend(state.extra_contexts)

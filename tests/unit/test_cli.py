@@ -4,10 +4,12 @@ that serves, reloads on SIGHUP and stops on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -396,3 +398,191 @@ async def test_process_serves_reloads_on_sighup_and_stops_on_sigterm(
     assert 'msg="reload failed; keeping the running configuration"' in err
     assert "Traceback" not in err
     assert (tmp_path / "stdout").read_text(encoding="utf-8") == ""
+
+
+# The exporter's own server: flags, --web.config.file, a real process under a low
+# open-files limit (issue #8 items 9 and 16)
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--web.max-connections=0", "--web.max-connections must be at least 1"),
+        (
+            "--web.read-header-timeout=0s",
+            "--web.read-header-timeout and --web.idle-timeout must be positive",
+        ),
+        (
+            "--web.idle-timeout=soon",
+            "invalid duration 'soon': use a number of seconds or a string such as 250ms, 5s, 1m",
+        ),
+        ("--probe.adhoc-concurrency=0", "--probe.adhoc-concurrency must be at least 1"),
+    ],
+    ids=["max-connections", "header-timeout", "idle-timeout", "adhoc"],
+)
+def test_bad_server_flags_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, message: str
+) -> None:
+    path = write(tmp_path / "good.yml", {"targets": [target("a")]})
+    assert run([flag, "--config.file", str(path)]) == 2
+    assert capsys.readouterr().err == f"ttft-exporter: {message}\n"
+
+
+def test_config_check_validates_the_web_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write(tmp_path / "good.yml", {"targets": [target("a")]})
+    web = write(tmp_path / "web.yml", {"basic_auth_users": {"alice": "plain"}})
+
+    code = run(["--config.check", "--config.file", str(config), "--web.config.file", str(web)])
+
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out == ""
+    assert err == (
+        f"ttft-exporter: invalid configuration {web}:\n"
+        "  basic_auth_users: the password of user 'alice' is not a bcrypt hash ($2a$, $2b$ or "
+        "$2y$, cost 04-31, 53 characters after it)\n"
+    )
+    write(web, {"basic_auth_users": {"alice": "$2b$04$" + "a" * 53}})
+    assert run(["--config.check", "--config.file", str(config), "--web.config.file", str(web)]) == 0
+    assert (
+        capsys.readouterr().out
+        == f"config file {config} is ok: 1 targets\nweb config file {web} is ok\n"
+    )
+
+
+def _low_fd_limit(limit: int) -> Any:
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("max_connections", "fault"),
+    [(100, "none"), (400, "emfile")],
+    ids=["cap-below-limit", "cap-above-limit"],
+)
+async def test_a_real_process_survives_idle_connections_under_a_low_fd_limit(
+    make_llm_sim: SimFactory, tmp_path: Path, max_connections: int, fault: str
+) -> None:
+    # The reported incident at a smaller scale: open files limited to 256, 300 idle
+    # sockets. Before: asyncio logged every failed accept with a traceback (4 MB in 8 s)
+    # and the healthy target's probes failed with "Too many open files".
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=2))
+    config = write(
+        tmp_path / "ttft.yml",
+        {"targets": [target("a", url=f"{sim.url}/v1", interval="0.3s", timeout="0.25s")]},
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    stderr = (tmp_path / "stderr").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ttft_exporter",
+        f"--config.file={config}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.max-connections={max_connections}",
+        "--web.read-header-timeout=2s",
+        stdout=stderr,
+        stderr=stderr,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        preexec_fn=_low_fd_limit(256),
+    )
+    socks: list[socket.socket] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _poll(session, f"{base}/-/ready", "Ready", proc)
+            for _ in range(300):
+                sock = socket.socket()
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect(("127.0.0.1", port))
+                socks.append(sock)
+            # /metrics answers once the idle sockets are cut (header deadline: 2 s).
+            dropped = 'ttft_exporter_http_connections_dropped_total{reason="limit"}'
+            if fault == "none":
+                # About 200 refused at accept (our own scrapes may take a slot or lose one).
+                metrics = await _poll_until(
+                    session, f"{base}/metrics", lambda t: _sample(t, dropped) >= 190, proc
+                )
+                assert "ttft_exporter_http_accept_errors_total 0.0" in metrics
+                before = _sample(
+                    metrics,
+                    'ttft_probe_requests_total{target="a",model="m",protocol="openai-chat",outcome="success"}',
+                )
+                text = await _poll_until(
+                    session,
+                    f"{base}/metrics",
+                    lambda t: (
+                        _sample(
+                            t,
+                            'ttft_probe_requests_total{target="a",model="m",protocol="openai-chat",outcome="success"}',
+                        )
+                        >= before + 3
+                    ),
+                    proc,
+                )
+                assert 'reason="connect"} 0.0' in text
+            else:
+                # The cap is above what the descriptors allow: accepts fail for real.
+                text = await _poll_until(
+                    session,
+                    f"{base}/metrics",
+                    lambda t: _sample(t, "ttft_exporter_http_accept_errors_total") > 0,
+                    proc,
+                )
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), timeout=10.0)
+    finally:
+        for sock in socks:
+            sock.close()
+        if proc.returncode is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        stderr.close()
+    err = (tmp_path / "stderr").read_text(encoding="utf-8")
+    assert code == 0, err
+    assert err.count("socket.accept() out of system resource") == 0
+    if fault == "none":
+        # A handful of lines, whatever the number of connections.
+        assert "Traceback" not in err
+        assert len(err) < 4000, err
+    else:
+        # Out of descriptors everything fails (probes, a request handler's traceback),
+        # but the thousands of failed accepts make one line, not megabytes.
+        assert len(err) < 20000, err
+        assert err.count("cannot accept connections: out of file descriptors or memory") == 1
+        assert "--web.max-connections is above half the open-files limit" in err
+
+
+def _sample(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split(" ")[-1])
+    return 0.0
+
+
+async def _poll_until(
+    session: aiohttp.ClientSession, url: str, check: Any, proc: asyncio.subprocess.Process
+) -> str:
+    """GET `url` until `check(body)` holds (20 s cap, generous for a loaded machine)."""
+    deadline = time.monotonic() + 20.0
+    while True:
+        if proc.returncode is not None:
+            pytest.fail(f"the exporter exited with {proc.returncode}")
+        try:
+            async with session.get(url) as resp:
+                body = await resp.text()
+                if resp.status == 200 and check(body):
+                    return body
+        except aiohttp.ClientConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting at {url}")
+        await asyncio.sleep(0.1)

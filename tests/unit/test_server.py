@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import RunningSim, SimFactory, make_config, make_state
+from tests.helpers import CountingLLM
 from ttft_exporter.config import Config, load_config
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.server import ExporterState, create_app
@@ -533,7 +534,9 @@ async def test_probe_deadline_from_the_scrape_timeout(
     # One token, then the stream stalls: only the deadline ends the probe.
     sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, tokens=4, stall_after=1))
     config = make_config(chat_target(sim, timeout="0.4s"))
-    client, _ = await start(aiohttp_client, config, timeout_offset=0.25)
+    client, state = await start(aiohttp_client, config, timeout_offset=0.25)
+    # The scheduled probe runs first (and stalls until its timeout): /probe would get 429.
+    await wait_for(lambda: len(state.history.records()) == 1, "the scheduled probe")
     headers = (
         {} if scrape_timeout is None else {"X-Prometheus-Scrape-Timeout-Seconds": scrape_timeout}
     )
@@ -553,7 +556,8 @@ async def test_probe_deadline_from_the_scrape_timeout(
 async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
     sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=3))
     config = make_config(chat_target(sim, labels={"env": "dev"}))
-    client, _ = await start(aiohttp_client, config)
+    client, state = await start(aiohttp_client, config)
+    await wait_probed(state, "a")  # else the scheduled probe is in flight: 429
 
     resp = await client.get("/probe", params={"target": "a", "debug": "true"})
     text = await resp.text()
@@ -580,7 +584,8 @@ async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: Aio
 
 async def test_probe_debug_failure(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
     sim = await make_llm_sim(m=ModelBehaviour(status=503))
-    client, _ = await start(aiohttp_client, make_config(chat_target(sim)))
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)))
+    await wait_for(lambda: len(state.history.records()) == 1, "the scheduled probe")
 
     text = await get_text(client, "/probe?target=a&debug=true")
 
@@ -742,3 +747,179 @@ async def test_hostile_reload_keeps_the_old_config_probing_and_health_answering(
     # the whole parse (10 s for 2.7 MB) or died (the bomb): health waited as long as
     # the reload. Now it waits at most a GIL switch or a few, not the parse.
     assert max(latencies) < max(1.0, reload_seconds / 2), (max(latencies), reload_seconds)
+
+
+# /probe: its own pool, one probe per target, reloads keep the cap (issue #8 item 10)
+
+
+@pytest.fixture
+async def counting_llm() -> AsyncIterator[CountingLLM]:
+    server = await CountingLLM(slow_seconds=0.3).start()
+    yield server
+    await server.close()
+
+
+def counting_target(llm: CountingLLM, model: str, **fields: Any) -> dict[str, Any]:
+    return {"name": model, "model": model, "url": llm.url, **fields}
+
+
+def adhoc_rejected(state: ExporterState, reason: str) -> float:
+    value = state.metrics.registry.get_sample_value(
+        "ttft_exporter_adhoc_probes_rejected_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_probe_of_a_target_with_a_scheduled_probe_in_flight_answers_429(
+    counting_llm: CountingLLM, aiohttp_client: AiohttpClient
+) -> None:
+    config = make_config(counting_target(counting_llm, "stall", interval="10s", timeout="3s"))
+    client, state = await start(aiohttp_client, config)
+    await wait_for(lambda: counting_llm.in_flight.get("stall") == 1, "the scheduled probe")
+
+    resp = await client.get("/probe", params={"target": "stall"})
+
+    assert resp.status == 429
+    assert await resp.text() == (
+        "target 'stall' has a scheduled probe in flight; one probe per target at a time, "
+        "so this one was not started: retry later\n"
+    )
+    # The scheduled probe ends within its 3 s timeout: retry after at most that.
+    assert 1 <= int(resp.headers["Retry-After"]) <= 3
+    assert counting_llm.starts == ["stall"]
+    assert adhoc_rejected(state, "target_busy") == 1.0
+    assert adhoc_rejected(state, "pool_timeout") == 0.0
+
+
+async def test_waiting_for_the_adhoc_pool_counts_against_the_deadline(
+    counting_llm: CountingLLM, aiohttp_client: AiohttpClient
+) -> None:
+    # One ad-hoc slot, held by a stalled probe of s1 for its 3 s timeout.
+    targets = [
+        counting_target(counting_llm, n, interval="1h", timeout="3s") for n in ("s1", "stall2")
+    ]
+    targets[0]["model"] = "stall1"
+    client, state = await start(aiohttp_client, make_config(*targets), adhoc_concurrency=1)
+    await wait_for(lambda: len(state.history.records()) == 2, "both scheduled probes", cap=10)
+    first = asyncio.create_task(client.get("/probe", params={"target": "s1"}))
+    # Its second request: the first was the scheduled probe, which may still be ending.
+    await wait_for(lambda: counting_llm.starts.count("stall1") == 2, "the ad-hoc probe of s1")
+
+    started = time.monotonic()
+    resp = await client.get(
+        "/probe",
+        params={"target": "stall2"},
+        headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.0"},
+    )
+    took = time.monotonic() - started
+    text = await resp.text()
+
+    assert resp.status == 503, text
+    assert text == (
+        "no ad-hoc probe slot became free within the probe deadline of 0.5s: all 1 slots "
+        "are busy (see --probe.adhoc-concurrency)\n"
+    )
+    assert resp.headers["Retry-After"] == "1"
+    # It waited out its whole deadline (1.0 s - 0.5 s offset), and not the 3 s of s1.
+    assert took >= 0.5
+    assert counting_llm.starts.count("stall2") == 1  # the scheduled one only
+    assert adhoc_rejected(state, "pool_timeout") == 1.0
+    first.cancel()
+
+
+async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
+    counting_llm: CountingLLM, aiohttp_client: AiohttpClient
+) -> None:
+    # One global slot for the scheduled probes; 60 /probe calls on 6 stalling targets.
+    # Before the fix they queued for that one slot, 1 s each, and `ok` got no probe.
+    stalls = [f"stall{n}" for n in range(6)]
+    config = make_config(
+        counting_target(counting_llm, "ok", interval="0.3s", timeout="0.25s"),
+        *(counting_target(counting_llm, s, interval="1h", timeout="1s") for s in stalls),
+        concurrency=1,
+    )
+    client, state = await start(aiohttp_client, config, adhoc_concurrency=2)
+    await wait_for(
+        lambda: len({r.target for r in state.history.records()}) == 7, "first probes", cap=20
+    )
+    # The server notices the timed-out scheduled probes hang up a moment later.
+    await wait_for(
+        lambda: sum(counting_llm.in_flight.get(s, 0) for s in stalls) == 0, "stalls to end"
+    )
+    counting_llm.reset_peak()
+    ok_before = successes(state, "ok")
+
+    calls = [asyncio.create_task(client.get("/probe", params={"target": s})) for s in stalls * 10]
+    # While the burst lasts (each probe stalls for its 1 s deadline), `ok` keeps its cadence.
+    await wait_for(lambda: successes(state, "ok") >= ok_before + 3, "three probes of ok")
+    responses = await asyncio.gather(*calls)
+    statuses = [r.status for r in responses]
+
+    assert set(statuses) <= {200, 429, 503}
+    assert statuses.count(429) >= 30  # the same target asked for again while busy
+    for stall in stalls:
+        assert counting_llm.peak.get(stall, 0) <= 1, "a target never has two probes"
+    # Every stalled answer ends: the probes gave up at their deadline and hung up.
+    await wait_for(
+        lambda: sum(counting_llm.in_flight.get(s, 0) for s in stalls) == 0, "stalls to end"
+    )
+    stall_peak = counting_llm.total_peak - counting_llm.peak.get("ok", 0)
+    assert stall_peak <= 2, "no more ad-hoc probes at once than the pool holds"
+    series = state.store.targets["ok"]
+    assert (series.get("ttft_probe_requests_total", ("failure",)) or 0.0) == 0.0
+    assert adhoc_rejected(state, "target_busy") == statuses.count(429)
+    assert adhoc_rejected(state, "pool_timeout") == statuses.count(503)
+
+
+async def test_a_scheduled_probe_waits_for_the_adhoc_probe_of_its_target(
+    counting_llm: CountingLLM, aiohttp_client: AiohttpClient
+) -> None:
+    # Probes of `slow` take 0.3 s and the loop ticks every 0.35 s: /probe calls in a row
+    # meet the loop's probes all the time, and the server never sees two at once.
+    config = make_config(counting_target(counting_llm, "slow", interval="0.35s", timeout="0.34s"))
+    client, state = await start(aiohttp_client, config)
+    statuses = []
+    for _ in range(8):
+        resp = await client.get("/probe", params={"target": "slow"})
+        statuses.append(resp.status)
+        if resp.status == 429:
+            await asyncio.sleep(0.05)
+
+    assert set(statuses) <= {200, 429}
+    assert 200 in statuses
+    assert counting_llm.peak["slow"] == 1
+    assert successes(state, "slow") >= 1
+
+
+async def test_a_reload_never_lets_old_and_new_probes_exceed_the_cap(
+    counting_llm: CountingLLM, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    # Eight 0.3 s probes want to run every 0.4 s: there is always more demand than the cap.
+    path = tmp_path / "ttft.yml"
+    slow = [f"slow{n}" for n in range(8)]
+
+    def write(concurrency: int, extra: str = "") -> None:
+        targets = [counting_target(counting_llm, s, interval="0.4s", timeout="0.35s") for s in slow]
+        if extra:
+            targets.append(counting_target(counting_llm, extra, interval="0.4s", timeout="0.35s"))
+        write_config(path, targets, concurrency=concurrency)
+
+    write(2)
+    client, state = await start_from_file(aiohttp_client, path)
+    await wait_for(lambda: counting_llm.total_in_flight == 2, "two probes in flight")
+    # A bigger cap with probes in flight: before the fix a new semaphore let 2 + 3 run.
+    write(3, extra="slow-new")
+    assert (await client.post("/-/reload")).status == 200
+    await wait_for(lambda: len(counting_llm.starts) >= 20, "twenty probes", cap=10)
+    assert counting_llm.total_peak <= 3
+    assert counting_llm.total_peak == 3  # the new cap is used
+
+    # A smaller cap: the 3 running finish, then never more than 1 at once.
+    write(1)
+    assert (await client.post("/-/reload")).status == 200
+    await wait_for(lambda: counting_llm.total_in_flight <= 1, "old probes drained")
+    counting_llm.reset_peak()
+    seen = len(counting_llm.starts)
+    await wait_for(lambda: len(counting_llm.starts) >= seen + 4, "four more probes", cap=10)
+    assert counting_llm.total_peak == 1
+    assert state.executor.concurrency == 1
