@@ -255,7 +255,7 @@ def test_selector_by_model_and_regex() -> None:
 
 @pytest.mark.parametrize("kind", ["targets", "flux"])
 def test_selector_matching_nothing_is_an_error(kind: str) -> None:
-    entry = {"selector": {"name": "typo"}}
+    entry: dict[str, Any] = {"selector": {"name": "typo"}}
     entry.update(
         {"availability": {"objective": 0.9}} if kind == "targets" else {"canary_threshold": 1}
     )
