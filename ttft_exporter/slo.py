@@ -223,8 +223,8 @@ def _service_name(service: str | None, selector: Selector) -> str:
     return name or "unnamed"
 
 
-class TargetSLOConfig(_Strict):
-    """Objectives for the targets a selector picks."""
+class _Entry(_Strict):
+    """What every `slos:` entry has: a selector and the Sloth service its SLOs form."""
 
     selector: Selector = Field(default_factory=Selector)
     service: str | None = Field(
@@ -233,6 +233,24 @@ class TargetSLOConfig(_Strict):
         "default: derived from the selector (the target name, or the label values as "
         "`env-prod`). Required with name_regex.",
     )
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        return _check_service(value)
+
+    def service_name(self) -> str:
+        """The sloth_service of this entry's SLOs."""
+        return _service_name(self.service, self.selector)
+
+    def objective_kinds(self) -> tuple[str, ...]:
+        """The SLO kinds this entry sets (as `sloth_slo` label values)."""
+        raise NotImplementedError
+
+
+class TargetSLOConfig(_Entry):
+    """Objectives for the targets a selector picks."""
+
     ttft: TTFTObjective | None = None
     availability: RatioObjective | None = Field(None, description="Ratio of probes that succeed.")
     tpot: LatencyObjective | None = Field(
@@ -248,15 +266,6 @@ class TargetSLOConfig(_Strict):
             raise ValueError("set at least one of ttft, availability, tpot, regression")
         return self
 
-    @field_validator("service")
-    @classmethod
-    def _service(cls, value: str | None) -> str | None:
-        return _check_service(value)
-
-    def service_name(self) -> str:
-        """The sloth_service of this entry's SLOs."""
-        return _service_name(self.service, self.selector)
-
     def objective_kinds(self) -> tuple[str, ...]:
         """The SLO kinds this entry sets (as `slo` label values)."""
         kinds = []
@@ -269,16 +278,9 @@ class TargetSLOConfig(_Strict):
         return tuple(kinds)
 
 
-class FluxSLOConfig(_Strict):
+class FluxSLOConfig(_Entry):
     """Objectives for the Flux instances a selector picks."""
 
-    selector: Selector = Field(default_factory=Selector)
-    service: str | None = Field(
-        None,
-        description="Sloth service name of the SLOs of this entry (sloth_service label); "
-        "default: derived from the selector (the target name, or the label values as "
-        "`env-prod`). Required with name_regex.",
-    )
     canary_propagation: LatencyObjective | None = Field(
         None, description="Ratio of canary events seen on the stream within threshold."
     )
@@ -296,15 +298,6 @@ class FluxSLOConfig(_Strict):
         if not any((self.canary_propagation, self.stream_up, self.canary_threshold)):
             raise ValueError("set at least one of canary_propagation, stream_up, canary_threshold")
         return self
-
-    @field_validator("service")
-    @classmethod
-    def _service(cls, value: str | None) -> str | None:
-        return _check_service(value)
-
-    def service_name(self) -> str:
-        """The sloth_service of this entry's SLOs."""
-        return _service_name(self.service, self.selector)
 
     def objective_kinds(self) -> tuple[str, ...]:
         """The SLO kinds this entry sets (as `slo` label values)."""
