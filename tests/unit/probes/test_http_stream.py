@@ -516,6 +516,10 @@ def _token(text: str) -> bytes:
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
+# Every stream ends with its finish chunk: without one it is truncated.
+_FINISH = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+
+
 def _usage_chunk(usage: str) -> bytes:
     return f'data: {{"choices":[],"usage":{usage}}}\n\n'.encode()
 
@@ -541,15 +545,22 @@ async def _stream_server(aiohttp_server: Any, body: bytes) -> str:
         ('{"prompt_tokens":5,"completion_tokens":-3}', "is negative"),
         ('{"prompt_tokens":5,"completion_tokens":2.5}', "not a whole number"),
         ('{"prompt_tokens":1e18,"completion_tokens":3}', "input_tokens"),
-        ('{"prompt_tokens":5,"completion_tokens":400}', "bytes received"),
+        ('{"prompt_tokens":5,"completion_tokens":416}', "bytes received"),
     ],
     ids=["1e18-int", "1e18-float", "negative", "fractional", "huge-prompt", "above-bytes"],
 )
 async def test_implausible_usage_falls_back_to_chunks(
     aiohttp_server: Any, usage: str, why: str
 ) -> None:
-    body = _token("a") + _token("b") + _token("c") + _usage_chunk(usage) + b"data: [DONE]\n\n"
-    # max_tokens 200: 400 tokens pass 2 x 200 + 16, but not the ~320 bytes received.
+    body = (
+        _token("a")
+        + _token("b")
+        + _token("c")
+        + _FINISH
+        + _usage_chunk(usage)
+        + b"data: [DONE]\n\n"
+    )
+    # max_tokens 200: 416 tokens pass 2 x 200 + 16, but not the 410 bytes received.
     target = make_target(url=await _stream_server(aiohttp_server, body), max_tokens=200)
     result = await probe_once(target)
     assert result.success, result.detail
@@ -568,7 +579,7 @@ async def test_implausible_usage_falls_back_to_chunks(
 
 async def test_plausible_usage_is_used(aiohttp_server: Any) -> None:
     usage = '{"prompt_tokens":5,"completion_tokens":4}'
-    body = _token("a") + _token("b") + _usage_chunk(usage) + b"data: [DONE]\n\n"
+    body = _token("a") + _token("b") + _FINISH + _usage_chunk(usage) + b"data: [DONE]\n\n"
     result = await probe_once(make_target(url=await _stream_server(aiohttp_server, body)))
     assert result.success and result.usage_rejected is None
     assert result.output_tokens == 4 and result.usage_source == "usage"
@@ -598,7 +609,7 @@ async def test_backtracking_expect_on_a_real_answer_returns_promptly(
 
 
 async def test_max_response_bytes_is_protocol(aiohttp_server: Any) -> None:
-    body = b"".join(_token("x") for _ in range(200)) + b"data: [DONE]\n\n"
+    body = b"".join(_token("x") for _ in range(200)) + _FINISH + b"data: [DONE]\n\n"
     url = await _stream_server(aiohttp_server, body)
     result = await probe_once(make_target(url=url, max_response_bytes=4096))
     assert result.reason is FailureReason.PROTOCOL
