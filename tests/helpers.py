@@ -126,7 +126,8 @@ class CountingLLM:
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
             if model.startswith("stall"):
                 await asyncio.sleep(30)
-            await resp.write(b"data: [DONE]\n\n")
+            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            await resp.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
             return resp
         finally:
             self.in_flight[model] -= 1

@@ -30,6 +30,9 @@ class FailureReason(enum.StrEnum):
     TIMEOUT = "timeout"
     STREAM_ERROR = "stream_error"
     PROTOCOL = "protocol"
+    # The stream ended cleanly but incomplete: no finish reason, or (for protocols with
+    # a terminator such as OpenAI's `[DONE]`) EOF before the terminator.
+    TRUNCATED = "truncated"
     NO_TOKENS = "no_tokens"
     CONTENT_MISMATCH = "content_mismatch"
     INTERNAL = "internal"

@@ -234,6 +234,8 @@ class ProbeExecutor:
                 False,
                 FailureReason.INTERNAL,
                 f"cannot prepare probe: {type(exc).__name__}",
+                # A probe was due now: its timestamp must move even though it never ran.
+                started_at=self._clock.wall(),
             ), []
         try:
             async with asyncio.timeout(timeout):

@@ -31,6 +31,7 @@ from ttft_exporter import __version__
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.probes.base import (
     DEFAULT_INTER_TOKEN_BUCKETS,
+    FINISH_REASONS,
     PHASES,
     GapHistogram,
     ProbeResult,
@@ -141,7 +142,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_probe_inter_chunk_latency_seconds",
         Kind.HISTOGRAM,
-        "Gaps between successive token-carrying chunks after the first token chunk, successful probes.",
+        "Gaps between successive token-carrying chunks after the first token chunk, successful probes that were not a burst.",
         "s",
         buckets="inter_token",
         otel_name="gen_ai.client.operation.time_per_output_chunk",
@@ -149,7 +150,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_probe_time_per_output_token_seconds",
         Kind.HISTOGRAM,
-        "TPOT per probe: (e2e - TTFT) / (output tokens - 1), probes with at least 2 output tokens.",
+        "TPOT per probe: (e2e - TTFT) / (output tokens - 1), probes with at least 2 output tokens whose decode window was measured (not a burst).",
         "s",
         buckets="inter_token",
     ),
@@ -168,6 +169,18 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         children=_REASONS,
     ),
     MetricSpec(
+        "ttft_probe_finish_reasons_total",
+        Kind.COUNTER,
+        "Probes whose stream ended (at its terminator or at EOF), successful or not, by the finish reason of its first choice: stop, length, content_filter, tool_calls, other (any other server value), none (the stream gave none; such a probe fails as truncated).",
+        labels=("finish_reason",),
+        children=tuple((f,) for f in FINISH_REASONS),
+    ),
+    MetricSpec(
+        "ttft_probe_burst_streams_total",
+        Kind.COUNTER,
+        "Successful probes whose decode window (first to last token chunk) was below max(1 ms, 100 us x (output tokens - 1)), as when every token arrives in one read: they feed no TPOT, inter-chunk gap, decode tokens or generation seconds, and set the last tokens/s gauge to NaN.",
+    ),
+    MetricSpec(
         "ttft_probe_output_tokens_total",
         Kind.COUNTER,
         "Output tokens of successful probes; usage_source says whether the server reported them (usage) or they are counted text chunks (chunks).",
@@ -184,7 +197,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_probe_decode_tokens_total",
         Kind.COUNTER,
-        "Output tokens after the first, i.e. produced during ttft_probe_generation_seconds_total; rate(decode_tokens)/rate(generation_seconds) is the decode rate in tokens/s.",
+        "Output tokens after the first, i.e. produced during ttft_probe_generation_seconds_total (bursts excluded); rate(decode_tokens)/rate(generation_seconds) is the decode rate in tokens/s.",
         "{token}",
     ),
     MetricSpec(
@@ -197,20 +210,20 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_probe_generation_seconds_total",
         Kind.COUNTER,
-        "Decode time: first to last token chunk, summed over successful probes with at least 2 output tokens.",
+        "Decode time: first to last token chunk, summed over successful probes with at least 2 output tokens that were not a burst.",
         "s",
     ),
     MetricSpec("ttft_probe_success", Kind.GAUGE, "1 if the last probe succeeded, else 0."),
     MetricSpec(
         "ttft_probe_last_time_to_first_token_seconds",
         Kind.GAUGE,
-        "TTFT of the last successful probe.",
+        "TTFT of the last probe; NaN if it failed.",
         "s",
     ),
     MetricSpec(
         "ttft_probe_last_output_tokens_per_second",
         Kind.GAUGE,
-        "Decode rate of the last successful probe with at least 2 tokens: (tokens - 1) / (e2e - TTFT).",
+        "Decode rate of the last probe: (tokens - 1) / (e2e - TTFT); NaN if it failed, had fewer than 2 tokens or was a burst.",
         "{token}/s",
     ),
     MetricSpec(
@@ -228,14 +241,14 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_probe_phase_duration_seconds",
         Kind.GAUGE,
-        "Connection phases of the last probe: dns, connect, tls (0 on a reused connection) and headers (connection ready to response headers).",
+        "Connection phases of the last probe: dns, connect, tls and headers (connection ready to response headers); 0 for a phase the probe did not need (a reused connection, an address, plain HTTP), NaN for one it needed but did not complete.",
         "s",
         labels=("phase",),
     ),
     MetricSpec(
         "ttft_probe_http_status_code",
         Kind.GAUGE,
-        "HTTP status of the last probe that got a response.",
+        "HTTP status of the last probe; 0 if it got no response.",
     ),
     MetricSpec(
         "ttft_probe_timeout_seconds",
@@ -683,17 +696,27 @@ class MetricStore:
 
 
 def record_result(series: SeriesSet, result: ProbeResult, *, timeout: float) -> None:
-    """Record one probe result into a target's series."""
+    """Record one probe result into a target's series.
+
+    The last-value gauges describe the last probe: a figure it did not measure is NaN,
+    never an older probe's value or a made-up 0. The exception, as in blackbox, is
+    the HTTP status: 0 when no response came.
+    """
     series.set("ttft_probe_timeout_seconds", timeout)
     series.inc("ttft_probe_requests_total", child=("success" if result.success else "failure",))
     series.set("ttft_probe_success", 1.0 if result.success else 0.0)
     if result.started_at:
         series.set("ttft_probe_last_probe_timestamp_seconds", result.started_at)
     for phase in PHASES:
-        if phase in result.phases:
-            series.set("ttft_probe_phase_duration_seconds", result.phases[phase], (phase,))
-    if result.http_status is not None:
-        series.set("ttft_probe_http_status_code", float(result.http_status))
+        value = result.phases.get(phase, math.nan)
+        series.set("ttft_probe_phase_duration_seconds", value, (phase,))
+    series.set("ttft_probe_http_status_code", float(result.http_status or 0))
+    if result.finish_reason is not None:
+        series.inc("ttft_probe_finish_reasons_total", child=(result.finish_reason,))
+    ttft = result.time_to_first_token if result.success else None
+    rate = result.output_tokens_per_second if result.success else None
+    series.set("ttft_probe_last_time_to_first_token_seconds", _or_nan(ttft))
+    series.set("ttft_probe_last_output_tokens_per_second", _or_nan(rate))
     if not result.success:
         reason = result.reason or FailureReason.INTERNAL
         series.inc("ttft_probe_failures_total", child=(reason.value,))
@@ -707,6 +730,9 @@ def record_result(series: SeriesSet, result: ProbeResult, *, timeout: float) -> 
         result.time_to_first_output_token,
     )
     _observe(series, "ttft_probe_duration_seconds", result.duration)
+    if result.burst:
+        series.inc("ttft_probe_burst_streams_total")
+    # A burst carries no TPOT, gaps or decode window (see ProbeResult): none is fed.
     _observe(series, "ttft_probe_time_per_output_token_seconds", result.time_per_output_token)
     if result.inter_chunk_gaps is not None and result.inter_chunk_gaps.count:
         series.merge("ttft_probe_inter_chunk_latency_seconds", result.inter_chunk_gaps)
@@ -721,12 +747,11 @@ def record_result(series: SeriesSet, result: ProbeResult, *, timeout: float) -> 
         series.inc("ttft_probe_generation_seconds_total", decode)
     if result.input_tokens is not None:
         series.inc("ttft_probe_input_tokens_total", result.input_tokens)
-    if result.time_to_first_token is not None:
-        series.set("ttft_probe_last_time_to_first_token_seconds", result.time_to_first_token)
-    rate = result.output_tokens_per_second
-    if rate is not None:
-        series.set("ttft_probe_last_output_tokens_per_second", rate)
     series.set("ttft_probe_last_success_timestamp_seconds", result.started_at)
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _observe(series: SeriesSet, name: str, value: float | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -9,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.metrics import DEFAULT_BUCKETS, PROBE_METRICS, Kind, MetricStore, record_result
-from ttft_exporter.probes.base import GapHistogram, ProbeResult
+from ttft_exporter.probes.base import FINISH_REASONS, GapHistogram, ProbeResult
 
 LABELS = {"target": "a", "model": "m", "protocol": "openai-chat", "env": 'we"ird\\\n'}
 
@@ -37,6 +38,7 @@ def success(**overrides: object) -> ProbeResult:
         "output_tokens": 40,
         "usage_source": "usage",
         "input_tokens": 7,
+        "finish_reason": "length",
     }
     values.update(overrides)
     return ProbeResult(**values)  # type: ignore[arg-type]
@@ -56,6 +58,10 @@ def test_closed_enums_and_counters_exist_at_zero() -> None:
     store.ensure("a", LABELS)
     for reason in FailureReason:
         assert sample(store, "ttft_probe_failures_total", reason=reason.value) == 0.0
+    assert sample(store, "ttft_probe_failures_total", reason="truncated") == 0.0
+    for finish in FINISH_REASONS:
+        assert sample(store, "ttft_probe_finish_reasons_total", finish_reason=finish) == 0.0
+    assert sample(store, "ttft_probe_burst_streams_total") == 0.0
     assert sample(store, "ttft_probe_requests_total", outcome="success") == 0.0
     assert sample(store, "ttft_probe_output_tokens_total", usage_source="chunks") == 0.0
     assert sample(store, "ttft_probe_usage_rejected_total") == 0.0
@@ -82,6 +88,8 @@ def test_record_success() -> None:
     assert sample(store, "ttft_probe_success") == 1.0
     assert sample(store, "ttft_probe_timeout_seconds") == 5.0
     assert sample(store, "ttft_probe_last_success_timestamp_seconds") == 1700000000.5
+    assert sample(store, "ttft_probe_finish_reasons_total", finish_reason="length") == 1.0
+    assert sample(store, "ttft_probe_burst_streams_total") == 0.0
 
 
 def test_record_failure_keeps_latencies_out() -> None:
@@ -93,6 +101,87 @@ def test_record_failure_keeps_latencies_out() -> None:
     assert sample(store, "ttft_probe_success") == 0.0
     assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 0.0
     assert sample(store, "ttft_probe_last_success_timestamp_seconds") is None
+    # Its stream never ended: no finish reason is counted.
+    counted = [
+        sample(store, "ttft_probe_finish_reasons_total", finish_reason=f) for f in FINISH_REASONS
+    ]
+    assert counted == [0.0] * len(FINISH_REASONS)
+
+
+def nan(value: float | None) -> bool:
+    return value is not None and math.isnan(value)
+
+
+def test_unmeasured_last_values_are_nan_never_stale() -> None:
+    # One rule for every last-value gauge: a figure the last probe did not measure is
+    # NaN (absent before the first probe), never an older probe's value or a made-up
+    # 0; the HTTP status is 0 without a response, as in blackbox.
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    record_result(series, success(), timeout=5.0)
+    failed = ProbeResult(
+        False,
+        FailureReason.CONNECT,
+        "refused",
+        started_at=1700000010.0,
+        phases={"dns": 0.0, "connect": math.nan, "tls": math.nan, "headers": math.nan},
+    )
+    record_result(series, failed, timeout=5.0)
+    assert sample(store, "ttft_probe_http_status_code") == 0.0
+    assert nan(sample(store, "ttft_probe_last_time_to_first_token_seconds"))
+    assert nan(sample(store, "ttft_probe_last_output_tokens_per_second"))
+    assert sample(store, "ttft_probe_phase_duration_seconds", phase="dns") == 0.0
+    for phase in ("connect", "tls", "headers"):
+        assert nan(sample(store, "ttft_probe_phase_duration_seconds", phase=phase)), phase
+    assert sample(store, "ttft_probe_last_probe_timestamp_seconds") == 1700000010.0
+    # The last *success* timestamp means what it says: still the earlier success.
+    assert sample(store, "ttft_probe_last_success_timestamp_seconds") == 1700000000.5
+
+    # A result without phases at all (the probe could not even be prepared).
+    record_result(series, ProbeResult(False, FailureReason.INTERNAL, "x"), timeout=5.0)
+    for phase in ("dns", "connect", "tls", "headers"):
+        assert nan(sample(store, "ttft_probe_phase_duration_seconds", phase=phase)), phase
+
+    record_result(series, success(), timeout=5.0)
+    assert sample(store, "ttft_probe_http_status_code") == 200.0
+    assert sample(store, "ttft_probe_last_time_to_first_token_seconds") == 0.3
+    assert sample(store, "ttft_probe_last_output_tokens_per_second") == pytest.approx(39 / 0.38)
+
+
+def test_single_token_success_has_no_rate() -> None:
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    record_result(series, success(), timeout=5.0)
+    one = success(output_tokens=1, time_per_output_token=None, duration=0.3)
+    record_result(series, one, timeout=5.0)
+    assert nan(sample(store, "ttft_probe_last_output_tokens_per_second"))
+    assert sample(store, "ttft_probe_burst_streams_total") == 0.0
+
+
+def test_burst_feeds_no_decode_figure() -> None:
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    record_result(series, success(), timeout=5.0)
+    burst = success(burst=True, time_per_output_token=None, inter_chunk_gaps=None, duration=0.3)
+    record_result(series, burst, timeout=5.0)
+    assert sample(store, "ttft_probe_burst_streams_total") == 1.0
+    assert sample(store, "ttft_probe_time_per_output_token_seconds_count") == 1.0
+    assert sample(store, "ttft_probe_inter_chunk_latency_seconds_count") == 19.0
+    assert sample(store, "ttft_probe_decode_tokens_total") == 39.0
+    assert sample(store, "ttft_probe_generation_seconds_total") == pytest.approx(0.38)
+    assert nan(sample(store, "ttft_probe_last_output_tokens_per_second"))
+    # What a burst did measure is kept: TTFT, e2e, tokens.
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 2.0
+    assert sample(store, "ttft_probe_duration_seconds_count") == 2.0
+    assert sample(store, "ttft_probe_output_tokens_total", usage_source="usage") == 80.0
+
+
+def test_failure_with_an_ended_stream_counts_its_finish_reason() -> None:
+    store = MetricStore()
+    truncated = ProbeResult(False, FailureReason.TRUNCATED, "cut", finish_reason="none")
+    record_result(store.ensure("a", LABELS), truncated, timeout=5.0)
+    assert sample(store, "ttft_probe_failures_total", reason="truncated") == 1.0
+    assert sample(store, "ttft_probe_finish_reasons_total", finish_reason="none") == 1.0
 
 
 def test_gap_histogram_merges_in_one_step_with_the_same_bounds() -> None:

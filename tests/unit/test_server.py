@@ -570,7 +570,7 @@ async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: Aio
         "Logs for the probe:",
         f"POST {sim.url}/v1/chat/completions",
         "response headers: HTTP 200 text/event-stream",
-        "stream terminated after 3 token chunks",
+        "stream terminated after 3 token chunks, finish reason 'stop'",
         logs.splitlines()[4],
         "probe succeeded",
     ]

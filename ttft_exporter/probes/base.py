@@ -19,9 +19,13 @@ if TYPE_CHECKING:
     from ttft_exporter.config import TargetConfig
 
 __all__ = [
+    "BURST_MIN_SECONDS_PER_TOKEN",
+    "BURST_MIN_WINDOW_SECONDS",
     "DEFAULT_INTER_TOKEN_BUCKETS",
+    "FINISH_REASONS",
     "MAX_INPUT_TOKENS",
     "PHASES",
+    "FinishReasonLabel",
     "GapHistogram",
     "HTTPRequest",
     "ProbeResult",
@@ -30,7 +34,9 @@ __all__ = [
     "StreamTimeline",
     "Usage",
     "UsageSource",
+    "burst_bound",
     "check_usage",
+    "finish_reason_label",
 ]
 
 PHASES = ("dns", "connect", "tls", "headers")
@@ -52,6 +58,59 @@ DEFAULT_INTER_TOKEN_BUCKETS: tuple[float, ...] = (
 MAX_INPUT_TOKENS = 100_000_000
 _OUTPUT_FACTOR = 2
 _OUTPUT_SLACK = 16
+
+# The resolution bound of the decode figures (TPOT, inter-chunk gaps, tokens/s,
+# generation seconds). A decode window (first to last token chunk) shorter than
+# max(1 ms, 100 us x decode tokens) is a burst, not a measurement:
+# - 1 ms is the order of event-loop and scheduler jitter on a busy host, so a window
+#   that short says more about when the exporter got the CPU than about the server;
+# - 100 us per token is 10,000 tokens/s for one stream, several times the fastest
+#   single-stream decode served today: a shorter window can only come from chunks that
+#   waited in a buffer (a starved client, a buffering proxy) and were read together.
+# Tokens that arrive in one read have a window of exactly 0 and are always a burst.
+BURST_MIN_WINDOW_SECONDS = 0.001
+BURST_MIN_SECONDS_PER_TOKEN = 0.0001
+
+FinishReasonLabel = Literal["stop", "length", "content_filter", "tool_calls", "other", "none"]
+# The bounded values of the `finish_reason` label; `none` is a stream that gave none.
+FINISH_REASONS: tuple[FinishReasonLabel, ...] = (
+    "stop",
+    "length",
+    "content_filter",
+    "tool_calls",
+    "other",
+    "none",
+)
+# Server spellings of the same ends. OpenAI's deprecated `function_call` is a tool call;
+# TGI and Anthropic name a natural stop `eos_token`, `stop_sequence` or `end_turn`,
+# the token limit `max_tokens`, a tool call `tool_use` and a refusal `refusal`.
+_FINISH_ALIASES: dict[str, FinishReasonLabel] = {
+    "stop": "stop",
+    "eos_token": "stop",
+    "stop_sequence": "stop",
+    "end_turn": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "content_filter": "content_filter",
+    "refusal": "content_filter",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "tool_use": "tool_calls",
+}
+
+
+def finish_reason_label(raw: str | None) -> FinishReasonLabel:
+    """The bounded label of a server's finish reason: `none` when it gave none,
+    `other` for any value not known (the raw value may be anything, of any length)."""
+    if raw is None:
+        return "none"
+    return _FINISH_ALIASES.get(raw, "other")
+
+
+def burst_bound(decode_tokens: int) -> float:
+    """The shortest decode window, in seconds, that counts as measured for a probe
+    with this many tokens after the first (see BURST_MIN_WINDOW_SECONDS)."""
+    return max(BURST_MIN_WINDOW_SECONDS, BURST_MIN_SECONDS_PER_TOKEN * decode_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +218,13 @@ class StreamDecoder(Protocol):
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """The outcome of one probe. Durations are seconds from the monotonic clock;
-    None where the probe never got that far."""
+    None where the probe never got that far or did not measure it.
+
+    `finish_reason` is the bounded label of the stream's finish reason, set whenever
+    the stream ended (at its terminator or at EOF), successful or not; None when it
+    never ended (a timeout, a broken connection, an error payload). `burst` marks a
+    successful probe whose decode window was below burst_bound(): its TPOT, gaps and
+    decode rate are None, because they were not measured."""
 
     success: bool
     reason: FailureReason | None = None
@@ -183,11 +248,13 @@ class ProbeResult:
     bytes_received: int = 0
     elapsed: float = 0.0
     answer_excerpt: str = ""
+    finish_reason: FinishReasonLabel | None = None
+    burst: bool = False
 
     @property
     def decode_seconds(self) -> float | None:
-        """Time from the first to the last token chunk."""
-        if self.duration is None or self.time_to_first_token is None:
+        """Time from the first to the last token chunk; None for a burst (not measured)."""
+        if self.burst or self.duration is None or self.time_to_first_token is None:
             return None
         return self.duration - self.time_to_first_token
 
@@ -210,6 +277,7 @@ class StreamTimeline:
         "_answer_chars",
         "_last_token_ns",
         "done",
+        "finish_reason",
         "first_chunk_ns",
         "first_output_ns",
         "first_token_ns",
@@ -240,6 +308,7 @@ class StreamTimeline:
         self.token_chunks = 0
         self.usage: Usage | None = None
         self.done = False
+        self.finish_reason: str | None = None
         self._answer: list[str] = []
         self._answer_chars = 0
 
@@ -254,6 +323,9 @@ class StreamTimeline:
             self.usage = item.usage
         if item.done:
             self.done = True
+        if item.finish_reason and self.finish_reason is None:
+            # The first one wins: the usage chunk after it (`choices: []`) carries none.
+            self.finish_reason = item.finish_reason
         if not (item.text or item.reasoning):
             # Role-only, empty, finish and usage chunks carry no generated text: they
             # never count as a token and never move the end of generation.
@@ -270,6 +342,22 @@ class StreamTimeline:
                 self._answer_chars += len(item.text)
         self._last_token_ns = t_ns
         self.token_chunks += 1
+
+    def truncation(self, *, terminated: bool, eof: bool) -> str | None:
+        """Why the stream that just ended is truncated, or None if it is complete.
+
+        `terminated` says the protocol ends its streams with a terminator (OpenAI's
+        `[DONE]`), `eof` that the stream ended at EOF rather than at a terminator. A
+        stream is complete only with a finish reason and, where the protocol has one,
+        its terminator: llama-cpp-python sends `[DONE]` without any finish reason when
+        another request interrupts a generation, after only part of the tokens.
+        """
+        chunks = f"after {self.token_chunks} token chunks"
+        if terminated and eof:
+            return f"the stream ended (EOF) before its terminator {chunks}"
+        if self.finish_reason is None:
+            return f"the stream ended without a finish reason {chunks}"
+        return None
 
     @property
     def answer(self) -> str:
@@ -299,7 +387,10 @@ class StreamTimeline:
             if rejected is not None:
                 usage = None
         tokens, source = _output_tokens(usage, self.token_chunks)
-        tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 else None
+        # A burst (decode window below the resolution bound) measured no decode figure.
+        window = (self._last_token_ns - self.first_token_ns) * _NS
+        burst = tokens > 1 and window < burst_bound(tokens - 1)
+        tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 and not burst else None
         return ProbeResult(
             success=True,
             started_at=started_at,
@@ -310,7 +401,7 @@ class StreamTimeline:
             time_to_first_token=ttft,
             time_to_first_output_token=_secs(self.first_output_ns, self.start_ns),
             duration=e2e,
-            inter_chunk_gaps=self.gaps,
+            inter_chunk_gaps=None if burst else self.gaps,
             time_per_output_token=tpot,
             output_tokens=tokens,
             usage_source=source,
@@ -321,6 +412,8 @@ class StreamTimeline:
             bytes_received=bytes_received or 0,
             elapsed=(end_ns - self.start_ns) * _NS,
             answer_excerpt=self.answer[:200],
+            finish_reason=finish_reason_label(self.finish_reason),
+            burst=burst,
         )
 
 

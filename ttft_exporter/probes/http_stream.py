@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import os
 import secrets as _secrets
 import ssl
@@ -28,6 +29,7 @@ from ttft_exporter.probes.base import (
     ProbeResult,
     StreamDecoder,
     StreamTimeline,
+    finish_reason_label,
 )
 from ttft_exporter.probes.sse import SSEParser
 from ttft_exporter.redact import Redactor
@@ -76,24 +78,36 @@ class PhaseRecorder:
 
     def phases(self, start_ns: int, headers_ns: int | None) -> dict[str, float]:
         """dns, connect, tls and headers (connection ready to response headers) in
-        seconds; dns/connect/tls are zero on a reused connection."""
-        dns = _span(self.dns_start, self.dns_end)
-        out = {"dns": dns, "connect": 0.0, "tls": 0.0}
-        if self.conn_start is not None and self.conn_end is not None:
+        seconds, each one of: its duration; 0 when the probe did not need it (every
+        connection phase on a reused connection, dns for an address or a cached name,
+        tls over plain HTTP); NaN when it was needed but not measured, because it
+        failed or the probe never got that far (after a refused connect: connect, tls
+        and headers)."""
+        if self.reused:
+            dns = connect = tls = 0.0
+        else:
+            if self.dns_start is None:
+                # No lookup: an address or a cached name needed none, once connecting.
+                dns = 0.0 if self.conn_start is not None else math.nan
+            else:
+                dns = _span(self.dns_start, self.dns_end)
             tcp_from = self.dns_end if self.dns_end is not None else self.conn_start
             tcp_to = self.tls_start if self.tls_start is not None else self.conn_end
-            out["connect"] = _span(tcp_from, tcp_to)
+            connect = _span(tcp_from, tcp_to) if self.conn_start is not None else math.nan
             if self.tls_start is not None:
-                out["tls"] = _span(self.tls_start, self.conn_end)
-        if headers_ns is not None:
-            ready = self.conn_end if self.conn_end is not None else start_ns
-            out["headers"] = _span(ready, headers_ns)
-        return out
+                tls = _span(self.tls_start, self.conn_end)
+            else:
+                # No handshake started: plain HTTP once connected, not reached otherwise.
+                tls = 0.0 if self.conn_end is not None else math.nan
+        ready = self.conn_end if self.conn_end is not None else start_ns
+        headers = _span(ready, headers_ns)
+        return {"dns": dns, "connect": connect, "tls": tls, "headers": headers}
 
 
 def _span(start: int | None, end: int | None) -> float:
+    """Seconds from start to end; NaN if either end was never stamped."""
     if start is None or end is None:
-        return 0.0
+        return math.nan
     return max(0, end - start) * _NS
 
 
@@ -253,6 +267,8 @@ class StreamProbe:
         self._timeline: StreamTimeline | None = None
         self._status: int | None = None
         self._headers_ns: int | None = None
+        # The stream reached its end (terminator or EOF): its finish reason is known.
+        self._ended = False
         self._started_at = 0.0
         self._start_ns = 0
         self.log: list[str] = []
@@ -301,7 +317,17 @@ class StreamProbe:
                     raise ProbeFailure(
                         FailureReason.HTTP_STATUS, f"HTTP {response.status}", excerpt=body
                     )
-                await self._read_stream(response, timeline)
+                eof = await self._read_stream(response, timeline)
+                self._ended = True
+                finish = timeline.finish_reason
+                self._debug(
+                    f"stream {'ended at EOF' if eof else 'terminated'} after "
+                    f"{timeline.token_chunks} token chunks, finish reason "
+                    f"{'none' if finish is None else repr(finish)}"
+                )
+                truncated = timeline.truncation(terminated=self._terminated, eof=eof)
+                if truncated is not None:
+                    raise ProbeFailure(FailureReason.TRUNCATED, truncated)
         except ProbeFailure as exc:
             # Whatever leaves the probe is redacted and bounded, the exception included.
             raise ProbeFailure(exc.reason, self._detail(exc)) from None
@@ -332,7 +358,8 @@ class StreamProbe:
 
     async def _read_stream(
         self, response: aiohttp.ClientResponse, timeline: StreamTimeline
-    ) -> None:
+    ) -> bool:
+        """Read the stream to its end: True if that was EOF, False at the terminator."""
         parser = SSEParser()
         now = self._clock.monotonic_ns
         limit = self._max_response_bytes
@@ -348,7 +375,7 @@ class StreamProbe:
                 )
             if len(chunk) <= _SLICE:
                 if self._consume(parser, chunk, t_ns, timeline):
-                    return
+                    return False
                 continue
             # A fast server fills 256 KiB reads (thousands of events): parse them in
             # slices and let the other probes run between slices, so one busy stream
@@ -356,15 +383,17 @@ class StreamProbe:
             # the read that brought them.
             for start in range(0, len(chunk), _SLICE):
                 if self._consume(parser, chunk[start : start + _SLICE], t_ns, timeline):
-                    return
+                    return False
                 await asyncio.sleep(0)
         parser.close()
-        if self._terminated:
+        if timeline.first_chunk_ns is None and response.content_type != "text/event-stream":
+            # Not a stream that was cut short but no stream at all (a server that
+            # ignored `"stream": true` and answered with one JSON body, say).
             raise ProbeFailure(
                 FailureReason.PROTOCOL,
-                f"stream ended before its terminator after {timeline.token_chunks} token chunks "
-                f"(Content-Type {response.content_type})",
+                f"the response carried no stream event (Content-Type {response.content_type})",
             )
+        return True
 
     def _detail(self, exc: ProbeFailure) -> str:
         """The failure detail with the response excerpt, if any: each redacted before
@@ -389,7 +418,6 @@ class StreamProbe:
             timeline.on_item(t_ns, item)
             if item.done:
                 # Servers may keep the connection open after the terminator.
-                self._debug(f"stream terminated after {timeline.token_chunks} token chunks")
                 return True
         return False
 
@@ -411,6 +439,11 @@ class StreamProbe:
             ),
             token_chunks=timeline.token_chunks if timeline else 0,
             bytes_received=self._bytes_received,
+            finish_reason=(
+                finish_reason_label(timeline.finish_reason)
+                if self._ended and timeline is not None
+                else None
+            ),
             elapsed=(self._clock.monotonic_ns() - self._start_ns) * _NS if self._start_ns else 0.0,
         )
 
@@ -530,7 +563,7 @@ def _requested_tokens(target: TargetConfig) -> int:
 
 
 def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f}ms"
+    return "-" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.1f}ms"
 
 
 def _summary(result: ProbeResult) -> str:
@@ -541,5 +574,7 @@ def _summary(result: ProbeResult) -> str:
         f"ttft={_ms(result.time_to_first_token)} ttfot={_ms(result.time_to_first_output_token)} "
         f"e2e={_ms(result.duration)} tpot={_ms(result.time_per_output_token)} "
         f"tokens={result.output_tokens} ({result.usage_source}) chunks={result.token_chunks} "
+        f"finish_reason={result.finish_reason} "
+        f"{'burst (decode figures not measured) ' if result.burst else ''}"
         f"bytes={result.bytes_received} phases: {phases}"
     )

@@ -160,6 +160,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _finish(value: Any) -> str | None:
+    """A choice's finish reason: None while generating (`null`; some servers send
+    ""), the server's string otherwise; a value of another JSON type is kept as its
+    type name, which no known reason matches, so it counts as `other`."""
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else f"<{type(value).__name__}>"
+
+
 class ChatDecoder:
     """Chat Completions chunks. Answer text is `delta.content` (and `delta.refusal`);
     reasoning is `delta.reasoning` or `delta.reasoning_content`, whichever the server
@@ -180,7 +189,7 @@ class ChatDecoder:
                 item.reasoning = _text(delta.get("reasoning")) or _text(
                     delta.get("reasoning_content")
                 )
-            item.finish_reason = choice.get("finish_reason")
+            item.finish_reason = _finish(choice.get("finish_reason"))
         return item
 
 
@@ -197,7 +206,7 @@ class CompletionsDecoder:
         choice = _choice(obj)
         if choice is not None:
             item.text = _text(choice.get("text"))
-            item.finish_reason = choice.get("finish_reason")
+            item.finish_reason = _finish(choice.get("finish_reason"))
         return item
 
 

@@ -45,7 +45,7 @@ DEFAULT_MODEL = "sim-model"
 
 API = Literal["chat", "completions"]
 EventKind = Literal["data", "comment", "stall", "hold", "drop"]
-Fault = Literal["error", "stall", "drop"]
+Fault = Literal["error", "stall", "drop", "truncate"]
 TokenField = Literal["reasoning", "content"]
 
 _DONE = "[DONE]"
@@ -76,6 +76,16 @@ class ModelBehaviour(BaseModel):
 
     Fault knobs ``*_after`` count generated tokens (reasoning + answer); a fault whose
     count exceeds the tokens the request will generate never fires.
+
+    How a stream ends: ``finish_reason`` is ``"auto"`` (``stop``, or ``length`` when
+    ``max_tokens`` cuts the answer), any other string (sent as is), or None: no finish
+    chunk at all, then ``[DONE]``, as llama-cpp-python ends a generation another
+    request interrupted. ``omit_done`` leaves out ``[DONE]`` and closes the stream
+    cleanly instead; ``truncate_after`` closes it cleanly after that many tokens,
+    with no finish chunk, usage or ``[DONE]``. ``burst`` holds back every event from
+    the first token on and writes them in one write when the last is due, as a
+    buffering proxy delivers a stream (or a starved client reads it). These knobs
+    shape streams only.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
@@ -99,6 +109,10 @@ class ModelBehaviour(BaseModel):
     drop_after: int | None = Field(default=None, ge=0)
     malformed_after: int | None = Field(default=None, ge=0)
     keep_open_after_done: bool = False
+    finish_reason: str | None = "auto"
+    omit_done: bool = False
+    truncate_after: int | None = Field(default=None, ge=0)
+    burst: bool = False
     data_space: bool = True
     crlf: bool = False
     split_writes: bool = False
@@ -221,7 +235,7 @@ class GenerationPlan:
     end_at: float
     fault: Fault | None
     malformed_after: int | None
-    finish_reason: Literal["stop", "length"]
+    finish_reason: str | None
     reasoning_tokens: int
     answer_tokens: int
     prompt_tokens: int
@@ -395,7 +409,7 @@ def plan_generation(
     """Decide the token chunks, their deadlines and the ending of one generation."""
     reasoning = behaviour.reasoning_tokens if request.api == "chat" else 0
     answer = behaviour.tokens
-    finish_reason: Literal["stop", "length"] = "stop"
+    finish_reason: str | None = "stop"
     cap = request.max_tokens
     if cap is not None and reasoning + answer > cap:
         finish_reason = "length"
@@ -422,7 +436,9 @@ def plan_generation(
         end_at=end_at,
         fault=fault,
         malformed_after=malformed,
-        finish_reason=finish_reason,
+        finish_reason=finish_reason
+        if behaviour.finish_reason == "auto"
+        else behaviour.finish_reason,
         reasoning_tokens=reasoning,
         answer_tokens=answer,
         prompt_tokens=(
@@ -436,11 +452,12 @@ def _first_fault(behaviour: ModelBehaviour, total: int) -> tuple[Fault | None, i
         (behaviour.error_after, "error"),
         (behaviour.stall_after, "stall"),
         (behaviour.drop_after, "drop"),
+        (behaviour.truncate_after, "truncate"),
     )
     candidates = [(after, fault) for after, fault in knobs if after is not None and after <= total]
     if not candidates:
         return None, None
-    # min() keeps the first of equal counts, so error beats stall beats drop.
+    # min() keeps the first of equal counts: error beats stall beats drop beats truncate.
     after, fault = min(candidates, key=lambda candidate: candidate[0])
     return fault, after
 
@@ -621,14 +638,21 @@ def _render(
     if plan.fault in ("stall", "drop"):
         yield SimEvent(plan.end_at, plan.fault)
         return
+    if plan.fault == "truncate":
+        # A clean end of the response (the last HTTP chunk), mid-generation.
+        return
     if plan.fault == "error":
         message = f"Simulated server error after {emitted} tokens."
         error = {"error": {"message": message, "type": "server_error", "code": 500}}
         yield SimEvent(plan.end_at, "data", _dumps(error))
     else:
-        yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted))
+        if plan.finish_reason is not None:
+            yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted))
         if _usage_enabled(behaviour, request):
+            # After the finish chunk, with `choices: []`, as OpenAI and vLLM send it.
             yield SimEvent(plan.end_at, "data", encoder.usage())
+    if behaviour.omit_done:
+        return
     yield SimEvent(plan.end_at, "data", _DONE)
     if behaviour.keep_open_after_done:
         yield SimEvent(plan.end_at, "hold")
@@ -729,6 +753,44 @@ async def _write_event(
         await response.write(piece)
 
 
+def _first_text_written(state: LLMSimState, record: RecordedRequest) -> None:
+    if record.first_text_written is None:
+        record.first_text_written = time.perf_counter()
+        state.first_token_written.append(record.first_text_written)
+
+
+class _Burst:
+    """Events held back by the ``burst`` knob, written in one write when the last
+    of them is due."""
+
+    def __init__(
+        self, response: web.StreamResponse, state: LLMSimState, record: RecordedRequest
+    ) -> None:
+        self._response = response
+        self._state = state
+        self._record = record
+        self._pieces: list[bytes] = []
+        self._due = 0.0
+        self._text = False
+
+    def __bool__(self) -> bool:
+        return bool(self._pieces)
+
+    def hold(self, framer: SSEFramer, event: SimEvent, deadline: float) -> None:
+        self._pieces.extend(framer.frame(event))
+        self._due = max(self._due, deadline)
+        self._text = self._text or event.text
+
+    async def flush(self) -> None:
+        if not self._pieces:
+            return
+        await _sleep_until(self._due)
+        await self._response.write(b"".join(self._pieces))
+        self._pieces.clear()
+        if self._text:
+            _first_text_written(self._state, self._record)
+
+
 async def _record(request: web.Request, state: LLMSimState) -> tuple[RecordedRequest, object]:
     arrival = time.perf_counter()
     raw = await request.read() if request.can_read_body else b""
@@ -812,6 +874,7 @@ async def _stream(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await _sleep_until(arrival + behaviour.headers_delay)
+    burst = _Burst(response, state, record)
     try:
         await response.prepare(request)
         for event in events:
@@ -819,6 +882,10 @@ async def _stream(
                 # Shutting down: a stall with keep-alives would otherwise ping forever.
                 _abort(request)
                 return response
+            if behaviour.burst and event.kind in ("data", "comment") and (burst or event.text):
+                burst.hold(framer, event, arrival + event.at)
+                continue
+            await burst.flush()
             if event.kind == "drop":
                 await _sleep_until(arrival + event.at)
                 _abort(request)
@@ -827,9 +894,9 @@ async def _stream(
                 await _hold(request, state)
                 return response
             await _write_event(response, framer, event, arrival + event.at)
-            if event.text and record.first_text_written is None:
-                record.first_text_written = time.perf_counter()
-                state.first_token_written.append(record.first_text_written)
+            if event.text:
+                _first_text_written(state, record)
+        await burst.flush()
         await response.write_eof()
     except ConnectionResetError:
         # The client went away mid-stream; that is its business, not a server error.

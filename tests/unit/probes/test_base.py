@@ -8,12 +8,16 @@ import pytest
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import (
+    BURST_MIN_SECONDS_PER_TOKEN,
+    BURST_MIN_WINDOW_SECONDS,
     GapHistogram,
     ProbeResult,
     StreamItem,
     StreamTimeline,
     Usage,
+    burst_bound,
     check_usage,
+    finish_reason_label,
 )
 
 MS = 1_000_000
@@ -219,3 +223,109 @@ def test_rejected_usage_is_dropped_whole_and_said_so() -> None:
     assert result.output_tokens == 2 and result.usage_source == "chunks"
     assert result.input_tokens is None and result.usage_rejected is not None
     assert result.time_per_output_token == pytest.approx(0.010)
+
+
+# --- finish reasons and truncation (issue #9, section 2) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"),
+    [
+        (None, "none"),
+        ("stop", "stop"),
+        ("length", "length"),
+        ("content_filter", "content_filter"),
+        ("tool_calls", "tool_calls"),
+        ("function_call", "tool_calls"),
+        ("eos_token", "stop"),
+        ("max_tokens", "length"),
+        ("STOP", "other"),
+        ("x" * 10_000, "other"),
+    ],
+)
+def test_finish_reason_label_is_bounded(raw: str | None, label: str) -> None:
+    assert finish_reason_label(raw) == label
+
+
+def test_first_finish_reason_survives_the_usage_chunk() -> None:
+    tl = StreamTimeline(0)
+    tl.on_item(10 * MS, StreamItem(text="a"))
+    tl.on_item(20 * MS, StreamItem(finish_reason="length"))
+    tl.on_item(21 * MS, StreamItem(usage=Usage(output_tokens=1)))  # choices: []
+    tl.on_item(22 * MS, StreamItem(done=True))
+    assert tl.truncation(terminated=True, eof=False) is None
+    assert finish(tl).finish_reason == "length"
+
+
+def test_truncation_rules() -> None:
+    tl = StreamTimeline(0)
+    tl.on_item(10 * MS, StreamItem(text="a"))
+    # [DONE] without any finish reason (llama-cpp-python, interrupted).
+    assert "without a finish reason after 1 token chunks" in (
+        tl.truncation(terminated=True, eof=False) or ""
+    )
+    tl.on_item(20 * MS, StreamItem(finish_reason="stop"))
+    assert tl.truncation(terminated=True, eof=False) is None
+    # EOF where the protocol has a terminator: truncated even after a finish reason.
+    assert "before its terminator" in (tl.truncation(terminated=True, eof=True) or "")
+    # A protocol without a terminator ends at EOF: only the finish reason counts.
+    assert tl.truncation(terminated=False, eof=True) is None
+    assert StreamTimeline(0).truncation(terminated=False, eof=True) is not None
+
+
+# --- bursts: the decode resolution bound (issue #9, section 3) -----------------------
+
+
+def test_burst_bound_is_1ms_or_100us_per_decode_token() -> None:
+    assert BURST_MIN_WINDOW_SECONDS == 0.001 and BURST_MIN_SECONDS_PER_TOKEN == 0.0001
+    assert burst_bound(1) == 0.001
+    assert burst_bound(10) == 0.001
+    assert burst_bound(63) == pytest.approx(0.0063)
+
+
+def _stream(stamps_us: list[int], usage: int | None = None) -> ProbeResult:
+    tl = StreamTimeline(0)
+    for t in stamps_us:
+        tl.on_item(100 * MS + t * 1000, StreamItem(text="t"))
+    if usage is not None:
+        tl.on_item(200 * MS, StreamItem(usage=Usage(output_tokens=usage)))
+    return finish(tl)
+
+
+@pytest.mark.parametrize(
+    ("stamps_us", "usage", "burst"),
+    [
+        ([0] * 64, None, True),  # every token in one read: a window of exactly 0
+        ([0], 64, True),  # one chunk carrying 64 tokens
+        ([0, 350], 64, True),  # two reads 0.35 ms apart: 180,000 tokens/s before
+        ([0, 6299], 64, True),  # just below 63 x 100 us
+        ([0, 6300], 64, False),  # at the bound: measured
+        ([0, 999], None, True),  # 2 tokens: the 1 ms floor
+        ([0, 1000], None, False),
+        ([0], None, False),  # one token: no decode phase at all, not a burst
+    ],
+    ids=[
+        "one-read",
+        "one-chunk",
+        "two-close-reads",
+        "below-per-token",
+        "at-per-token",
+        "below-floor",
+        "at-floor",
+        "single-token",
+    ],
+)
+def test_burst_detection_with_an_injected_clock(
+    stamps_us: list[int], usage: int | None, burst: bool
+) -> None:
+    result = _stream(stamps_us, usage)
+    assert result.burst is burst
+    assert result.time_to_first_token == pytest.approx(0.1)  # measured either way
+    if burst:
+        assert result.time_per_output_token is None
+        assert result.output_tokens_per_second is None
+        assert result.decode_seconds is None
+        assert result.inter_chunk_gaps is None
+    elif result.output_tokens and result.output_tokens > 1:
+        assert result.time_per_output_token is not None and result.time_per_output_token > 0
+        assert result.inter_chunk_gaps is not None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import ssl
 import sys
@@ -25,7 +26,7 @@ from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes import get_prober
-from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.probes.base import FINISH_REASONS, ProbeResult
 from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
 
@@ -516,6 +517,10 @@ def _token(text: str) -> bytes:
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
 
+# Every stream ends with its finish chunk: without one it is truncated.
+_FINISH = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+
+
 def _usage_chunk(usage: str) -> bytes:
     return f'data: {{"choices":[],"usage":{usage}}}\n\n'.encode()
 
@@ -541,15 +546,22 @@ async def _stream_server(aiohttp_server: Any, body: bytes) -> str:
         ('{"prompt_tokens":5,"completion_tokens":-3}', "is negative"),
         ('{"prompt_tokens":5,"completion_tokens":2.5}', "not a whole number"),
         ('{"prompt_tokens":1e18,"completion_tokens":3}', "input_tokens"),
-        ('{"prompt_tokens":5,"completion_tokens":400}', "bytes received"),
+        ('{"prompt_tokens":5,"completion_tokens":416}', "bytes received"),
     ],
     ids=["1e18-int", "1e18-float", "negative", "fractional", "huge-prompt", "above-bytes"],
 )
 async def test_implausible_usage_falls_back_to_chunks(
     aiohttp_server: Any, usage: str, why: str
 ) -> None:
-    body = _token("a") + _token("b") + _token("c") + _usage_chunk(usage) + b"data: [DONE]\n\n"
-    # max_tokens 200: 400 tokens pass 2 x 200 + 16, but not the ~320 bytes received.
+    body = (
+        _token("a")
+        + _token("b")
+        + _token("c")
+        + _FINISH
+        + _usage_chunk(usage)
+        + b"data: [DONE]\n\n"
+    )
+    # max_tokens 200: 416 tokens pass 2 x 200 + 16, but not the 410 bytes received.
     target = make_target(url=await _stream_server(aiohttp_server, body), max_tokens=200)
     result = await probe_once(target)
     assert result.success, result.detail
@@ -568,7 +580,7 @@ async def test_implausible_usage_falls_back_to_chunks(
 
 async def test_plausible_usage_is_used(aiohttp_server: Any) -> None:
     usage = '{"prompt_tokens":5,"completion_tokens":4}'
-    body = _token("a") + _token("b") + _usage_chunk(usage) + b"data: [DONE]\n\n"
+    body = _token("a") + _token("b") + _FINISH + _usage_chunk(usage) + b"data: [DONE]\n\n"
     result = await probe_once(make_target(url=await _stream_server(aiohttp_server, body)))
     assert result.success and result.usage_rejected is None
     assert result.output_tokens == 4 and result.usage_source == "usage"
@@ -598,9 +610,203 @@ async def test_backtracking_expect_on_a_real_answer_returns_promptly(
 
 
 async def test_max_response_bytes_is_protocol(aiohttp_server: Any) -> None:
-    body = b"".join(_token("x") for _ in range(200)) + b"data: [DONE]\n\n"
+    body = b"".join(_token("x") for _ in range(200)) + _FINISH + b"data: [DONE]\n\n"
     url = await _stream_server(aiohttp_server, body)
     result = await probe_once(make_target(url=url, max_response_bytes=4096))
     assert result.reason is FailureReason.PROTOCOL
     assert "response body above max_response_bytes (4096)" in result.detail
     assert (await probe_once(make_target(url=url))).success  # the default: 4 MiB
+
+
+# --- truncated streams and finish reasons (issue #9, section 2) ----------------------
+
+
+def _recorded(result: ProbeResult) -> MetricStore:
+    store = MetricStore()
+    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
+    return store
+
+
+@pytest.mark.parametrize("protocol", ["openai-chat", "openai-completions"])
+@pytest.mark.parametrize(
+    ("knobs", "finish", "detail"),
+    [
+        # llama-cpp-python, a generation interrupted by another request: 13 of 64
+        # tokens, then [DONE] without any finish_reason. It used to be a success.
+        ({"tokens": 13, "finish_reason": None}, "none", "without a finish reason"),
+        # The finish and usage chunks came, then a clean EOF instead of [DONE].
+        ({"tokens": 4, "omit_done": True}, "stop", "(EOF) before its terminator"),
+        # A clean end of the response mid-generation: no finish, no usage, no [DONE].
+        ({"tokens": 64, "truncate_after": 13}, "none", "(EOF) before its terminator"),
+        # Cut before the first token: truncated, not no_tokens (the cut is the cause).
+        ({"tokens": 64, "truncate_after": 0}, "none", "(EOF) before its terminator"),
+    ],
+    ids=["done-without-finish-reason", "eof-without-done", "truncate-after", "truncate-at-0"],
+)
+async def test_truncated_stream_is_a_failure(
+    make_llm_sim: SimFactory,
+    protocol: str,
+    knobs: dict[str, object],
+    finish: str,
+    detail: str,
+) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, usage="always", **knobs))  # type: ignore[arg-type]
+    result = await probe_once(make_target(url=f"{sim.url}/v1", protocol=protocol, max_tokens=64))
+    assert result.reason is FailureReason.TRUNCATED, result.detail
+    assert detail in result.detail
+    assert result.finish_reason == finish and result.http_status == 200
+    assert result.time_to_first_token is None  # no latency from a failed probe
+
+    store = _recorded(result)
+    series = store.targets["t"]
+    assert series.get("ttft_probe_failures_total", ("truncated",)) == 1.0
+    assert series.get("ttft_probe_finish_reasons_total", (finish,)) == 1.0
+    assert series.get("ttft_probe_requests_total", ("success",)) == 0.0
+    assert series.histogram("ttft_probe_time_to_first_token_seconds") == (0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("server_value", "label"),
+    [
+        ("stop", "stop"),
+        ("length", "length"),
+        ("content_filter", "content_filter"),
+        ("tool_calls", "tool_calls"),
+        ("function_call", "tool_calls"),
+        ("eos_token", "stop"),
+        ("something-new", "other"),
+    ],
+)
+async def test_finish_reason_is_a_bounded_label(
+    make_llm_sim: SimFactory, server_value: str, label: str
+) -> None:
+    # The usage chunk (`choices: []`) comes after the finish chunk: it must not erase it.
+    sim = await make_llm_sim(
+        m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=3, usage="always", finish_reason=server_value)
+    )
+    result = await probe_once(make_target(url=f"{sim.url}/v1"))
+    assert result.success, result.detail
+    assert result.finish_reason == label and result.usage_source == "usage"
+    series = _recorded(result).targets["t"]
+    assert series.get("ttft_probe_finish_reasons_total", (label,)) == 1.0
+    counted = {f: series.get("ttft_probe_finish_reasons_total", (f,)) for f in FINISH_REASONS}
+    assert sum(v or 0.0 for v in counted.values()) == 1.0
+
+
+async def test_max_tokens_reached_is_length_and_a_success(make_llm_sim: SimFactory) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=50))
+    result = await probe_once(make_target(url=f"{sim.url}/v1", max_tokens=8))
+    assert result.success and result.finish_reason == "length" and result.output_tokens == 8
+
+
+async def test_a_body_that_is_no_stream_is_protocol_not_truncated(aiohttp_server: Any) -> None:
+    # A server that ignored "stream": true and answered with one JSON body.
+    async def handler(_request: web.Request) -> web.Response:
+        return web.json_response({"choices": [{"message": {"content": "hi"}}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    server = await aiohttp_server(app)
+    result = await probe_once(make_target(url=f"http://127.0.0.1:{server.port}/v1"))
+    assert result.reason is FailureReason.PROTOCOL, result.detail
+    assert "no stream event (Content-Type application/json)" in result.detail
+    assert result.finish_reason is None  # its stream never ended: not counted
+
+
+async def test_timeout_and_stream_error_count_no_finish_reason(make_llm_sim: SimFactory) -> None:
+    sim = await make_llm_sim(
+        m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=5, error_after=2),
+        s=ModelBehaviour(ttft=0.0, itl=0.0, tokens=5, stall_after=2),
+    )
+    errored = await probe_once(make_target(url=f"{sim.url}/v1"))
+    stalled = await probe_once(make_target(url=f"{sim.url}/v1", model="s", timeout="0.3s"))
+    assert errored.reason is FailureReason.STREAM_ERROR and errored.finish_reason is None
+    assert stalled.reason is FailureReason.TIMEOUT and stalled.finish_reason is None
+
+
+# --- burst streams and unmeasured figures (issue #9, section 3) ----------------------
+
+
+def _nan(value: float | None) -> bool:
+    return value is not None and math.isnan(value)
+
+
+async def test_burst_feeds_no_decode_figure_and_gauges_say_nan(make_llm_sim: SimFactory) -> None:
+    # 32 tokens 10 ms apart that the client reads in one read (the simulator holds
+    # them back and writes them at once, as a buffering proxy or a starved exporter
+    # sees them). Before: TPOT 0 observed, tokens/s of ~10^5, the gauges of an older
+    # probe kept. Bounds hold under `stress-ng --cpu 2`: the burst is one write (one
+    # read), and the normal stream's tokens are 100 ms apart, far above the 1 ms bound.
+    sim = await make_llm_sim(
+        burst=ModelBehaviour(ttft=0.02, itl=0.01, tokens=32, burst=True),
+        normal=ModelBehaviour(ttft=0.02, itl=0.1, tokens=4),
+    )
+    store = MetricStore()
+    series = store.ensure("t", {"target": "t"})
+    tpot = "ttft_probe_time_per_output_token_seconds"
+    gaps = "ttft_probe_inter_chunk_latency_seconds"
+
+    normal = make_target(url=f"{sim.url}/v1", model="normal")
+    first = await probe_once(normal)
+    assert first.success and not first.burst, first.detail
+    record_result(series, first, timeout=5.0)
+    assert series.histogram(tpot) is not None and series.histogram(tpot)[0] == 1  # type: ignore[index]
+    rate = series.get("ttft_probe_last_output_tokens_per_second")
+    assert rate is not None and 0 < rate < math.inf
+    decode_tokens = series.get("ttft_probe_decode_tokens_total")
+    generation = series.get("ttft_probe_generation_seconds_total")
+    gap_count = series.histogram(gaps)[0]  # type: ignore[index]
+
+    burst = await probe_once(make_target(url=f"{sim.url}/v1", model="burst"))
+    assert burst.success, burst.detail
+    assert burst.burst and burst.output_tokens == 32
+    assert burst.time_per_output_token is None and burst.output_tokens_per_second is None
+    assert burst.decode_seconds is None and burst.inter_chunk_gaps is None
+    record_result(series, burst, timeout=5.0)
+    assert series.get("ttft_probe_burst_streams_total") == 1.0
+    assert series.histogram(tpot)[0] == 1  # type: ignore[index]  # unchanged
+    assert series.histogram(gaps)[0] == gap_count  # type: ignore[index]
+    assert series.get("ttft_probe_decode_tokens_total") == decode_tokens
+    assert series.get("ttft_probe_generation_seconds_total") == generation
+    assert _nan(series.get("ttft_probe_last_output_tokens_per_second"))  # not stale
+    # TTFT, e2e and tokens were measured (as the client saw them) and are kept.
+    assert series.histogram("ttft_probe_time_to_first_token_seconds")[0] == 2  # type: ignore[index]
+    assert series.get("ttft_probe_output_tokens_total", ("usage",)) == 4 + 32
+    assert series.get("ttft_probe_last_time_to_first_token_seconds") == burst.time_to_first_token
+
+    again = await probe_once(normal)
+    assert again.success and not again.burst, again.detail
+    record_result(series, again, timeout=5.0)
+    rate = series.get("ttft_probe_last_output_tokens_per_second")
+    assert rate is not None and 0 < rate < math.inf
+    assert series.histogram(tpot)[0] == 2  # type: ignore[index]
+    assert series.get("ttft_probe_burst_streams_total") == 1.0
+
+
+async def test_connect_failure_sets_status_0_and_unmeasured_figures_nan(
+    make_llm_sim: SimFactory,
+) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.02, tokens=3))
+    store = MetricStore()
+    series = store.ensure("t", {"target": "t"})
+    ok = await probe_once(make_target(url=f"{sim.url}/v1"))
+    assert ok.success, ok.detail
+    record_result(series, ok, timeout=5.0)
+    assert series.get("ttft_probe_http_status_code") == 200.0
+    assert series.get("ttft_probe_phase_duration_seconds", ("headers",)) is not None
+
+    refused = await probe_once(make_target(url=f"http://127.0.0.1:{free_port()}/v1"))
+    assert refused.reason is FailureReason.CONNECT, refused.detail
+    record_result(series, refused, timeout=5.0)
+    # As blackbox: no response is status 0. Every figure the probe did not measure is
+    # NaN, never the previous probe's value.
+    assert series.get("ttft_probe_http_status_code") == 0.0
+    assert _nan(series.get("ttft_probe_last_time_to_first_token_seconds"))
+    assert _nan(series.get("ttft_probe_last_output_tokens_per_second"))
+    for phase in ("connect", "tls", "headers"):
+        assert _nan(series.get("ttft_probe_phase_duration_seconds", (phase,))), phase
+    assert series.get("ttft_probe_phase_duration_seconds", ("dns",)) == 0.0  # an IP: no lookup
+    text = store.render()
+    assert 'ttft_probe_http_status_code{target="t"} 0.0' in text
+    assert 'ttft_probe_last_time_to_first_token_seconds{target="t"} NaN' in text
+    assert 'ttft_probe_phase_duration_seconds{target="t",phase="headers"} NaN' in text

@@ -83,6 +83,22 @@ def test_finish_reason_kept() -> None:
 
 
 @pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("stop", "stop"), ("tool_calls", "tool_calls"), (7, "<int>")],
+    ids=["null", "empty", "stop", "tool_calls", "not-a-string"],
+)
+@pytest.mark.parametrize("decoder", [ChatDecoder, CompletionsDecoder])
+def test_finish_reason_values(
+    decoder: type[ChatDecoder | CompletionsDecoder], value: object, expected: str | None
+) -> None:
+    # null while generating (some servers send ""); a non-string is kept as its type
+    # name, which no known reason matches, so it is counted as `other`.
+    choice = {"index": 0, "delta": {}, "text": "", "finish_reason": value}
+    item = decoder().decode(SSEEvent(json.dumps({"choices": [choice]})))
+    assert item is not None and item.finish_reason == expected
+
+
+@pytest.mark.parametrize(
     "payload",
     [
         {"error": {"message": "boom", "type": "server_error", "code": 500}},

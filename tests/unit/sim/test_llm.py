@@ -520,6 +520,93 @@ async def test_malformed_after(aiohttp_client: AiohttpClient) -> None:
     assert events[-1] == "data: [DONE]"
 
 
+# How a stream ends (issue #9): finish_reason, omit_done, truncate_after, burst.
+
+
+def finishes(raw: bytes) -> list[Any]:
+    """The finish_reason of every chunk that has a choice."""
+    return [
+        p["choices"][0]["finish_reason"]
+        for p in payloads(raw)
+        if isinstance(p, dict) and p.get("choices")
+    ]
+
+
+@pytest.mark.parametrize("reason", ["content_filter", "tool_calls", "weird-reason"])
+async def test_finish_reason_knob_is_sent_as_is(aiohttp_client: AiohttpClient, reason: str) -> None:
+    client = await sim_client(aiohttp_client, tokens=2, finish_reason=reason)
+    raw = await stream(client, chat_body(stream_options={"include_usage": True}))
+    chunks = payloads(raw)
+    assert finishes(raw) == [None, None, None, reason]
+    # The usage chunk still comes after the finish chunk, with no choice.
+    assert chunks[-2]["choices"] == [] and chunks[-2]["usage"]["completion_tokens"] == 2
+    assert chunks[-1] == "[DONE]"
+
+
+async def test_finish_reason_null_is_done_without_a_finish_chunk(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    # llama-cpp-python, a generation interrupted by another request: [DONE] and no
+    # finish_reason anywhere.
+    client = await sim_client(aiohttp_client, tokens=3, finish_reason=None)
+    raw = await stream(client, chat_body())
+    assert finishes(raw) == [None] * 4  # role chunk and three tokens
+    assert payloads(raw)[-1] == "[DONE]"
+
+
+async def test_finish_reason_auto_follows_max_tokens(aiohttp_client: AiohttpClient) -> None:
+    client = await sim_client(aiohttp_client, tokens=5)
+    assert finishes(await stream(client, chat_body(max_tokens=3)))[-1] == "length"
+    assert finishes(await stream(client, chat_body()))[-1] == "stop"
+
+
+async def test_omit_done_ends_the_response_cleanly(aiohttp_client: AiohttpClient) -> None:
+    client = await sim_client(aiohttp_client, tokens=2, omit_done=True)
+    raw = await stream(client, chat_body(stream_options={"include_usage": True}), COMPLETIONS)
+    chunks = payloads(raw)
+    assert "[DONE]" not in chunks
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == []  # the usage chunk, then a clean EOF
+
+
+async def test_truncate_after_ends_cleanly_mid_generation(aiohttp_client: AiohttpClient) -> None:
+    client = await sim_client(aiohttp_client, tokens=5, truncate_after=2)
+    # stream() reads to a clean EOF (no ClientPayloadError): the chunked body ended.
+    raw = await stream(client, chat_body(stream_options={"include_usage": True}))
+    assert deltas(raw) == [
+        {"role": "assistant", "content": ""},
+        {"content": tok()},
+        {"content": tok()},
+    ]
+    assert finishes(raw) == [None, None, None]
+    assert b"[DONE]" not in raw and b'"usage":{' not in raw
+
+
+@pytest.mark.parametrize(("knobs", "fault"), [({"truncate_after": 1, "drop_after": 1}, "drop")])
+def test_plan_truncate_yields_to_the_other_faults(knobs: dict[str, int], fault: str) -> None:
+    plan = plan_generation(
+        ModelBehaviour(tokens=3, **knobs), SimRequest("chat", "m"), random.Random(0)
+    )
+    assert plan.fault == fault
+
+
+async def test_burst_writes_tokens_and_ending_in_one_write(aiohttp_client: AiohttpClient) -> None:
+    # 8 tokens 30 ms apart, held back and written at once when the last is due: the
+    # client sees them arrive together, at the last token's time (TTFT = e2e), as a
+    # buffering proxy or a starved client would. Bounds hold on a loaded machine: the
+    # burst cannot arrive before its deadline, and its events arrive in one read.
+    client = await sim_client(aiohttp_client, ttft=0.05, itl=0.03, tokens=8, burst=True)
+    started = time.perf_counter()
+    async with client.post(CHAT, json=chat_body()) as resp:
+        events = await timed_events(resp)
+    texts = [(t, e) for t, e in events if '"content":"tok' in e]
+    assert len(texts) == 8
+    assert len({t for t, _ in texts}) == 1  # one read for all of them
+    assert texts[0][0] - started >= 0.05 + 7 * 0.03 - 0.001
+    assert events[-1][1] == "data: [DONE]"
+    assert events[-1][0] == texts[0][0]  # the ending came in the same write
+
+
 async def test_keep_open_after_done(aiohttp_client: AiohttpClient) -> None:
     client = await sim_client(aiohttp_client, keep_open_after_done=True)
     async with client.post(CHAT, json=chat_body()) as resp:
