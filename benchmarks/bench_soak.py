@@ -61,6 +61,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -68,7 +69,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yaml
@@ -119,8 +120,8 @@ BOMB = """
 """
 
 
-def build_config(urls: dict[str, str], sim_url: str) -> dict[str, Any]:
-    """The soak's config file as data."""
+def build_config(urls: dict[str, str], sim_url: str, *, hostile: bool = True) -> dict[str, Any]:
+    """The soak's config file as data (`hostile=False`: the healthy targets alone)."""
     credentials = {
         "api_key_env": KEY_ENV,
         "headers": {"X-Auth-Token": {"value_env": TOKEN_ENV}},
@@ -142,11 +143,15 @@ def build_config(urls: dict[str, str], sim_url: str) -> dict[str, Any]:
             "expect": EXPECT_BACKTRACKING,
         },
     ]
+    if not hostile:
+        targets = targets[:HEALTHY]
+    # `targets` last: the bomb config appends one more target to this text.
     return {
         "concurrency": 64,
         "defaults": {"interval": "1s", "timeout": "900ms"},
-        "targets": [{"protocol": "openai-chat", "prompt": "hello", **t} for t in targets],
-        "flux": [
+        "flux": []
+        if not hostile
+        else [
             {"name": "flux-hostile-frames", "url": urls["flux-frames"]},
             {
                 "name": "flux-garbage-http",
@@ -155,6 +160,7 @@ def build_config(urls: dict[str, str], sim_url: str) -> dict[str, Any]:
                 "canary": {"interval": "1s", "timeout": "500ms"},
             },
         ],
+        "targets": [{"protocol": "openai-chat", "prompt": "hello", **t} for t in targets],
     }
 
 
@@ -247,7 +253,8 @@ class Exporter:
             raise RuntimeError("the exporter child was not started with a stdout pipe")
         async for line in process.stdout:
             if line.strip():
-                self.samples.append(json.loads(line))
+                # Stamped on arrival, on this process's clock, to place it in a phase.
+                self.samples.append({**json.loads(line), "received": time.perf_counter()})
 
     async def stop(self) -> dict[str, Any]:
         """SIGTERM; the exit status and how long the drain took."""
@@ -275,6 +282,15 @@ class Exporter:
     def cpu_seconds(self) -> float:
         """CPU seconds the child used so far."""
         return proc_cpu_seconds(self.process.pid) if self.process else math.nan
+
+    def sighup(self) -> None:
+        """Ask for a reload the way an operator (or a config-reloader sidecar) does."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGHUP)
+
+    def log_count(self, text: str) -> int:
+        """How many lines of the exporter's log so far contain `text`."""
+        return self.log_path.read_text(errors="replace").count(text)
 
 
 async def wait_healthy(session: aiohttp.ClientSession, base: str) -> None:
@@ -347,66 +363,120 @@ async def fresh_request(method: str, url: str, timeout: float = 15.0) -> tuple[s
         return type(exc).__name__, time.perf_counter() - started, ""
 
 
-class Chaos:
-    """The periodic attacks: /probe bursts and bad-then-good reloads."""
+RELOAD_FAILED = "reload failed; keeping the running configuration"
+RELOADED = "configuration reloaded"
+
+
+class Attacks:
+    """The periodic attacks, in cycles of `period` seconds: slowloris on for the first
+    half, off for the second; a /probe burst and a bad-then-good reload pair in the
+    middle of each half. With slowloris on, new connections find the cap full, so
+    the reloads go by SIGHUP (their outcome read from the exporter's log); with it
+    off, by `POST /-/reload`."""
 
     def __init__(self, exporter: Exporter, good: str, period: float) -> None:
         self.exporter = exporter
         self.good = good
         self.period = period
-        self.burst_status: Counter[str] = Counter()
-        self.burst_seconds: list[float] = []
-        self.bursts = 0
-        self.bad_reloads: list[dict[str, Any]] = []
-        self.good_reloads: list[dict[str, Any]] = []
+        self.slowloris = Slowloris(exporter.port, connections=SLOWLORIS_CONNECTIONS)
+        self.phases: list[tuple[float, str]] = []
+        self.burst_status: dict[str, Counter[str]] = {}
+        self.burst_seconds: dict[str, list[float]] = {}
+        self.reloads: list[dict[str, Any]] = []
 
     async def run(self) -> None:
-        """A burst at period/2, a reload pair at period, and so on, until cancelled."""
-        while True:
-            await asyncio.sleep(self.period / 2)
-            await self.burst()
-            await asyncio.sleep(self.period / 2)
-            await self.reloads()
+        """Until cancelled."""
+        half = self.period / 2
+        try:
+            while True:
+                for phase in ("slowloris", "quiet"):
+                    self.phases.append((time.perf_counter(), phase))
+                    if phase == "slowloris":
+                        await self.slowloris.start()
+                    await asyncio.sleep(half / 2)
+                    await self.burst(phase)
+                    await self.reload_pair(via="sighup" if phase == "slowloris" else "post")
+                    await asyncio.sleep(max(0.0, self.phases[-1][0] + half - time.perf_counter()))
+                    if phase == "slowloris":
+                        await self.slowloris.stop()
+        finally:
+            await self.slowloris.stop()
 
-    async def burst(self) -> None:
+    def phase_at(self, when: float) -> str:
+        """The phase in force at `when` (a perf_counter stamp)."""
+        current = "baseline"
+        for start, phase in self.phases:
+            if start <= when:
+                current = phase
+        return current
+
+    async def burst(self, phase: str) -> None:
         """BURST concurrent /probe calls, each on its own connection."""
-        self.bursts += 1
         base = self.exporter.base
         calls = [
             fresh_request("GET", f"{base}/probe?target={name}")
             for name, count in BURST.items()
             for _ in range(count)
         ]
-        for status, seconds, _body in await asyncio.gather(*calls):
-            self.burst_status[status] += 1
-            self.burst_seconds.append(seconds)
-        log(f"burst {self.bursts}: {dict(self.burst_status)}")
+        status = self.burst_status.setdefault(phase, Counter())
+        seconds = self.burst_seconds.setdefault(phase, [])
+        for code, took, _body in await asyncio.gather(*calls):
+            status[code] += 1
+            seconds.append(took)
+        log(f"/probe burst ({phase}): {dict(status)} so far")
 
-    async def reloads(self) -> None:
-        """The YAML bomb (expect 500, running config kept), then the good file (200)."""
+    async def reload_pair(self, via: str) -> None:
+        """The YAML bomb (must fail, running config kept), then the good file back."""
         path = self.exporter.config_path
-        url = f"{self.exporter.base}/-/reload"
         write_atomic(path, bomb_config_text(self.good))
-        status, seconds, body = await fresh_request("POST", url, timeout=30)
-        self.bad_reloads.append(
-            {"status": status, "seconds": round(seconds, 3), "body": body[:200]}
-        )
+        bad = await self.reload(via, RELOAD_FAILED)
         write_atomic(path, self.good)
-        status, seconds, _ = await fresh_request("POST", url, timeout=30)
-        self.good_reloads.append({"status": status, "seconds": round(seconds, 3)})
-        log(f"reload: bomb -> {self.bad_reloads[-1]['status']}, good -> {status}")
+        good = await self.reload(via, RELOADED)
+        self.reloads.append({"via": via, "bomb": bad, "good": good})
+        log(f"reload by {via}: bomb -> {bad['outcome']}, good -> {good['outcome']}")
+
+    async def reload(self, via: str, expect_line: str) -> dict[str, Any]:
+        """One reload; its outcome (HTTP status, or the log line that appeared)."""
+        if via == "post":
+            status, took, body = await fresh_request(
+                "POST", f"{self.exporter.base}/-/reload", timeout=30
+            )
+            return {"outcome": status, "seconds": round(took, 3), "body": body[:160]}
+        before = self.exporter.log_count(expect_line)
+        started = time.perf_counter()
+        self.exporter.sighup()
+        outcome = "no log line within 30 s"
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                # The log is a file another process writes: polling is the way.
+                while self.exporter.log_count(expect_line) == before:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                outcome = expect_line
+        return {"outcome": outcome, "seconds": round(time.perf_counter() - started, 3)}
 
     def summary(self) -> dict[str, Any]:
         """What the attacks got back."""
         return {
-            "bursts": self.bursts,
+            "period_s": self.period,
             "burst_calls_per_burst": sum(BURST.values()),
-            "burst_status": dict(self.burst_status),
-            "burst_call_seconds_p50": pct(self.burst_seconds, 50),
-            "burst_call_seconds_max": max(self.burst_seconds, default=math.nan),
-            "bad_reloads": self.bad_reloads,
-            "good_reloads": self.good_reloads,
+            "bursts_by_phase": {
+                phase: {
+                    "bursts": len(self.burst_seconds[phase]) // sum(BURST.values()),
+                    "status": dict(status),
+                    "call_seconds_p50": pct(self.burst_seconds[phase], 50),
+                    "call_seconds_max": max(self.burst_seconds[phase], default=math.nan),
+                }
+                for phase, status in self.burst_status.items()
+            },
+            "reloads": self.reloads,
+            "slowloris": self.slowloris.summary(),
         }
+
+
+class _Server(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 # Analysis
@@ -484,6 +554,8 @@ def hostile_outcomes(samples: Sequence[dict[str, Any]]) -> dict[str, dict[str, A
 
 def resource_summary(samples: Sequence[dict[str, Any]], window: float) -> dict[str, Any]:
     """Growth (first vs last window), maxima and final values of the process readings."""
+    if not samples:
+        return {}
     end = samples[-1]["t"]
     first = [s for s in samples if s["t"] <= samples[0]["t"] + window]
     last = [s for s in samples if s["t"] >= end - window]
@@ -500,7 +572,14 @@ def resource_summary(samples: Sequence[dict[str, Any]], window: float) -> dict[s
         }
     out["vmhwm_mb"] = round(samples[-1]["hwm_kb"] * 1024 / 1e6, 2)
     lags = [s["lag_max_ms"] for s in samples]
-    out["loop_lag_ms"] = {"max": max(lags), "p50_of_sample_max": pct(lags, 50)}
+    out["loop_lag_ms"] = {
+        "max": max(lags),
+        "median_of_sample_max": pct(lags, 50),
+        "worst_sample_p99": max(s["lag_p99_ms"] for s in samples),
+        "late_over_50ms": sum(s["lag_over_50ms"] for s in samples),
+        "steps": "50 ms sleeps; lag = overshoot",
+    }
+    out["http_connections_max"] = max(s["http_connections"] or 0 for s in samples)
     out["not_ready_samples"] = sum(1 for s in samples if not s["ready"])
     out["history_missed"] = sum(s["history_missed"] for s in samples)
     return out
@@ -571,111 +650,130 @@ def final_counters(body: str) -> dict[str, Any]:
     }
 
 
-async def soak(duration: float) -> dict[str, Any]:
-    """Set everything up, run for `duration` seconds, tear down, analyse."""
+async def soak(duration: float, baseline: float) -> dict[str, Any]:
+    """Healthy targets alone for `baseline` seconds, then the hostile config by a
+    reload and the attacks for `duration` seconds; tear down, analyse."""
     period = 10.0 if duration < 60 else 30.0
     key = f"SOAKKEY-{secrets.token_hex(12)}"
     token = f"SOAKTOK-{secrets.token_hex(12)}"
     capture = CaptureServer()
-    await capture.start()
     redirect = RedirectServer(f"http://127.0.0.1:{capture.port}/v1/chat/completions")
     echo = EchoKeyServer()
-    peers = {"redirect": redirect, "usage": ImplausibleUsageServer(), "echo": echo}
-    frames, garbage = FluxFramesServer(), GarbageHTTPServer()
-    for peer in peers.values():
-        await peer.start()
-    await frames.start()
-    await garbage.start()
+    servers: list[_Server] = [
+        capture,
+        redirect,
+        echo,
+        usage := ImplausibleUsageServer(),
+        frames := FluxFramesServer(),
+        garbage := GarbageHTTPServer(),
+    ]
     workdir = Path(tempfile.mkdtemp(prefix="ttft-soak-"))
     try:
+        for server in servers:
+            # The capture server first: the redirect points at its port.
+            await server.start()
+            if server is capture:
+                redirect.location = f"http://127.0.0.1:{capture.port}/v1/chat/completions"
         async with (
-            sim_process(MODELS, record_requests=0, max_seconds=duration + 300) as sim,
+            sim_process(MODELS, record_requests=0, max_seconds=duration + baseline + 300) as sim,
             hostile_process("long-line") as long_line,
             hostile_process("huge-stream") as huge,
         ):
-            urls = {name: peer.url for name, peer in peers.items()}
-            urls |= {
+            urls = {
+                "redirect": redirect.url,
+                "usage": usage.url,
+                "echo": echo.url,
                 "long-line": long_line,
                 "huge-stream": huge,
                 "flux-frames": frames.url,
                 "flux-garbage": garbage.url,
             }
+            calm = yaml.safe_dump(build_config(urls, sim.url, hostile=False), sort_keys=False)
             good = yaml.safe_dump(build_config(urls, sim.url), sort_keys=False)
             config_path = workdir / "soak.yml"
-            write_atomic(config_path, good)
+            write_atomic(config_path, calm)
             env = {**os.environ, KEY_ENV: key, TOKEN_ENV: token}
             exporter = Exporter(config_path, workdir / "exporter.log", env)
             await exporter.start()
             async with aiohttp.ClientSession() as session:
                 await wait_healthy(session, exporter.base)
-            log(f"exporter up on {exporter.base}; soaking for {duration:.0f} s")
             scraper = Scraper(exporter.base)
-            slowloris = Slowloris(exporter.port, connections=SLOWLORIS_CONNECTIONS)
-            chaos = Chaos(exporter, good, period)
-            sim_cpu0 = sim.cpu_seconds()
-            wall0 = time.perf_counter()
             scraping = asyncio.create_task(scraper.run())
-            await slowloris.start()
-            attacking = asyncio.create_task(chaos.run())
+            log(f"exporter up on {exporter.base}; {HEALTHY} healthy targets for {baseline:.0f} s")
+            await asyncio.sleep(baseline)
+            write_atomic(config_path, good)
+            switch = await fresh_request("POST", f"{exporter.base}/-/reload", timeout=30)
+            if switch[0] != "200":
+                raise RuntimeError(f"the reload to the hostile config failed: {switch}")
+            attacks = Attacks(exporter, good, period)
+            log(f"hostile config loaded; attacks for {duration:.0f} s")
+            sim_cpu0, cpu0 = sim.cpu_seconds(), exporter.cpu_seconds()
+            wall0 = time.perf_counter()
+            attacking = asyncio.create_task(attacks.run())
             try:
-                deadline = time.perf_counter() + duration
-                while (left := deadline - time.perf_counter()) > 0:
+                while (left := wall0 + duration - time.perf_counter()) > 0:
                     await asyncio.sleep(min(30.0, left))
                     if exporter.samples:
                         s = exporter.samples[-1]
                         log(
                             f"t={s['t']:.0f}s rss {s['rss_kb'] / 1000:.1f} MB fds {s['fds']} "
-                            f"tasks {s['tasks']} lag {s['lag_max_ms']:.1f} ms; "
-                            f"slowloris holds {slowloris.held}"
+                            f"tasks {s['tasks']} lag max {s['lag_max_ms']:.1f} ms"
                         )
             finally:
                 attacking.cancel()
                 await asyncio.gather(attacking, return_exceptions=True)
-                await slowloris.stop()
             wall = time.perf_counter() - wall0
-            exporter_cpu = exporter.cpu_seconds()
+            exporter_cpu = exporter.cpu_seconds() - cpu0
             sim_cpu = sim.cpu_seconds() - sim_cpu0
-            # Surfaces with slowloris gone, so every page is reachable.
+            # With slowloris gone, so every page is reachable.
             surfaces = await collect_surfaces(exporter.base)
             scraping.cancel()
             await asyncio.gather(scraping, return_exceptions=True)
             stop = await exporter.stop()
+        log_text = exporter.log_path.read_text(errors="replace")
     finally:
-        for peer in peers.values():
-            await peer.stop()
-        await capture.stop()
-        await frames.stop()
-        await garbage.stop()
-    log_text = exporter.log_path.read_text(errors="replace")
+        for server in reversed(servers):
+            await server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     surfaces["exporter log (stderr)"] = log_text
     samples = exporter.samples
-    if not samples:
-        raise RuntimeError("the exporter wrote no samples")
+    for sample in samples:
+        sample["phase"] = attacks.phase_at(sample.pop("received") - SAMPLE_INTERVAL)
+    # The first sample after the switch straddles it: attack figures start after it.
+    calm_samples = [s for s in samples if s["phase"] == "baseline"][1:]
+    attack_samples = [s for s in samples if s["phase"] != "baseline"][1:]
+    if not attack_samples or not calm_samples:
+        raise RuntimeError("the exporter wrote too few samples")
     window = min(60.0, duration / 3)
-    end = samples[-1]["t"]
+    end = attack_samples[-1]["t"]
+    begin = attack_samples[0]["t"]
     metrics_body = surfaces.get("/metrics") or scraper.last_body
     return {
         "duration_s": round(wall, 1),
+        "baseline_s": baseline,
         "healthy_targets": HEALTHY,
         "sample_interval_s": SAMPLE_INTERVAL,
         "nofile_limit": NOFILE,
-        "resources": resource_summary(samples, window),
+        "resources_baseline": resource_summary(calm_samples, baseline),
+        "resources": resource_summary(attack_samples, window),
+        "resources_by_phase": {
+            phase: resource_summary([s for s in attack_samples if s["phase"] == phase], duration)
+            for phase in ("slowloris", "quiet")
+        },
         "healthy": {
-            "whole_run": healthy_stats(samples),
-            "first_window": healthy_stats([s for s in samples if s["t"] <= window + 5]),
-            "last_window": healthy_stats([s for s in samples if s["t"] >= end - window]),
+            "baseline": healthy_stats(calm_samples),
+            "under_attack": healthy_stats(attack_samples),
+            "first_window": healthy_stats([s for s in attack_samples if s["t"] <= begin + window]),
+            "last_window": healthy_stats([s for s in attack_samples if s["t"] >= end - window]),
             "reference_ttft_ms": REFERENCE["ttft"] * 1000,
         },
-        "hostile_targets": hostile_outcomes(samples),
+        "hostile_targets": hostile_outcomes(attack_samples),
         "redirect_target": {
             "requests_redirected": redirect.requests,
             "requests_reaching_other_host": capture.requests,
             "credentials_reaching_other_host": dict(capture.credential_headers),
         },
-        "echo_server": {
-            "requests": echo.requests,
-            "with_both_credentials": echo.credentials_seen,
-        },
+        "echo_server": {"requests": echo.requests, "with_both_credentials": echo.credentials_seen},
         "flux_servers": {
             "hostile_frames_sent": frames.hostile_sent,
             "hostile_frames_connections": frames.connections,
@@ -683,28 +781,36 @@ async def soak(duration: float) -> dict[str, Any]:
         },
         "counters_at_end": final_counters(metrics_body),
         "scrapes": scraper.summary(),
-        "slowloris": slowloris.summary(),
-        "chaos": chaos.summary(),
+        "attacks": attacks.summary(),
         "leaks": leak_scan(surfaces, [key, token]),
-        "surfaces_scanned": sorted(surfaces),
+        "surfaces_scanned": len(surfaces),
         "exporter_log_bytes": len(log_text.encode()),
         "exporter_log_lines": log_text.count("\n"),
         "exporter_cpu_cores": exporter_cpu / wall if wall else math.nan,
         "sim_cpu_cores": sim_cpu / wall if wall else math.nan,
         "shutdown": stop,
         "samples": samples,
+        "_log": log_text,
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`[--duration S] [--quick] [--json PATH]`."""
+    """`[--duration S] [--baseline S] [--quick] [--json PATH]`."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=300.0, help="seconds (default 300)")
-    parser.add_argument("--quick", action="store_true", help="30 s")
+    parser.add_argument(
+        "--baseline", type=float, default=None, help="healthy-only seconds first (60; quick 10)"
+    )
+    parser.add_argument("--quick", action="store_true", help="30 s of attacks, 10 s baseline")
     parser.add_argument("--json", help="write the result here instead of stdout")
     args = parser.parse_args(argv)
     duration = 30.0 if args.quick else args.duration
-    result = asyncio.run(soak(duration))
+    baseline = args.baseline if args.baseline is not None else (10.0 if args.quick else 60.0)
+    result = asyncio.run(soak(duration, baseline))
+    log_text = result.pop("_log")
+    if args.json:
+        # The exporter's log beside the figures, for reading after the run.
+        Path(args.json).with_suffix(".exporter.log").write_text(log_text)
     result["quick"] = args.quick
     emit(result, args.json)
 
