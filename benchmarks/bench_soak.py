@@ -473,6 +473,13 @@ class Attacks:
         }
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (not idle or iowait), /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class _Server(Protocol):
     async def start(self) -> None: ...
 
@@ -700,7 +707,9 @@ async def soak(duration: float, baseline: float) -> dict[str, Any]:
             scraper = Scraper(exporter.base)
             scraping = asyncio.create_task(scraper.run())
             log(f"exporter up on {exporter.base}; {HEALTHY} healthy targets for {baseline:.0f} s")
+            busy0 = machine_busy_seconds()
             await asyncio.sleep(baseline)
+            busy_baseline = (machine_busy_seconds() - busy0) / baseline
             write_atomic(config_path, good)
             switch = await fresh_request("POST", f"{exporter.base}/-/reload", timeout=30)
             if switch[0] != "200":
@@ -708,6 +717,7 @@ async def soak(duration: float, baseline: float) -> dict[str, Any]:
             attacks = Attacks(exporter, good, period)
             log(f"hostile config loaded; attacks for {duration:.0f} s")
             sim_cpu0, cpu0 = sim.cpu_seconds(), exporter.cpu_seconds()
+            busy0 = machine_busy_seconds()
             wall0 = time.perf_counter()
             attacking = asyncio.create_task(attacks.run())
             try:
@@ -723,6 +733,7 @@ async def soak(duration: float, baseline: float) -> dict[str, Any]:
                 attacking.cancel()
                 await asyncio.gather(attacking, return_exceptions=True)
             wall = time.perf_counter() - wall0
+            busy_attack = (machine_busy_seconds() - busy0) / wall
             exporter_cpu = exporter.cpu_seconds() - cpu0
             sim_cpu = sim.cpu_seconds() - sim_cpu0
             # With slowloris gone, so every page is reachable.
@@ -738,7 +749,8 @@ async def soak(duration: float, baseline: float) -> dict[str, Any]:
     surfaces["exporter log (stderr)"] = log_text
     samples = exporter.samples
     for sample in samples:
-        sample["phase"] = attacks.phase_at(sample.pop("received") - SAMPLE_INTERVAL)
+        # Readings are taken at the sample's moment: the phase in force then.
+        sample["phase"] = attacks.phase_at(sample.pop("received"))
     # The first sample after the switch straddles it: attack figures start after it.
     calm_samples = [s for s in samples if s["phase"] == "baseline"][1:]
     attack_samples = [s for s in samples if s["phase"] != "baseline"][1:]
@@ -788,6 +800,9 @@ async def soak(duration: float, baseline: float) -> dict[str, Any]:
         "exporter_log_lines": log_text.count("\n"),
         "exporter_cpu_cores": exporter_cpu / wall if wall else math.nan,
         "sim_cpu_cores": sim_cpu / wall if wall else math.nan,
+        # Every process on the machine, this benchmark's included (2 cores here).
+        "machine_busy_cores": {"baseline": busy_baseline, "attacks": busy_attack},
+        "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
         "shutdown": stop,
         "samples": samples,
         "_log": log_text,

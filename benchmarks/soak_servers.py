@@ -153,11 +153,13 @@ class ImplausibleUsageServer(_AppServer):
             self.requests += 1
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
-            await response.write(_sse(ROLE))
-            for _ in range(5):
-                await asyncio.sleep(0.02)
-                await response.write(_sse(TEXT))
-            await response.write(_sse(usage, "[DONE]"))
+            # The client may hang up at any point (its deadline, the exporter stopping).
+            with contextlib.suppress(ConnectionError):
+                await response.write(_sse(ROLE))
+                for _ in range(5):
+                    await asyncio.sleep(0.02)
+                    await response.write(_sse(TEXT))
+                await response.write(_sse(usage, "[DONE]"))
             return response
 
         app = web.Application()
