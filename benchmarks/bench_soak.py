@@ -802,7 +802,7 @@ async def soak(duration: float, baseline: float) -> dict[str, Any]:
         "sim_cpu_cores": sim_cpu / wall if wall else math.nan,
         # Every process on the machine, this benchmark's included (2 cores here).
         "machine_busy_cores": {"baseline": busy_baseline, "attacks": busy_attack},
-        "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg_at_end": os.getloadavg(),
         "shutdown": stop,
         "samples": samples,
         "_log": log_text,
