@@ -584,6 +584,9 @@ def resource_summary(samples: Sequence[dict[str, Any]], window: float) -> dict[s
         "median_of_sample_max": pct(lags, 50),
         "worst_sample_p99": max(s["lag_p99_ms"] for s in samples),
         "late_over_50ms": sum(s["lag_over_50ms"] for s in samples),
+        # The part of a late step the exporter's thread spent on CPU (the rest is
+        # the OS running other processes on this busy 2-core machine).
+        "held_on_cpu_max": max(s["held_max_ms"] for s in samples),
         "steps": "50 ms sleeps; lag = overshoot",
     }
     out["http_connections_max"] = max(s["http_connections"] or 0 for s in samples)
