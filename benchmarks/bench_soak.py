@@ -30,14 +30,17 @@ Flux instances:
   digits, year 1, non-ASCII digits, not JSON) (item 1).
 - `flux-garbage-http`: a raw TCP server answering malformed HTTP to the canary (every
   second) and to the WebSocket upgrade (items 3, 4).
-Clients:
-- slowloris: 300 connections that send part of a request head and a byte every 5 s,
-  reopened 0.5 s after the exporter closes them (item 9; the cap is 256).
-- a burst of 100 concurrent `/probe` calls (stall, huge stream, expect) every 30 s
-  (item 10).
-- every 30 s, the config file replaced by one with a 9⁹-leaf YAML bomb in
-  `extra_body` and `POST /-/reload` (must answer 500 and keep the running config), then
-  the good file back and `POST /-/reload` (200) (items 7, 8).
+Clients, after a 60 s baseline of the healthy targets alone (then a reload adds the rest),
+in cycles of 30 s (10 s with `--quick`):
+- slowloris for the first half of each cycle: 300 connections that send part of a
+  request head and a byte every 5 s, reopened 0.5 s after the exporter closes them
+  (item 9; the cap is 256).
+- in the middle of each half, 100 concurrent `/probe` calls (stall, huge stream,
+  expect), each on a new connection (item 10);
+- in the middle of each half, the config file replaced by one with a 9⁹-leaf YAML bomb
+  in `extra_body` and a reload (must fail and keep the running config), then the good
+  file back and a reload (items 7, 8): by SIGHUP while slowloris fills the cap, by
+  `POST /-/reload` otherwise.
 - `/metrics` scraped every 5 s on a kept-alive connection, as Prometheus does.
 
 At the end: `/`, `/logs`, `/config`, `/metrics`, `/probe?debug=true` of the echo target
