@@ -22,6 +22,7 @@ from ttft_exporter.executor import DEFAULT_ADHOC_CONCURRENCY
 from ttft_exporter.listener import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     DEFAULT_READ_HEADER_TIMEOUT,
     ConnectionGuard,
     GatedSite,
@@ -101,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CONNECTIONS,
         help="open connections to this server at most; more are closed at once "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.max-connections-per-client",
+        dest="max_connections_per_client",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+        help="open connections from one client address at most, so one client cannot "
+        "take every slot (default: %(default)s)",
     )
     parser.add_argument(
         "--web.read-header-timeout",
@@ -232,8 +241,11 @@ def run(argv: Sequence[str] | None = None) -> int:
 def _limits(args: argparse.Namespace) -> ListenerLimits:
     if args.max_connections < 1:
         raise ValueError("--web.max-connections must be at least 1")
+    if args.max_connections_per_client < 1:
+        raise ValueError("--web.max-connections-per-client must be at least 1")
     limits = ListenerLimits(
         max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
         read_header_timeout=parse_duration(args.read_header_timeout),
         idle_timeout=parse_duration(args.idle_timeout),
     )

@@ -32,6 +32,9 @@ __all__ = [
 log = logging.getLogger("ttft_exporter.server")
 
 DEFAULT_MAX_CONNECTIONS = 256
+# A quarter of the cap per client address: one slowloris client cannot lock out
+# Prometheus, a reload or a /probe call from another address.
+DEFAULT_MAX_CONNECTIONS_PER_CLIENT = 64
 DEFAULT_READ_HEADER_TIMEOUT = 10.0
 DEFAULT_IDLE_TIMEOUT = 30.0
 # asyncio's message when accept() fails with EMFILE, ENFILE, ENOBUFS or ENOMEM.
@@ -43,6 +46,7 @@ class ListenerLimits:
     """Bounds of the exporter's HTTP server."""
 
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT
     # From accept to the end of the first request head, TLS handshake included.
     read_header_timeout: float = DEFAULT_READ_HEADER_TIMEOUT
     # Keep-alive: how long a connection may wait for its next request (aiohttp closes
@@ -83,11 +87,16 @@ class ConnectionGuard:
         self._metrics = metrics
         self._refused_log = RateLimitedLog(log_interval)
         self._timeout_log = RateLimitedLog(log_interval)
+        self._client_log = RateLimitedLog(log_interval)
         self.open = 0
+        # Open connections per client address; an address leaves when its last closes,
+        # so the map is bounded by the cap.
+        self.by_client: dict[str, int] = {}
         self.handshakes: set[asyncio.Task[None]] = set()
 
-    def admit(self) -> bool:
-        """Count a new connection in, or refuse it (counted, rate-limited log)."""
+    def admit(self, client: str) -> bool:
+        """Count a new connection from `client` (an address) in, or refuse it: over
+        the cap, or over the client's share of it (counted, rate-limited log)."""
         if self.open >= self.limits.max_connections:
             self._metrics.http_dropped.labels("limit").inc()
             self._refused_log.warning(
@@ -95,12 +104,24 @@ class ConnectionGuard:
                 max_connections=self.limits.max_connections,
             )
             return False
+        held = self.by_client.get(client, 0)
+        if held >= self.limits.max_connections_per_client:
+            self._metrics.http_dropped.labels("client_limit").inc()
+            self._client_log.warning(
+                "a client reached its connection limit; closing its new connections",
+                max_connections_per_client=self.limits.max_connections_per_client,
+            )
+            return False
+        self.by_client[client] = held + 1
         self.open += 1
         self._metrics.http_connections.set(self.open)
         return True
 
-    def release(self) -> None:
-        """A counted connection closed."""
+    def release(self, client: str) -> None:
+        """A counted connection of `client` closed."""
+        held = self.by_client.pop(client, 1) - 1
+        if held > 0:
+            self.by_client[client] = held
         self.open -= 1
         self._metrics.http_connections.set(self.open)
 
@@ -133,10 +154,13 @@ class _GatedConnection(asyncio.Protocol):
         self._tail = b""
         self._timer: asyncio.TimerHandle | None = None
         self._counted = False
+        self._client = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         raw = cast(asyncio.Transport, transport)
-        if not self._guard.admit():
+        peer = raw.get_extra_info("peername")
+        self._client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if not self._guard.admit(self._client):
             # abort(): no lingering close, the descriptor is free at once.
             raw.abort()
             return
@@ -219,7 +243,7 @@ class _GatedConnection(asyncio.Protocol):
             self._timer = None
         if self._counted:
             self._counted = False
-            self._guard.release()
+            self._guard.release(self._client)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed()

@@ -268,7 +268,7 @@ BACKGROUND_COMPONENTS = (
     "config_reload",
 )
 ADHOC_REJECT_REASONS = ("target_busy", "pool_timeout")
-HTTP_DROP_REASONS = ("limit", "header_timeout")
+HTTP_DROP_REASONS = ("limit", "client_limit", "header_timeout")
 
 EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -329,7 +329,7 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_exporter_http_connections_dropped_total",
         Kind.COUNTER,
-        "Connections the exporter closed on its own: limit (over --web.max-connections, closed at accept) or header_timeout (no TLS handshake and request head within --web.read-header-timeout).",
+        "Connections the exporter closed on its own: limit (over --web.max-connections, closed at accept), client_limit (the client address already holds --web.max-connections-per-client) or header_timeout (no TLS handshake and request head within --web.read-header-timeout).",
         labels=("reason",),
         children=tuple((r,) for r in HTTP_DROP_REASONS),
     ),

@@ -487,6 +487,9 @@ async def test_a_real_process_survives_idle_connections_under_a_low_fd_limit(
         f"--config.file={config}",
         f"--web.listen-address=127.0.0.1:{port}",
         f"--web.max-connections={max_connections}",
+        # Every socket comes from 127.0.0.1: the global cap is what is tested here
+        # (the per-client share in test_listener.py).
+        f"--web.max-connections-per-client={max_connections}",
         "--web.read-header-timeout=2s",
         stdout=stderr,
         stderr=stderr,

@@ -18,7 +18,12 @@ import trustme
 
 from tests.conftest import make_config, make_state, served
 from tests.helpers import CountingLLM
-from ttft_exporter.listener import ListenerLimits, RateLimitedLog, install_accept_error_handler
+from ttft_exporter.listener import (
+    ConnectionGuard,
+    ListenerLimits,
+    RateLimitedLog,
+    install_accept_error_handler,
+)
 from ttft_exporter.metrics import ExporterMetrics
 from ttft_exporter.server import ExporterState
 from ttft_exporter.webconfig import TLSServerConfig, build_server_ssl_context
@@ -88,7 +93,10 @@ async def test_idle_connections_cannot_take_the_server_or_the_probes_down(
     # 300 idle sockets against a cap of 100: 200 are closed at accept, the other 100
     # at the header deadline. Meanwhile the probes keep succeeding and /metrics answers.
     state = healthy_state(counting_llm)
-    limits = ListenerLimits(max_connections=100, read_header_timeout=HEADER_TIMEOUT)
+    # All from 127.0.0.1: the global cap is tested here, the per-client share below.
+    limits = ListenerLimits(
+        max_connections=100, max_connections_per_client=100, read_header_timeout=HEADER_TIMEOUT
+    )
     caplog.set_level(logging.INFO)
     async with served(state, limits) as port:
         await wait_until(lambda: successes(state) >= 1, "the first probe")
@@ -135,6 +143,59 @@ async def test_idle_connections_cannot_take_the_server_or_the_probes_down(
         "closing connections that sent no complete request in time",
     ]
     assert [r for r in caplog.records if r.name in ("asyncio", "aiohttp.server")] == []
+
+
+async def test_one_client_cannot_take_every_slot(counting_llm: CountingLLM) -> None:
+    # A slowloris client on 127.0.0.1 holds its share (10) of the cap (20): its other
+    # connections are closed at once, and a client from another address (127.0.0.2,
+    # loopback too) still gets in and scrapes. Before, the flood filled the whole cap
+    # and every new client was refused for as long as it lasted.
+    state = healthy_state(counting_llm)
+    limits = ListenerLimits(
+        max_connections=20, max_connections_per_client=10, read_header_timeout=CAP
+    )
+    async with served(state, limits) as port:
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
+        try:
+            await wait_until(
+                lambda: (
+                    value(
+                        state, "ttft_exporter_http_connections_dropped_total", reason="client_limit"
+                    )
+                    == 20
+                ),
+                "20 connections of the flooding client refused",
+            )
+            assert value(state, "ttft_exporter_http_connections") == 10.0
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=("127.0.0.2", 0)
+            )
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head = await asyncio.wait_for(reader.readline(), CAP)
+            assert head.startswith(b"HTTP/1.1 200")
+            writer.close()
+            assert value(state, "ttft_exporter_http_connections_dropped_total", reason="limit") == 0
+        finally:
+            for _, w in conns:
+                w.close()
+        await wait_until(
+            lambda: value(state, "ttft_exporter_http_connections") == 0.0, "all closed"
+        )
+
+
+def test_the_per_client_count_forgets_an_address_when_its_last_connection_closes() -> None:
+    guard = ConnectionGuard(
+        ListenerLimits(max_connections=4, max_connections_per_client=2), ExporterMetrics()
+    )
+    assert guard.admit("a") and guard.admit("a")
+    assert not guard.admit("a")  # its share
+    assert guard.admit("b") and guard.admit("b")
+    assert not guard.admit("c")  # the cap
+    guard.release("a")
+    assert guard.admit("c")
+    for client in ("a", "b", "b", "c"):
+        guard.release(client)
+    assert guard.open == 0 and guard.by_client == {}
 
 
 async def test_a_trickled_request_head_is_cut_at_the_deadline_but_keepalive_is_not(
@@ -205,7 +266,9 @@ async def test_tls_handshakes_count_toward_the_cap_and_have_the_deadline(
     context = build_server_ssl_context(
         TLSServerConfig(cert_file=str(tls_files["cert"]), key_file=str(tls_files["key"]))
     )
-    limits = ListenerLimits(max_connections=5, read_header_timeout=HEADER_TIMEOUT)
+    limits = ListenerLimits(
+        max_connections=5, max_connections_per_client=5, read_header_timeout=HEADER_TIMEOUT
+    )
     async with served(state, limits, context) as port:
         conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(10)]
         closed = await asyncio.wait_for(
