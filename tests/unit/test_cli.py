@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -586,3 +587,40 @@ async def _poll_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting at {url}")
         await asyncio.sleep(0.1)
+
+
+# A port already in use (issue #9 section 5)
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_port_in_use_is_one_line_and_exit_1_before_anything_starts(
+    tmp_path: Path, command: str
+) -> None:
+    """A real process against a port a real socket holds: one line on stderr, exit 1,
+    no "started target" or "serving" before it (the probe loops start after the bind)."""
+    config = write(tmp_path / "ttft.yml", {"targets": [target("a")]})
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ttft_exporter",
+                command,
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            # A cap for a loaded machine, not a speed check: it exits at once.
+            timeout=60,
+            check=False,
+        )
+    prog = "ttft-exporter" if command == "run" else "ttft-exporter demo"
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == f"{prog}: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    assert proc.stdout == ""
