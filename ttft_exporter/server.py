@@ -148,12 +148,17 @@ async def _reload_when_requested(state: ExporterState) -> None:
         await reload_config(state)
 
 
+NO_CONFIG_FILE = "demo mode has no config file to reload"
+
+
 async def reload_config(state: ExporterState) -> ConfigError | None:
     """Load the config file again and apply it. A bad file keeps the running config,
-    sets the reload gauge to 0 and is returned."""
+    sets the reload gauge to 0 and is returned. Without a config file (the demo)
+    there is nothing to reload: logged, the gauge unchanged, None returned."""
     path = state.holder.path
     if path is None:
-        return ConfigError("<none>", [])
+        log.warning(NO_CONFIG_FILE)
+        return None
     async with state.reload_lock:
         try:
             # Reading, parsing and validating (secrets, TLS files, redactors) are
@@ -308,8 +313,12 @@ async def handle_ready(request: web.Request) -> web.Response:
 
 
 async def handle_reload(request: web.Request) -> web.Response:
-    """POST /-/reload."""
-    error = await reload_config(request.app[EXPORTER])
+    """POST /-/reload. 409 when there is no file to reload (the demo): the running
+    config is fine, the request cannot apply to it."""
+    state = request.app[EXPORTER]
+    if state.holder.path is None:
+        return web.Response(status=409, text=f"{NO_CONFIG_FILE}\n")
+    error = await reload_config(state)
     if error is not None:
         return web.Response(status=500, text=f"failed to reload config: {error}\n")
     return web.Response(text="OK\n")

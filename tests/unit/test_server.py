@@ -923,3 +923,21 @@ async def test_a_reload_never_lets_old_and_new_probes_exceed_the_cap(
     await wait_for(lambda: len(counting_llm.starts) >= seen + 4, "four more probes", cap=10)
     assert counting_llm.total_peak == 1
     assert state.executor.concurrency == 1
+
+
+async def test_reload_in_demo_mode_is_409_and_leaves_the_gauge(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    """The demo's state has no config file (ConfigHolder(None, ...), as demo.py builds it)."""
+    sim = await make_llm_sim(m=FAST)
+    client, state = await start(aiohttp_client, make_config(chat_target(sim, model="m")))
+    assert state.holder.path is None
+    before = state.holder.config
+
+    resp = await client.post("/-/reload")
+
+    assert resp.status == 409
+    assert await resp.text() == "demo mode has no config file to reload\n"
+    assert state.holder.config is before
+    text = await get_text(client, "/metrics")
+    assert sample(text, "ttft_exporter_config_last_reload_successful") == 1.0
