@@ -8,7 +8,6 @@ import gzip
 import html
 import logging
 import math
-import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,25 +21,24 @@ from prometheus_client.openmetrics import exposition as om_exposition
 from ttft_exporter import __version__
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import (
-    Config,
     ConfigHolder,
     TargetConfig,
     load_config,
     redacted_headers,
 )
-from ttft_exporter.errors import ConfigError, ConfigProblem, ProbeRejected
+from ttft_exporter.errors import ConfigError, ProbeRejected
 from ttft_exporter.executor import DEFAULT_ADHOC_CONCURRENCY, ProbeExecutor
 from ttft_exporter.flux.supervisor import FluxSupervisor
 from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
-from ttft_exporter.probes.http_stream import build_ssl_context, create_session
+from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.scheduler import ProbeScheduler
 from ttft_exporter.supervise import Component, RestartPolicy, Supervisor
 from ttft_exporter.webauth import BasicAuth, auth_middleware, headers_on_prepare
 from ttft_exporter.webconfig import WebConfig
 
-__all__ = ["EXPORTER", "ExporterState", "check_tls", "create_app", "load_state", "reload_config"]
+__all__ = ["EXPORTER", "ExporterState", "create_app", "load_state", "reload_config"]
 
 log = logging.getLogger("ttft_exporter.server")
 
@@ -161,9 +159,9 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
         return None
     async with state.reload_lock:
         try:
-            # Reading, parsing and validating (secrets, TLS files, redactors) are
+            # Reading, parsing and validating (secrets, TLS files, redactors) is
             # blocking and CPU-bound: in a worker thread, the loop keeps probing.
-            config, checksum = await asyncio.to_thread(_load_checked, path)
+            config, checksum = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             state.metrics.reload_successful.set(0)
             log.error(
@@ -402,30 +400,7 @@ def create_app(state: ExporterState) -> web.Application:
     return app
 
 
-def check_tls(config: Config, source: str) -> None:
-    """Raise ConfigError for TLS files that exist but do not load (not PEM, a key that
-    does not match): else the target's session fails to open in the middle of a reload,
-    after the new config was installed, and the targets after it never start."""
-    problems = []
-    for index, target in enumerate(config.targets):
-        tls = target.tls
-        if tls.ca_file is None and tls.cert_file is None:
-            continue
-        try:
-            build_ssl_context(tls)
-        except (ssl.SSLError, OSError) as exc:
-            problems.append(ConfigProblem(f"targets[{index}].tls", f"cannot load TLS files: {exc}"))
-    if problems:
-        raise ConfigError(source, problems)
-
-
-def _load_checked(path: Path) -> tuple[Config, str]:
-    config, checksum = load_config(path)
-    check_tls(config, str(path))
-    return config, checksum
-
-
 def load_state(path: Path, **kwargs: object) -> ExporterState:
     """Load the config at startup (raises ConfigError) and build the state."""
-    config, checksum = _load_checked(path)
+    config, checksum = load_config(path)
     return ExporterState(holder=ConfigHolder(path, config, checksum), **kwargs)  # type: ignore[arg-type]

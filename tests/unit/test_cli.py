@@ -93,10 +93,11 @@ def test_config_check_accepts_a_good_file(
                 "concurrency: must be greater than or equal to 1",
                 "targets[0].timeout: must be below interval (1s)",
                 "targets[1].protocol: unknown protocol 'grpc'; known: openai-chat, openai-completions",
-                "targets[2].url: must be an absolute http:// or https:// URL",
-                "targets[2].labels: label name 'job' is reserved",
+                # File order (yaml.safe_dump sorts the keys).
                 "targets[2].bogus: unknown field",
+                "targets[2].labels.job: reserved label name (set by the exporter or by Prometheus)",
                 "targets[2].name: duplicate target name 'a'",
+                "targets[2].url: must be an absolute http:// or https:// URL",
             ],
         ),
         (

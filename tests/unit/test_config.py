@@ -42,8 +42,13 @@ INVALID = {
     ],
     "prompt-and-messages": ["targets[0].prompt: set exactly one of prompt or messages"],
     "no-prompt": ["targets[0].prompt: set exactly one of prompt or messages"],
-    "label-reserved": ["targets[0].labels: label name 'target' is reserved"],
-    "label-name": ["targets[0].labels: invalid label name 'bad-name'"],
+    "label-reserved": [
+        "targets[0].labels.target: reserved label name (set by the exporter or by Prometheus)"
+    ],
+    "label-name": [
+        "targets[0].labels.bad-name: invalid label name: letters, digits and '_' only, "
+        "not starting with a digit or '__'"
+    ],
     "expect-regex": [
         "targets[0].expect: invalid regular expression: missing ): (unclosed (RE2 syntax: no backreferences or lookaround)"
     ],
@@ -69,12 +74,13 @@ INVALID = {
         "flux[0].stale_after: must be at least 100ms",
         "flux[1].reconnect.initial: must be at least 100ms",
         "flux[2].ping_interval: must be at least 100ms",
-        "flux[3].canary.interval: must be at least 100ms",
+        # File order: `query` comes before `canary` in the file.
         "flux[3].query.interval: must be at least 100ms",
+        "flux[3].canary.interval: must be at least 100ms",
     ],
     "flux-reconnect": [
-        "flux[0].groups: prefixes must be unique",
         "flux[0].reconnect.max: must be at least initial (2s)",
+        "flux[0].groups: prefixes must be unique",
     ],
     "flux-token-env": [
         "flux[0].canary.token_env: environment variable TTFT_TEST_SURELY_UNSET_TOKEN is not set or empty"
@@ -101,6 +107,29 @@ INVALID = {
         "TTFT_TEST_SURELY_UNSET_HEADER is not set or empty"
     ],
     "header-name": ["targets[0].headers.X Auth: invalid header name"],
+    "all-at-once": [
+        "targets[0].api_key_env: environment variable TTFT_TEST_SURELY_UNSET_KEY is not set or empty",
+        "targets[0].labels.bad-name: invalid label name: letters, digits and '_' only, "
+        "not starting with a digit or '__'",
+        "targets[0].labels.target: reserved label name (set by the exporter or by Prometheus)",
+        "targets[0].expect: invalid regular expression: missing ): (unclosed "
+        "(RE2 syntax: no backreferences or lookaround)",
+        "targets[0].headers.X Bad: invalid header name",
+        "targets[0].headers.X-Env.value_env: environment variable "
+        "TTFT_TEST_SURELY_UNSET_HEADER is not set or empty",
+        "targets[0].timeout: must be below interval (5s)",
+        'targets[1].name: must be a string; quote it: "500"',
+        "targets[1].messages: must not be empty",
+        "flux[0].canary.token_env: environment variable TTFT_TEST_SURELY_UNSET_TOKEN "
+        "is not set or empty",
+        "flux[0].canary.timeout: must be below interval (1s)",
+        "flux[0].stale_after: must be at least 100ms",
+    ],
+    "name-not-string": [
+        'targets[0].name: must be a string; quote it: "500"',
+        "targets[0].prompt: must be a string; quote it "
+        "(YAML reads yes, no, on, off, true, false as booleans)",
+    ],
     "many-problems": [
         "concurrency: must be greater than or equal to 1",
         "targets[0].timeout: must be below interval (15s)",
@@ -279,9 +308,17 @@ def test_defaults_do_not_override_target_values() -> None:
     assert (target.interval, target.timeout, target.max_tokens) == (60.0, 1.0, 10)
 
 
-def test_empty_file_is_a_config_without_targets(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text", ["", "# only a comment\n", "\n\n"], ids=["empty", "comment", "blank"]
+)
+def test_an_empty_file_is_an_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "empty.yml"
-    path.write_text("")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == ["the file is empty"]
+    # An explicit empty mapping says "nothing to probe" on purpose.
+    path.write_text("{}\n")
     config, _ = load_config(path)
     assert config.targets == []
 

@@ -362,7 +362,8 @@ async def test_reload_requested_like_sighup_runs_as_a_lifecycle_job(
                     ]
                 }
             ),
-            ["targets[0].bogus: unknown field"],
+            # Both at once (issue #9): the unknown field used to hide the timeout rule.
+            ["targets[0].bogus: unknown field", "targets[0].timeout: must be below interval (1s)"],
         ),
         (None, ["cannot read file: No such file or directory"]),
     ],
