@@ -31,6 +31,7 @@ from ttft_exporter.redact import PLACEHOLDER, Redactor
 from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.validation import (
     LABEL_NAME,
+    ConfigPath,
     Regex,
     StrictModel,
     check_free_form,
@@ -112,7 +113,7 @@ class HeaderValue(StrictModel):
 
     value: str | None = Field(None, repr=False, description="The value itself.")
     value_env: str | None = Field(None, description="Environment variable holding the value.")
-    value_file: Path | None = Field(
+    value_file: ConfigPath | None = Field(
         None, description="File holding the value (surrounding whitespace stripped)."
     )
     secret: bool = Field(
@@ -222,12 +223,14 @@ def _header_values(headers: Mapping[str, HeaderSpec]) -> tuple[dict[str, str], l
 class TLSConfig(StrictModel):
     """TLS settings for https targets."""
 
-    ca_file: Path | None = Field(
+    ca_file: ConfigPath | None = Field(
         None,
         description="PEM bundle to verify the server with, instead of the system store.",
     )
-    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
-    key_file: Path | None = Field(None, description="Client key (PEM) for mutual TLS.")
+    cert_file: ConfigPath | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS."
+    )
+    key_file: ConfigPath | None = Field(None, description="Client key (PEM) for mutual TLS.")
     insecure_skip_verify: bool = Field(
         False,
         validate_default=True,
@@ -312,7 +315,7 @@ class TargetDefaults(StrictModel):
     continuous_usage_stats: bool | None = None
     tls: TLSConfig | None = None
     api_key_env: str | None = None
-    api_key_file: Path | None = None
+    api_key_file: ConfigPath | None = None
     max_response_bytes: int | None = Field(None, ge=1024, le=1 << 30)
 
 
@@ -339,7 +342,7 @@ class _TargetBase(StrictModel):
         None,
         description="Environment variable holding the API key (sent as Bearer token).",
     )
-    api_key_file: Path | None = Field(
+    api_key_file: ConfigPath | None = Field(
         None, validate_default=True, description="File holding the API key."
     )
     labels: dict[LabelName, str] = Field(
@@ -713,7 +716,13 @@ def _sorted_problems(data: Any, located: Iterable[tuple[Loc, str]]) -> list[Conf
     return [ConfigProblem(_format_loc(loc), message) for loc, message in ordered]
 
 
-def parse_config(data: Any, source: str = "<config>", *, resolve_secrets: bool = True) -> Config:
+def parse_config(
+    data: Any,
+    source: str = "<config>",
+    *,
+    resolve_secrets: bool = True,
+    base_dir: Path | None = None,
+) -> Config:
     """Validate already-parsed YAML data; raises ConfigError listing every problem, in
     file order. Every field is checked, and every rule spanning fields and every
     secret read runs beside them (as field validators), so one pass finds them all."""
@@ -727,7 +736,8 @@ def parse_config(data: Any, source: str = "<config>", *, resolve_secrets: bool =
     located = _duplicate_names(data.get("targets"), "targets")
     located += _duplicate_names(data.get("flux"), "flux")
     try:
-        config = Config.model_validate(data, context={"resolve_secrets": resolve_secrets})
+        context = {"resolve_secrets": resolve_secrets, "base_dir": base_dir}
+        config = Config.model_validate(data, context=context)
     except ValidationError as exc:
         located = [_problem(err) for err in exc.errors(include_url=False)] + located
         raise ConfigError(source, _sorted_problems(data, located)) from None
@@ -785,7 +795,7 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> tuple[Conf
         raise ConfigError(
             str(path), [ConfigProblem("", "invalid YAML: nested too deeply")]
         ) from None
-    config = parse_config(data, str(path), resolve_secrets=resolve_secrets)
+    config = parse_config(data, str(path), resolve_secrets=resolve_secrets, base_dir=path.parent)
     return config, hashlib.sha256(raw).hexdigest()
 
 

@@ -9,10 +9,11 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import re2
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     GetCoreSchemaHandler,
@@ -26,6 +27,7 @@ from pydantic_core import PydanticCustomError, core_schema
 __all__ = [
     "LABEL_NAME",
     "MAX_PATTERN_CHARS",
+    "ConfigPath",
     "Regex",
     "RegexMatch",
     "StrictModel",
@@ -264,6 +266,20 @@ def read_secret_pair(
     if file_path:
         return read_file_secret(file_field, file_path, info, sibling=sibling)
     return None
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    context = info.context
+    base = context.get("base_dir") if isinstance(context, dict) else None
+    if base is None or value.is_absolute():
+        return value
+    return Path(base) / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+"""A file named in the config: a relative path is relative to the config file's
+directory (validation context `base_dir`), as in Prometheus and the web config, so a
+config and the files beside it work from any working directory."""
 
 
 def read_bounded(path: Path, limit: int) -> bytes:

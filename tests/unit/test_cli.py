@@ -625,3 +625,29 @@ def test_a_port_in_use_is_one_line_and_exit_1_before_anything_starts(
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr == f"{prog}: cannot listen on 127.0.0.1:{port}: address already in use\n"
     assert proc.stdout == ""
+
+
+# The shipped examples (issue #9 section 5)
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yml")), ids=lambda p: p.name)
+def test_the_documented_config_check_passes_on_every_shipped_example(
+    example: Path, tmp_path: Path
+) -> None:
+    """The command the example's header documents, run for real on the file as shipped,
+    from another directory, with no key in the environment (a fresh machine)."""
+    assert "--config.check" in example.read_text(encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "FLUX_TOKEN")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ttft_exporter", "--config.check", f"--config.file={example}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        # A cap for a loaded machine, not a speed check.
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"config file {example} is ok: ")
+    assert proc.stderr == ""

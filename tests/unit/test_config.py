@@ -323,17 +323,40 @@ def test_an_empty_file_is_an_error(tmp_path: Path, text: str) -> None:
     assert config.targets == []
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yml")), ids=lambda p: p.name)
-def test_examples_load(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Examples may reference key files under /etc; point them at a temporary one.
-    text = path.read_text()
-    key = tmp_path / "key"
-    key.write_text("sk-example\n")
-    text = text.replace("/etc/ttft-exporter/openai-api-key", str(key))
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-example")
-    monkeypatch.setenv("FLUX_TOKEN", "flux-example")
-    config = parse_config(yaml.safe_load(text), str(path))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_load_as_shipped(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh machine: no key in the environment, the working directory elsewhere.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("FLUX_TOKEN", raising=False)
+    monkeypatch.chdir("/")
+    config, _ = load_config(path)
     assert config.targets or config.flux
+
+
+def test_relative_files_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in Prometheus and --web.config.file: not to the working directory."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "key").write_text("sk-relative-123456\n")
+    (tmp_path / "token").write_text("header-token-123456\n")
+    path = tmp_path / "ttft.yml"
+    target = {**_TARGET, "headers": {"X-Token": {"value_file": "token"}}}
+    path.write_text(
+        yaml.safe_dump({"defaults": {"api_key_file": "secrets/key"}, "targets": [target]})
+    )
+    monkeypatch.chdir("/")
+    config, _ = load_config(path)
+    loaded = config.targets[0]
+    assert loaded.api_key_file == tmp_path / "secrets" / "key"
+    assert loaded.api_key is not None
+    assert loaded.api_key.get_secret_value() == "sk-relative-123456"
+    assert loaded.request_headers() == {"X-Token": "header-token-123456"}
+    # An absolute path stays as it is.
+    assert parse_config({"targets": [{**_TARGET, "api_key_file": str(path)}]}, base_dir=Path("/x"))
 
 
 def test_demo_config_loads() -> None:

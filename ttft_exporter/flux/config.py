@@ -18,6 +18,7 @@ from pydantic import (
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.redact import Redactor
 from ttft_exporter.validation import (
+    ConfigPath,
     StrictModel,
     check_http_url,
     check_name,
@@ -98,7 +99,7 @@ class FluxCanaryConfig(StrictModel):
     token_env: str | None = Field(
         None, description="Environment variable holding the namespace bearer token."
     )
-    token_file: Path | None = Field(
+    token_file: ConfigPath | None = Field(
         None, validate_default=True, description="File holding the namespace bearer token."
     )
 
