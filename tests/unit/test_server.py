@@ -649,13 +649,13 @@ async def test_index_and_logs(make_llm_sim: SimFactory, aiohttp_client: AiohttpC
 
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert '<a href="probe?target=good&amp;debug=true">probe now</a>' in page
-    assert '<a href="probe?target=bad&amp;debug=true">probe now</a>' in page
-    assert (
-        f"<td>good</td><td>success</td><td>{records['good'].result.time_to_first_token:.3f}s</td>"
-        in page
-    )
-    assert "<td>bad</td><td>failure: http_status</td><td>-</td>" in page
+    # "probe now" is a POST form (tests/unit/test_index.py), not a GET link.
+    assert 'href="probe?' not in page
+    assert '<input type="hidden" name="target" value="good">' in page
+    recent = page.split("<h2>Recent probes</h2>", 1)[1]
+    ttft = records["good"].result.time_to_first_token
+    assert f"<td>good</td><td>success</td><td>{ttft:.3f}s</td>" in recent
+    assert "<td>bad</td><td>failure</td><td>-</td><td>http_status: HTTP 500: " in recent
     for record in records.values():
         assert f'<a href="logs?id={record.id}">logs</a>' in page
 
