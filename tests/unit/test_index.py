@@ -78,7 +78,9 @@ async def test_index_shows_targets_at_a_glance_escaped(
     )
     state = make_state(config)
     client = await aiohttp_client(create_app(state))
-    await wait_for(lambda: probes_of(state, "good") and probes_of(state, "bad"), "first probes")
+    await wait_for(
+        lambda: probes_of(state, "good") > 0 and probes_of(state, "bad") > 0, "first probes"
+    )
 
     resp = await client.get("/")
     page = await resp.text()
