@@ -24,9 +24,11 @@ from ttft_exporter.listener import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
     DEFAULT_READ_HEADER_TIMEOUT,
+    BoundSockets,
     ConnectionGuard,
     GatedSite,
     ListenerLimits,
+    bind_error_text,
     install_accept_error_handler,
     raise_fd_limit,
 )
@@ -291,22 +293,36 @@ async def _signals(app: web.Application) -> AsyncIterator[None]:
 
 def serve(state: ExporterState, host: str, port: int, limits: ListenerLimits | None = None) -> int:
     """Serve until SIGTERM/SIGINT, draining background work on the way out."""
+    return asyncio.run(_serve(state, host, port, limits or ListenerLimits()))
+
+
+async def _serve(state: ExporterState, host: str, port: int, limits: ListenerLimits) -> int:
+    # Bind first: a port in use is one line and exit 1, before any probe starts (the
+    # app's startup starts the probe loops) and before any other line is logged.
+    try:
+        sockets = await BoundSockets.bind(host, port)
+    except OSError as exc:
+        print(
+            f"ttft-exporter: cannot listen on {host}:{port}: {bind_error_text(exc)}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        return await _serve_bound(state, sockets, host, port, limits)
+    finally:
+        sockets.server.close()
+
+
+async def _serve_bound(
+    state: ExporterState, sockets: BoundSockets, host: str, port: int, limits: ListenerLimits
+) -> int:
     soft, _hard = raise_fd_limit()
-    limits = limits or ListenerLimits()
     # Probes, Flux and the server share the descriptors: keep most of them for probes.
     if limits.max_connections > soft // 2:
         log.warning(
             "--web.max-connections is above half the open-files limit",
             extra=fields(max_connections=limits.max_connections, open_files_limit=soft),
         )
-    try:
-        return asyncio.run(_serve(state, host, port, limits))
-    except OSError as exc:
-        print(f"ttft-exporter: cannot listen on {host}:{port}: {exc}", file=sys.stderr)
-        return 1
-
-
-async def _serve(state: ExporterState, host: str, port: int, limits: ListenerLimits) -> int:
     loop = asyncio.get_running_loop()
     install_accept_error_handler(loop, state.metrics)
     web_config = state.web_config or WebConfig()
@@ -321,13 +337,19 @@ async def _serve(state: ExporterState, host: str, port: int, limits: ListenerLim
     stop = asyncio.Event()
     try:
         site = GatedSite(
-            runner, host, port, guard=ConnectionGuard(limits, state.metrics), ssl_context=context
+            runner,
+            host,
+            port,
+            guard=ConnectionGuard(limits, state.metrics),
+            ssl_context=context,
+            sockets=sockets,
         )
         await site.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         scheme = "https" if context is not None else "http"
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        port = site.port  # the bound one, for `:0`
         log.info(
             "serving",
             extra=fields(

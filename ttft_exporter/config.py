@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import (
+    AfterValidator,
     Discriminator,
     Field,
     PrivateAttr,
@@ -29,6 +31,7 @@ from ttft_exporter.redact import PLACEHOLDER, Redactor
 from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.validation import (
     LABEL_NAME,
+    ConfigPath,
     Regex,
     StrictModel,
     check_free_form,
@@ -36,7 +39,8 @@ from ttft_exporter.validation import (
     check_name,
     field_rule,
     read_bounded,
-    read_secret,
+    read_secret_pair,
+    resolving_secrets,
 )
 from ttft_exporter.yamlsafe import YAMLLimitError, load_yaml
 
@@ -55,6 +59,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "redacted_headers",
+    "validation_problems",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
@@ -88,35 +93,92 @@ MAX_HEADERS = 64
 HEADER_VALUE_LIMIT = 8 * 1024
 
 
+def _check_label_name(name: str) -> str:
+    if not LABEL_NAME.fullmatch(name) or name.startswith("__"):
+        raise ValueError(
+            "invalid label name: letters, digits and '_' only, not starting with a digit or '__'"
+        )
+    if name in RESERVED_LABELS:
+        raise ValueError("reserved label name (set by the exporter or by Prometheus)")
+    return name
+
+
+# Each key is checked on its own, so every bad label is reported at once.
+LabelName = Annotated[str, AfterValidator(_check_label_name)]
+
+
 class HeaderValue(StrictModel):
     """A request header value given inline, by environment variable or by file.
     Secret unless `secret: false`: masked in /config and redacted from every text."""
 
     value: str | None = Field(None, repr=False, description="The value itself.")
     value_env: str | None = Field(None, description="Environment variable holding the value.")
-    value_file: Path | None = Field(
+    value_file: ConfigPath | None = Field(
         None, description="File holding the value (surrounding whitespace stripped)."
     )
     secret: bool = Field(
         True, description="false for values that may be shown (X-Team: ml); default true."
     )
 
+    _resolved: str | None = PrivateAttr(None)
+
     @model_validator(mode="after")
-    def _one_source(self) -> Self:
+    def _one_source(self, info: ValidationInfo) -> Self:
         given = [n for n in ("value", "value_env", "value_file") if getattr(self, n) is not None]
         if len(given) != 1:
             raise field_rule("value", "set exactly one of value, value_env or value_file")
+        if self.value is not None:
+            self._resolved = self.value
+        else:
+            # Read now, so that a missing one is a config error (located at its field).
+            read = read_secret_pair(
+                "value_env", self.value_env, "value_file", self.value_file, info
+            )
+            self._resolved = None if read is None else read.get_secret_value()
+        if self._resolved is not None:
+            problem = _header_value_problem(self._resolved)
+            if problem:
+                raise field_rule("", problem)
         return self
+
+    @property
+    def resolved(self) -> str | None:
+        """The value, read from its source (None when secrets were not resolved)."""
+        return self._resolved
+
+
+def _header_value_problem(value: str) -> str | None:
+    if len(value) > HEADER_VALUE_LIMIT:
+        return f"longer than {HEADER_VALUE_LIMIT} characters"
+    if any(c in value for c in "\r\n\0"):
+        return "must not contain CR, LF or NUL"
+    return None
+
+
+def _check_inline_header(value: str) -> str:
+    problem = _header_value_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _check_header_name(name: str) -> str:
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError("invalid header name")
+    return name
 
 
 def _header_kind(value: Any) -> str:
     return "header-inline" if isinstance(value, str) else "header-source"
 
 
+# Every key and value is checked on its own, so every bad header is reported at once.
+HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 # A plain `Name: value` is a secret header value given inline. The discriminator picks
 # one branch, so a bad mapping reports its own problem, not also "must be a string".
 HeaderSpec = Annotated[
-    Annotated[str, Tag("header-inline")] | Annotated[HeaderValue, Tag("header-source")],
+    Annotated[str, AfterValidator(_check_inline_header), Tag("header-inline")]
+    | Annotated[HeaderValue, Tag("header-source")],
     Discriminator(_header_kind),
 ]
 _UNION_TAGS = ("header-inline", "header-source")
@@ -139,36 +201,17 @@ def redacted_headers(headers: Mapping[str, HeaderSpec] | None) -> dict[str, Any]
     return out
 
 
-def _resolve_headers(
-    headers: Mapping[str, HeaderSpec], info: ValidationInfo
-) -> tuple[dict[str, str], list[str]]:
-    """Every header's value (read from the environment or files now, so a missing one
-    is a config error) and the secret ones among them."""
-    if len(headers) > MAX_HEADERS:
-        raise field_rule("headers", f"more than {MAX_HEADERS} headers")
+def _header_values(headers: Mapping[str, HeaderSpec]) -> tuple[dict[str, str], list[str]]:
+    """Every header's value (each was read and checked by its own validator) and the
+    secret ones among them."""
     values: dict[str, str] = {}
     secrets: list[str] = []
     for name, spec in headers.items():
-        where = f"headers.{name}"
-        if not _HEADER_NAME.fullmatch(name):
-            raise field_rule(where, "invalid header name")
-        if isinstance(spec, str):
-            value: str | None = spec
-            secret = True
-        else:
-            secret = spec.secret
-            read = read_secret(
-                f"{where}.value_env", spec.value_env, f"{where}.value_file", spec.value_file, info
-            )
-            value = read.get_secret_value() if read is not None else spec.value
+        value = spec if isinstance(spec, str) else spec.resolved
         if value is None:  # not resolved: the caller asked for no secrets
             continue
-        if len(value) > HEADER_VALUE_LIMIT:
-            raise field_rule(where, f"longer than {HEADER_VALUE_LIMIT} characters")
-        if any(c in value for c in "\r\n\0"):
-            raise field_rule(where, "must not contain CR, LF or NUL")
         values[name] = value
-        if secret:
+        if isinstance(spec, str) or spec.secret:
             secrets.append(value)
             # `Bearer <key>`: a server may echo the bare key without its scheme.
             scheme, _, credential = value.partition(" ")
@@ -180,28 +223,56 @@ def _resolve_headers(
 class TLSConfig(StrictModel):
     """TLS settings for https targets."""
 
-    ca_file: Path | None = Field(
+    ca_file: ConfigPath | None = Field(
         None,
         description="PEM bundle to verify the server with, instead of the system store.",
     )
-    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
-    key_file: Path | None = Field(None, description="Client key (PEM) for mutual TLS.")
+    cert_file: ConfigPath | None = Field(
+        None, description="Client certificate (PEM) for mutual TLS."
+    )
+    key_file: ConfigPath | None = Field(None, description="Client key (PEM) for mutual TLS.")
     insecure_skip_verify: bool = Field(
-        False, description="Do not verify the server certificate. For tests only."
+        False,
+        validate_default=True,
+        description="Do not verify the server certificate. For tests only.",
     )
     server_name: str | None = Field(
         None,
         description="Name to verify the certificate against (SNI), if not the URL host.",
     )
 
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"file not found: {path}")
+        return path
+
+    @field_validator("insecure_skip_verify")
+    @classmethod
+    def _pair(cls, value: bool, info: ValidationInfo) -> bool:
+        # A field declared after both files, validated even when absent: the pair rule
+        # is checked beside the files' own problems, not after them.
+        data = info.data
+        both_valid = "cert_file" in data and "key_file" in data
+        if both_valid and (data["cert_file"] is None) != (data["key_file"] is None):
+            raise field_rule(
+                "cert_file", "cert_file and key_file must be set together", sibling=True
+            )
+        return value
+
     @model_validator(mode="after")
-    def _pair(self) -> Self:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise field_rule("cert_file", "cert_file and key_file must be set together")
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise field_rule(name, f"file not found: {path}")
+    def _loads(self, info: ValidationInfo) -> Self:
+        # Files that exist but do not load (not PEM, a key that does not match) are a
+        # config problem too, reported with the others rather than in a later pass.
+        if (self.ca_file is None and self.cert_file is None) or not resolving_secrets(info):
+            return self
+        from ttft_exporter.probes.http_stream import build_ssl_context  # a cycle at import time
+
+        try:
+            build_ssl_context(self)
+        except (ssl.SSLError, OSError) as exc:
+            raise field_rule("", f"cannot load TLS files: {exc}") from None
         return self
 
 
@@ -244,7 +315,7 @@ class TargetDefaults(StrictModel):
     continuous_usage_stats: bool | None = None
     tls: TLSConfig | None = None
     api_key_env: str | None = None
-    api_key_file: Path | None = None
+    api_key_file: ConfigPath | None = None
     max_response_bytes: int | None = Field(None, ge=1024, le=1 << 30)
 
 
@@ -255,9 +326,11 @@ class _TargetBase(StrictModel):
         min_length=1, description="Model name sent in the request; the `model` label."
     )
     interval: Duration = Field(15.0, description="Time between probes.")
-    timeout: Duration = Field(10.0, description="Deadline of one probe; must be below interval.")
+    timeout: Duration = Field(
+        10.0, validate_default=True, description="Deadline of one probe; must be below interval."
+    )
     max_tokens: int = Field(64, ge=1, le=1_000_000, description="max_tokens sent with the request.")
-    headers: dict[str, HeaderSpec] = Field(
+    headers: dict[HeaderName, HeaderSpec] = Field(
         default_factory=dict,
         repr=False,
         description=(
@@ -269,8 +342,10 @@ class _TargetBase(StrictModel):
         None,
         description="Environment variable holding the API key (sent as Bearer token).",
     )
-    api_key_file: Path | None = Field(None, description="File holding the API key.")
-    labels: dict[str, str] = Field(
+    api_key_file: ConfigPath | None = Field(
+        None, validate_default=True, description="File holding the API key."
+    )
+    labels: dict[LabelName, str] = Field(
         default_factory=dict,
         description="Static labels added to every series of this target.",
     )
@@ -325,14 +400,40 @@ class _TargetBase(StrictModel):
     def _url(cls, value: str) -> str:
         return check_http_url(value, "api_key_env or api_key_file")
 
-    @field_validator("labels")
+    # Every rule spanning fields is a field validator reading the fields declared
+    # before it (info.data), not a model validator: pydantic skips model validators
+    # once any field failed, which reported problems in several passes (issue #9).
+    @field_validator("timeout")
     @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not LABEL_NAME.fullmatch(key) or key.startswith("__"):
-                raise ValueError(f"invalid label name {key!r}")
-            if key in RESERVED_LABELS:
-                raise ValueError(f"label name {key!r} is reserved")
+    def _timeout(cls, value: float, info: ValidationInfo) -> float:
+        if value <= 0:
+            raise ValueError("must be above 0")
+        interval = info.data.get("interval")
+        if interval is not None and value >= interval:
+            raise ValueError(f"must be below interval ({format_duration(interval)})")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, HeaderSpec]) -> dict[str, HeaderSpec]:
+        if len(value) > MAX_HEADERS:
+            raise ValueError(f"more than {MAX_HEADERS} headers")
+        return value
+
+    @field_validator("api_key_file")
+    @classmethod
+    def _api_key_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Validated even when absent: the one place for every rule of the key pair.
+        env = info.data.get("api_key_env")
+        if (env or value) and any(
+            h.lower() == "authorization" for h in info.data.get("headers", {})
+        ):
+            raise field_rule(
+                "headers",
+                "Authorization is set by api_key_env/api_key_file; do not set both",
+                sibling=True,
+            )
+        read_secret_pair("api_key_env", env, "api_key_file", value, info, sibling=True)
         return value
 
     @field_validator("extra_body")
@@ -341,23 +442,13 @@ class _TargetBase(StrictModel):
         return check_free_form(value)  # type: ignore[no-any-return]
 
     @model_validator(mode="after")
-    def _cross_field(self, info: ValidationInfo) -> Self:
-        if self.timeout <= 0:
-            raise field_rule("timeout", "must be above 0")
-        if self.timeout >= self.interval:
-            raise field_rule(
-                "timeout", f"must be below interval ({format_duration(self.interval)})"
-            )
-        self._api_key = read_secret(
+    def _resolve(self, info: ValidationInfo) -> Self:
+        # Every rule was checked field by field; this only assembles the results (the
+        # secrets were read once, by the field validators, and are cached per load).
+        self._api_key = read_secret_pair(
             "api_key_env", self.api_key_env, "api_key_file", self.api_key_file, info
         )
-        for header in self.headers:
-            if header.lower() == "authorization" and self._api_key is not None:
-                raise field_rule(
-                    "headers",
-                    "Authorization is set by api_key_env/api_key_file; do not set both",
-                )
-        self._header_values, header_secrets = _resolve_headers(self.headers, info)
+        self._header_values, header_secrets = _header_values(self.headers)
         api_key = [self._api_key.get_secret_value()] if self._api_key else []
         # Built here, in the loader's thread: the loop only uses it.
         self._redactor = Redactor([*api_key, *header_secrets])
@@ -408,16 +499,20 @@ class OpenAIChatTarget(_TargetBase):
     protocol: Literal["openai-chat"]
     prompt: str | None = Field(None, description="User prompt; or give `messages`.")
     messages: list[ChatMessage] | None = Field(
-        None, description="Full message list; or give `prompt`."
+        None, validate_default=True, description="Full message list; or give `prompt`."
     )
 
-    @model_validator(mode="after")
-    def _prompt_or_messages(self) -> Self:
-        if (self.prompt is None) == (self.messages is None):
-            raise field_rule("prompt", "set exactly one of prompt or messages")
-        if self.messages is not None and not self.messages:
-            raise field_rule("messages", "must not be empty")
-        return self
+    @field_validator("messages")
+    @classmethod
+    def _prompt_or_messages(
+        cls, value: list[ChatMessage] | None, info: ValidationInfo
+    ) -> list[ChatMessage] | None:
+        # A prompt that failed its own validation is not in info.data: not judged here.
+        if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
+            raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
+        if value is not None and not value:
+            raise ValueError("must not be empty")
+        return value
 
 
 class OpenAICompletionsTarget(_TargetBase):
@@ -523,77 +618,146 @@ class Config(StrictModel):
         return None
 
 
-def _format_loc(loc: Iterable[int | str]) -> str:
+Loc = tuple[int | str, ...]
+
+
+def _user_loc(loc: Iterable[int | str]) -> Loc:
+    """pydantic's error location without the parts users never wrote: union tags
+    (the protocol), function validators and `[key]` markers."""
+    out: list[int | str] = []
+    for part in loc:
+        if isinstance(part, str) and (
+            part in PROTOCOL_TAGS
+            or part in _UNION_TAGS
+            or part.startswith("function-")
+            or part.endswith("]")
+        ):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _format_loc(loc: Loc) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in PROTOCOL_TAGS or part in _UNION_TAGS:
-            # pydantic puts the discriminator value into the path; users never wrote it.
-            continue
-        elif part.startswith("function-") or part.endswith("]"):
-            continue
         else:
             out += f".{part}" if out else part
     return out
 
 
-def _problems(exc: ValidationError) -> list[ConfigProblem]:
-    problems: list[ConfigProblem] = []
-    for err in exc.errors(include_url=False):
-        path = _format_loc(err["loc"])
-        ctx = err.get("ctx") or {}
-        if err["type"] == "field_rule":
-            field = str(ctx.get("field", ""))
-            path = f"{path}.{field}" if path and not field.startswith("targets[") else field or path
-            message = err["msg"]
-        elif err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif err["type"] == "union_tag_invalid":
-            message = f"unknown protocol {ctx.get('tag')!r}; known: {', '.join(PROTOCOL_TAGS)}"
-            path = f"{path}.protocol" if path else "protocol"
-        elif err["type"] == "union_tag_not_found":
-            message = f"protocol is required; known: {', '.join(PROTOCOL_TAGS)}"
-            path = f"{path}.protocol" if path else "protocol"
+def _file_order(data: Any, loc: Loc) -> tuple[int, ...]:
+    """Where `loc` is in the file: the position of each key in its mapping (YAML
+    mappings load in file order) and each index in its list. A key the file does not
+    have (a rule about a default value) sorts after its mapping's keys."""
+    key: list[int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, Mapping):
+            keys = list(node)
+            if part not in node:
+                key.append(len(keys))
+                break
+            key.append(keys.index(part))
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            key.append(part)
+            node = node[part]
         else:
-            message = err["msg"].removeprefix("Value error, ")
-            message = message.replace("Input should be", "must be", 1)
-        problems.append(ConfigProblem(path, message))
-    return problems
+            break
+    return tuple(key)
 
 
-def parse_config(data: Any, source: str = "<config>", *, resolve_secrets: bool = True) -> Config:
-    """Validate already-parsed YAML data; raises ConfigError listing every problem."""
+def _not_a_string(value: Any) -> str:
+    # YAML reads `name: 500` as an int and `name: yes` as a bool: say how to get a string.
+    if isinstance(value, bool):
+        return "must be a string; quote it (YAML reads yes, no, on, off, true, false as booleans)"
+    if isinstance(value, int | float):
+        return f'must be a string; quote it: "{value}"'
+    return "must be a string"
+
+
+def _problem(err: Any) -> tuple[Loc, str]:
+    loc = _user_loc(err["loc"])
+    ctx = err.get("ctx") or {}
+    kind = err["type"]
+    if kind == "field_rule":
+        field = str(ctx.get("field", ""))
+        if ctx.get("sibling") and loc:
+            loc = loc[:-1]
+        if field:
+            loc = (*loc, field)
+        return loc, err["msg"]
+    if kind == "extra_forbidden":
+        return loc, "unknown field"
+    if kind == "union_tag_invalid":
+        return (
+            (*loc, "protocol"),
+            f"unknown protocol {ctx.get('tag')!r}; known: {', '.join(PROTOCOL_TAGS)}",
+        )
+    if kind == "union_tag_not_found":
+        return (*loc, "protocol"), f"protocol is required; known: {', '.join(PROTOCOL_TAGS)}"
+    if kind == "string_type":
+        return loc, _not_a_string(err.get("input"))
+    message = err["msg"].removeprefix("Value error, ")
+    return loc, message.replace("Input should be", "must be", 1)
+
+
+def validation_problems(exc: ValidationError, data: Any) -> list[ConfigProblem]:
+    """The problems of a ValidationError of `data`, located and in file order."""
+    return _sorted_problems(data, [_problem(err) for err in exc.errors(include_url=False)])
+
+
+def _sorted_problems(data: Any, located: Iterable[tuple[Loc, str]]) -> list[ConfigProblem]:
+    """One list in file order, one style: `path: message`. The sort is stable, so
+    problems at the same place keep the order they were found in."""
+    ordered = sorted(located, key=lambda item: _file_order(data, item[0]))
+    return [ConfigProblem(_format_loc(loc), message) for loc, message in ordered]
+
+
+def parse_config(
+    data: Any,
+    source: str = "<config>",
+    *,
+    resolve_secrets: bool = True,
+    base_dir: Path | None = None,
+) -> Config:
+    """Validate already-parsed YAML data; raises ConfigError listing every problem, in
+    file order. Every field is checked, and every rule spanning fields and every
+    secret read runs beside them (as field validators), so one pass finds them all."""
     if data is None:
-        data = {}
+        # An empty file (or only comments) is a mistake: a path typo'd into an empty
+        # new file, a volume mounted empty. `{}` says "no targets" on purpose.
+        raise ConfigError(source, [ConfigProblem("", "the file is empty")])
     if not isinstance(data, Mapping):
         raise ConfigError(source, [ConfigProblem("", "the top level must be a mapping")])
     # Checked on the raw data so that a duplicate is reported with every other problem.
-    problems = _duplicate_names(data.get("targets"), "targets")
-    problems += _duplicate_names(data.get("flux"), "flux")
+    located = _duplicate_names(data.get("targets"), "targets")
+    located += _duplicate_names(data.get("flux"), "flux")
     try:
-        config = Config.model_validate(data, context={"resolve_secrets": resolve_secrets})
+        context = {"resolve_secrets": resolve_secrets, "base_dir": base_dir}
+        config = Config.model_validate(data, context=context)
     except ValidationError as exc:
-        raise ConfigError(source, _problems(exc) + problems) from None
-    if problems:
-        raise ConfigError(source, problems)
+        located = [_problem(err) for err in exc.errors(include_url=False)] + located
+        raise ConfigError(source, _sorted_problems(data, located)) from None
+    if located:
+        raise ConfigError(source, _sorted_problems(data, located))
     return config
 
 
-def _duplicate_names(targets: Any, section: str) -> list[ConfigProblem]:
+def _duplicate_names(targets: Any, section: str) -> list[tuple[Loc, str]]:
     if not isinstance(targets, list):
         return []
     seen: set[str] = set()
-    problems = []
+    problems: list[tuple[Loc, str]] = []
     for index, target in enumerate(targets):
         name = target.get("name") if isinstance(target, Mapping) else None
         if not isinstance(name, str):
             continue
         if name in seen:
             what = "target" if section == "targets" else "flux instance"
-            problems.append(
-                ConfigProblem(f"{section}[{index}].name", f"duplicate {what} name {name!r}")
-            )
+            problems.append(((section, index, "name"), f"duplicate {what} name {name!r}"))
         seen.add(name)
     return problems
 
@@ -631,7 +795,7 @@ def load_config(path: str | Path, *, resolve_secrets: bool = True) -> tuple[Conf
         raise ConfigError(
             str(path), [ConfigProblem("", "invalid YAML: nested too deeply")]
         ) from None
-    config = parse_config(data, str(path), resolve_secrets=resolve_secrets)
+    config = parse_config(data, str(path), resolve_secrets=resolve_secrets, base_dir=path.parent)
     return config, hashlib.sha256(raw).hexdigest()
 
 

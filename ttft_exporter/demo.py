@@ -12,6 +12,13 @@ import yaml
 from aiohttp import web
 
 from ttft_exporter.config import ConfigHolder, parse_config
+from ttft_exporter.listener import (
+    BoundSockets,
+    ConnectionGuard,
+    GatedSite,
+    ListenerLimits,
+    bind_error_text,
+)
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.flux import FluxSimConfig, run_flux_sim
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, run_llm_sim
@@ -40,7 +47,24 @@ def demo_config_text(llm_url: str, flux_url: str) -> str:
     return template.replace("${LLM_SIM_URL}", llm_url).replace("${FLUX_SIM_URL}", flux_url)
 
 
-async def _demo(host: str, port: int) -> None:
+async def _demo(host: str, port: int) -> int:
+    # Bind first: a port in use is one line and exit 1 before the simulators start.
+    try:
+        sockets = await BoundSockets.bind(host, port)
+    except OSError as exc:
+        print(
+            f"ttft-exporter demo: cannot listen on {host}:{port}: {bind_error_text(exc)}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        await _demo_bound(sockets, host)
+    finally:
+        sockets.server.close()
+    return 0
+
+
+async def _demo_bound(sockets: BoundSockets, host: str) -> None:
     llm_runner, llm_port = await run_llm_sim(LLMSimConfig(models=DEMO_LLM_MODELS))
     flux_runner, flux_port = await run_flux_sim(DEMO_FLUX)
     llm_url = f"http://127.0.0.1:{llm_port}"
@@ -49,8 +73,15 @@ async def _demo(host: str, port: int) -> None:
     state = ExporterState(holder=ConfigHolder(None, config))
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = GatedSite(
+        runner,
+        host,
+        sockets.port,
+        guard=ConnectionGuard(ListenerLimits(), state.metrics),
+        sockets=sockets,
+    )
     await site.start()
+    port = site.port
     print(
         f"LLM simulator:  {llm_url}/v1 (models: {', '.join(DEMO_LLM_MODELS)})",
         flush=True,
@@ -77,9 +108,4 @@ async def _demo(host: str, port: int) -> None:
 
 def run_demo(host: str, port: int) -> int:
     """Run the demo until interrupted."""
-    try:
-        asyncio.run(_demo(host, port))
-    except OSError as exc:
-        print(f"ttft-exporter demo: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return asyncio.run(_demo(host, port))

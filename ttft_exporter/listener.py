@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -21,10 +23,12 @@ from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics
 
 __all__ = [
+    "BoundSockets",
     "ConnectionGuard",
     "GatedSite",
     "ListenerLimits",
     "RateLimitedLog",
+    "bind_error_text",
     "install_accept_error_handler",
     "raise_fd_limit",
 ]
@@ -260,11 +264,62 @@ class _GatedConnection(asyncio.Protocol):
             self._handler.resume_writing()
 
 
+class _LateFactory:
+    """A protocol factory whose real factory is set after the sockets are bound."""
+
+    def __init__(self) -> None:
+        self.factory: Callable[[], asyncio.Protocol] | None = None
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.factory is None:  # the sockets do not listen before a site serves them
+            raise RuntimeError("a connection arrived before the site started")
+        return self.factory()
+
+
+class BoundSockets:
+    """Listening sockets bound before the application starts, so that a port in use
+    fails the process before any probe runs or any line is logged. The sockets accept
+    nothing until a GatedSite starts serving them."""
+
+    def __init__(self, server: asyncio.Server, factory: _LateFactory) -> None:
+        self.server = server
+        self._factory = factory
+
+    @classmethod
+    async def bind(cls, host: str, port: int, *, backlog: int = 128) -> BoundSockets:
+        """Bind `host:port` (every address the host resolves to). Raises OSError."""
+        factory = _LateFactory()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            factory, host, port, backlog=backlog, reuse_address=True, start_serving=False
+        )
+        return cls(server, factory)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful after binding port 0)."""
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def serve(self, factory: Callable[[], asyncio.Protocol]) -> None:
+        """Start accepting connections, each handled by a protocol from `factory`."""
+        self._factory.factory = factory
+        await self.server.start_serving()
+
+
+def bind_error_text(exc: OSError) -> str:
+    """`address already in use` rather than asyncio's `[Errno 98] error while
+    attempting to bind on address ('127.0.0.1', 9): address already in use`."""
+    if exc.errno is not None and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno).lower()
+    return str(exc.strerror or exc)
+
+
 class GatedSite(web.BaseSite):
     """A TCP site of an `AppRunner` whose connections pass through a ConnectionGuard;
     with `ssl_context`, HTTPS only."""
 
-    __slots__ = ("_bound", "_guard", "_host", "_port", "_tls")
+    __slots__ = ("_bound", "_guard", "_host", "_port", "_sockets", "_tls")
 
     def __init__(
         self,
@@ -275,6 +330,7 @@ class GatedSite(web.BaseSite):
         guard: ConnectionGuard,
         ssl_context: ssl.SSLContext | None = None,
         backlog: int = 128,
+        sockets: BoundSockets | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host = host
@@ -282,6 +338,8 @@ class GatedSite(web.BaseSite):
         self._guard = guard
         self._tls = ssl_context
         self._bound: int | None = None
+        # Bound beforehand (the CLI binds before anything starts), or at start().
+        self._sockets = sockets
 
     @property
     def name(self) -> str:
@@ -299,15 +357,12 @@ class GatedSite(web.BaseSite):
         if server is None:
             raise RuntimeError("call runner.setup() before starting a site")
         guard, context = self._guard, self._tls
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _GatedConnection(guard, server, context),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=True,
+        sockets = self._sockets or await BoundSockets.bind(
+            self._host, self._port, backlog=self._backlog
         )
-        self._bound = self._server.sockets[0].getsockname()[1]
+        self._server = sockets.server
+        await sockets.serve(lambda: _GatedConnection(guard, server, context))
+        self._bound = sockets.port
 
     async def stop(self) -> None:
         for task in list(self._guard.handshakes):

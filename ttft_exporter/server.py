@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import html
 import logging
 import math
-import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,29 +16,29 @@ import yaml
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.openmetrics import exposition as om_exposition
+from yarl import URL
 
-from ttft_exporter import __version__
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import (
-    Config,
     ConfigHolder,
     TargetConfig,
     load_config,
     redacted_headers,
 )
-from ttft_exporter.errors import ConfigError, ConfigProblem, ProbeRejected
+from ttft_exporter.errors import ConfigError, ProbeRejected
 from ttft_exporter.executor import DEFAULT_ADHOC_CONCURRENCY, ProbeExecutor
 from ttft_exporter.flux.supervisor import FluxSupervisor
 from ttft_exporter.history import History, ProbeRecord
+from ttft_exporter.index import render_index
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
-from ttft_exporter.probes.http_stream import build_ssl_context, create_session
+from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.scheduler import ProbeScheduler
 from ttft_exporter.supervise import Component, RestartPolicy, Supervisor
 from ttft_exporter.webauth import BasicAuth, auth_middleware, headers_on_prepare
 from ttft_exporter.webconfig import WebConfig
 
-__all__ = ["EXPORTER", "ExporterState", "check_tls", "create_app", "load_state", "reload_config"]
+__all__ = ["EXPORTER", "ExporterState", "create_app", "load_state", "reload_config"]
 
 log = logging.getLogger("ttft_exporter.server")
 
@@ -148,17 +146,22 @@ async def _reload_when_requested(state: ExporterState) -> None:
         await reload_config(state)
 
 
+NO_CONFIG_FILE = "demo mode has no config file to reload"
+
+
 async def reload_config(state: ExporterState) -> ConfigError | None:
     """Load the config file again and apply it. A bad file keeps the running config,
-    sets the reload gauge to 0 and is returned."""
+    sets the reload gauge to 0 and is returned. Without a config file (the demo)
+    there is nothing to reload: logged, the gauge unchanged, None returned."""
     path = state.holder.path
     if path is None:
-        return ConfigError("<none>", [])
+        log.warning(NO_CONFIG_FILE)
+        return None
     async with state.reload_lock:
         try:
-            # Reading, parsing and validating (secrets, TLS files, redactors) are
+            # Reading, parsing and validating (secrets, TLS files, redactors) is
             # blocking and CPU-bound: in a worker thread, the loop keeps probing.
-            config, checksum = await asyncio.to_thread(_load_checked, path)
+            config, checksum = await asyncio.to_thread(load_config, path)
         except ConfigError as exc:
             state.metrics.reload_successful.set(0)
             log.error(
@@ -253,17 +256,7 @@ async def handle_probe(request: web.Request) -> web.Response:
     store = MetricStore()
     store.configure(state.holder.config.bucket_overrides(), state.holder.config.thresholds())
     try:
-        async with state.executor.adhoc_slot(target, deadline) as left:
-            runner = state.scheduler.runners.get(name) if state.scheduler else None
-            if runner is not None and runner.session is not None and not runner.session.closed:
-                record = await state.executor.run_adhoc(
-                    target, runner.session, store, deadline=deadline, left=left
-                )
-            else:
-                async with create_session(target.tls, reuse_connections=False) as session:
-                    record = await state.executor.run_adhoc(
-                        target, session, store, deadline=deadline, left=left
-                    )
+        record = await _run_adhoc(state, target, deadline, store)
     except ProbeRejected as exc:
         return web.Response(
             status=exc.status,
@@ -274,6 +267,23 @@ async def handle_probe(request: web.Request) -> web.Response:
     if request.query.get("debug") == "true":
         return web.Response(text=_debug_text(record, metrics_text, target))
     return web.Response(body=metrics_text.encode(), headers={"Content-Type": TEXT_CONTENT_TYPE})
+
+
+async def _run_adhoc(
+    state: ExporterState, target: TargetConfig, deadline: float, store: MetricStore
+) -> ProbeRecord:
+    """One ad-hoc probe inside the executor's ad-hoc pool (raises ProbeRejected), on the
+    target's own session when its loop has one."""
+    async with state.executor.adhoc_slot(target, deadline) as left:
+        runner = state.scheduler.runners.get(target.name) if state.scheduler else None
+        if runner is not None and runner.session is not None and not runner.session.closed:
+            return await state.executor.run_adhoc(
+                target, runner.session, store, deadline=deadline, left=left
+            )
+        async with create_session(target.tls, reuse_connections=False) as session:
+            return await state.executor.run_adhoc(
+                target, session, store, deadline=deadline, left=left
+            )
 
 
 def _debug_text(record: ProbeRecord, metrics_text: str, target: TargetConfig) -> str:
@@ -308,8 +318,12 @@ async def handle_ready(request: web.Request) -> web.Response:
 
 
 async def handle_reload(request: web.Request) -> web.Response:
-    """POST /-/reload."""
-    error = await reload_config(request.app[EXPORTER])
+    """POST /-/reload. 409 when there is no file to reload (the demo): the running
+    config is fine, the request cannot apply to it."""
+    state = request.app[EXPORTER]
+    if state.holder.path is None:
+        return web.Response(status=409, text=f"{NO_CONFIG_FILE}\n")
+    error = await reload_config(state)
     if error is not None:
         return web.Response(status=500, text=f"failed to reload config: {error}\n")
     return web.Response(text="OK\n")
@@ -339,33 +353,57 @@ async def handle_logs(request: web.Request) -> web.Response:
 
 
 async def handle_index(request: web.Request) -> web.Response:
-    """A small landing page: targets, recent probes, links."""
+    """A small landing page: targets at a glance, Flux, recent probes, links."""
     state = request.app[EXPORTER]
-    rows = []
-    for record in state.history.records()[:50]:
-        r = record.result
-        outcome = "success" if r.success else f"failure: {html.escape(str(r.reason))}"
-        ttft = f"{r.time_to_first_token:.3f}s" if r.time_to_first_token is not None else "-"
-        rows.append(
-            f"<tr><td>{html.escape(record.target)}</td><td>{outcome}</td><td>{ttft}</td>"
-            f'<td><a href="logs?id={record.id}">logs</a></td></tr>'
-        )
-    targets = "".join(
-        f"<li>{html.escape(t.name)} ({html.escape(t.protocol)}, {html.escape(t.model)}) "
-        f'<a href="probe?target={html.escape(t.name)}&amp;debug=true">probe now</a></li>'
-        for t in state.holder.config.targets
-    )
-    page = (
-        "<!doctype html><html><head><title>ttft_exporter</title></head><body>"
-        f"<h1>ttft_exporter {html.escape(__version__)}</h1>"
-        '<p><a href="metrics">Metrics</a> · <a href="config">Configuration</a> · '
-        '<a href="-/healthy">Health</a> · <a href="-/ready">Readiness</a></p>'
-        f"<h2>Targets</h2><ul>{targets}</ul>"
-        "<h2>Recent probes</h2><table>"
-        "<tr><th>Target</th><th>Result</th><th>TTFT</th><th>Debug</th></tr>"
-        f"{''.join(rows)}</table></body></html>"
+    page = render_index(
+        state.holder.config,
+        state.history.records(),
+        state.store,
+        state.flux.running if state.flux is not None else {},
     )
     return web.Response(text=page, content_type="text/html")
+
+
+def _cross_site(request: web.Request) -> bool:
+    """A form POST from another site (the browser says so): refused, so that a page
+    elsewhere cannot make a visitor's browser send paid probes."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin == "null"
+    return URL(origin).host_port_subcomponent != request.host
+
+
+async def handle_probe_now(request: web.Request) -> web.StreamResponse:
+    """POST /-/probe-now (the index page's button): one ad-hoc probe of a configured
+    target, with the same pool and one-per-target rules as /probe; then 303 to its log."""
+    state = request.app[EXPORTER]
+    if _cross_site(request):
+        return web.Response(status=403, text="cross-site request refused\n")
+    form = await request.post()
+    name = form.get("target") or request.query.get("target")
+    if not isinstance(name, str) or not name:
+        return web.Response(status=400, text="target parameter is missing\n")
+    target = state.holder.config.target(name)
+    if target is None:
+        state.metrics.target_unknown.inc()
+        return web.Response(
+            status=400,
+            text=f"unknown target {name!r}: only configured target names can be probed\n",
+        )
+    store = MetricStore()
+    store.configure(state.holder.config.bucket_overrides(), state.holder.config.thresholds())
+    try:
+        record = await _run_adhoc(state, target, target.timeout, store)
+    except ProbeRejected as exc:
+        return web.Response(
+            status=exc.status,
+            text=f"{exc.message}\n",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+    # Relative to /-/probe-now, so it works behind a path prefix too.
+    raise web.HTTPSeeOther(location=f"../logs?id={record.id}")
 
 
 def create_app(state: ExporterState) -> web.Application:
@@ -384,6 +422,7 @@ def create_app(state: ExporterState) -> web.Application:
     app.router.add_get("/", handle_index)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/probe", handle_probe)
+    app.router.add_post("/-/probe-now", handle_probe_now)
     app.router.add_get("/-/healthy", handle_healthy)
     app.router.add_get("/-/ready", handle_ready)
     app.router.add_post("/-/reload", handle_reload)
@@ -393,30 +432,7 @@ def create_app(state: ExporterState) -> web.Application:
     return app
 
 
-def check_tls(config: Config, source: str) -> None:
-    """Raise ConfigError for TLS files that exist but do not load (not PEM, a key that
-    does not match): else the target's session fails to open in the middle of a reload,
-    after the new config was installed, and the targets after it never start."""
-    problems = []
-    for index, target in enumerate(config.targets):
-        tls = target.tls
-        if tls.ca_file is None and tls.cert_file is None:
-            continue
-        try:
-            build_ssl_context(tls)
-        except (ssl.SSLError, OSError) as exc:
-            problems.append(ConfigProblem(f"targets[{index}].tls", f"cannot load TLS files: {exc}"))
-    if problems:
-        raise ConfigError(source, problems)
-
-
-def _load_checked(path: Path) -> tuple[Config, str]:
-    config, checksum = load_config(path)
-    check_tls(config, str(path))
-    return config, checksum
-
-
 def load_state(path: Path, **kwargs: object) -> ExporterState:
     """Load the config at startup (raises ConfigError) and build the state."""
-    config, checksum = _load_checked(path)
+    config, checksum = load_config(path)
     return ExporterState(holder=ConfigHolder(path, config, checksum), **kwargs)  # type: ignore[arg-type]

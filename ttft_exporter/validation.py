@@ -9,10 +9,11 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import re2
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     GetCoreSchemaHandler,
@@ -26,6 +27,7 @@ from pydantic_core import PydanticCustomError, core_schema
 __all__ = [
     "LABEL_NAME",
     "MAX_PATTERN_CHARS",
+    "ConfigPath",
     "Regex",
     "RegexMatch",
     "StrictModel",
@@ -34,7 +36,10 @@ __all__ = [
     "check_name",
     "field_rule",
     "read_bounded",
-    "read_secret",
+    "read_env_secret",
+    "read_file_secret",
+    "read_secret_pair",
+    "resolving_secrets",
 ]
 
 # Key and token files hold one line; a bigger one is a mistake (or /dev/zero).
@@ -54,10 +59,12 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def field_rule(field: str, message: str) -> PydanticCustomError:
+def field_rule(field: str, message: str, *, sibling: bool = False) -> PydanticCustomError:
     """A cross-field error located at `field` of the model that raises it; the loader
-    appends the field to the model's path (`targets[1].timeout: ...`)."""
-    return PydanticCustomError("field_rule", message, {"field": field})
+    appends the field to the model's path (`targets[1].timeout: ...`). From a field
+    validator, `sibling=True`: `field` replaces the validated field in the path. An
+    empty `field` locates the error at the model (or field) itself."""
+    return PydanticCustomError("field_rule", message, {"field": field, "sibling": sibling})
 
 
 def check_name(value: str) -> str:
@@ -180,40 +187,99 @@ def check_http_url(value: str, secret_hint: str) -> str:
     return value.rstrip("/")
 
 
-def read_secret(
+def _secret_cache(info: ValidationInfo | None) -> dict[tuple[str, str], SecretStr] | None:
+    context = info.context if info is not None else None
+    if not isinstance(context, dict):
+        return None
+    cache: dict[tuple[str, str], SecretStr] = context.setdefault("_secrets", {})
+    return cache
+
+
+def resolving_secrets(info: ValidationInfo | None) -> bool:
+    """False under the validation context `{"resolve_secrets": False}` (e.g.
+    `ttft-exporter rules`, which needs no secret): nothing is read then."""
+    context = info.context if info is not None else None
+    return not (isinstance(context, dict) and context.get("resolve_secrets") is False)
+
+
+def read_env_secret(
+    field: str, name: str, info: ValidationInfo | None, *, sibling: bool = False
+) -> SecretStr | None:
+    """The secret in environment variable `name`, read now so that a missing one is a
+    config error located at `field` (see field_rule for `sibling`), not a failing
+    probe later. Read once per validation: a field validator reports the problem, the
+    model keeps the value."""
+    if not resolving_secrets(info):
+        return None
+    cache = _secret_cache(info)
+    if cache is not None and ("env", name) in cache:
+        return cache["env", name]
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise field_rule(field, f"environment variable {name} is not set or empty", sibling=sibling)
+    secret = SecretStr(value)
+    if cache is not None:
+        cache["env", name] = secret
+    return secret
+
+
+def read_file_secret(
+    field: str, path: Path, info: ValidationInfo | None, *, sibling: bool = False
+) -> SecretStr | None:
+    """The secret in file `path` (surrounding whitespace stripped), like
+    read_env_secret."""
+    if not resolving_secrets(info):
+        return None
+    cache = _secret_cache(info)
+    if cache is not None and ("file", str(path)) in cache:
+        return cache["file", str(path)]
+    try:
+        value = read_bounded(Path(path), SECRET_FILE_LIMIT).decode("utf-8").strip()
+    except OSError as exc:
+        raise field_rule(field, f"cannot read: {exc.strerror}", sibling=sibling) from None
+    except UnicodeDecodeError:
+        raise field_rule(field, "not UTF-8 text", sibling=sibling) from None
+    except ValueError as exc:
+        raise field_rule(field, str(exc), sibling=sibling) from None
+    if not value:
+        raise field_rule(field, "file is empty", sibling=sibling)
+    secret = SecretStr(value)
+    if cache is not None:
+        cache["file", str(path)] = secret
+    return secret
+
+
+def read_secret_pair(
     env_field: str,
     env_name: str | None,
     file_field: str,
     file_path: Path | None,
-    info: ValidationInfo | None = None,
+    info: ValidationInfo | None,
+    *,
+    sibling: bool = False,
 ) -> SecretStr | None:
-    """The secret named by an `*_env` or `*_file` field (at most one may be set), read
-    now so that a missing secret is a config error, not a failing probe later. With the
-    validation context `{"resolve_secrets": False}` (e.g. `ttft-exporter rules`, which
-    needs no secret) nothing is read."""
+    """The secret named by an `*_env` or `*_file` field (at most one may be set)."""
     if env_name and file_path:
-        raise field_rule(env_field, f"set {env_field} or {file_field}, not both")
-    context = info.context if info is not None else None
-    if isinstance(context, dict) and context.get("resolve_secrets") is False:
-        return None
+        raise field_rule(env_field, f"set {env_field} or {file_field}, not both", sibling=sibling)
     if env_name:
-        value = os.environ.get(env_name, "").strip()
-        if not value:
-            raise field_rule(env_field, f"environment variable {env_name} is not set or empty")
-        return SecretStr(value)
+        return read_env_secret(env_field, env_name, info, sibling=sibling)
     if file_path:
-        try:
-            value = read_bounded(Path(file_path), SECRET_FILE_LIMIT).decode("utf-8").strip()
-        except OSError as exc:
-            raise field_rule(file_field, f"cannot read: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise field_rule(file_field, "not UTF-8 text") from None
-        except ValueError as exc:
-            raise field_rule(file_field, str(exc)) from None
-        if not value:
-            raise field_rule(file_field, "file is empty")
-        return SecretStr(value)
+        return read_file_secret(file_field, file_path, info, sibling=sibling)
     return None
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    context = info.context
+    base = context.get("base_dir") if isinstance(context, dict) else None
+    if base is None or value.is_absolute():
+        return value
+    return Path(base) / value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_relative_to_config)]
+"""A file named in the config: a relative path is relative to the config file's
+directory (validation context `base_dir`), as in Prometheus and the web config, so a
+config and the files beside it work from any working directory."""
 
 
 def read_bounded(path: Path, limit: int) -> bytes:

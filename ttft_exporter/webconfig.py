@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
-from ttft_exporter.config import _problems as located_problems
+from ttft_exporter.config import validation_problems
 from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.validation import StrictModel, field_rule
 
@@ -198,7 +198,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     try:
         config = WebConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(str(path), located_problems(exc)) from None
+        raise ConfigError(str(path), validation_problems(exc, data)) from None
     tls = config.tls_server_config
     if tls is not None:
         base = path.parent

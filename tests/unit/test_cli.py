@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -92,10 +93,11 @@ def test_config_check_accepts_a_good_file(
                 "concurrency: must be greater than or equal to 1",
                 "targets[0].timeout: must be below interval (1s)",
                 "targets[1].protocol: unknown protocol 'grpc'; known: openai-chat, openai-completions",
-                "targets[2].url: must be an absolute http:// or https:// URL",
-                "targets[2].labels: label name 'job' is reserved",
+                # File order (yaml.safe_dump sorts the keys).
                 "targets[2].bogus: unknown field",
+                "targets[2].labels.job: reserved label name (set by the exporter or by Prometheus)",
                 "targets[2].name: duplicate target name 'a'",
+                "targets[2].url: must be an absolute http:// or https:// URL",
             ],
         ),
         (
@@ -589,3 +591,66 @@ async def _poll_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting at {url}")
         await asyncio.sleep(0.1)
+
+
+# A port already in use (issue #9 section 5)
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_a_port_in_use_is_one_line_and_exit_1_before_anything_starts(
+    tmp_path: Path, command: str
+) -> None:
+    """A real process against a port a real socket holds: one line on stderr, exit 1,
+    no "started target" or "serving" before it (the probe loops start after the bind)."""
+    config = write(tmp_path / "ttft.yml", {"targets": [target("a")]})
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ttft_exporter",
+                command,
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            # A cap for a loaded machine, not a speed check: it exits at once.
+            timeout=60,
+            check=False,
+        )
+    prog = "ttft-exporter" if command == "run" else "ttft-exporter demo"
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr == f"{prog}: cannot listen on 127.0.0.1:{port}: address already in use\n"
+    assert proc.stdout == ""
+
+
+# The shipped examples (issue #9 section 5)
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yml")), ids=lambda p: p.name)
+def test_the_documented_config_check_passes_on_every_shipped_example(
+    example: Path, tmp_path: Path
+) -> None:
+    """The command the example's header documents, run for real on the file as shipped,
+    from another directory, with no key in the environment (a fresh machine)."""
+    assert "--config.check" in example.read_text(encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "FLUX_TOKEN")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ttft_exporter", "--config.check", f"--config.file={example}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        # A cap for a loaded machine, not a speed check.
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"config file {example} is ok: ")
+    assert proc.stderr == ""

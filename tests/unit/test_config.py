@@ -42,8 +42,13 @@ INVALID = {
     ],
     "prompt-and-messages": ["targets[0].prompt: set exactly one of prompt or messages"],
     "no-prompt": ["targets[0].prompt: set exactly one of prompt or messages"],
-    "label-reserved": ["targets[0].labels: label name 'target' is reserved"],
-    "label-name": ["targets[0].labels: invalid label name 'bad-name'"],
+    "label-reserved": [
+        "targets[0].labels.target: reserved label name (set by the exporter or by Prometheus)"
+    ],
+    "label-name": [
+        "targets[0].labels.bad-name: invalid label name: letters, digits and '_' only, "
+        "not starting with a digit or '__'"
+    ],
     "expect-regex": [
         "targets[0].expect: invalid regular expression: missing ): (unclosed (RE2 syntax: no backreferences or lookaround)"
     ],
@@ -69,12 +74,13 @@ INVALID = {
         "flux[0].stale_after: must be at least 100ms",
         "flux[1].reconnect.initial: must be at least 100ms",
         "flux[2].ping_interval: must be at least 100ms",
-        "flux[3].canary.interval: must be at least 100ms",
+        # File order: `query` comes before `canary` in the file.
         "flux[3].query.interval: must be at least 100ms",
+        "flux[3].canary.interval: must be at least 100ms",
     ],
     "flux-reconnect": [
-        "flux[0].groups: prefixes must be unique",
         "flux[0].reconnect.max: must be at least initial (2s)",
+        "flux[0].groups: prefixes must be unique",
     ],
     "flux-token-env": [
         "flux[0].canary.token_env: environment variable TTFT_TEST_SURELY_UNSET_TOKEN is not set or empty"
@@ -101,6 +107,29 @@ INVALID = {
         "TTFT_TEST_SURELY_UNSET_HEADER is not set or empty"
     ],
     "header-name": ["targets[0].headers.X Auth: invalid header name"],
+    "all-at-once": [
+        "targets[0].api_key_env: environment variable TTFT_TEST_SURELY_UNSET_KEY is not set or empty",
+        "targets[0].labels.bad-name: invalid label name: letters, digits and '_' only, "
+        "not starting with a digit or '__'",
+        "targets[0].labels.target: reserved label name (set by the exporter or by Prometheus)",
+        "targets[0].expect: invalid regular expression: missing ): (unclosed "
+        "(RE2 syntax: no backreferences or lookaround)",
+        "targets[0].headers.X Bad: invalid header name",
+        "targets[0].headers.X-Env.value_env: environment variable "
+        "TTFT_TEST_SURELY_UNSET_HEADER is not set or empty",
+        "targets[0].timeout: must be below interval (5s)",
+        'targets[1].name: must be a string; quote it: "500"',
+        "targets[1].messages: must not be empty",
+        "flux[0].canary.token_env: environment variable TTFT_TEST_SURELY_UNSET_TOKEN "
+        "is not set or empty",
+        "flux[0].canary.timeout: must be below interval (1s)",
+        "flux[0].stale_after: must be at least 100ms",
+    ],
+    "name-not-string": [
+        'targets[0].name: must be a string; quote it: "500"',
+        "targets[0].prompt: must be a string; quote it "
+        "(YAML reads yes, no, on, off, true, false as booleans)",
+    ],
     "many-problems": [
         "concurrency: must be greater than or equal to 1",
         "targets[0].timeout: must be below interval (15s)",
@@ -279,24 +308,55 @@ def test_defaults_do_not_override_target_values() -> None:
     assert (target.interval, target.timeout, target.max_tokens) == (60.0, 1.0, 10)
 
 
-def test_empty_file_is_a_config_without_targets(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text", ["", "# only a comment\n", "\n\n"], ids=["empty", "comment", "blank"]
+)
+def test_an_empty_file_is_an_error(tmp_path: Path, text: str) -> None:
     path = tmp_path / "empty.yml"
-    path.write_text("")
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(p) for p in info.value.problems] == ["the file is empty"]
+    # An explicit empty mapping says "nothing to probe" on purpose.
+    path.write_text("{}\n")
     config, _ = load_config(path)
     assert config.targets == []
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yml")), ids=lambda p: p.name)
-def test_examples_load(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Examples may reference key files under /etc; point them at a temporary one.
-    text = path.read_text()
-    key = tmp_path / "key"
-    key.write_text("sk-example\n")
-    text = text.replace("/etc/ttft-exporter/openai-api-key", str(key))
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-example")
-    monkeypatch.setenv("FLUX_TOKEN", "flux-example")
-    config = parse_config(yaml.safe_load(text), str(path))
+EXAMPLES = sorted((ROOT / "examples").glob("*.yml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_load_as_shipped(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh machine: no key in the environment, the working directory elsewhere.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("FLUX_TOKEN", raising=False)
+    monkeypatch.chdir("/")
+    config, _ = load_config(path)
     assert config.targets or config.flux
+
+
+def test_relative_files_are_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in Prometheus and --web.config.file: not to the working directory."""
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "key").write_text("sk-relative-123456\n")
+    (tmp_path / "token").write_text("header-token-123456\n")
+    path = tmp_path / "ttft.yml"
+    target = {**_TARGET, "headers": {"X-Token": {"value_file": "token"}}}
+    path.write_text(
+        yaml.safe_dump({"defaults": {"api_key_file": "secrets/key"}, "targets": [target]})
+    )
+    monkeypatch.chdir("/")
+    config, _ = load_config(path)
+    loaded = config.targets[0]
+    assert loaded.api_key_file == tmp_path / "secrets" / "key"
+    assert loaded.api_key is not None
+    assert loaded.api_key.get_secret_value() == "sk-relative-123456"
+    assert loaded.request_headers() == {"X-Token": "header-token-123456"}
+    # An absolute path stays as it is.
+    assert parse_config({"targets": [{**_TARGET, "api_key_file": str(path)}]}, base_dir=Path("/x"))
 
 
 def test_demo_config_loads() -> None:

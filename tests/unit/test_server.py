@@ -362,7 +362,8 @@ async def test_reload_requested_like_sighup_runs_as_a_lifecycle_job(
                     ]
                 }
             ),
-            ["targets[0].bogus: unknown field"],
+            # Both at once (issue #9): the unknown field used to hide the timeout rule.
+            ["targets[0].bogus: unknown field", "targets[0].timeout: must be below interval (1s)"],
         ),
         (None, ["cannot read file: No such file or directory"]),
     ],
@@ -648,13 +649,13 @@ async def test_index_and_logs(make_llm_sim: SimFactory, aiohttp_client: AiohttpC
 
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert '<a href="probe?target=good&amp;debug=true">probe now</a>' in page
-    assert '<a href="probe?target=bad&amp;debug=true">probe now</a>' in page
-    assert (
-        f"<td>good</td><td>success</td><td>{records['good'].result.time_to_first_token:.3f}s</td>"
-        in page
-    )
-    assert "<td>bad</td><td>failure: http_status</td><td>-</td>" in page
+    # "probe now" is a POST form (tests/unit/test_index.py), not a GET link.
+    assert 'href="probe?' not in page
+    assert '<input type="hidden" name="target" value="good">' in page
+    recent = page.split("<h2>Recent probes</h2>", 1)[1]
+    ttft = records["good"].result.time_to_first_token
+    assert f"<td>good</td><td>success</td><td>{ttft:.3f}s</td>" in recent
+    assert "<td>bad</td><td>failure</td><td>-</td><td>http_status: HTTP 500: " in recent
     for record in records.values():
         assert f'<a href="logs?id={record.id}">logs</a>' in page
 
@@ -923,3 +924,21 @@ async def test_a_reload_never_lets_old_and_new_probes_exceed_the_cap(
     await wait_for(lambda: len(counting_llm.starts) >= seen + 4, "four more probes", cap=10)
     assert counting_llm.total_peak == 1
     assert state.executor.concurrency == 1
+
+
+async def test_reload_in_demo_mode_is_409_and_leaves_the_gauge(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    """The demo's state has no config file (ConfigHolder(None, ...), as demo.py builds it)."""
+    sim = await make_llm_sim(m=FAST)
+    client, state = await start(aiohttp_client, make_config(chat_target(sim, model="m")))
+    assert state.holder.path is None
+    before = state.holder.config
+
+    resp = await client.post("/-/reload")
+
+    assert resp.status == 409
+    assert await resp.text() == "demo mode has no config file to reload\n"
+    assert state.holder.config is before
+    text = await get_text(client, "/metrics")
+    assert sample(text, "ttft_exporter_config_last_reload_successful") == 1.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 
 import aiohttp
 import orjson
@@ -16,11 +17,20 @@ from ttft_exporter.flux.metrics import FluxInstanceMetrics
 from ttft_exporter.flux.monitor import FluxMonitor
 from ttft_exporter.logs import fields
 
-__all__ = ["CanaryFailureError", "FluxCanary", "FluxQuery", "classify_status"]
+__all__ = ["CanaryFailureError", "CanaryOutcome", "FluxCanary", "FluxQuery", "classify_status"]
 
 log = logging.getLogger("ttft_exporter.flux.canary")
 
 _NS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryOutcome:
+    """The last canary check, for the index page: `reason` is None on success."""
+
+    at: float  # wall clock, seconds
+    propagation: float | None
+    reason: str | None
 
 
 class CanaryFailureError(Exception):
@@ -79,6 +89,7 @@ class FluxCanary:
         # still change, or Flux would have nothing to send.
         self.seq = int(clock.wall() * 1000)
         self._paused_until_ns = 0
+        self.last: CanaryOutcome | None = None
 
     async def run(self) -> None:
         """Check every interval until cancelled."""
@@ -102,6 +113,7 @@ class FluxCanary:
         except CanaryFailureError as exc:
             self.m.canary_failures[exc.reason].inc()
             self.m.canary_checks["failure"].inc()
+            self.last = CanaryOutcome(self._clock.wall(), None, exc.reason)
             if exc.retry_after is not None:
                 # Honour Flux's Retry-After: publishing again sooner only burns tokens.
                 self._paused_until_ns = self._clock.monotonic_ns() + int(exc.retry_after * 1e9)
@@ -117,6 +129,7 @@ class FluxCanary:
         self.m.canary_checks["success"].inc()
         self.m.canary_propagation.observe(propagation)
         self.m.canary_last.set(propagation)
+        self.last = CanaryOutcome(self._clock.wall(), propagation, None)
         return propagation
 
     async def _check(self) -> float:

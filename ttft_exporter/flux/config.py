@@ -18,11 +18,11 @@ from pydantic import (
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.redact import Redactor
 from ttft_exporter.validation import (
+    ConfigPath,
     StrictModel,
     check_http_url,
     check_name,
-    field_rule,
-    read_secret,
+    read_secret_pair,
 )
 
 __all__ = [
@@ -46,15 +46,37 @@ class FluxReconnectConfig(StrictModel):
     """Capped exponential backoff with full jitter between WebSocket connects."""
 
     initial: Duration = Field(0.5, description="First backoff step.")
-    max: Duration = Field(30.0, description="Cap of the backoff.")
+    max: Duration = Field(30.0, validate_default=True, description="Cap of the backoff.")
 
-    @model_validator(mode="after")
-    def _order(self) -> Self:
-        if self.initial < MIN_PERIOD:
-            raise field_rule("initial", f"must be at least {format_duration(MIN_PERIOD)}")
-        if self.max < self.initial:
-            raise field_rule("max", f"must be at least initial ({format_duration(self.initial)})")
-        return self
+    # Rules spanning fields are field validators reading earlier fields (info.data):
+    # they run beside every other field's checks, so all problems come out at once.
+    @field_validator("initial")
+    @classmethod
+    def _initial(cls, value: float) -> float:
+        return _at_least_min_period(value)
+
+    @field_validator("max")
+    @classmethod
+    def _max(cls, value: float, info: ValidationInfo) -> float:
+        initial = info.data.get("initial")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be at least initial ({format_duration(initial)})")
+        return value
+
+
+def _at_least_min_period(value: float) -> float:
+    if value < MIN_PERIOD:
+        raise ValueError(f"must be at least {format_duration(MIN_PERIOD)}")
+    return value
+
+
+def _below_interval(value: float, info: ValidationInfo) -> float:
+    if value <= 0:
+        raise ValueError("must be above 0")
+    interval = info.data.get("interval")
+    if interval is not None and value >= interval:
+        raise ValueError(f"must be below interval ({format_duration(interval)})")
+    return value
 
 
 class FluxCanaryConfig(StrictModel):
@@ -62,7 +84,9 @@ class FluxCanaryConfig(StrictModel):
 
     interval: Duration = Field(10.0, description="Time between canary events.")
     timeout: Duration = Field(
-        5.0, description="How long to wait for the ack plus the state_update."
+        5.0,
+        validate_default=True,
+        description="How long to wait for the ack plus the state_update.",
     )
     namespace: str = Field(
         "ttft",
@@ -75,7 +99,9 @@ class FluxCanaryConfig(StrictModel):
     token_env: str | None = Field(
         None, description="Environment variable holding the namespace bearer token."
     )
-    token_file: Path | None = Field(None, description="File holding the namespace bearer token.")
+    token_file: ConfigPath | None = Field(
+        None, validate_default=True, description="File holding the namespace bearer token."
+    )
 
     _token: SecretStr | None = PrivateAttr(None)
 
@@ -97,17 +123,30 @@ class FluxCanaryConfig(StrictModel):
             )
         return value
 
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        return _at_least_min_period(value)
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: float, info: ValidationInfo) -> float:
+        return _below_interval(value, info)
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_source(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # Validated even when absent: reads (and caches) the token, reports its problem.
+        read_secret_pair(
+            "token_env", info.data.get("token_env"), "token_file", value, info, sibling=True
+        )
+        return value
+
     @model_validator(mode="after")
-    def _check(self, info: ValidationInfo) -> Self:
-        if self.interval < MIN_PERIOD:
-            raise field_rule("interval", f"must be at least {format_duration(MIN_PERIOD)}")
-        if self.timeout <= 0:
-            raise field_rule("timeout", "must be above 0")
-        if self.timeout >= self.interval:
-            raise field_rule(
-                "timeout", f"must be below interval ({format_duration(self.interval)})"
-            )
-        self._token = read_secret("token_env", self.token_env, "token_file", self.token_file, info)
+    def _resolve(self, info: ValidationInfo) -> Self:
+        self._token = read_secret_pair(
+            "token_env", self.token_env, "token_file", self.token_file, info
+        )
         return self
 
     @property
@@ -122,11 +161,10 @@ class FluxQueryConfig(StrictModel):
     interval: Duration = Field(30.0, description="Time between reads.")
     prefix: str = Field("", description="Entity id prefix to list (empty: all entities).")
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
-        if self.interval < MIN_PERIOD:
-            raise field_rule("interval", f"must be at least {format_duration(MIN_PERIOD)}")
-        return self
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        return _at_least_min_period(value)
 
 
 class FluxInstanceConfig(StrictModel):
@@ -174,12 +212,13 @@ class FluxInstanceConfig(StrictModel):
             raise ValueError("prefixes must be unique")
         return value
 
+    @field_validator("stale_after", "ping_interval")
+    @classmethod
+    def _periods(cls, value: float) -> float:
+        return _at_least_min_period(value)
+
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.stale_after < MIN_PERIOD:
-            raise field_rule("stale_after", f"must be at least {format_duration(MIN_PERIOD)}")
-        if self.ping_interval < MIN_PERIOD:
-            raise field_rule("ping_interval", f"must be at least {format_duration(MIN_PERIOD)}")
         # Built here, in the loader's thread: the loop only uses it.
         self._redactor = Redactor(self.secrets())
         return self

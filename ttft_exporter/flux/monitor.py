@@ -194,6 +194,12 @@ class FluxMonitor:
             since = self._last_message_ns
         return (self._clock.monotonic_ns() - since) * _NS > self.config.stale_after
 
+    def last_message_age(self) -> float | None:
+        """Seconds since the last message of any connection; None before the first."""
+        if self._last_message_ns is None:
+            return None
+        return (self._clock.monotonic_ns() - self._last_message_ns) * _NS
+
     def check_staleness(self) -> bool:
         """Update the stale gauges; returns whether the stream is stale."""
         now = self._clock.monotonic_ns()

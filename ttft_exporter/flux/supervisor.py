@@ -21,17 +21,20 @@ from ttft_exporter.logs import fields
 from ttft_exporter.metrics import DEFAULT_BUCKETS
 from ttft_exporter.supervise import Component, Supervisor
 
-__all__ = ["FluxSupervisor"]
+__all__ = ["FluxRunning", "FluxSupervisor"]
 
 log = logging.getLogger("ttft_exporter.flux")
 
 
 @dataclass
-class _Running:
+class FluxRunning:
+    """One watched instance: its config, monitor and optional canary."""
+
     config: FluxInstanceConfig
     fingerprint: str
     monitor: FluxMonitor
     session: aiohttp.ClientSession
+    canary: FluxCanary | None = None
     jobs: list[aiojobs.Job[None]] = field(default_factory=list)
 
 
@@ -52,7 +55,7 @@ class FluxSupervisor:
         self._clock = clock
         self._supervisor = supervisor
         self._metrics = FluxMetrics(registry, buckets or DEFAULT_BUCKETS)
-        self.running: dict[str, _Running] = {}
+        self.running: dict[str, FluxRunning] = {}
 
     async def apply(
         self,
@@ -79,19 +82,20 @@ class FluxSupervisor:
             if name not in self.running:
                 self.running[name] = await self._start(config)
 
-    async def _start(self, config: FluxInstanceConfig) -> _Running:
+    async def _start(self, config: FluxInstanceConfig) -> FluxRunning:
         metrics = self._metrics.instance(config.name, config.groups)
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout)
         )
         monitor = FluxMonitor(config, metrics, session, self._clock)
-        running = _Running(config, config.fingerprint(), monitor, session)
+        running = FluxRunning(config, config.fingerprint(), monitor, session)
         loops: list[tuple[Component, Callable[[], Awaitable[None]]]] = [
             (Component.FLUX_MONITOR, monitor.run),
             (Component.FLUX_STALENESS, monitor.watch_staleness),
         ]
         if config.canary is not None:
             canary = FluxCanary(config, monitor, metrics, session, self._clock)
+            running.canary = canary
             loops.append((Component.FLUX_CANARY, canary.run))
         if config.query is not None:
             query = FluxQuery(config, metrics, session, self._clock)
@@ -106,7 +110,7 @@ class FluxSupervisor:
         log.info("watching flux", extra=fields(flux=config.name, url=config.url))
         return running
 
-    async def _stop(self, running: _Running) -> None:
+    async def _stop(self, running: FluxRunning) -> None:
         for job in running.jobs:
             if not job.closed:
                 await job.close()
