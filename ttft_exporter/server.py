@@ -33,6 +33,7 @@ from ttft_exporter.executor import DEFAULT_ADHOC_CONCURRENCY, ProbeExecutor
 from ttft_exporter.flux.supervisor import FluxSupervisor
 from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.logs import fields
+from ttft_exporter.looplag import LoopLagMonitor
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes.http_stream import build_ssl_context, create_session
 from ttft_exporter.scheduler import ProbeScheduler
@@ -69,6 +70,8 @@ class ExporterState:
     flux: FluxSupervisor | None = None
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     supervisor: Supervisor = field(init=False)
+    # Built from clock and metrics when not given; the app lifecycle runs it.
+    lag_monitor: LoopLagMonitor | None = None
     ready: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Set by SIGHUP; a job of the app lifecycle does the reload (no orphan tasks).
@@ -81,12 +84,16 @@ class ExporterState:
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.metrics, clock=self.clock, policy=self.restart_policy)
         self.history = History(self.history_limit)
+        if self.lag_monitor is None:
+            self.lag_monitor = LoopLagMonitor(clock=self.clock, metrics=self.metrics)
+        self.lag_monitor.bound = self.holder.config.suspect_loop_lag
         self.executor = ProbeExecutor(
             clock=self.clock,
             concurrency=self.holder.config.concurrency,
             metrics=self.metrics,
             history=self.history,
             adhoc_concurrency=self.adhoc_concurrency,
+            lag_monitor=self.lag_monitor,
         )
         self.store.configure(self.holder.config.bucket_overrides(), self.holder.config.thresholds())
 
@@ -106,6 +113,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         )
 
     jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0, exception_handler=on_job_error)
+    if state.lag_monitor is not None:
+        # First, so the loop's lag is known before the first probe ends.
+        await jobs.spawn(
+            state.supervisor.run(Component.LOOP_LAG, "event-loop", state.lag_monitor.run),
+            name="event-loop lag",
+        )
     state.scheduler = ProbeScheduler(
         executor=state.executor,
         store=state.store,
@@ -172,6 +185,8 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
             if state.scheduler is not None:
                 await state.scheduler.close()
         state.executor.set_concurrency(config.concurrency)
+        if state.lag_monitor is not None:
+            state.lag_monitor.bound = config.suspect_loop_lag
         if state.scheduler is not None:
             await state.scheduler.apply(config)
         if state.flux is not None:
@@ -279,6 +294,8 @@ async def handle_probe(request: web.Request) -> web.Response:
 def _debug_text(record: ProbeRecord, metrics_text: str, target: TargetConfig) -> str:
     result = record.result
     summary = "succeeded" if result.success else f"failed: {result.reason} ({result.detail})"
+    if result.suspect:
+        summary += f"\nprobe suspect: {', '.join(result.suspect)}"
     return (
         f"Logs for the probe:\n{chr(10).join(record.log)}\nprobe {summary}\n\n"
         f"Metrics that would have been returned:\n{metrics_text}\n"
@@ -335,6 +352,8 @@ async def handle_logs(request: web.Request) -> web.Response:
         return web.Response(status=404, text="no such probe\n")
     result = record.result
     summary = "success" if result.success else f"failure: {result.reason} ({result.detail})"
+    if result.suspect:
+        summary += f" (suspect: {', '.join(result.suspect)})"
     return web.Response(text=f"target {record.target}: {summary}\n" + "\n".join(record.log) + "\n")
 
 
@@ -346,8 +365,10 @@ async def handle_index(request: web.Request) -> web.Response:
         r = record.result
         outcome = "success" if r.success else f"failure: {html.escape(str(r.reason))}"
         ttft = f"{r.time_to_first_token:.3f}s" if r.time_to_first_token is not None else "-"
+        suspect = html.escape(", ".join(r.suspect)) or "-"
         rows.append(
             f"<tr><td>{html.escape(record.target)}</td><td>{outcome}</td><td>{ttft}</td>"
+            f"<td>{suspect}</td>"
             f'<td><a href="logs?id={record.id}">logs</a></td></tr>'
         )
     targets = "".join(
@@ -362,7 +383,8 @@ async def handle_index(request: web.Request) -> web.Response:
         '<a href="-/healthy">Health</a> · <a href="-/ready">Readiness</a></p>'
         f"<h2>Targets</h2><ul>{targets}</ul>"
         "<h2>Recent probes</h2><table>"
-        "<tr><th>Target</th><th>Result</th><th>TTFT</th><th>Debug</th></tr>"
+        "<tr><th>Target</th><th>Result</th><th>TTFT</th>"
+        '<th title="the exporter was starved during the probe">Suspect</th><th>Debug</th></tr>'
         f"{''.join(rows)}</table></body></html>"
     )
     return web.Response(text=page, content_type="text/html")
