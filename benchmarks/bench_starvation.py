@@ -1,9 +1,10 @@
 """Does the exporter notice when it is starved? Probes stream from the simulator (in its
 own process; true TTFT 100 ms) while the exporter's own loop is starved four ways:
 quiet, a blocking call on the loop (60 ms every 400 ms), CPU hogs beside it (two busy
-processes per core), and, as root on a writable cgroup hierarchy, a CFS quota of
-10 ms per 100 ms on the exporter's own cgroup. Reports the lag seen, the probes marked
-suspect and the TTFT of clean and suspect probes.
+processes per core), and, as root on a writable cgroup v1 cpu hierarchy, a CFS quota
+of 5 ms per 100 ms on the exporter's own cgroup (with 12 targets streaming 100 chunks
+each, so the exporter needs more CPU than the quota gives it in a burst). Reports the
+lag seen, the probes marked suspect and the TTFT of clean and suspect probes.
 
 Usage: ``python -m benchmarks.bench_starvation [--quick] [--json PATH]``.
 """
@@ -28,9 +29,10 @@ from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes.http_stream import create_session
 
 MODEL = {"ttft": 0.1, "itl": 0.01, "tokens": 20}
+HEAVY = {"ttft": 0.1, "itl": 0.003, "tokens": 100}
 TARGETS = 4
 CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
-QUOTA_US, PERIOD_US = 10_000, 100_000
+QUOTA_US, PERIOD_US = 5_000, 100_000
 
 
 class RecordingMonitor(LoopLagMonitor):
@@ -88,11 +90,13 @@ def _can_quota() -> bool:
     return os.geteuid() == 0 and (CGROUP_V1 / "cpu.cfs_quota_us").is_file()
 
 
-async def _scenario(name: str, url: str, seconds: float) -> dict[str, Any]:
+async def _scenario(
+    name: str, url: str, seconds: float, *, targets: int = TARGETS, model: str = "m"
+) -> dict[str, Any]:
     config = build_config(
         [
-            {"name": f"t{i}", "url": url, "model": "m", "interval": "1s", "timeout": "900ms"}
-            for i in range(TARGETS)
+            {"name": f"t{i}", "url": url, "model": model, "interval": "1s", "timeout": "900ms"}
+            for i in range(targets)
         ]
     )
     metrics = ExporterMetrics()
@@ -120,7 +124,7 @@ async def _scenario(name: str, url: str, seconds: float) -> dict[str, Any]:
     await asyncio.sleep(0.3)  # the first samples, and the cgroup found
     if monitor.throttling is not None:
         throttled_before = monitor.throttling
-    loops = [asyncio.create_task(loop(t, i / TARGETS)) for i, t in enumerate(config.targets)]
+    loops = [asyncio.create_task(loop(t, i / targets)) for i, t in enumerate(config.targets)]
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.gather(*loops, *extra)
@@ -157,6 +161,7 @@ async def _scenario(name: str, url: str, seconds: float) -> dict[str, Any]:
         "cpu_stat": str(monitor.cpu_stat),
     }
     if throttling is not None and throttled_before is not None:
+        out["periods"] = throttling.periods - throttled_before.periods
         out["throttled_periods"] = throttling.throttled_periods - throttled_before.throttled_periods
         out["throttled_seconds"] = round(
             throttling.throttled_seconds - throttled_before.throttled_seconds, 3
@@ -169,14 +174,16 @@ async def main(quick: bool) -> dict[str, Any]:
     seconds = 8.0 if quick else 20.0
     results: dict[str, Any] = {"seconds_per_scenario": seconds, "targets": TARGETS,
                                "sim": MODEL}  # fmt: skip
-    async with sim_process({"m": MODEL}) as sim:
+    async with sim_process({"m": MODEL, "heavy": HEAVY}) as sim:
         results["quiet"] = await _scenario("quiet", sim.url, seconds)
         results["blocking-call"] = await _scenario("blocking-call", sim.url, seconds)
         async with _hogs(2 * (os.cpu_count() or 2)):
             results["cpu-hog"] = await _scenario("cpu-hog", sim.url, seconds)
         if _can_quota():
             with _quota():
-                results["cfs-quota"] = await _scenario("cfs-quota", sim.url, seconds)
+                results["cfs-quota"] = await _scenario(
+                    "cfs-quota", sim.url, seconds, targets=12, model="heavy"
+                )
         else:
             results["cfs-quota"] = "skipped: needs root and a writable cgroup v1 cpu hierarchy"
     return results

@@ -80,8 +80,10 @@ class LoopLagMonitor:
     """Measures event-loop lag every `interval` seconds; `bound` is the lag above
     which a probe overlapping it is suspect (config `suspect_loop_lag`).
 
-    `sleep` and `clock` are injectable for tests; `find_cpu_stat` locates the cgroup's
-    `cpu.stat` (once, in a worker thread; None for no throttling counters).
+    `sleep` and `clock` are injectable for tests, as a pair: the lag is the clock's
+    time after `sleep(interval)` returns minus the interval, so a fake clock needs a
+    sleep that moves it. `find_cpu_stat` locates the cgroup's `cpu.stat` (once, in a
+    worker thread; None for no throttling counters).
     """
 
     def __init__(
