@@ -298,6 +298,7 @@ _DEFAULTABLE = (
     "api_key_env",
     "api_key_file",
     "max_response_bytes",
+    "on_suspect",
 )
 
 
@@ -317,6 +318,7 @@ class TargetDefaults(StrictModel):
     api_key_env: str | None = None
     api_key_file: ConfigPath | None = None
     max_response_bytes: int | None = Field(None, ge=1024, le=1 << 30)
+    on_suspect: Literal["record", "drop"] | None = None
 
 
 class _TargetBase(StrictModel):
@@ -385,6 +387,14 @@ class _TargetBase(StrictModel):
         description="Extra JSON fields merged into the request body (ignore_eos, ...).",
     )
     tls: TLSConfig = Field(default_factory=TLSConfig)
+    on_suspect: Literal["record", "drop"] = Field(
+        "record",
+        description=(
+            "What a suspect probe's timings do (the exporter was starved during it): "
+            "record them (default) or drop them from the latency histograms; it is "
+            "counted either way."
+        ),
+    )
 
     _api_key: SecretStr | None = PrivateAttr(None)
     _header_values: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -565,6 +575,20 @@ class Config(StrictModel):
         default_factory=list, description="Flux instances to watch."
     )
     slos: SLOsConfig = Field(default_factory=SLOsConfig, description="Service level objectives.")
+    suspect_loop_lag: Duration = Field(
+        0.01,
+        description=(
+            "Event-loop lag above which a probe overlapping it is suspect (cause loop_lag)."
+        ),
+    )
+
+    @field_validator("suspect_loop_lag")
+    @classmethod
+    def _suspect_loop_lag(cls, value: float) -> float:
+        # Below 1 ms a busy moment of the loop's own work would mark every probe.
+        if not 0.001 <= value <= 10.0:
+            raise ValueError("must be between 1ms and 10s")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -1,11 +1,13 @@
 """Runs one probe of one target to a recorded result: the global concurrency cap, the
 separate pool of ad-hoc (`/probe`) probes, one probe per target at a time, the deadline,
-the exception boundary, recording, history and one log line."""
+the exception boundary, the suspect mark (was the exporter itself starved meanwhile?),
+recording, history and one log line."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import traceback
@@ -20,6 +22,7 @@ from ttft_exporter.errors import FailureReason, ProbeRejected
 from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.limiter import CapacityLimiter
 from ttft_exporter.logs import fields
+from ttft_exporter.looplag import LoopLagMonitor
 from ttft_exporter.metrics import ExporterMetrics, MetricStore, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
@@ -68,8 +71,10 @@ class ProbeExecutor:
         metrics: ExporterMetrics,
         history: History,
         adhoc_concurrency: int = DEFAULT_ADHOC_CONCURRENCY,
+        lag_monitor: LoopLagMonitor | None = None,
     ) -> None:
         self._clock = clock
+        self._lag = lag_monitor
         self._limiter = CapacityLimiter(concurrency)
         self._adhoc = CapacityLimiter(adhoc_concurrency)
         self._metrics = metrics
@@ -202,6 +207,7 @@ class ProbeExecutor:
         budget: float | None = None,
     ) -> ProbeRecord:
         self._metrics.in_flight.inc()
+        mark = self._lag.mark() if self._lag is not None else None
         try:
             result, lines = await self._attempt(
                 target,
@@ -211,8 +217,13 @@ class ProbeExecutor:
             )
         finally:
             self._metrics.in_flight.dec()
+        if self._lag is not None and mark is not None:
+            suspicion = self._lag.check(mark)
+            if suspicion is not None:
+                result = dataclasses.replace(result, suspect=suspicion.causes)
+                lines = [*lines, suspicion.describe()]
         series = store.ensure(target.name, target_labels(target))
-        record_result(series, result, timeout=timeout)
+        record_result(series, result, timeout=timeout, drop_suspect=target.on_suspect == "drop")
         self._log(target, result)
         return self.history.add(target.name, result, lines)
 
@@ -260,6 +271,7 @@ class ProbeExecutor:
                     ttft_seconds=round(result.time_to_first_token or 0.0, 6),
                     duration_seconds=round(result.duration or 0.0, 6),
                     output_tokens=result.output_tokens,
+                    **_suspect_field(result),
                 ),
             )
         else:
@@ -270,5 +282,11 @@ class ProbeExecutor:
                     reason=result.reason.value if result.reason else "internal",
                     err=result.detail,
                     duration_seconds=round(result.elapsed, 6),
+                    **_suspect_field(result),
                 ),
             )
+
+
+def _suspect_field(result: ProbeResult) -> dict[str, str]:
+    # Only on suspect probes: the log line of a clean probe stays as it was.
+    return {"suspect": ",".join(result.suspect)} if result.suspect else {}

@@ -102,6 +102,8 @@ RECENT_COLUMNS: list[Column[ProbeRecord]] = [
     Column("Result", _outcome),
     Column("TTFT", lambda r: _seconds(r.result.time_to_first_token)),
     Column("Failure reason", _failure),
+    # The exporter itself was starved during the probe (loop lag, CPU throttling).
+    Column("Suspect", lambda r: ", ".join(r.result.suspect) or "-"),
 ]
 
 

@@ -21,13 +21,17 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     disable_created_metrics,
     gc_collector,
     platform_collector,
     process_collector,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from ttft_exporter import __version__
+from ttft_exporter.cgroup import CPUThrottling
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.probes.base import (
     DEFAULT_INTER_TOKEN_BUCKETS,
@@ -43,6 +47,7 @@ __all__ = [
     "EXPORTER_METRICS",
     "FLUX_METRICS",
     "PROBE_METRICS",
+    "SUSPECT_CAUSES",
     "ExporterMetrics",
     "Kind",
     "MetricSpec",
@@ -99,6 +104,8 @@ DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
 # fmt: on
 
 _REASONS = tuple((r.value,) for r in FailureReason)
+# Why a probe's timings may include the exporter's own delay (looplag.LoopLagMonitor).
+SUSPECT_CAUSES = ("loop_lag", "throttled")
 _LAT = "latency"
 
 PROBE_METRICS: tuple[MetricSpec, ...] = (
@@ -179,6 +186,13 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "ttft_probe_burst_streams_total",
         Kind.COUNTER,
         "Successful probes whose decode window (first to last token chunk) was below max(1 ms, 100 us x (output tokens - 1)), as when every token arrives in one read: they feed no TPOT, inter-chunk gap, decode tokens or generation seconds, and set the last tokens/s gauge to NaN.",
+    ),
+    MetricSpec(
+        "ttft_probe_suspect_total",
+        Kind.COUNTER,
+        "Probes during which the exporter itself was starved, by cause: loop_lag (the event loop ran a wake-up later than suspect_loop_lag) or throttled (the cgroup's CPU quota ran out); a probe may count under both. Counted in requests_total too; with on_suspect: drop its timings stay out of the histograms.",
+        labels=("cause",),
+        children=tuple((c,) for c in SUSPECT_CAUSES),
     ),
     MetricSpec(
         "ttft_probe_output_tokens_total",
@@ -266,6 +280,7 @@ BACKGROUND_COMPONENTS = (
     "flux_canary",
     "flux_read_check",
     "config_reload",
+    "loop_lag",
 )
 ADHOC_REJECT_REASONS = ("target_busy", "pool_timeout")
 HTTP_DROP_REASONS = ("limit", "client_limit", "header_timeout")
@@ -343,7 +358,32 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
         Kind.COUNTER,
         "Requests refused with 401 because basic-auth credentials were missing or wrong.",
     ),
+    MetricSpec(
+        "ttft_exporter_event_loop_lag_seconds",
+        Kind.HISTOGRAM,
+        "How late the event loop ran a wake-up due every 100 ms: the time every timestamp of every probe may be late by.",
+        "s",
+    ),
+    MetricSpec(
+        "ttft_exporter_cpu_periods_total",
+        Kind.COUNTER,
+        "CFS enforcement periods of the exporter's cgroup with runnable tasks (cpu.stat nr_periods); absent where the cgroup does not expose it.",
+    ),
+    MetricSpec(
+        "ttft_exporter_cpu_throttled_periods_total",
+        Kind.COUNTER,
+        "Periods in which the exporter's cgroup used up its CPU quota and was throttled (cpu.stat nr_throttled); absent where the cgroup does not expose it.",
+    ),
+    MetricSpec(
+        "ttft_exporter_cpu_throttled_seconds_total",
+        Kind.COUNTER,
+        "Time the exporter's cgroup was held back by CPU throttling (cpu.stat throttled_usec, v1 throttled_time); absent where the cgroup does not expose it.",
+        "s",
+    ),
 )
+
+# Event-loop lag, 1 ms (a busy moment) to 1 s (a process starved for a CPU).
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 FLUX_RECONNECT_REASONS = ("connect_failed", "closed", "error", "stale", "ping_timeout")
 FLUX_MESSAGE_TYPES = ("metrics_update", "state_update", "entity_deleted", "other")
@@ -695,32 +735,58 @@ class MetricStore:
         return "".join(out)
 
 
-def record_result(series: SeriesSet, result: ProbeResult, *, timeout: float) -> None:
+def record_result(
+    series: SeriesSet, result: ProbeResult, *, timeout: float, drop_suspect: bool = False
+) -> None:
     """Record one probe result into a target's series.
 
     The last-value gauges describe the last probe: a figure it did not measure is NaN,
     never an older probe's value or a made-up 0. The exception, as in blackbox, is
-    the HTTP status: 0 when no response came.
+    the HTTP status: 0 when no response came. With `drop_suspect` (`on_suspect: drop`)
+    a suspect probe is counted (requests, failures, suspect, finish reasons, bursts,
+    tokens) but none of its timings is recorded (see _record_timings), and its
+    timing gauges read NaN: a figure the exporter cannot vouch for is not shown.
     """
     series.set("ttft_probe_timeout_seconds", timeout)
     series.inc("ttft_probe_requests_total", child=("success" if result.success else "failure",))
+    for cause in result.suspect:
+        series.inc("ttft_probe_suspect_total", child=(cause,))
+    timings = not (drop_suspect and result.suspect)
     series.set("ttft_probe_success", 1.0 if result.success else 0.0)
     if result.started_at:
         series.set("ttft_probe_last_probe_timestamp_seconds", result.started_at)
     for phase in PHASES:
-        value = result.phases.get(phase, math.nan)
+        value = result.phases.get(phase, math.nan) if timings else math.nan
         series.set("ttft_probe_phase_duration_seconds", value, (phase,))
     series.set("ttft_probe_http_status_code", float(result.http_status or 0))
     if result.finish_reason is not None:
         series.inc("ttft_probe_finish_reasons_total", child=(result.finish_reason,))
-    ttft = result.time_to_first_token if result.success else None
-    rate = result.output_tokens_per_second if result.success else None
+    ttft = result.time_to_first_token if result.success and timings else None
+    rate = result.output_tokens_per_second if result.success and timings else None
     series.set("ttft_probe_last_time_to_first_token_seconds", _or_nan(ttft))
     series.set("ttft_probe_last_output_tokens_per_second", _or_nan(rate))
     if not result.success:
         reason = result.reason or FailureReason.INTERNAL
         series.inc("ttft_probe_failures_total", child=(reason.value,))
         return
+    if result.burst:
+        series.inc("ttft_probe_burst_streams_total")
+    if result.usage_rejected is not None:
+        series.inc("ttft_probe_usage_rejected_total")
+    tokens = result.output_tokens or 0
+    if result.usage_source is not None:
+        series.inc("ttft_probe_output_tokens_total", tokens, (result.usage_source,))
+    if result.input_tokens is not None:
+        series.inc("ttft_probe_input_tokens_total", result.input_tokens)
+    series.set("ttft_probe_last_success_timestamp_seconds", result.started_at)
+    if timings:
+        _record_timings(series, result)
+
+
+def _record_timings(series: SeriesSet, result: ProbeResult) -> None:
+    """What `on_suspect: drop` keeps out: the latency histograms (TTFB, first chunk,
+    TTFT, TTFOT, duration, TPOT, inter-chunk gaps) and the decode pair (decode tokens
+    and generation seconds, together so their ratio stays right)."""
     _observe(series, "ttft_probe_time_to_first_byte_seconds", result.time_to_first_byte)
     _observe(series, "ttft_probe_time_to_first_chunk_seconds", result.time_to_first_chunk)
     _observe(series, "ttft_probe_time_to_first_token_seconds", result.time_to_first_token)
@@ -730,24 +796,15 @@ def record_result(series: SeriesSet, result: ProbeResult, *, timeout: float) -> 
         result.time_to_first_output_token,
     )
     _observe(series, "ttft_probe_duration_seconds", result.duration)
-    if result.burst:
-        series.inc("ttft_probe_burst_streams_total")
     # A burst carries no TPOT, gaps or decode window (see ProbeResult): none is fed.
     _observe(series, "ttft_probe_time_per_output_token_seconds", result.time_per_output_token)
     if result.inter_chunk_gaps is not None and result.inter_chunk_gaps.count:
         series.merge("ttft_probe_inter_chunk_latency_seconds", result.inter_chunk_gaps)
-    if result.usage_rejected is not None:
-        series.inc("ttft_probe_usage_rejected_total")
     tokens = result.output_tokens or 0
-    if result.usage_source is not None:
-        series.inc("ttft_probe_output_tokens_total", tokens, (result.usage_source,))
     decode = result.decode_seconds
     if tokens >= 2 and decode is not None:
         series.inc("ttft_probe_decode_tokens_total", tokens - 1)
         series.inc("ttft_probe_generation_seconds_total", decode)
-    if result.input_tokens is not None:
-        series.inc("ttft_probe_input_tokens_total", result.input_tokens)
-    series.set("ttft_probe_last_success_timestamp_seconds", result.started_at)
 
 
 def _or_nan(value: float | None) -> float:
@@ -791,6 +848,11 @@ class ExporterMetrics:
         self.http_dropped = self._counter(specs["ttft_exporter_http_connections_dropped_total"])
         self.http_accept_errors = self._counter(specs["ttft_exporter_http_accept_errors_total"])
         self.http_unauthorized = self._counter(specs["ttft_exporter_http_unauthorized_total"])
+        spec = specs["ttft_exporter_event_loop_lag_seconds"]
+        self.loop_lag = Histogram(
+            spec.name, spec.help, registry=self.registry, buckets=LOOP_LAG_BUCKETS
+        )
+        self.cpu_throttling = ThrottlingCollector(specs, registry=self.registry)
         process_collector.ProcessCollector(registry=self.registry)
         platform_collector.PlatformCollector(registry=self.registry)
         gc_collector.GCCollector(registry=self.registry)
@@ -801,3 +863,37 @@ class ExporterMetrics:
         for child in spec.children:
             counter.labels(*child)
         return counter
+
+
+class ThrottlingCollector(Collector):
+    """The cgroup's CPU throttling counters as last sampled (looplag.LoopLagMonitor
+    sets `sample`); nothing at all, not zeros, while there is no sample. No I/O at
+    scrape time."""
+
+    _NAMES = (
+        "ttft_exporter_cpu_periods_total",
+        "ttft_exporter_cpu_throttled_periods_total",
+        "ttft_exporter_cpu_throttled_seconds_total",
+    )
+
+    def __init__(
+        self, specs: Mapping[str, MetricSpec], registry: CollectorRegistry | None = None
+    ) -> None:
+        self._help = {name: specs[name].help for name in self._NAMES}
+        self.sample: CPUThrottling | None = None
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        # The names, for the registry's duplicate check, whether or not sampled yet.
+        return [CounterMetricFamily(name, self._help[name], value=0.0) for name in self._NAMES]
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        sample = self.sample
+        if sample is None:
+            return []
+        values = (sample.periods, sample.throttled_periods, sample.throttled_seconds)
+        return [
+            CounterMetricFamily(name, self._help[name], value=float(value))
+            for name, value in zip(self._NAMES, values, strict=True)
+        ]

@@ -31,6 +31,7 @@ from ttft_exporter.flux.supervisor import FluxSupervisor
 from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.index import render_index
 from ttft_exporter.logs import fields
+from ttft_exporter.looplag import LoopLagMonitor
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.scheduler import ProbeScheduler
@@ -67,6 +68,8 @@ class ExporterState:
     flux: FluxSupervisor | None = None
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     supervisor: Supervisor = field(init=False)
+    # Built from clock and metrics when not given; the app lifecycle runs it.
+    lag_monitor: LoopLagMonitor | None = None
     ready: bool = False
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Set by SIGHUP; a job of the app lifecycle does the reload (no orphan tasks).
@@ -79,12 +82,16 @@ class ExporterState:
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.metrics, clock=self.clock, policy=self.restart_policy)
         self.history = History(self.history_limit)
+        if self.lag_monitor is None:
+            self.lag_monitor = LoopLagMonitor(clock=self.clock, metrics=self.metrics)
+        self.lag_monitor.bound = self.holder.config.suspect_loop_lag
         self.executor = ProbeExecutor(
             clock=self.clock,
             concurrency=self.holder.config.concurrency,
             metrics=self.metrics,
             history=self.history,
             adhoc_concurrency=self.adhoc_concurrency,
+            lag_monitor=self.lag_monitor,
         )
         self.store.configure(self.holder.config.bucket_overrides(), self.holder.config.thresholds())
 
@@ -104,6 +111,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         )
 
     jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0, exception_handler=on_job_error)
+    if state.lag_monitor is not None:
+        # First, so the loop's lag is known before the first probe ends.
+        await jobs.spawn(
+            state.supervisor.run(Component.LOOP_LAG, "event-loop", state.lag_monitor.run),
+            name="event-loop lag",
+        )
     state.scheduler = ProbeScheduler(
         executor=state.executor,
         store=state.store,
@@ -175,6 +188,8 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
             if state.scheduler is not None:
                 await state.scheduler.close()
         state.executor.set_concurrency(config.concurrency)
+        if state.lag_monitor is not None:
+            state.lag_monitor.bound = config.suspect_loop_lag
         if state.scheduler is not None:
             await state.scheduler.apply(config)
         if state.flux is not None:
@@ -289,6 +304,8 @@ async def _run_adhoc(
 def _debug_text(record: ProbeRecord, metrics_text: str, target: TargetConfig) -> str:
     result = record.result
     summary = "succeeded" if result.success else f"failed: {result.reason} ({result.detail})"
+    if result.suspect:
+        summary += f"\nprobe suspect: {', '.join(result.suspect)}"
     return (
         f"Logs for the probe:\n{chr(10).join(record.log)}\nprobe {summary}\n\n"
         f"Metrics that would have been returned:\n{metrics_text}\n"
@@ -349,6 +366,8 @@ async def handle_logs(request: web.Request) -> web.Response:
         return web.Response(status=404, text="no such probe\n")
     result = record.result
     summary = "success" if result.success else f"failure: {result.reason} ({result.detail})"
+    if result.suspect:
+        summary += f" (suspect: {', '.join(result.suspect)})"
     return web.Response(text=f"target {record.target}: {summary}\n" + "\n".join(record.log) + "\n")
 
 

@@ -1,9 +1,9 @@
 """Restart-with-backoff for every long-lived loop of the exporter (probe loops, the Flux
-monitor and its checks, the reload listener). An unexpected exception is logged once,
-with its traceback and secrets redacted, counted by component, and the loop starts again
-after a capped exponential backoff. A loop that keeps failing is reported down so that
-readiness and an alert can say so; it is still retried at the cap, and counts as up
-again once a run has lasted `healthy_after`."""
+monitor and its checks, the reload listener, the loop-lag sampler). An unexpected
+exception is logged once, with its traceback and secrets redacted, counted by
+component, and the loop starts again after a capped exponential backoff. A loop that
+keeps failing is reported down so that readiness and an alert can say so; it is still
+retried at the cap, and counts as up again once a run has lasted `healthy_after`."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ class Component(enum.StrEnum):
     FLUX_CANARY = "flux_canary"
     FLUX_READ_CHECK = "flux_read_check"
     CONFIG_RELOAD = "config_reload"
+    LOOP_LAG = "loop_lag"
 
 
 @dataclass(frozen=True, slots=True)

@@ -464,3 +464,37 @@ def test_max_response_bytes_default_defaults_and_bounds() -> None:
     assert [str(p) for p in info.value.problems] == [
         "targets[0].max_response_bytes: must be greater than or equal to 1024"
     ]
+
+
+def test_suspect_settings_default_merge_and_bounds() -> None:
+    def target(name: str, **fields: object) -> dict[str, object]:
+        return {"name": name, "protocol": "openai-chat", "url": "http://x/v1", "model": "m",
+                "prompt": "p", **fields}  # fmt: skip
+
+    plain = parse_config({"targets": [target("a")]})
+    assert plain.suspect_loop_lag == 0.01
+    assert plain.targets[0].on_suspect == "record"
+
+    config = parse_config(
+        {
+            "suspect_loop_lag": "25ms",
+            "defaults": {"on_suspect": "drop"},
+            "targets": [target("a"), target("b", on_suspect="record")],
+        }
+    )
+    assert config.suspect_loop_lag == 0.025
+    assert [t.on_suspect for t in config.targets] == ["drop", "record"]
+
+    with pytest.raises(ConfigError) as info:
+        parse_config({"suspect_loop_lag": "500us", "targets": [target("a", on_suspect="keep")]})
+    # In the order the keys come (file order).
+    assert [str(p) for p in info.value.problems] == [
+        "suspect_loop_lag: invalid duration '500us': use a number of seconds or a string such "
+        "as 250ms, 5s, 1m",
+        "targets[0].on_suspect: must be 'record' or 'drop'",
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"suspect_loop_lag": "0.5ms"})
+    assert [str(p) for p in info.value.problems] == [
+        "suspect_loop_lag: must be between 1ms and 10s"
+    ]

@@ -291,3 +291,72 @@ def test_every_catalogue_metric_is_documented_in_the_readme() -> None:
         if f"`{s.name}`" not in readme
     ]
     assert missing == []
+
+
+TIMING_HISTOGRAMS = (
+    "ttft_probe_time_to_first_token_seconds",
+    "ttft_probe_time_to_first_output_token_seconds",
+    "ttft_probe_time_to_first_byte_seconds",
+    "ttft_probe_time_to_first_chunk_seconds",
+    "ttft_probe_duration_seconds",
+    "ttft_probe_inter_chunk_latency_seconds",
+    "ttft_probe_time_per_output_token_seconds",
+)
+
+
+def test_suspect_causes_exist_at_zero_and_count() -> None:
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    assert sample(store, "ttft_probe_suspect_total", cause="loop_lag") == 0.0
+    assert sample(store, "ttft_probe_suspect_total", cause="throttled") == 0.0
+
+    record_result(series, success(suspect=("loop_lag", "throttled")), timeout=5.0)
+    record_result(
+        series, ProbeResult(False, FailureReason.TIMEOUT, suspect=("loop_lag",)), timeout=5.0
+    )
+
+    assert sample(store, "ttft_probe_suspect_total", cause="loop_lag") == 2.0
+    assert sample(store, "ttft_probe_suspect_total", cause="throttled") == 1.0
+    # record (the default): a suspect probe's timings are recorded like any other.
+    for name in TIMING_HISTOGRAMS:
+        assert series.histogram(name) is not None
+        assert series.histogram(name)[0] >= 1, name  # type: ignore[index]
+
+
+def test_drop_keeps_every_timing_of_a_suspect_probe_out_but_counts_it() -> None:
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    record_result(series, success(), timeout=5.0, drop_suspect=True)  # clean: recorded
+    before = {name: series.histogram(name) for name in TIMING_HISTOGRAMS}
+    last_ttft = series.get("ttft_probe_last_time_to_first_token_seconds")
+    generation = series.get("ttft_probe_generation_seconds_total")
+
+    starved = success(
+        suspect=("loop_lag",),
+        time_to_first_token=0.9,
+        duration=0.9,
+        phases={"dns": 0.5, "connect": 0.5, "tls": 0.5, "headers": 0.5},
+        started_at=1700000100.0,
+    )
+    record_result(series, starved, timeout=5.0, drop_suspect=True)
+
+    assert {name: series.histogram(name) for name in TIMING_HISTOGRAMS} == before
+    assert last_ttft == 0.3
+    assert series.get("ttft_probe_generation_seconds_total") == generation
+    assert series.get("ttft_probe_decode_tokens_total") == 39.0
+    # The last probe's timing gauges: not vouched for, so NaN (not the starved value,
+    # not an older probe's).
+    for gauge, child in (
+        ("ttft_probe_last_time_to_first_token_seconds", ()),
+        ("ttft_probe_last_output_tokens_per_second", ()),
+        ("ttft_probe_phase_duration_seconds", ("dns",)),
+    ):
+        value = series.get(gauge, child)
+        assert value is not None and math.isnan(value), gauge
+    # Counted: the SLO denominators (requests) and token totals stay whole.
+    assert series.get("ttft_probe_requests_total", ("success",)) == 2.0
+    assert series.get("ttft_probe_suspect_total", ("loop_lag",)) == 1.0
+    assert series.get("ttft_probe_output_tokens_total", ("usage",)) == 80.0
+    assert series.get("ttft_probe_input_tokens_total") == 14.0
+    assert series.get("ttft_probe_success") == 1.0
+    assert series.get("ttft_probe_last_success_timestamp_seconds") == 1700000100.0

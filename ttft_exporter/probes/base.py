@@ -250,6 +250,9 @@ class ProbeResult:
     answer_excerpt: str = ""
     finish_reason: FinishReasonLabel | None = None
     burst: bool = False
+    # Set by the executor: why the timings may include the exporter's own delay
+    # (metrics.SUSPECT_CAUSES: loop_lag, throttled); empty when they are clean.
+    suspect: tuple[str, ...] = ()
 
     @property
     def decode_seconds(self) -> float | None:
