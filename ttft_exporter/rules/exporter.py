@@ -30,7 +30,13 @@ __all__ = [
 
 PROBE_ALERT_GROUP = "ttft_probe_alerts"
 EXPORTER_ALERT_GROUP = "ttft_exporter_alerts"
-PROBE_ALERTS = ("LLMProbeFailing", "LLMProbeAbsent", "LLMUsageImplausible")
+PROBE_ALERTS = (
+    "LLMProbeFailing",
+    "LLMProbeAbsent",
+    "LLMUsageImplausible",
+    "LLMStreamsBuffered",
+    "TTFTExporterStarved",
+)
 EXPORTER_ALERTS = (
     "TTFTExporterDown",
     "TTFTExporterConfigReloadFailed",
@@ -119,9 +125,55 @@ def _usage(ctx: Context) -> Rule:
     )
 
 
+def _ratio_of_probes(ctx: Context, counter: str, drop: tuple[str, ...], outcome: str | None) -> str:
+    """`counter` per target over 15m as a share of its probes (of one outcome)."""
+    sel = ctx.everything()
+    w = ctx(900)
+    part = f"sum {without(*drop)} ({sel.rate(counter, w)})"
+    extra = (f'outcome="{outcome}"',) if outcome else ()
+    whole = f"sum {without('outcome')} ({sel.rate('ttft_probe_requests_total', w, *extra)})"
+    return lines(part, "/", f"({whole} > 0)")
+
+
+def _starved(ctx: Context) -> Rule:
+    return alert(
+        ctx,
+        "TTFTExporterStarved",
+        f"{_ratio_of_probes(ctx, 'ttft_probe_suspect_total', ('cause',), None)}\n> 0.1",
+        for_=ctx(900),
+        severity="warning",
+        summary="The exporter was starved of CPU during many probes: its timings are suspect",
+        description=(
+            "{{ $value | humanizePercentage }} of the probes of {{ $labels.target }} over "
+            "15m ran while the exporter's event loop lagged or its cgroup was CPU-throttled: "
+            "their TTFT and decode figures include the exporter's own wait. Give the "
+            "exporter a CPU request (and no tight CPU limit), or set on_suspect: drop."
+        ),
+        annotations={"ratio": "0.1"},
+    )
+
+
+def _buffered(ctx: Context) -> Rule:
+    return alert(
+        ctx,
+        "LLMStreamsBuffered",
+        f"{_ratio_of_probes(ctx, 'ttft_probe_burst_streams_total', (), 'success')}\n> 0.2",
+        for_=ctx(900),
+        severity="warning",
+        summary="Streams arrive in one burst: the decode figures are not measured",
+        description=(
+            "{{ $value | humanizePercentage }} of the successful probes of "
+            "{{ $labels.target }} ({{ $labels.model }}) over 15m received every token at once "
+            "(a proxy buffering the stream, or a starved exporter): TPOT and tokens/s are "
+            "not measured for them."
+        ),
+        annotations={"ratio": "0.2"},
+    )
+
+
 def probe_alerts(res: Resolution, slos: SLOsConfig, ctx: Context) -> Group:
     """The probe health group."""
-    rules = [_failing(slos, ctx), _usage(ctx)]
+    rules = [_failing(slos, ctx), _usage(ctx), _buffered(ctx), _starved(ctx)]
     absent = _absent(res, ctx)
     if absent is not None:
         rules.append(absent)
