@@ -460,7 +460,7 @@ def test_rules_keep_static_and_topology_labels(example_config: Config) -> None:
         for aggregation in re.findall(r"\b(?:sum|avg) without \(([^)]*)\)", expr):
             dropped = [label.strip() for label in aggregation.split(",")]
             assert dropped[:2] == ["instance", "pod"]
-            assert set(dropped[2:]) <= {"outcome", "le", "reason"}
+            assert set(dropped[2:]) <= {"outcome", "le", "reason", "cause"}
         for selector in re.findall(r"\b((?:ttft_|up\b)[a-z_]*)\{([^}]*)\}", expr):
             assert 'job="ttft-exporter"' in selector[1], (
                 rule.get("record") or rule.get("alert"),
