@@ -18,6 +18,12 @@ def fields(**values: Any) -> dict[str, Any]:
     return {_FIELDS: values}
 
 
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The `fields(...)` a record was logged with (empty if none)."""
+    values: dict[str, Any] = getattr(record, _FIELDS, {})
+    return values
+
+
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
     out: dict[str, Any] = {
         "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -26,7 +32,7 @@ def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
         "logger": record.name,
         "msg": record.getMessage(),
     }
-    out.update(getattr(record, _FIELDS, {}))
+    out.update(fields_of(record))
     if record.exc_info:
         out["err"] = logging.Formatter().formatException(record.exc_info)
     return out

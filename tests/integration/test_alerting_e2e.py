@@ -308,7 +308,7 @@ async def stack(tmp_path: Path, processes: list[Process], webhook: Webhook) -> A
 
 def _matches(alert: dict[str, Any], name: str, target: str, status: str) -> bool:
     labels = alert["labels"]
-    return (
+    return bool(
         labels.get("alertname") == name
         and labels.get("target") == target
         and alert["status"] == status

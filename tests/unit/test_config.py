@@ -356,7 +356,10 @@ def test_relative_files_are_relative_to_the_config_file(
     assert loaded.api_key.get_secret_value() == "sk-relative-123456"
     assert loaded.request_headers() == {"X-Token": "header-token-123456"}
     # An absolute path stays as it is.
-    assert parse_config({"targets": [{**_TARGET, "api_key_file": str(path)}]}, base_dir=Path("/x"))
+    absolute = parse_config(
+        {"targets": [{**_TARGET, "api_key_file": str(path)}]}, base_dir=Path("/x")
+    )
+    assert absolute.targets[0].api_key is not None
 
 
 def test_demo_config_loads() -> None:

@@ -23,6 +23,7 @@ from ttft_exporter.config import Config
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
+from ttft_exporter.logs import fields_of
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import get_prober
 from ttft_exporter.scheduler import ProbeScheduler, TargetRunner
@@ -258,8 +259,8 @@ async def test_a_failing_target_does_not_disturb_its_neighbour(
         errors = [r for r in caplog.records if r.getMessage() == "probe raised an unexpected error"]
         assert len(errors) == rig.count("broken", "failure")
         # The traceback is logged (redacted) in the record's `err` field.
-        assert all("RuntimeError: probe bug" in r.ttft_fields["err"] for r in errors)
-        assert all("Traceback (most recent call last)" in r.ttft_fields["err"] for r in errors)
+        assert all("RuntimeError: probe bug" in fields_of(r)["err"] for r in errors)
+        assert all("Traceback (most recent call last)" in fields_of(r)["err"] for r in errors)
 
 
 def base_config(sim: RunningSim) -> Config:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from tests.conftest import SimFactory, make_config, make_state
 from tests.helpers import ManualClock
+from ttft_exporter.logs import fields_of
 from ttft_exporter.metrics import BACKGROUND_COMPONENTS, ExporterMetrics
 from ttft_exporter.redact import Redactor
 from ttft_exporter.scheduler import TargetRunner
@@ -99,7 +100,7 @@ def test_backoff_doubles_to_the_cap() -> None:
     "kwargs",
     [{"initial": 0.0}, {"initial": 2.0, "max": 1.0}, {"budget": 0}, {"healthy_after": 0.0}],
 )
-def test_invalid_policy_fails_loudly(kwargs: dict[str, float]) -> None:
+def test_invalid_policy_fails_loudly(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="invalid restart policy"):
         RestartPolicy(**kwargs)
 
@@ -125,13 +126,13 @@ async def test_repeated_failures_counted_backed_off_logged_once_then_down(
     assert sleep.delays[:6] == [0.01, 0.02, 0.04, 0.04, 0.04, 0.04]
     records = [r for r in caplog.records if r.name == "ttft_exporter.supervise"]
     assert len(records) == runs
-    traces = [r for r in records if "Traceback" in r.ttft_fields["err"]]
+    traces = [r for r in records if "Traceback" in fields_of(r)["err"]]
     assert len(traces) == 1  # once per streak; the rest is one line each
-    assert "RuntimeError: loop bug #1" in traces[0].ttft_fields["err"]
-    assert records[1].ttft_fields["err"] == "RuntimeError: loop bug #2"
-    assert [r.ttft_fields["failures"] for r in records] == list(range(1, runs + 1))
+    assert "RuntimeError: loop bug #1" in fields_of(traces[0])["err"]
+    assert fields_of(records[1])["err"] == "RuntimeError: loop bug #2"
+    assert [fields_of(r)["failures"] for r in records] == list(range(1, runs + 1))
     assert "reported down" in records[POLICY.budget - 1].getMessage()
-    assert all(r.ttft_fields["component"] == "flux_canary" for r in records)
+    assert all(fields_of(r)["component"] == "flux_canary" for r in records)
     # Cancelled: the loop is gone, so it is not down any more.
     assert supervisor.down() == []
 
@@ -218,7 +219,7 @@ async def test_secrets_are_redacted_from_the_logged_traceback(
     )
     await wait_until(lambda: len(sleep.delays) >= 2, "two failures")
     await cancel(task)
-    texts = [str(r.ttft_fields) + r.getMessage() for r in caplog.records]
+    texts = [str(fields_of(r)) + r.getMessage() for r in caplog.records]
     assert any("Bearer <secret>" in t for t in texts)
     assert not any("SENTINEL" in t for t in texts)
 

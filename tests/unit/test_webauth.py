@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 from tests.conftest import make_config, make_state, served
-from ttft_exporter import webauth
 from ttft_exporter.webauth import BasicAuth
 from ttft_exporter.webconfig import load_web_config
 
@@ -89,7 +88,7 @@ async def test_bcrypt_runs_off_the_loop_and_successes_are_cached(
         threads.append(threading.get_ident())
         return real(password, hashed)
 
-    monkeypatch.setattr(webauth.bcrypt, "checkpw", spy)
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
     auth = BasicAuth({"alice": ALICE_HASH})
 
     assert await auth.check(basic("alice", "correct horse"))

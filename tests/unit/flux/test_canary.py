@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from tests.unit.flux.conftest import FluxFactory, WatchFactory, flux_config
 
@@ -168,7 +169,7 @@ async def test_query_check(make_flux_sim: FluxFactory, watch: WatchFactory) -> N
 
 async def test_flux_token_sentinel_never_shown(
     make_flux_sim: FluxFactory,
-    aiohttp_client,
+    aiohttp_client: AiohttpClient,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import make_state
 from tests.unit.flux.conftest import FluxFactory
@@ -39,7 +40,7 @@ async def wait_metric(client: TestClient, name: str, value: float, **labels: str
 
 
 async def test_flux_only_config_served_and_reloaded(
-    make_flux_sim: FluxFactory, aiohttp_client, tmp_path: Path
+    make_flux_sim: FluxFactory, aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
     flux = await make_flux_sim()
     path = tmp_path / "ttft.yml"
@@ -81,7 +82,7 @@ async def test_flux_only_config_served_and_reloaded(
 
 
 async def test_bad_flux_reload_keeps_running_monitor(
-    make_flux_sim: FluxFactory, aiohttp_client, tmp_path: Path
+    make_flux_sim: FluxFactory, aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
     flux = await make_flux_sim()
     path = tmp_path / "ttft.yml"

@@ -70,7 +70,7 @@ async def test_reasoning_before_answer(make_llm_sim: SimFactory) -> None:
 @pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
 async def test_both_reasoning_field_names(make_llm_sim: SimFactory, field: str) -> None:
     sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.05, itl=0.01, tokens=2, reasoning_tokens=3, reasoning_field=field)  # type: ignore[arg-type]
+        m=ModelBehaviour(ttft=0.05, itl=0.01, tokens=2, reasoning_tokens=3, reasoning_field=field)
     )
     result = await probe_once(make_target(url=f"{sim.url}/v1"))
     assert result.success and within(result.time_to_first_token, 0.05)
@@ -132,7 +132,7 @@ async def test_stops_at_done_when_server_keeps_connection_open(make_llm_sim: Sim
     ids=["no-space-tgi-style", "crlf", "split-writes-multibyte"],
 )
 async def test_framing_variants(make_llm_sim: SimFactory, framing: dict[str, object]) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.05, itl=0.01, tokens=6, **framing))  # type: ignore[arg-type]
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.05, itl=0.01, tokens=6, **framing))
     result = await probe_once(make_target(url=f"{sim.url}/v1"))
     assert result.success, result.detail
     assert result.output_tokens == 6 and result.token_chunks == 6
@@ -154,12 +154,12 @@ async def test_cache_bust_nonce_differs_per_probe(make_llm_sim: SimFactory) -> N
     target = make_target(url=f"{sim.url}/v1", prompt="same")
     await probe_once(target)
     await probe_once(target)
-    contents = [r.body["messages"][0]["content"] for r in sim.state.requests]  # type: ignore[index]
+    contents = [r.body["messages"][0]["content"] for r in sim.state.requests]
     assert contents[0] != contents[1]
     assert all(c.startswith("[probe ") and c.endswith(" same") for c in contents)
     plain = make_target(url=f"{sim.url}/v1", prompt="same", cache_bust=False)
     await probe_once(plain)
-    assert sim.state.requests[-1].body["messages"][0]["content"] == "same"  # type: ignore[index]
+    assert sim.state.requests[-1].body["messages"][0]["content"] == "same"
 
 
 async def test_expect_matches_answer(make_llm_sim: SimFactory) -> None:
@@ -650,7 +650,7 @@ async def test_truncated_stream_is_a_failure(
     finish: str,
     detail: str,
 ) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, usage="always", **knobs))  # type: ignore[arg-type]
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, usage="always", **knobs))
     result = await probe_once(make_target(url=f"{sim.url}/v1", protocol=protocol, max_tokens=64))
     assert result.reason is FailureReason.TRUNCATED, result.detail
     assert detail in result.detail
