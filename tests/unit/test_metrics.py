@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import make_config
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.metrics import DEFAULT_BUCKETS, PROBE_METRICS, Kind, MetricStore, record_result
+from ttft_exporter.metrics import (
+    DEFAULT_BUCKETS,
+    OPTIONAL_HISTOGRAMS,
+    PROBE_METRICS,
+    Kind,
+    MetricStore,
+    record_result,
+)
 from ttft_exporter.probes.base import FINISH_REASONS, GapHistogram, ProbeResult
 
 LABELS = {"target": "a", "model": "m", "protocol": "openai-chat", "env": 'we"ird\\\n'}
+INTER_CHUNK = "ttft_probe_inter_chunk_latency_seconds"
+TTFOT = "ttft_probe_time_to_first_output_token_seconds"
+
+
+def configured(*targets: dict[str, Any], **top: Any) -> MetricStore:
+    """A store laid out by a real config, as the server does it (apply_config)."""
+    config = make_config(*({"url": "http://127.0.0.1:9/v1", **t} for t in targets), **top)
+    store = MetricStore()
+    store.apply_config(config)
+    return store
+
+
+def with_inter_chunk() -> MetricStore:
+    """A store whose target `a` exports the (optional) inter-chunk histogram."""
+    return configured({"name": "a", "histograms": {"inter_chunk_latency": True}})
 
 
 def gap_histogram(gaps: tuple[float, ...], bounds: tuple[float, ...] | None = None) -> GapHistogram:
@@ -71,12 +95,12 @@ def test_closed_enums_and_counters_exist_at_zero() -> None:
 
 
 def test_record_success() -> None:
-    store = MetricStore()
+    store = with_inter_chunk()
     record_result(store.ensure("a", LABELS), success(), timeout=5.0)
     assert sample(store, "ttft_probe_requests_total", outcome="success") == 1.0
     assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 1.0
     assert sample(store, "ttft_probe_time_to_first_token_seconds_sum") == 0.3
-    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.25") == 0.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.2") == 0.0
     assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.3") == 1.0
     assert sample(store, "ttft_probe_inter_chunk_latency_seconds_count") == 19.0
     assert sample(store, "ttft_probe_output_tokens_total", usage_source="usage") == 40.0
@@ -187,7 +211,7 @@ def test_failure_with_an_ended_stream_counts_its_finish_reason() -> None:
 def test_gap_histogram_merges_in_one_step_with_the_same_bounds() -> None:
     # 1.6 M gaps (a 200 MB response) reach the store as one merge, not 1.6 M
     # observations on the event loop.
-    store = MetricStore()
+    store = with_inter_chunk()
     series = store.ensure("a", LABELS)
     hist = gap_histogram((0.02, 0.0025, 7.0))
     hist.counts = [c * 1_000_000 for c in hist.counts]
@@ -199,7 +223,7 @@ def test_gap_histogram_merges_in_one_step_with_the_same_bounds() -> None:
     assert sample(store, f"{name}_count") == 3_000_000
     assert sample(store, f"{name}_bucket", le="0.0025") == 1_000_000
     assert sample(store, f"{name}_bucket", le="0.02") == 2_000_000
-    assert sample(store, f"{name}_bucket", le="5.0") == 2_000_000
+    assert sample(store, f"{name}_bucket", le="1.0") == 2_000_000
     assert sample(store, f"{name}_bucket", le="+Inf") == 3_000_000
     assert sample(store, f"{name}_sum") == pytest.approx(7.0225e6)
 
@@ -207,7 +231,7 @@ def test_gap_histogram_merges_in_one_step_with_the_same_bounds() -> None:
 def test_gap_histogram_with_other_bounds_never_lands_below_its_bucket() -> None:
     # A probe that straddled a bucket change: each bucket moves to the first bucket of
     # the store whose bound is not below its own; count and sum stay exact.
-    store = MetricStore()
+    store = with_inter_chunk()
     series = store.ensure("a", LABELS)
     hist = gap_histogram((0.003, 0.012, 9.0), bounds=(0.004, 0.012))
     record_result(series, success(inter_chunk_gaps=hist), timeout=5.0)
@@ -216,8 +240,9 @@ def test_gap_histogram_with_other_bounds_never_lands_below_its_bucket() -> None:
     assert sample(store, f"{name}_sum") == pytest.approx(9.015)
     assert sample(store, f"{name}_bucket", le="0.0025") == 0  # 0.003 never counted <= 2.5 ms
     assert sample(store, f"{name}_bucket", le="0.005") == 1  # its bucket (<= 4 ms) fits here
-    assert sample(store, f"{name}_bucket", le="0.015") == 2
-    assert sample(store, f"{name}_bucket", le="5.0") == 2
+    assert sample(store, f"{name}_bucket", le="0.01") == 1  # 12 ms is not <= 10 ms
+    assert sample(store, f"{name}_bucket", le="0.02") == 2
+    assert sample(store, f"{name}_bucket", le="1.0") == 2
     assert sample(store, f"{name}_bucket", le="+Inf") == 3
 
 
@@ -235,7 +260,7 @@ def test_boundary_value_lands_in_its_bucket() -> None:
     store = MetricStore()
     series = store.ensure("a", LABELS)
     series.observe("ttft_probe_time_to_first_token_seconds", 0.8)
-    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.75") == 0.0
+    assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.5") == 0.0
     assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="0.8") == 1.0
     assert sample(store, "ttft_probe_time_to_first_token_seconds_bucket", le="+Inf") == 1.0
 
