@@ -166,6 +166,28 @@ async def test_metrics_openmetrics(make_llm_sim: SimFactory, aiohttp_client: Aio
     assert families[TTFT].type == "histogram"
 
 
+async def test_ttfot_histogram_appears_only_for_a_target_that_streams_reasoning(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    # Issue #9: TTFOT is `auto` by default. Real probes of the simulator: `thinker`
+    # streams reasoning before its answer, `plain` does not, so only `thinker` exports
+    # the TTFOT histogram (and only it pays its series).
+    sim = await make_llm_sim(
+        m=FAST, r=ModelBehaviour(ttft=0.0, itl=0.0, tokens=2, reasoning_tokens=2)
+    )
+    config = make_config(chat_target(sim, "plain"), chat_target(sim, "thinker", model="r"))
+    client, state = await start(aiohttp_client, config)
+    await wait_probed(state, "plain")
+    await wait_probed(state, "thinker")
+
+    text = await get_text(client, "/metrics")
+
+    ttfot = "ttft_probe_time_to_first_output_token_seconds"
+    assert sample(text, f"{ttfot}_count", target="thinker") >= 1.0
+    assert [line for line in target_lines(text, "plain") if line.startswith(ttfot)] == []
+    assert len(target_lines(text, "thinker")) > len(target_lines(text, "plain"))
+
+
 @pytest.mark.parametrize(
     ("accept_encoding", "content_encoding"),
     [("gzip", "gzip"), ("identity", None)],
