@@ -273,7 +273,12 @@ async def handle_probe(request: web.Request) -> web.Response:
         )
     deadline = _deadline(request, target, state.timeout_offset)
     store = MetricStore()
-    store.apply_config(state.holder.config)
+    # The target's own layout, as the background store has it (same boundaries, so the
+    # ad-hoc result reads like the scheduled ones): no need to lay out every target.
+    config = state.holder.config
+    store.configure(
+        config.bucket_overrides(), config.thresholds(), {name: state.store.layout(name)}
+    )
     try:
         record = await _run_adhoc(state, target, deadline, store)
     except ProbeRejected as exc:

@@ -462,18 +462,6 @@ def test_histograms_switched_off_ignore_observations() -> None:
     assert sample(store, "ttft_probe_time_to_first_token_seconds_count") == 1.0
 
 
-def test_histograms_in_defaults_merge_key_by_key() -> None:
-    config = make_config(
-        {"name": "a", "url": "http://127.0.0.1:9/v1", "histograms": {"time_to_first_byte": False}},
-        {"name": "b", "url": "http://127.0.0.1:9/v1"},
-        defaults={"histograms": {"time_to_first_byte": True, "inter_chunk_latency": True}},
-    )
-    a, b = config.targets
-    assert (a.histograms.time_to_first_byte, a.histograms.inter_chunk_latency) == (False, True)
-    assert (b.histograms.time_to_first_byte, b.histograms.inter_chunk_latency) == (True, True)
-    assert a.histograms.time_to_first_output_token == "auto"
-
-
 def test_ttfot_auto_turns_on_after_a_reasoning_probe_and_stays_on() -> None:
     store = configured({"name": "a"})
     probed_once(store)  # an answer without reasoning: TTFOT would equal TTFT
