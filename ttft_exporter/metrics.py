@@ -644,8 +644,8 @@ def _labelstr(pairs: Iterable[tuple[str, str]]) -> str:
 class SeriesSet:
     """Every series of one target. Values are keyed by metric name, then by the
     values of the metric's own labels. `buckets` are the target's boundaries by bucket
-    set; `histograms` the switch of each optional histogram (default: the defaults of
-    the `histograms:` config)."""
+    set; `histograms` the switches of optional histograms by metric name (a histogram
+    not named keeps the default of the `histograms:` config)."""
 
     def __init__(
         self,
@@ -654,9 +654,8 @@ class SeriesSet:
         histograms: Mapping[str, HistogramSwitch] | None = None,
     ) -> None:
         self.labels = dict(labels)
-        self.layout = SeriesLayout(
-            dict(buckets), dict(_DEFAULT_SWITCHES if histograms is None else histograms)
-        )
+        # A switch not given keeps its default.
+        self.layout = SeriesLayout(dict(buckets), {**_DEFAULT_SWITCHES, **(histograms or {})})
         # `auto` histograms turned on by a probe that streamed reasoning; kept while
         # this set lives, also across a reload that leaves the switch at `auto`.
         self._auto_on: set[str] = set()
@@ -711,7 +710,7 @@ class SeriesSet:
         histogram whose boundaries stay keep their values; a histogram with other
         boundaries restarts from zero (its `le` series cannot be continued), one
         switched off goes. Returns whether a histogram holding observations restarted."""
-        self.layout = SeriesLayout(dict(layout.buckets), dict(layout.histograms))
+        self.layout = SeriesLayout(dict(layout.buckets), {**_DEFAULT_SWITCHES, **layout.histograms})
         self._off = self._disabled()
         restarted = False
         for spec in PROBE_METRICS:

@@ -17,8 +17,8 @@ slos:
 
 Every threshold becomes a histogram bucket boundary of the targets it applies to
 (`SLOsConfig.target_thresholds()`), so each latency SLI is an exact bucket ratio
-instead of an interpolation. Which rules
-come out of this section is the business of `ttft_exporter.rules`.
+instead of an interpolation. Which rules come out of this section is the business of
+`ttft_exporter.rules`.
 """
 
 from __future__ import annotations

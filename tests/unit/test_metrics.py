@@ -188,7 +188,7 @@ def test_single_token_success_has_no_rate() -> None:
 
 
 def test_burst_feeds_no_decode_figure() -> None:
-    store = MetricStore()
+    store = with_inter_chunk()
     series = store.ensure("a", LABELS)
     record_result(series, success(), timeout=5.0)
     burst = success(burst=True, time_per_output_token=None, inter_chunk_gaps=None, duration=0.3)
