@@ -1,11 +1,11 @@
 """Benchmark 4: /metrics render time with 100 targets.
 
 Builds an ExporterState with 100 configured targets (three static labels each, the
-default histograms: 77 series per target) whose series hold realistic data
+default histograms: 79 series per target) whose series hold realistic data
 (record_result of 50 successful 40-token probes with 19 inter-chunk gaps each, and
 three failures of different reasons), then times:
 - `MetricStore.render()` (classic text) and `render(openmetrics=True)`, and the classic
-  render with every optional histogram on (`histograms:` all true, 141 per target);
+  render with every optional histogram on (`histograms:` all true, 143 per target);
 - the `handle_metrics` handler called directly (exporter registry + store + encode);
 - the whole `/metrics` request over a real TCP connection to an AppRunner/TCPSite
   serving `handle_metrics` (client time to read the full body included), classic,
