@@ -1,9 +1,11 @@
 """Benchmark 4: /metrics render time with 100 targets.
 
-Builds an ExporterState with 100 configured targets (three static labels each) whose
-series hold realistic data (record_result of 50 successful 40-token probes with 19
-inter-chunk gaps each, and three failures of different reasons), then times:
-- `MetricStore.render()` (classic text) and `render(openmetrics=True)`;
+Builds an ExporterState with 100 configured targets (three static labels each, the
+default histograms: 79 series per target) whose series hold realistic data
+(record_result of 50 successful 40-token probes with 19 inter-chunk gaps each, and
+three failures of different reasons), then times:
+- `MetricStore.render()` (classic text) and `render(openmetrics=True)`, and the classic
+  render with every optional histogram on (`histograms:` all true, 143 per target);
 - the `handle_metrics` handler called directly (exporter registry + store + encode);
 - the whole `/metrics` request over a real TCP connection to an AppRunner/TCPSite
   serving `handle_metrics` (client time to read the full body included), classic,
@@ -29,7 +31,7 @@ from benchmarks.common import bench_main, build_config, log, pct
 from ttft_exporter.config import ConfigHolder
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import target_labels
-from ttft_exporter.metrics import record_result
+from ttft_exporter.metrics import OPTIONAL_HISTOGRAMS, record_result
 from ttft_exporter.probes.base import GapHistogram, ProbeResult
 from ttft_exporter.server import EXPORTER, ExporterState, handle_metrics
 
@@ -71,8 +73,10 @@ def _success(rng: random.Random) -> ProbeResult:
     )
 
 
-def build_state(targets: int = TARGETS) -> ExporterState:
-    """An exporter state with `targets` targets, each with realistic recorded data."""
+def build_state(targets: int = TARGETS, histograms: dict[str, bool] | None = None) -> ExporterState:
+    """An exporter state with `targets` targets, each with realistic recorded data
+    (and the given `histograms:` switches, default: the defaults)."""
+    switches = {"histograms": histograms} if histograms is not None else {}
     config = build_config(
         [
             {
@@ -80,6 +84,7 @@ def build_state(targets: int = TARGETS) -> ExporterState:
                 "url": f"http://llm-{i:03d}.inference.svc.cluster.local:8000/v1",
                 "model": f"org/model-{i % 7}-instruct",
                 "labels": {"env": "prod", "region": f"region-{i % 4}", "team": "serving"},
+                **switches,
             }
             for i in range(targets)
         ]
@@ -162,6 +167,13 @@ async def main_async(quick: bool) -> dict[str, Any]:
         _time_sync(runs, lambda: store.render(openmetrics=True), touch)
     )
     out["render_classic_cached"] = _stats(_time_sync(runs, store.render))
+    every = build_state(histograms=dict.fromkeys(OPTIONAL_HISTOGRAMS, True))
+
+    def touch_every() -> None:
+        _touch_all(every, rng)
+
+    out["render_classic_all_histograms"] = _stats(_time_sync(runs, every.store.render, touch_every))
+    out["store_lines_all_histograms"] = every.store.render().count("\n")
 
     app = web.Application()
     app[EXPORTER] = state
@@ -209,11 +221,13 @@ async def main_async(quick: bool) -> dict[str, Any]:
         "render_classic",
         "render_openmetrics",
         "render_classic_cached",
+        "render_classic_all_histograms",
         "handler_direct",
         *variants,
     ):
-        log(f"render {key:20} p50 {out[key]['p50_ms']:7.2f} ms  p99 {out[key]['p99_ms']:7.2f} ms")
+        log(f"render {key:29} p50 {out[key]['p50_ms']:7.2f} ms  p99 {out[key]['p99_ms']:7.2f} ms")
     log(f"render body sizes {sizes}, {out['store_lines']} lines from the store")
+    log(f"render {out['store_lines_all_histograms']} lines with every histogram on")
     return out
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "Config",
     "ConfigHolder",
     "HeaderValue",
+    "HistogramsConfig",
     "OpenAIChatTarget",
     "OpenAICompletionsTarget",
     "TLSConfig",
@@ -283,6 +284,29 @@ class ChatMessage(StrictModel):
     content: str
 
 
+class HistogramsConfig(StrictModel):
+    """The optional histograms of a target. Each costs the bucket count + 3 series per
+    target, so only the histograms the alert rules read are on by default (TTFT,
+    duration and TPOT are always on)."""
+
+    time_to_first_byte: bool = Field(
+        False, description="ttft_probe_time_to_first_byte_seconds (response headers)."
+    )
+    time_to_first_chunk: bool = Field(
+        False, description="ttft_probe_time_to_first_chunk_seconds (first data event)."
+    )
+    time_to_first_output_token: bool | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "ttft_probe_time_to_first_output_token_seconds; auto: off until a probe of "
+            "the target streams reasoning text, then on for as long as the series live."
+        ),
+    )
+    inter_chunk_latency: bool = Field(
+        False, description="ttft_probe_inter_chunk_latency_seconds (every gap)."
+    )
+
+
 # Fields a `defaults:` block may set for every target; values in a target win.
 _DEFAULTABLE = (
     "interval",
@@ -299,7 +323,10 @@ _DEFAULTABLE = (
     "api_key_file",
     "max_response_bytes",
     "on_suspect",
+    "histograms",
 )
+# Defaults merged key by key into a target's own mapping (the target's keys win).
+_MERGED = ("headers", "labels", "histograms")
 
 
 class TargetDefaults(StrictModel):
@@ -319,6 +346,7 @@ class TargetDefaults(StrictModel):
     api_key_file: ConfigPath | None = None
     max_response_bytes: int | None = Field(None, ge=1024, le=1 << 30)
     on_suspect: Literal["record", "drop"] | None = None
+    histograms: HistogramsConfig | None = None
 
 
 class _TargetBase(StrictModel):
@@ -394,6 +422,10 @@ class _TargetBase(StrictModel):
             "record them (default) or drop them from the latency histograms; it is "
             "counted either way."
         ),
+    )
+    histograms: HistogramsConfig = Field(
+        default_factory=HistogramsConfig,
+        description="Optional histograms of this target (series count per target).",
     )
 
     _api_key: SecretStr | None = PrivateAttr(None)
@@ -614,9 +646,7 @@ class Config(StrictModel):
                 if key not in out:
                     out[key] = value
                 elif (
-                    key in ("headers", "labels")
-                    and isinstance(out[key], Mapping)
-                    and isinstance(value, Mapping)
+                    key in _MERGED and isinstance(out[key], Mapping) and isinstance(value, Mapping)
                 ):
                     out[key] = {**value, **out[key]}
             merged.append(out)
@@ -633,6 +663,12 @@ class Config(StrictModel):
     def thresholds(self) -> dict[str, list[float]]:
         """Latency thresholds named anywhere in the config, by bucket set."""
         return self.slos.thresholds()
+
+    def target_thresholds(self, target: TargetConfig) -> dict[str, list[float]]:
+        """The latency thresholds that apply to one target, by bucket set (the first
+        `slos.targets` entry selecting it wins, as in the rules)."""
+        labels = {"model": target.model, "protocol": target.protocol, **target.labels}
+        return self.slos.target_thresholds(target.name, labels)
 
     def target(self, name: str) -> TargetConfig | None:
         """The configured target of that name, if any."""

@@ -213,7 +213,7 @@ class ProbeExecutor:
                 target,
                 session,
                 timeout if budget is None else budget,
-                store.buckets["inter_token"],
+                store.layout(target.name).buckets["inter_token"],
             )
         finally:
             self._metrics.in_flight.dec()

@@ -16,6 +16,7 @@ import platform
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from ttft_exporter import __version__
 from ttft_exporter.cgroup import CPUThrottling
+from ttft_exporter.config import HistogramsConfig
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.probes.base import (
     DEFAULT_INTER_TOKEN_BUCKETS,
@@ -41,18 +43,24 @@ from ttft_exporter.probes.base import (
     ProbeResult,
 )
 
+if TYPE_CHECKING:
+    from ttft_exporter.config import Config
+
 __all__ = [
     "BACKGROUND_COMPONENTS",
     "DEFAULT_BUCKETS",
     "EXPORTER_METRICS",
     "FLUX_METRICS",
+    "OPTIONAL_HISTOGRAMS",
     "PROBE_METRICS",
     "SUSPECT_CAUSES",
     "ExporterMetrics",
     "Kind",
     "MetricSpec",
     "MetricStore",
+    "SeriesLayout",
     "SeriesSet",
+    "histogram_switches",
     "record_result",
 ]
 
@@ -80,19 +88,22 @@ class MetricSpec:
     otel_name: str | None = None
 
 
-# Default bucket boundaries (seconds), chosen for LLM serving:
-# - latency: TTFT-like values from 25 ms (a warm local model) to 60 s (a cold start or a
-#   queue), dense between 100 ms and 1 s where interactive SLOs sit (0.8 is the
-#   default TTFT threshold of the alert rules);
-# - duration: whole generations of up to a few thousand tokens, 100 ms to 5 min;
-# - inter_token: decode gaps, 1 ms (speculative decoding, coalesced chunks) to 5 s
-#   (a stall). Thresholds named in the config are added to these boundaries.
+# Default bucket boundaries (seconds), chosen for LLM serving and few enough that a
+# target exports at most 80 series by default (issue #9; the README has the count):
+# - latency (14): TTFT-like values from 5 ms (a sidecar beside a local model sees 5-15
+#   ms) to 30 s (a cold start or a queue; the default probe timeout is 10 s), at most
+#   1.7x apart between 100 ms and 1 s where interactive SLOs sit; 0.8 is the default
+#   TTFT threshold of the alert rules and 0.5, 1 and 2 common ones, so these cost no
+#   extra boundary;
+# - duration (7): whole generations, 250 ms to 30 s (a 64-token answer at 10 to 300
+#   tokens/s); longer ones count in +Inf;
+# - inter_token (10): TPOT and decode gaps, see probes.base.
+# The SLO thresholds that apply to a target are added to its own boundaries.
 # fmt: off
 DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
-    "latency": (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.75, 0.8,
-                1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0),
-    "duration": (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
-                 45.0, 60.0, 90.0, 120.0, 180.0, 300.0),
+    "latency": (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 2.0, 5.0, 10.0,
+                30.0),
+    "duration": (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     # Defined beside the probe timeline, which buckets gaps as they arrive.
     "inter_token": DEFAULT_INTER_TOKEN_BUCKETS,
     # Flux: state-update lag (two hosts' wall clocks) and canary round trips.
@@ -522,6 +533,46 @@ FLUX_METRICS: tuple[MetricSpec, ...] = (
 
 _SPECS = {spec.name: spec for spec in PROBE_METRICS}
 
+HistogramSwitch = bool | Literal["auto"]
+
+# The histograms a target switches on or off (its `histograms:`), by config key; every
+# other family is always exported. The alert rules read none of them but TTFOT, whose
+# recording rules simply yield nothing for a target without it.
+OPTIONAL_HISTOGRAMS: dict[str, str] = {
+    "time_to_first_byte": "ttft_probe_time_to_first_byte_seconds",
+    "time_to_first_chunk": "ttft_probe_time_to_first_chunk_seconds",
+    "time_to_first_output_token": "ttft_probe_time_to_first_output_token_seconds",
+    "inter_chunk_latency": "ttft_probe_inter_chunk_latency_seconds",
+}
+
+
+def histogram_switches(config: HistogramsConfig) -> dict[str, HistogramSwitch]:
+    """The switch of every optional histogram, by metric name."""
+    return {name: getattr(config, key) for key, name in OPTIONAL_HISTOGRAMS.items()}
+
+
+_DEFAULT_SWITCHES = histogram_switches(HistogramsConfig())
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesLayout:
+    """The shape of a target's histograms: boundaries by bucket set (defaults or
+    overrides plus the SLO thresholds that apply to the target) and the switch of every
+    optional histogram by metric name."""
+
+    buckets: Mapping[str, tuple[float, ...]]
+    histograms: Mapping[str, HistogramSwitch]
+
+
+def _merge_buckets(
+    base: Mapping[str, Sequence[float]], *extra: Mapping[str, Sequence[float]] | None
+) -> dict[str, tuple[float, ...]]:
+    merged = {name: tuple(sorted(set(map(float, values)))) for name, values in base.items()}
+    for more in extra:
+        for name, values in (more or {}).items():
+            merged[name] = tuple(sorted({*merged.get(name, ()), *map(float, values)}))
+    return merged
+
 
 class _Histogram:
     __slots__ = ("bounds", "count", "counts", "sum")
@@ -559,6 +610,20 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+@functools.cache
+def _family_header(spec: MetricSpec, openmetrics: bool) -> str:
+    """`# HELP` and `# TYPE` of a family. HELP is escaped per format, as
+    prometheus_client does: backslash and line feed in the classic text format, double
+    quotes too in OpenMetrics (where HELP is an escaped string)."""
+    family = spec.name
+    help_text = spec.help.replace("\\", "\\\\").replace("\n", "\\n")
+    if openmetrics:
+        help_text = help_text.replace('"', '\\"')
+        if spec.kind is Kind.COUNTER:
+            family = family.removesuffix("_total")
+    return f"# HELP {family} {help_text}\n# TYPE {family} {spec.kind.value}\n"
+
+
 def _float(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
@@ -578,11 +643,23 @@ def _labelstr(pairs: Iterable[tuple[str, str]]) -> str:
 
 class SeriesSet:
     """Every series of one target. Values are keyed by metric name, then by the
-    values of the metric's own labels."""
+    values of the metric's own labels. `buckets` are the target's boundaries by bucket
+    set; `histograms` the switches of optional histograms by metric name (a histogram
+    not named keeps the default of the `histograms:` config)."""
 
-    def __init__(self, labels: Mapping[str, str], buckets: Mapping[str, tuple[float, ...]]) -> None:
+    def __init__(
+        self,
+        labels: Mapping[str, str],
+        buckets: Mapping[str, tuple[float, ...]],
+        histograms: Mapping[str, HistogramSwitch] | None = None,
+    ) -> None:
         self.labels = dict(labels)
-        self._buckets = buckets
+        # A switch not given keeps its default.
+        self.layout = SeriesLayout(dict(buckets), {**_DEFAULT_SWITCHES, **(histograms or {})})
+        # `auto` histograms turned on by a probe that streamed reasoning; kept while
+        # this set lives, also across a reload that leaves the switch at `auto`.
+        self._auto_on: set[str] = set()
+        self._off = self._disabled()
         self._base = _labelstr(self.labels.items())
         self.values: dict[str, dict[tuple[str, ...], float | _Histogram | None]] = {}
         self._prefix: dict[tuple[str, tuple[str, ...]], str] = {}
@@ -594,15 +671,60 @@ class SeriesSet:
             children = self.values.setdefault(spec.name, {})
             for child in spec.children:
                 children[child] = self._new(spec)
-            if not spec.labels and spec.kind is not Kind.GAUGE:
+            if not spec.labels and spec.kind is not Kind.GAUGE and spec.name not in self._off:
                 # Histograms and counters exist at 0 from the start, so rate() and
                 # SLO ratios work before the first observation.
                 children[()] = self._new(spec)
 
+    def _disabled(self) -> frozenset[str]:
+        return frozenset(
+            name
+            for name, switch in self.layout.histograms.items()
+            if switch is False or (switch == "auto" and name not in self._auto_on)
+        )
+
+    def _bounds(self, spec: MetricSpec) -> tuple[float, ...]:
+        return self.layout.buckets[spec.buckets or _LAT]
+
     def _new(self, spec: MetricSpec) -> float | _Histogram | None:
         if spec.kind is Kind.HISTOGRAM:
-            return _Histogram(self._buckets[spec.buckets or _LAT])
+            return _Histogram(self._bounds(spec))
         return 0.0 if spec.kind is Kind.COUNTER else None
+
+    def exports(self, name: str) -> bool:
+        """Whether a family is exported now (optional histograms may be off)."""
+        return name not in self._off
+
+    def saw_reasoning(self) -> None:
+        """A probe streamed reasoning text: every `auto` histogram turns on, at 0, and
+        stays on."""
+        for name, switch in self.layout.histograms.items():
+            if switch == "auto" and name not in self._auto_on:
+                self._auto_on.add(name)
+                self.values[name][()] = self._new(_SPECS[name])
+                self.version += 1
+        self._off = self._disabled()
+
+    def relayout(self, layout: SeriesLayout) -> bool:
+        """Take new boundaries and switches in place: counters, gauges and every
+        histogram whose boundaries stay keep their values; a histogram with other
+        boundaries restarts from zero (its `le` series cannot be continued), one
+        switched off goes. Returns whether a histogram holding observations restarted."""
+        self.layout = SeriesLayout(dict(layout.buckets), {**_DEFAULT_SWITCHES, **layout.histograms})
+        self._off = self._disabled()
+        restarted = False
+        for spec in PROBE_METRICS:
+            if spec.kind is not Kind.HISTOGRAM:
+                continue
+            children = self.values[spec.name]
+            current = children.get(())
+            if spec.name in self._off:
+                children.clear()
+            elif not isinstance(current, _Histogram) or current.bounds != self._bounds(spec):
+                restarted |= isinstance(current, _Histogram) and current.count > 0
+                children[()] = self._new(spec)
+        self.version += 1
+        return restarted
 
     def inc(self, name: str, amount: float = 1.0, child: tuple[str, ...] = ()) -> None:
         """Add to a counter."""
@@ -616,20 +738,25 @@ class SeriesSet:
         self.version += 1
 
     def observe(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
-        """Observe into a histogram."""
+        """Observe into a histogram (nothing if the histogram is switched off)."""
+        if name in self._off:
+            return
         children = self.values[name]
         hist = children.get(child)
         if not isinstance(hist, _Histogram):
-            hist = children[child] = _Histogram(self._buckets[_SPECS[name].buckets or _LAT])
+            hist = children[child] = _Histogram(self._bounds(_SPECS[name]))
         hist.observe(value)
         self.version += 1
 
     def merge(self, name: str, hist: GapHistogram, child: tuple[str, ...] = ()) -> None:
-        """Add a per-probe histogram into a histogram, in one step."""
+        """Add a per-probe histogram into a histogram, in one step (nothing if the
+        histogram is switched off)."""
+        if name in self._off:
+            return
         children = self.values[name]
         target = children.get(child)
         if not isinstance(target, _Histogram):
-            target = children[child] = _Histogram(self._buckets[_SPECS[name].buckets or _LAT])
+            target = children[child] = _Histogram(self._bounds(_SPECS[name]))
         target.merge(hist)
         self.version += 1
 
@@ -688,33 +815,56 @@ class MetricStore:
 
     def __init__(self, buckets: Mapping[str, Sequence[float]] | None = None) -> None:
         self.targets: dict[str, SeriesSet] = {}
-        self.buckets: dict[str, tuple[float, ...]] = {
-            k: tuple(sorted(set(v))) for k, v in {**DEFAULT_BUCKETS, **(buckets or {})}.items()
-        }
+        # The shared boundaries: defaults, overrides and every threshold of the
+        # config. Flux uses them, and so does a target without a layout of its own.
+        self.buckets = _merge_buckets({**DEFAULT_BUCKETS, **(buckets or {})})
+        self._layouts: dict[str, SeriesLayout] = {}
+
+    def layout(self, name: str) -> SeriesLayout:
+        """The histogram layout of a target."""
+        found = self._layouts.get(name)
+        return found if found is not None else SeriesLayout(self.buckets, _DEFAULT_SWITCHES)
 
     def configure(
         self,
         overrides: Mapping[str, Sequence[float]],
         thresholds: Mapping[str, Sequence[float]] | None = None,
-    ) -> bool:
-        """Use new bucket boundaries: defaults replaced by `overrides`, plus every
-        threshold (so an SLI is an exact bucket ratio). Series of other boundaries
-        cannot be kept, so a change drops every series; returns whether it did."""
-        merged = {k: tuple(sorted(set(v))) for k, v in {**DEFAULT_BUCKETS, **overrides}.items()}
-        for name, values in (thresholds or {}).items():
-            merged[name] = tuple(sorted({*merged.get(name, ()), *map(float, values)}))
-        if merged == self.buckets:
-            return False
-        self.buckets = merged
-        self.targets.clear()
-        return True
+        layouts: Mapping[str, SeriesLayout] | None = None,
+    ) -> list[str]:
+        """Use new boundaries: the defaults replaced by `overrides`, plus `thresholds`
+        for the shared ones; `layouts` give configured targets their own. Existing
+        series take their new layout in place (see SeriesSet.relayout). Returns the
+        targets whose histograms restarted from zero because their boundaries moved."""
+        self.buckets = _merge_buckets({**DEFAULT_BUCKETS, **overrides}, thresholds)
+        self._layouts = dict(layouts or {})
+        restarted = []
+        for name, series in self.targets.items():
+            layout = self.layout(name)
+            if series.layout != layout and series.relayout(layout):
+                restarted.append(name)
+        return restarted
+
+    def apply_config(self, config: Config) -> list[str]:
+        """configure() from a config: each target gets the boundaries of its bucket
+        sets plus only the SLO thresholds that apply to it, and its `histograms:`."""
+        overrides = config.bucket_overrides()
+        base = {**DEFAULT_BUCKETS, **overrides}
+        layouts = {
+            target.name: SeriesLayout(
+                _merge_buckets(base, config.target_thresholds(target)),
+                histogram_switches(target.histograms),
+            )
+            for target in config.targets
+        }
+        return self.configure(overrides, config.thresholds(), layouts)
 
     def ensure(self, name: str, labels: Mapping[str, str]) -> SeriesSet:
         """The series of a target, created (every closed-enum child at 0) if new or if
         its labels changed."""
         series = self.targets.get(name)
         if series is None or series.labels != dict(labels):
-            series = self.targets[name] = SeriesSet(labels, self.buckets)
+            layout = self.layout(name)
+            series = self.targets[name] = SeriesSet(labels, layout.buckets, layout.histograms)
         return series
 
     def remove(self, name: str) -> None:
@@ -726,10 +876,7 @@ class MetricStore:
         out: list[str] = []
         series_sets = list(self.targets.values())
         for spec in PROBE_METRICS:
-            family = spec.name
-            if openmetrics and spec.kind is Kind.COUNTER:
-                family = family.removesuffix("_total")
-            out.append(f"# HELP {family} {spec.help}\n# TYPE {family} {spec.kind.value}\n")
+            out.append(_family_header(spec, openmetrics))
             for series in series_sets:
                 series.render(spec, out)
         return "".join(out)
@@ -779,6 +926,8 @@ def record_result(
     if result.input_tokens is not None:
         series.inc("ttft_probe_input_tokens_total", result.input_tokens)
     series.set("ttft_probe_last_success_timestamp_seconds", result.started_at)
+    if result.reasoning_chunks:
+        series.saw_reasoning()
     if timings:
         _record_timings(series, result)
 

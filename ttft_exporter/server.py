@@ -93,7 +93,7 @@ class ExporterState:
             adhoc_concurrency=self.adhoc_concurrency,
             lag_monitor=self.lag_monitor,
         )
-        self.store.configure(self.holder.config.bucket_overrides(), self.holder.config.thresholds())
+        self.store.apply_config(self.holder.config)
 
 
 EXPORTER: web.AppKey[ExporterState] = web.AppKey("exporter", ExporterState)
@@ -183,10 +183,14 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
             )
             return exc
         state.holder.swap(config, checksum)
-        if state.store.configure(config.bucket_overrides(), config.thresholds()):
-            log.warning("histogram buckets changed; every probe series restarts from zero")
-            if state.scheduler is not None:
-                await state.scheduler.close()
+        # Series take the new layout in place; only histograms whose boundaries moved
+        # restart (their old `le` series cannot be continued).
+        restarted = state.store.apply_config(config)
+        if restarted:
+            log.warning(
+                "histogram buckets changed; these targets' histograms restart from zero",
+                extra=fields(targets=",".join(sorted(restarted))),
+            )
         state.executor.set_concurrency(config.concurrency)
         if state.lag_monitor is not None:
             state.lag_monitor.bound = config.suspect_loop_lag
@@ -269,7 +273,12 @@ async def handle_probe(request: web.Request) -> web.Response:
         )
     deadline = _deadline(request, target, state.timeout_offset)
     store = MetricStore()
-    store.configure(state.holder.config.bucket_overrides(), state.holder.config.thresholds())
+    # The target's own layout, as the background store has it (same boundaries, so the
+    # ad-hoc result reads like the scheduled ones): no need to lay out every target.
+    config = state.holder.config
+    store.configure(
+        config.bucket_overrides(), config.thresholds(), {name: state.store.layout(name)}
+    )
     try:
         record = await _run_adhoc(state, target, deadline, store)
     except ProbeRejected as exc:

@@ -15,9 +15,10 @@ slos:
       availability: {objective: 0.995}
 ```
 
-Every threshold becomes a histogram bucket boundary (`SLOsConfig.thresholds()`), so
-each latency SLI is an exact bucket ratio instead of an interpolation. Which rules
-come out of this section is the business of `ttft_exporter.rules`.
+Every threshold becomes a histogram bucket boundary of the targets it applies to
+(`SLOsConfig.target_thresholds()`), so each latency SLI is an exact bucket ratio
+instead of an interpolation. Which rules come out of this section is the business of
+`ttft_exporter.rules`.
 """
 
 from __future__ import annotations
@@ -417,4 +418,22 @@ class SLOsConfig(_Strict):
         out = {"latency": sorted(latency), "flux_canary": sorted(canary)}
         if inter_token:
             out["inter_token"] = sorted(inter_token)
+        return out
+
+    def target_thresholds(self, name: str, labels: Mapping[str, str]) -> dict[str, list[float]]:
+        """The thresholds of one target (its `labels`: static ones, model, protocol),
+        by bucket set, by the first-match rule the rules follow: the TTFT threshold of
+        the first entry selecting it that sets `ttft` (else `ttft_threshold`), and the
+        TPOT threshold of the first one that sets `tpot`, if any. Only these become
+        boundaries of the target's histograms."""
+        latency = self.ttft_threshold
+        for entry in self.targets:
+            if entry.ttft is not None and entry.selector.matches(name, labels):
+                latency = entry.ttft.threshold or self.ttft_threshold
+                break
+        out = {"latency": [latency]}
+        for entry in self.targets:
+            if entry.tpot is not None and entry.selector.matches(name, labels):
+                out["inter_token"] = [entry.tpot.threshold]
+                break
         return out

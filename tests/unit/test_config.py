@@ -58,6 +58,11 @@ INVALID = {
     "api-key-both": ["targets[0].api_key_env: set api_key_env or api_key_file, not both"],
     "api-key-file-missing": ["targets[0].api_key_file: cannot read: No such file or directory"],
     "buckets": ["buckets.latency: boundaries must be strictly increasing"],
+    "histograms": [
+        "targets[0].histograms.time_to_first_byte: must be a valid boolean, unable to "
+        "interpret input",
+        "targets[1].histograms.time_to_first_token: unknown field",
+    ],
     "defaults-unknown": ["defaults.bogus: unknown field"],
     "yaml": ["invalid YAML: line 4 column 1: did not find expected ',' or ']'"],
     "top-level": ["the top level must be a mapping"],
@@ -501,3 +506,26 @@ def test_suspect_settings_default_merge_and_bounds() -> None:
     assert [str(p) for p in info.value.problems] == [
         "suspect_loop_lag: must be between 1ms and 10s"
     ]
+
+
+def test_histograms_in_defaults_merge_key_by_key() -> None:
+    # Issue #9: `histograms:` under defaults merge key by key, as labels do.
+    target = {"protocol": "openai-chat", "url": "http://127.0.0.1:9/v1", "model": "m"}
+    config = parse_config(
+        {
+            "defaults": {"histograms": {"time_to_first_byte": True, "inter_chunk_latency": True}},
+            "targets": [
+                {
+                    **target,
+                    "name": "a",
+                    "prompt": "hi",
+                    "histograms": {"time_to_first_byte": False},
+                },
+                {**target, "name": "b", "prompt": "hi"},
+            ],
+        }
+    )
+    a, b = config.targets
+    assert (a.histograms.time_to_first_byte, a.histograms.inter_chunk_latency) == (False, True)
+    assert (b.histograms.time_to_first_byte, b.histograms.inter_chunk_latency) == (True, True)
+    assert a.histograms.time_to_first_output_token == "auto"

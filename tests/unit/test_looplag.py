@@ -344,7 +344,11 @@ async def test_on_suspect_drop_counts_the_probe_but_keeps_its_timings_out(
     sim = await make_llm_sim(m=SLOW)
     config = make_config(
         {"name": "a", "url": f"{sim.url}/v1", "interval": "1h", "timeout": "30s"},
-        defaults={"on_suspect": "drop"},
+        # The optional TTFB and inter-chunk histograms (issue #9) on, to see them dropped.
+        defaults={
+            "on_suspect": "drop",
+            "histograms": {"time_to_first_byte": True, "inter_chunk_latency": True},
+        },
     )
     client, state = await start_app(aiohttp_client, config)
 

@@ -122,9 +122,9 @@ async def test_metrics_classic_text(
     assert sample(text, f"{TTFT}_count", target="a") == 1.0
     ttft_sum = sample(text, f"{TTFT}_sum", target="a")
     assert SIM_TTFT - 0.005 <= ttft_sum <= SIM_TTFT + TTFT_TOLERANCE
-    # 0.12 s plus loopback overhead lands in the (0.1, 0.15] bucket of the defaults.
+    # 0.12 s plus loopback overhead lands in the (0.1, 0.2] bucket of the defaults.
     assert sample(text, f"{TTFT}_bucket", target="a", le="0.1") == 0.0
-    assert sample(text, f"{TTFT}_bucket", target="a", le="0.15") == 1.0
+    assert sample(text, f"{TTFT}_bucket", target="a", le="0.2") == 1.0
     assert sample(text, f"{TTFT}_bucket", target="a", le="+Inf") == 1.0
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
     assert sample(text, "ttft_probe_success", target="a") == 1.0
@@ -164,6 +164,28 @@ async def test_metrics_openmetrics(make_llm_sim: SimFactory, aiohttp_client: Aio
     }
     assert values == {"success": 1.0, "failure": 0.0}
     assert families[TTFT].type == "histogram"
+
+
+async def test_ttfot_histogram_appears_only_for_a_target_that_streams_reasoning(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    # Issue #9: TTFOT is `auto` by default. Real probes of the simulator: `thinker`
+    # streams reasoning before its answer, `plain` does not, so only `thinker` exports
+    # the TTFOT histogram (and only it pays its series).
+    sim = await make_llm_sim(
+        m=FAST, r=ModelBehaviour(ttft=0.0, itl=0.0, tokens=2, reasoning_tokens=2)
+    )
+    config = make_config(chat_target(sim, "plain"), chat_target(sim, "thinker", model="r"))
+    client, state = await start(aiohttp_client, config)
+    await wait_probed(state, "plain")
+    await wait_probed(state, "thinker")
+
+    text = await get_text(client, "/metrics")
+
+    ttfot = "ttft_probe_time_to_first_output_token_seconds"
+    assert sample(text, f"{ttfot}_count", target="thinker") >= 1.0
+    assert [line for line in target_lines(text, "plain") if line.startswith(ttfot)] == []
+    assert len(target_lines(text, "thinker")) > len(target_lines(text, "plain"))
 
 
 @pytest.mark.parametrize(
@@ -324,6 +346,45 @@ async def test_reload_applies_a_changed_file(
     assert sorted(sim_models(sim)) == ["gone", "keep", "new"]
 
 
+async def test_reload_with_a_new_slo_threshold_keeps_loops_and_counters(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    # Issue #9: a TPOT SLO added for `keep` gives only `keep` the 60 ms boundary. Its
+    # TPOT histogram restarts with the new boundaries; its counters, its other
+    # histograms and every probe loop carry on (before: every series of every target
+    # was dropped and every loop restarted).
+    sim = await make_llm_sim(m=FAST)
+    path = tmp_path / "ttft.yml"
+    targets = [chat_target(sim, "keep", model="m"), chat_target(sim, "other", model="m")]
+    write_config(path, targets)
+    client, state = await start_from_file(aiohttp_client, path)
+    await wait_probed(state, "keep")
+    await wait_probed(state, "other")
+    assert state.scheduler is not None
+    runners = dict(state.scheduler.runners)
+
+    slos = {
+        "targets": [{"selector": {"name": "keep"}, "tpot": {"objective": 0.9, "threshold": "60ms"}}]
+    }
+    write_config(path, targets, slos=slos)
+    resp = await client.post("/-/reload")
+
+    assert resp.status == 200
+    assert state.scheduler.runners == runners  # the same loop objects
+    text = await get_text(client, "/metrics")
+    tpot = "ttft_probe_time_per_output_token_seconds"
+    assert sample(text, f"{tpot}_bucket", target="keep", le="0.06") >= 0.0
+    # New boundaries: from zero, so it lacks at least the probe before the reload (a
+    # bound that holds even if the next 10 s tick came on a starved machine).
+    assert sample(text, f"{tpot}_count", target="keep") < sample(
+        text, "ttft_probe_requests_total", target="keep", outcome="success"
+    )
+    assert [line for line in target_lines(text, "other") if 'le="0.06"' in line] == []
+    for name in ("keep", "other"):
+        assert sample(text, "ttft_probe_requests_total", target=name, outcome="success") >= 1.0
+        assert sample(text, f"{TTFT}_count", target=name) >= 1.0
+
+
 async def test_reload_requested_like_sighup_runs_as_a_lifecycle_job(
     make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path
 ) -> None:
@@ -471,6 +532,31 @@ async def test_probe_uses_a_fresh_registry(
     assert target_lines(after, "a") == target_lines(before, "a")
     assert successes(state, "a") == 1.0
     assert len(sim_models(sim)) == 2
+
+
+async def test_probe_uses_the_targets_own_boundaries(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    # Issue #9: an SLO threshold is a boundary of the targets its entry selects only,
+    # in the background store and in /probe alike.
+    sim = await make_llm_sim(m=FAST)
+    slos = {
+        "targets": [{"selector": {"name": "a"}, "tpot": {"objective": 0.9, "threshold": "60ms"}}]
+    }
+    config = make_config(chat_target(sim, "a"), chat_target(sim, "b"), slos=slos)
+    client, state = await start(aiohttp_client, config)
+    await wait_probed(state, "a")
+    await wait_probed(state, "b")
+    tpot = "ttft_probe_time_per_output_token_seconds_bucket"
+
+    background = await get_text(client, "/metrics")
+    probe_a = await get_text(client, "/probe?target=a")
+    probe_b = await get_text(client, "/probe?target=b")
+
+    assert sample(background, tpot, target="a", le="0.06") >= 0.0
+    assert sample(probe_a, tpot, target="a", le="0.06") >= 0.0
+    for text in (background, probe_b):
+        assert [line for line in target_lines(text, "b") if 'le="0.06"' in line] == []
 
 
 @pytest.mark.parametrize(

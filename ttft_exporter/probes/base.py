@@ -45,13 +45,22 @@ _NS = 1e-9
 
 # The default inter-token bucket boundaries (seconds), here so that a probe can bucket
 # its gaps without importing the metric store; metrics.DEFAULT_BUCKETS uses them.
-# Decode gaps from 1 ms (speculative decoding, coalesced chunks) to 5 s (a stall).
-# fmt: off
+# TPOT and decode gaps, 10 boundaries (issue #9: a production-sized series count):
+# 2.5 ms (speculative decoding, > 400 tokens/s) to 1 s (a stall), about 1.5-2x apart
+# where decode rates of served models sit (10-100 ms: 100 to 10 tokens/s). A TPOT SLO
+# threshold off these boundaries is added for the targets the SLO selects.
 DEFAULT_INTER_TOKEN_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04,
-    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0,
+    0.0025,
+    0.005,
+    0.01,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    1.0,
 )
-# fmt: on
 
 # Server-reported usage beyond these cannot be true (see check_usage). Prompt tokens
 # are bounded only absolutely: servers add templates and system prompts of their own.
@@ -245,6 +254,10 @@ class ProbeResult:
     input_tokens: int | None = None
     reasoning_tokens: int | None = None
     token_chunks: int = 0
+    # Chunks that streamed reasoning text: where there are some, TTFOT differs from TTFT
+    # (the `auto` TTFOT histogram turns on). Reasoning counted in usage but not streamed
+    # (hidden) leaves TTFOT equal to TTFT.
+    reasoning_chunks: int = 0
     bytes_received: int = 0
     elapsed: float = 0.0
     answer_excerpt: str = ""
@@ -286,6 +299,7 @@ class StreamTimeline:
         "first_token_ns",
         "gaps",
         "max_tokens",
+        "reasoning_chunks",
         "start_ns",
         "token_chunks",
         "usage",
@@ -309,6 +323,7 @@ class StreamTimeline:
         self._last_token_ns: int | None = None
         self.gaps = GapHistogram(gap_bounds)
         self.token_chunks = 0
+        self.reasoning_chunks = 0
         self.usage: Usage | None = None
         self.done = False
         self.finish_reason: str | None = None
@@ -337,6 +352,8 @@ class StreamTimeline:
             self.first_token_ns = t_ns
         else:
             self.gaps.observe((t_ns - self._last_token_ns) * _NS)
+        if item.reasoning:
+            self.reasoning_chunks += 1
         if item.text:
             if self.first_output_ns is None:
                 self.first_output_ns = t_ns
@@ -412,6 +429,7 @@ class StreamTimeline:
             input_tokens=_whole(usage.input_tokens) if usage else None,
             reasoning_tokens=_whole(usage.reasoning_tokens) if usage else None,
             token_chunks=self.token_chunks,
+            reasoning_chunks=self.reasoning_chunks,
             bytes_received=bytes_received or 0,
             elapsed=(end_ns - self.start_ns) * _NS,
             answer_excerpt=self.answer[:200],

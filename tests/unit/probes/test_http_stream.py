@@ -24,7 +24,7 @@ from tests.helpers import free_port, poll
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.metrics import MetricStore, record_result
+from ttft_exporter.metrics import MetricStore, SeriesSet, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import FINISH_REASONS, ProbeResult
 from ttft_exporter.probes.http_stream import create_session
@@ -741,10 +741,10 @@ async def test_burst_feeds_no_decode_figure_and_gauges_say_nan(make_llm_sim: Sim
         burst=ModelBehaviour(ttft=0.02, itl=0.01, tokens=32, burst=True),
         normal=ModelBehaviour(ttft=0.02, itl=0.1, tokens=4),
     )
-    store = MetricStore()
-    series = store.ensure("t", {"target": "t"})
     tpot = "ttft_probe_time_per_output_token_seconds"
     gaps = "ttft_probe_inter_chunk_latency_seconds"
+    # The inter-chunk histogram is optional (issue #9, off by default): on here.
+    series = SeriesSet({"target": "t"}, MetricStore().buckets, {gaps: True})
 
     normal = make_target(url=f"{sim.url}/v1", model="normal")
     first = await probe_once(normal)
