@@ -148,10 +148,9 @@ def test_thresholds_become_bucket_boundaries(example_config: Config) -> None:
         "flux_canary": [2.0],
     }
     store = MetricStore()
-    store.configure(example_config.bucket_overrides(), example_config.thresholds())
-    # 60 ms is not a default TPOT boundary: the SLO adds it.
-    assert 0.06 in store.buckets["inter_token"]
-    target = example_config.targets[0]
+    # What the server does: each target gets the thresholds of the SLOs selecting it.
+    store.apply_config(example_config)
+    target = example_config.targets[0]  # vllm-llama, env=prod: TTFT 0.8 s, TPOT 60 ms
     store.ensure(target.name, {"target": target.name})
     exposition = store.render()
     # The `le` the SLI rules select is the one the exporter writes.
