@@ -1,7 +1,7 @@
 """Hostile inputs (issue #8): cost of a 200 MB SSE line and of a probe against servers
 that stream without end, measured on the real parser and probe engine.
 
-- parser: a 200 MB line without end fed in 64 KiB reads to `SSEParser` with the line
+- parser: a 200 MB line without end fed in 64 KiB reads to `SSEFramer` with the line
   limit raised (the whole line is buffered; linear work) and with the default 1 MiB
   limit (fails at once); total time and worst single `feed()`.
 - probe: one probe against `tests/hostile_server.py` (its own process) in `long-line`
@@ -39,8 +39,8 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import parse_config
 from ttft_exporter.errors import ProbeFailure
 from ttft_exporter.probes import get_prober
+from ttft_exporter.probes.framing import MAX_LINE_CHARS, SSEFramer
 from ttft_exporter.probes.http_stream import create_session
-from ttft_exporter.probes.sse import MAX_LINE_CHARS, SSEParser
 
 ROOT = Path(__file__).resolve().parents[1]
 READ = 1 << 16
@@ -54,7 +54,7 @@ def _rss() -> int:
 
 def bench_parser(max_line: int) -> dict[str, Any]:
     """Feed `data: ` and 200 MB of `x` in 64 KiB reads."""
-    parser = SSEParser(max_line=max_line)
+    parser = SSEFramer(max_line=max_line)
     piece = b"x" * READ
     worst = 0.0
     fed = 0

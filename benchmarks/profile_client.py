@@ -32,7 +32,7 @@ from ttft_exporter.probes.http_stream import create_session
 # (bucket, substring of "file:function") in match order.
 _BUCKETS = (
     ("JSON decode (orjson)", "orjson"),
-    ("SSE parser", "probes/sse.py"),
+    ("framer (SSE/NDJSON)", "probes/framing.py"),
     ("chunk decoder", "probes/openai.py"),
     ("timeline", "probes/base.py"),
     ("StreamProbe engine", "probes/http_stream.py"),

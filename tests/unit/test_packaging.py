@@ -33,7 +33,7 @@ def test_wheel_contents(tmp_path: Path) -> None:
     for required in (
         "ttft_exporter/py.typed",
         "ttft_exporter/sim/demo.yml",
-        "ttft_exporter/probes/sse.py",
+        "ttft_exporter/probes/framing.py",
         "ttft_exporter/flux/monitor.py",
         "ttft_exporter/sim/firehose.py",
     ):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.sse import SSEEvent
+from ttft_exporter.probes.framing import Frame
 
 if TYPE_CHECKING:
     import aiohttp
@@ -217,11 +217,13 @@ class HTTPRequest:
 
 
 class StreamDecoder(Protocol):
-    """Turns one SSE event into a StreamItem, or None for events without meaning
-    (pings). Raises ProbeFailure(STREAM_ERROR) for an error payload and
-    ProbeFailure(PROTOCOL) for malformed data. One decoder per stream."""
+    """Turns one framed event (an SSE event, an NDJSON line) into a StreamItem, or
+    None for events without meaning (pings). Raises ProbeFailure(STREAM_ERROR) for an
+    error payload and ProbeFailure(PROTOCOL) for malformed data. One decoder per
+    stream, so it may keep state across events (the protocol's block structure, the
+    usage it has seen so far)."""
 
-    def decode(self, event: SSEEvent) -> StreamItem | None: ...
+    def decode(self, frame: Frame) -> StreamItem | None: ...
 
 
 @dataclass(frozen=True, slots=True)

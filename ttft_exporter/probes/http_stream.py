@@ -1,6 +1,7 @@
-"""The streaming HTTP probe engine shared by every SSE protocol: it sends the request a
-protocol built, stamps bytes the moment they arrive, feeds the pure parsers and turns
-whatever goes wrong into a bounded failure reason. It knows no metric names."""
+"""The streaming HTTP probe engine shared by every protocol: it sends the request a
+protocol built, stamps bytes the moment they arrive, feeds the protocol's framer and
+decoder and turns whatever goes wrong into a bounded failure reason. It knows no
+metric names."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ttft_exporter.probes.base import (
     StreamTimeline,
     finish_reason_label,
 )
-from ttft_exporter.probes.sse import SSEParser
+from ttft_exporter.probes.framing import Framer, JSONArraySniffer, SSEFramer
 from ttft_exporter.redact import Redactor
 
 __all__ = [
@@ -243,6 +244,7 @@ class StreamProbe:
         clock: Clock,
         request: HTTPRequest,
         decoder: StreamDecoder,
+        framer: Framer | None = None,
         expect: Any = None,
         terminated: bool = True,
         server_name: str | None = None,
@@ -255,6 +257,7 @@ class StreamProbe:
         self._clock = clock
         self._request = request
         self._decoder = decoder
+        self._framer = framer if framer is not None else SSEFramer()
         self._expect = expect
         self._terminated = terminated
         self._server_name = server_name
@@ -360,7 +363,8 @@ class StreamProbe:
         self, response: aiohttp.ClientResponse, timeline: StreamTimeline
     ) -> bool:
         """Read the stream to its end: True if that was EOF, False at the terminator."""
-        parser = SSEParser()
+        framer = self._framer
+        sniffer = JSONArraySniffer()
         now = self._clock.monotonic_ns
         limit = self._max_response_bytes
         async for chunk in response.content.iter_any():
@@ -373,8 +377,10 @@ class StreamProbe:
                     f"response body above max_response_bytes ({limit}) after "
                     f"{timeline.token_chunks} token chunks",
                 )
+            if not sniffer.decided and sniffer.feed(chunk):
+                _reject_json_array(response.content_type)
             if len(chunk) <= _SLICE:
-                if self._consume(parser, chunk, t_ns, timeline):
+                if self._consume(framer, chunk, t_ns, timeline):
                     return False
                 continue
             # A fast server fills 256 KiB reads (thousands of events): parse them in
@@ -382,11 +388,11 @@ class StreamProbe:
             # delays its neighbours by one slice at most. Events keep the stamp of
             # the read that brought them.
             for start in range(0, len(chunk), _SLICE):
-                if self._consume(parser, chunk[start : start + _SLICE], t_ns, timeline):
+                if self._consume(framer, chunk[start : start + _SLICE], t_ns, timeline):
                     return False
                 await asyncio.sleep(0)
-        parser.close()
-        if timeline.first_chunk_ns is None and response.content_type != "text/event-stream":
+        framer.close()
+        if timeline.first_chunk_ns is None and response.content_type != framer.media_type:
             # Not a stream that was cut short but no stream at all (a server that
             # ignored `"stream": true` and answered with one JSON body, say).
             raise ProbeFailure(
@@ -407,12 +413,12 @@ class StreamProbe:
             detail = f"{detail}: {redactor.cut(' '.join(excerpt.split()), _EXCERPT_LIMIT)}"
         return self._redactor.cut(detail, _DETAIL_LIMIT)
 
-    def _consume(self, parser: SSEParser, data: bytes, t_ns: int, timeline: StreamTimeline) -> bool:
-        """Parse and decode bytes that arrived at `t_ns`; True once the stream ended."""
+    def _consume(self, framer: Framer, data: bytes, t_ns: int, timeline: StreamTimeline) -> bool:
+        """Frame and decode bytes that arrived at `t_ns`; True once the stream ended."""
         decoder = self._decoder
-        for event in parser.feed(data):
+        for frame in framer.feed(data):
             timeline.on_event(t_ns)
-            item = decoder.decode(event)
+            item = decoder.decode(frame)
             if item is None:
                 continue
             timeline.on_item(t_ns, item)
@@ -491,6 +497,23 @@ class StreamProbe:
         return FailureReason.INTERNAL, f"{type(exc).__name__}: {_short(exc)}"
 
 
+def _reject_json_array(content_type: str) -> None:
+    """Fail at once when a JSON body that is an array came instead of a stream.
+
+    Gemini's `:streamGenerateContent` without `alt=sse` streams one JSON array of
+    responses: no framer can split it, and reading it to the end would wait for the
+    whole answer (or the deadline) before failing anyway.
+    NOTE: the Gemini protocol module will also refuse such a URL at config check, with
+    a message naming `alt=sse`; this is the runtime guard for every protocol.
+    """
+    if content_type == "application/json":
+        raise ProbeFailure(
+            FailureReason.PROTOCOL,
+            "the response is a JSON array (Content-Type application/json), not a stream:"
+            " the endpoint ignored the streaming form of the request",
+        )
+
+
 def _location_host(location: str | None, request_url: str) -> str:
     """Where a redirect points, as host[:port] only (never its path or query)."""
     if not location:
@@ -514,15 +537,17 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 
-def sse_prober(
+def stream_prober(
     target_type: type[_T],
     build_request: Callable[[_T, str | None], HTTPRequest],
     new_decoder: Callable[[], StreamDecoder],
     *,
+    new_framer: Callable[[], Framer] = SSEFramer,
     terminated: bool = True,
 ) -> Prober:
-    """A prober for an SSE protocol: its config type, how it builds a request, and
-    its pure decoder. Everything else (phases, stamping, failures) is this engine's."""
+    """A prober for a streaming protocol: its config type, how it builds a request,
+    its framer and its pure decoder. Everything else (phases, stamping, failures) is
+    this engine's."""
 
     def prober(
         target: TargetConfig,
@@ -539,6 +564,7 @@ def sse_prober(
             clock=clock,
             request=build_request(target, make_nonce() if target.cache_bust else None),
             decoder=new_decoder(),
+            framer=new_framer(),
             expect=target.expect,
             terminated=terminated,
             server_name=target.tls.server_name,

@@ -12,8 +12,8 @@ import orjson
 from ttft_exporter.config import OpenAIChatTarget, OpenAICompletionsTarget
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, StreamItem, Usage
-from ttft_exporter.probes.http_stream import sse_prober
-from ttft_exporter.probes.sse import SSEEvent
+from ttft_exporter.probes.framing import Frame
+from ttft_exporter.probes.http_stream import stream_prober
 
 __all__ = [
     "ChatDecoder",
@@ -93,7 +93,7 @@ def build_completions_request(target: OpenAICompletionsTarget, nonce: str | None
     )
 
 
-def _parse(event: SSEEvent) -> dict[str, Any] | None:
+def _parse(event: Frame) -> dict[str, Any] | None:
     """The JSON object of a data event, or None for the [DONE] sentinel."""
     data = event.data
     if data == "[DONE]":
@@ -176,7 +176,7 @@ class ChatDecoder:
 
     __slots__ = ()
 
-    def decode(self, event: SSEEvent) -> StreamItem | None:
+    def decode(self, event: Frame) -> StreamItem | None:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
@@ -198,7 +198,7 @@ class CompletionsDecoder:
 
     __slots__ = ()
 
-    def decode(self, event: SSEEvent) -> StreamItem | None:
+    def decode(self, event: Frame) -> StreamItem | None:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
@@ -210,10 +210,10 @@ class CompletionsDecoder:
         return item
 
 
-probe_openai_chat = sse_prober(OpenAIChatTarget, build_chat_request, ChatDecoder)
+probe_openai_chat = stream_prober(OpenAIChatTarget, build_chat_request, ChatDecoder)
 """Streaming Chat Completions: `POST {url}/chat/completions`."""
 
-probe_openai_completions = sse_prober(
+probe_openai_completions = stream_prober(
     OpenAICompletionsTarget, build_completions_request, CompletionsDecoder
 )
 """Streaming legacy Completions: `POST {url}/completions`."""

@@ -5,6 +5,7 @@ for real."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -810,3 +811,36 @@ async def test_connect_failure_sets_status_0_and_unmeasured_figures_nan(
     assert 'ttft_probe_http_status_code{target="t"} 0.0' in text
     assert 'ttft_probe_last_time_to_first_token_seconds{target="t"} NaN' in text
     assert 'ttft_probe_phase_duration_seconds{target="t",phase="headers"} NaN' in text
+
+
+# --- a JSON array instead of a stream (issue #10, section 1) -------------------------
+
+
+async def test_a_json_array_instead_of_a_stream_fails_at_once(aiohttp_server: Any) -> None:
+    # Gemini without alt=sse: a JSON array of responses, streamed, the connection held
+    # open. Every framer would wait for the end of it; the probe must not.
+    released = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        await response.write(b'\r\n[{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}]},\r\n')
+        with contextlib.suppress(asyncio.CancelledError):
+            await released.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    server = await aiohttp_server(app)
+    try:
+        target = make_target(
+            url=f"http://127.0.0.1:{server.port}/v1", timeout="20s", interval="30s"
+        )
+        result = await probe_once(target)
+    finally:
+        released.set()
+    assert result.reason is FailureReason.PROTOCOL, result.detail
+    assert "JSON array (Content-Type application/json), not a stream" in result.detail
+    # Decided by the first bytes, not by the 20 s deadline: any bound well below it
+    # holds on a loaded 2-core box, and a hang would show as a timeout instead.
+    assert result.elapsed < 10.0

@@ -9,16 +9,16 @@ import pytest
 from tests.conftest import make_target
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import StreamItem, Usage
+from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.openai import (
     ChatDecoder,
     CompletionsDecoder,
     build_chat_request,
     build_completions_request,
 )
-from ttft_exporter.probes.sse import SSEEvent
 
 
-def chat(delta: dict[str, object], **extra: object) -> SSEEvent:
+def chat(delta: dict[str, object], **extra: object) -> Frame:
     obj = {
         "id": "c",
         "object": "chat.completion.chunk",
@@ -26,7 +26,7 @@ def chat(delta: dict[str, object], **extra: object) -> SSEEvent:
         "usage": None,
         **extra,
     }
-    return SSEEvent(json.dumps(obj))
+    return Frame(json.dumps(obj))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def chat(delta: dict[str, object], **extra: object) -> SSEEvent:
         (chat({"reasoning": "hmm"}), StreamItem(reasoning="hmm")),
         (chat({"reasoning_content": "hmm"}), StreamItem(reasoning="hmm")),
         (chat({"content": "x"}, obfuscation="padding-not-content"), StreamItem(text="x")),
-        (SSEEvent("[DONE]"), StreamItem(done=True)),
+        (Frame("[DONE]"), StreamItem(done=True)),
     ],
     ids=[
         "role-only-empty",
@@ -54,12 +54,12 @@ def chat(delta: dict[str, object], **extra: object) -> SSEEvent:
         "done",
     ],
 )
-def test_chat_decoder(event: SSEEvent, expected: StreamItem) -> None:
+def test_chat_decoder(event: Frame, expected: StreamItem) -> None:
     assert ChatDecoder().decode(event) == expected
 
 
 def test_usage_only_chunk_has_no_choices_and_no_text() -> None:
-    event = SSEEvent(
+    event = Frame(
         json.dumps(
             {
                 "choices": [],
@@ -77,7 +77,7 @@ def test_usage_only_chunk_has_no_choices_and_no_text() -> None:
 
 
 def test_finish_reason_kept() -> None:
-    event = SSEEvent(json.dumps({"choices": [{"delta": {}, "finish_reason": "length"}]}))
+    event = Frame(json.dumps({"choices": [{"delta": {}, "finish_reason": "length"}]}))
     item = ChatDecoder().decode(event)
     assert item is not None and item.finish_reason == "length" and not item.text
 
@@ -94,7 +94,7 @@ def test_finish_reason_values(
     # null while generating (some servers send ""); a non-string is kept as its type
     # name, which no known reason matches, so it is counted as `other`.
     choice = {"index": 0, "delta": {}, "text": "", "finish_reason": value}
-    item = decoder().decode(SSEEvent(json.dumps({"choices": [choice]})))
+    item = decoder().decode(Frame(json.dumps({"choices": [choice]})))
     assert item is not None and item.finish_reason == expected
 
 
@@ -109,7 +109,7 @@ def test_finish_reason_values(
 )
 def test_error_payload_is_stream_error(payload: dict[str, object]) -> None:
     with pytest.raises(ProbeFailure) as info:
-        ChatDecoder().decode(SSEEvent(json.dumps(payload)))
+        ChatDecoder().decode(Frame(json.dumps(payload)))
     assert info.value.reason is FailureReason.STREAM_ERROR
 
 
@@ -120,16 +120,16 @@ def test_error_payload_is_stream_error(payload: dict[str, object]) -> None:
 )
 def test_malformed_is_protocol(data: str) -> None:
     with pytest.raises(ProbeFailure) as info:
-        ChatDecoder().decode(SSEEvent(data))
+        ChatDecoder().decode(Frame(data))
     assert info.value.reason is FailureReason.PROTOCOL
 
 
 def test_completions_decoder_text_and_usage() -> None:
     decoder = CompletionsDecoder()
-    item = decoder.decode(SSEEvent('{"choices":[{"index":0,"text":" once","finish_reason":null}]}'))
+    item = decoder.decode(Frame('{"choices":[{"index":0,"text":" once","finish_reason":null}]}'))
     assert item == StreamItem(text=" once")
     usage = decoder.decode(
-        SSEEvent('{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}')
+        Frame('{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}')
     )
     assert usage == StreamItem(usage=Usage(input_tokens=3, output_tokens=9))
 
@@ -179,11 +179,11 @@ def test_completions_request(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_usage_numbers_are_kept_as_reported_for_the_plausibility_check() -> None:
     # Negative, fractional or absurd counts reach check_usage (which rejects and
     # counts them) instead of being silently dropped here; non-numbers are absent.
-    event = SSEEvent(
+    event = Frame(
         '{"choices":[],"usage":{"prompt_tokens":-2,"completion_tokens":1e18,'
         '"completion_tokens_details":{"reasoning_tokens":"many"}}}'
     )
     item = ChatDecoder().decode(event)
     assert item is not None and item.usage == Usage(input_tokens=-2, output_tokens=1e18)
-    flag = ChatDecoder().decode(SSEEvent('{"choices":[],"usage":{"completion_tokens":true}}'))
+    flag = ChatDecoder().decode(Frame('{"choices":[],"usage":{"completion_tokens":true}}'))
     assert flag is not None and flag.usage == Usage()

@@ -1,0 +1,239 @@
+"""Framers: pure, incremental splitters of a response body into protocol frames.
+Bytes in, frames out, no I/O; the engine picks one per protocol (the registry says
+which) and hands every frame to the protocol's decoder.
+
+- SSE (OpenAI, Anthropic, TGI, Gemini with `alt=sse`): the WHATWG EventSource rules
+  that matter for LLM streams: `data:` with or without one space, CR/LF/CRLF line ends
+  (also split across reads), comment lines, multi-line data and named events.
+- NDJSON (Ollama): one JSON text per line, blank lines skipped.
+
+Both are linear and bounded: every byte is decoded and scanned once (only the new read
+is searched for line ends; an unfinished line is kept as pieces and joined once when it
+ends), and a line (or an SSE event) longer than `MAX_LINE_CHARS` is a protocol failure.
+UTF-8 characters split across reads are decoded whole; bytes that are not UTF-8 raise
+UnicodeDecodeError, which the engine reports as `protocol`.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from typing import Protocol
+
+from ttft_exporter.errors import FailureReason, ProbeFailure
+
+__all__ = [
+    "MAX_LINE_CHARS",
+    "Frame",
+    "Framer",
+    "JSONArraySniffer",
+    "NDJSONFramer",
+    "SSEFramer",
+]
+
+MAX_LINE_CHARS = 1 << 20
+"""Longest line, and longest SSE event (its data lines together), in characters: 1 MiB.
+An LLM chunk is a few hundred bytes; anything near this is a broken or hostile server,
+and buffering it further would only cost memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One framed message: its text (SSE: the joined data lines; NDJSON: the line) and
+    its event name (SSE `event:`; None when unnamed and always for NDJSON)."""
+
+    data: str
+    event: str | None = None
+
+
+class Framer(Protocol):
+    """Feed raw bytes as they arrive; get back the frames they complete. One framer
+    per stream. `comments` counts keep-alive lines that carried no frame;
+    `media_type` is the Content-Type of the streams this framer reads."""
+
+    comments: int
+
+    @property
+    def media_type(self) -> str: ...
+
+    def feed(self, chunk: bytes) -> list[Frame]: ...
+
+    def close(self) -> None: ...
+
+
+class _LineSplitter:
+    """The shared half of both framers: UTF-8 decoding, CR/LF/CRLF line ends and the
+    line bound, with the unfinished last line kept as pieces."""
+
+    __slots__ = ("_decoder", "_max_line", "_partial", "_partial_chars", "_pending_cr", "_what")
+
+    def __init__(self, max_line: int, what: str) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+        self._max_line = max_line
+        self._what = what
+        # Joined once, at the line's end, so a long line costs its length, not its
+        # length times the number of reads.
+        self._partial: list[str] = []
+        self._partial_chars = 0
+        # A CR at the end of a read may be the first half of a CRLF.
+        self._pending_cr = False
+
+    def lines(self, chunk: bytes) -> list[str]:
+        """The lines this read completes (without their line ends)."""
+        text = self._decoder.decode(chunk)
+        if self._pending_cr and text:
+            self._pending_cr = False
+            if text[0] == "\n":
+                text = text[1:]
+        if not text:
+            return []
+        # Only the new text is searched and rewritten, never the kept pieces.
+        if "\r" in text:
+            self._pending_cr = text[-1] == "\r"
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        tail = lines.pop()
+        if lines:
+            if self._partial:
+                self._partial.append(lines[0])
+                lines[0] = "".join(self._partial)
+                self._partial.clear()
+                self._partial_chars = 0
+            for line in lines:
+                if len(line) > self._max_line:
+                    raise self.too_long("line")
+        if tail:
+            self._partial.append(tail)
+            self._partial_chars += len(tail)
+            if self._partial_chars > self._max_line:
+                raise self.too_long("line")
+        return lines
+
+    def close(self) -> None:
+        self._decoder.decode(b"", final=True)
+        self._partial.clear()
+        self._partial_chars = 0
+
+    def too_long(self, what: str) -> ProbeFailure:
+        # Never quotes the content: it is unbounded and may echo anything.
+        return ProbeFailure(
+            FailureReason.PROTOCOL,
+            f"{self._what} {what} longer than {self._max_line} characters",
+        )
+
+
+class SSEFramer:
+    """Server-Sent Events: one frame per dispatched event (a blank line ends it)."""
+
+    __slots__ = ("_data", "_data_chars", "_event", "_lines", "_max_line", "comments")
+
+    media_type = "text/event-stream"
+
+    def __init__(self, max_line: int = MAX_LINE_CHARS) -> None:
+        self._lines = _LineSplitter(max_line, "SSE")
+        self._max_line = max_line
+        self._data: list[str] = []
+        self._data_chars = 0
+        self._event: str | None = None
+        self.comments = 0
+
+    def feed(self, chunk: bytes) -> list[Frame]:
+        """Frame one read. Raises UnicodeDecodeError on bytes that are not UTF-8 and
+        ProbeFailure(PROTOCOL) on a line or event longer than the limit."""
+        frames: list[Frame] = []
+        for line in self._lines.lines(chunk):
+            frame = self._line(line)
+            if frame is not None:
+                frames.append(frame)
+        return frames
+
+    def close(self) -> None:
+        """End of stream. Per the spec an event without its blank line is discarded."""
+        self._lines.close()
+        self._data.clear()
+        self._data_chars = 0
+        self._event = None
+
+    def _line(self, line: str) -> Frame | None:
+        if not line:
+            return self._dispatch()
+        if line[0] == ":":
+            self.comments += 1
+            return None
+        field, sep, value = line.partition(":")
+        if sep and value[:1] == " ":
+            value = value[1:]
+        if field == "data":
+            self._data_chars += len(value) + 1
+            if self._data_chars > self._max_line:
+                raise self._lines.too_long("event")
+            self._data.append(value)
+        elif field == "event":
+            self._event = value
+        # `id` and `retry` only matter for reconnecting clients; a probe never reconnects.
+        return None
+
+    def _dispatch(self) -> Frame | None:
+        event_name, self._event = self._event, None
+        if not self._data:
+            return None
+        data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
+        self._data.clear()
+        self._data_chars = 0
+        return Frame(data, event_name)
+
+
+class NDJSONFramer:
+    """Newline-delimited JSON (Ollama): one frame per non-blank line. The line is not
+    parsed here: that is the decoder's job, like an SSE event's data."""
+
+    __slots__ = ("_lines", "comments")
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, max_line: int = MAX_LINE_CHARS) -> None:
+        self._lines = _LineSplitter(max_line, "NDJSON")
+        # Blank lines: NDJSON has no comments, but a blank line is its keep-alive.
+        self.comments = 0
+
+    def feed(self, chunk: bytes) -> list[Frame]:
+        """Frame one read. Raises UnicodeDecodeError on bytes that are not UTF-8 and
+        ProbeFailure(PROTOCOL) on a line longer than the limit."""
+        frames: list[Frame] = []
+        for line in self._lines.lines(chunk):
+            if line.strip():
+                frames.append(Frame(line))
+            else:
+                self.comments += 1
+        return frames
+
+    def close(self) -> None:
+        """End of stream. A last line without its newline is discarded, like an SSE
+        event without its blank line: the stream was cut inside it."""
+        self._lines.close()
+
+
+_JSON_WHITESPACE = b" \t\r\n"
+
+
+class JSONArraySniffer:
+    """Tells, from the first non-whitespace byte of a body, whether a server answered
+    a streaming request with a JSON array: Gemini without `alt=sse` streams a JSON
+    array of responses (`[{...},\\r\\n{...}]`) that no framer can split, and would
+    otherwise be read to its end (or the deadline) before failing. Pure and O(1) per
+    read: it stops looking at the first non-whitespace byte."""
+
+    __slots__ = ("decided",)
+
+    def __init__(self) -> None:
+        self.decided = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """True when this read starts a JSON array (checked once per body)."""
+        if self.decided:
+            return False
+        rest = chunk.lstrip(_JSON_WHITESPACE)
+        if not rest:
+            return False
+        self.decided = True
+        return rest[:1] == b"["
