@@ -131,6 +131,23 @@ class Usage:
     output_tokens: int | float | None = None
     reasoning_tokens: int | float | None = None
 
+    def merge(self, later: Usage | None) -> Usage:
+        """This usage updated by a later report: each count the later one gives wins,
+        each it omits is kept. Streams report usage in pieces (Anthropic: input tokens
+        in `message_start`, output tokens in `message_delta`) and counts are cumulative
+        (the last value is the total, never a sum of reports)."""
+        if later is None:
+            return self
+        return Usage(
+            input_tokens=_later(self.input_tokens, later.input_tokens),
+            output_tokens=_later(self.output_tokens, later.output_tokens),
+            reasoning_tokens=_later(self.reasoning_tokens, later.reasoning_tokens),
+        )
+
+
+def _later(earlier: int | float | None, later: int | float | None) -> int | float | None:
+    return earlier if later is None else later
+
 
 def check_usage(usage: Usage, *, max_tokens: int | None, bytes_received: int | None) -> str | None:
     """Why reported usage cannot be true, or None when it is plausible.
@@ -340,7 +357,8 @@ class StreamTimeline:
     def on_item(self, t_ns: int, item: StreamItem) -> None:
         """A decoded item arrived at `t_ns` (stamped when its bytes arrived)."""
         if item.usage is not None:
-            self.usage = item.usage
+            # Merged, not replaced: a later report may carry only some of the counts.
+            self.usage = item.usage if self.usage is None else self.usage.merge(item.usage)
         if item.done:
             self.done = True
         if item.finish_reason and self.finish_reason is None:

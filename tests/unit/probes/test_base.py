@@ -118,6 +118,41 @@ def test_zero_usage_falls_back_to_chunks() -> None:
     assert result.output_tokens == 2 and result.usage_source == "chunks"
 
 
+# --- usage is merged across events, not replaced (issue #10, section 1) -------------
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "merged"),
+    [
+        # Anthropic: input in message_start, output in message_delta.
+        (Usage(input_tokens=25, output_tokens=1), Usage(output_tokens=15), Usage(25, 15)),
+        (Usage(input_tokens=25), Usage(output_tokens=15, reasoning_tokens=4), Usage(25, 15, 4)),
+        # Cumulative counts: the later value is the total, never a sum.
+        (Usage(5, 3, 1), Usage(6, 9, 2), Usage(6, 9, 2)),
+        # A later 0 is a report, not an omission.
+        (Usage(5, 3), Usage(output_tokens=0), Usage(5, 0)),
+        (Usage(5, 3, 1), Usage(), Usage(5, 3, 1)),
+        (Usage(5, 3, 1), None, Usage(5, 3, 1)),
+    ],
+    ids=["anthropic", "reasoning-later", "cumulative", "zero-wins", "empty", "none"],
+)
+def test_usage_merge(earlier: Usage, later: Usage | None, merged: Usage) -> None:
+    assert earlier.merge(later) == merged
+
+
+def test_input_and_output_tokens_from_different_events_both_survive() -> None:
+    tl = StreamTimeline(0)
+    tl.on_item(10 * MS, StreamItem(usage=Usage(input_tokens=25, output_tokens=1)))
+    tl.on_item(100 * MS, StreamItem(text="a"))
+    tl.on_item(120 * MS, StreamItem(text="b"))
+    tl.on_item(140 * MS, StreamItem(text="c"))
+    tl.on_item(150 * MS, StreamItem(usage=Usage(output_tokens=3), finish_reason="end_turn"))
+    result = finish(tl)
+    assert result.input_tokens == 25
+    assert result.output_tokens == 3 and result.usage_source == "usage"
+    assert result.finish_reason == "stop"
+
+
 # --- gaps are bucketed as they arrive: fixed memory (issue #8, item 11) -------------
 
 
