@@ -28,7 +28,7 @@ from benchmarks.common import (
     self_cpu_seconds,
     sim_process,
 )
-from ttft_exporter.probes.http_stream import create_session
+from ttft_exporter.probes import create_session
 
 # Same tokens, different pacing: "burst" lets TCP coalesce many events per read;
 # "paced" and "slow" deliver one event per read and differ only in wall time (2x).

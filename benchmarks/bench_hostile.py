@@ -38,9 +38,8 @@ from typing import Any
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import parse_config
 from ttft_exporter.errors import ProbeFailure
-from ttft_exporter.probes import get_prober
+from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.framing import MAX_LINE_CHARS, SSEFramer
-from ttft_exporter.probes.http_stream import create_session
 
 ROOT = Path(__file__).resolve().parents[1]
 READ = 1 << 16

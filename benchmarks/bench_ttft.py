@@ -40,8 +40,8 @@ from benchmarks.common import (
     sim_process,
 )
 from ttft_exporter.config import TargetConfig
+from ttft_exporter.probes import create_session
 from ttft_exporter.probes.base import ProbeResult
-from ttft_exporter.probes.http_stream import create_session
 
 MS = 1000.0
 BENCH_HEADER = "X-Bench-Id"

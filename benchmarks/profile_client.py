@@ -27,7 +27,7 @@ from benchmarks.common import (
     setup_logs,
     sim_process,
 )
-from ttft_exporter.probes.http_stream import create_session
+from ttft_exporter.probes import create_session
 
 # (bucket, substring of "file:function") in match order.
 _BUCKETS = (
@@ -35,7 +35,8 @@ _BUCKETS = (
     ("framer (SSE/NDJSON)", "probes/framing.py"),
     ("chunk decoder", "probes/openai.py"),
     ("timeline", "probes/base.py"),
-    ("StreamProbe engine", "probes/http_stream.py"),
+    ("StreamProbe engine", "probes/engine.py"),
+    ("sessions/TLS", "probes/session.py"),
     ("record_result/metrics", "ttft_exporter/metrics.py"),
     ("executor/history", "ttft_exporter/executor.py"),
     ("aiohttp", "aiohttp/"),

@@ -15,9 +15,8 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import Config, ConfigHolder, TargetConfig, parse_config
 from ttft_exporter.listener import ConnectionGuard, GatedSite, ListenerLimits
 from ttft_exporter.metrics import MetricStore
-from ttft_exporter.probes import get_prober
+from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.base import ProbeResult
-from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import (
     LLM_SIM_STATE,

@@ -268,7 +268,7 @@ class TLSConfig(StrictModel):
         # config problem too, reported with the others rather than in a later pass.
         if (self.ca_file is None and self.cert_file is None) or not resolving_secrets(info):
             return self
-        from ttft_exporter.probes.http_stream import build_ssl_context  # a cycle at import time
+        from ttft_exporter.probes.session import build_ssl_context  # a cycle at import time
 
         try:
             build_ssl_context(self)

@@ -13,7 +13,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable
 
-__all__ = ["MIN_SECRET_LEN", "PLACEHOLDER", "PREFIX_MIN", "Redactor"]
+__all__ = ["EXCERPT_WINDOW", "MIN_SECRET_LEN", "PLACEHOLDER", "PREFIX_MIN", "Redactor"]
 
 PLACEHOLDER = "<secret>"
 # Shorter values (a header `X-Debug: 1`) are masked in the config dump but not searched
@@ -22,6 +22,8 @@ PLACEHOLDER = "<secret>"
 MIN_SECRET_LEN = 6
 # The leading characters of a secret that count as the secret wherever they appear.
 PREFIX_MIN = 8
+# Characters of response text an excerpt looks at (the text may be a whole SSE event).
+EXCERPT_WINDOW = 4096
 
 # One escaped character: a JSON surrogate pair, a JSON \u escape, a JSON two-character
 # escape, or the %XX bytes of one UTF-8 character (a lead byte and its continuations).
@@ -199,6 +201,14 @@ class Redactor:
         if start >= 0 and PLACEHOLDER.startswith(head[start:]):
             head = head[:start]
         return head + "…"
+
+    def excerpt(self, text: str, limit: int, *, window: int = EXCERPT_WINDOW) -> str:
+        """A one-line excerpt of response text (which may echo a secret): a bounded
+        window of it redacted whole, then whitespace collapsed, then cut to `limit`.
+        Redacted before whitespace is collapsed, which would change a secret that
+        holds whitespace into a form no longer searched for."""
+        text = self.redact(text[: window + self.margin])
+        return self.cut(" ".join(text.split()), limit)
 
     def _spans(self, find: re.Pattern[str], text: str) -> list[tuple[int, int]]:
         spans = []

@@ -26,7 +26,7 @@ from ttft_exporter.config import Config
 from ttft_exporter.history import ProbeRecord
 from ttft_exporter.looplag import LoopLagMonitor
 from ttft_exporter.metrics import LOOP_LAG_BUCKETS, ExporterMetrics
-from ttft_exporter.probes.http_stream import create_session
+from ttft_exporter.probes import create_session
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import ModelBehaviour
 

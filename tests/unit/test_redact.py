@@ -128,3 +128,22 @@ def test_a_text_of_endless_prefixes_is_redacted_whole() -> None:
     text = "a " + SECRET[:PREFIX_MIN] * 50_000 + " b"
 
     assert Redactor([SECRET]).redact(text) == f"a {PLACEHOLDER} b"
+
+
+def test_excerpt_redacts_before_collapsing_whitespace_and_cutting() -> None:
+    # A secret holding a run of whitespace: collapsing first would hide it from the
+    # search; cutting first would leave a prefix. Both orders are wrong.
+    redactor = Redactor(["sk-AB\t\tCDEFGHIJ"])
+    text = "error:\n  key   sk-AB\t\tCDEFGHIJ  rejected " + "x" * 10_000
+    excerpt = redactor.excerpt(text, 40)
+    assert excerpt.startswith("error: key <secret> rejected")
+    assert len(excerpt) <= 40 and excerpt.endswith("…")
+    assert "sk-AB" not in excerpt
+
+
+def test_excerpt_looks_at_a_bounded_window() -> None:
+    # The window is widened by the longest escaped form of a secret (margin), so a
+    # secret straddling its end is still seen whole; without secrets, none.
+    assert Redactor().excerpt("a" * 100 + " tail", 200, window=10) == "a" * 10
+    redactor = Redactor(["sk-SENTINEL-0123"])
+    assert len(redactor.excerpt("a" * 1000, 2000, window=10)) == 10 + redactor.margin

@@ -25,9 +25,8 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import Config, TargetConfig, load_config, parse_config
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
 from ttft_exporter.logs import JSONFormatter, LogfmtFormatter
-from ttft_exporter.probes import get_prober
+from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.base import ProbeResult
-from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import ModelBehaviour
 

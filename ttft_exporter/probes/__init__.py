@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from ttft_exporter.probes.base import PreparedProbe, Prober
 from ttft_exporter.probes.openai import probe_openai_chat, probe_openai_completions
+from ttft_exporter.probes.session import create_session
 
-__all__ = ["PROBERS", "PreparedProbe", "Prober", "get_prober"]
+__all__ = ["PROBERS", "PreparedProbe", "Prober", "create_session", "get_prober"]
 
 PROBERS: dict[str, Prober] = {
     "openai-chat": probe_openai_chat,

@@ -12,8 +12,8 @@ import orjson
 from ttft_exporter.config import OpenAIChatTarget, OpenAICompletionsTarget
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, StreamItem, Usage
+from ttft_exporter.probes.engine import stream_prober
 from ttft_exporter.probes.framing import Frame
-from ttft_exporter.probes.http_stream import stream_prober
 
 __all__ = [
     "ChatDecoder",

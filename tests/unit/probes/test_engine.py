@@ -26,9 +26,8 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.metrics import MetricStore, SeriesSet, record_result
-from ttft_exporter.probes import get_prober
+from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.base import FINISH_REASONS, ProbeResult
-from ttft_exporter.probes.http_stream import create_session
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
 
 # Timers on a shared 2-core CI box: a measured latency may exceed the injected one by

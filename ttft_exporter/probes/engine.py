@@ -1,26 +1,23 @@
 """The streaming HTTP probe engine shared by every protocol: it sends the request a
 protocol built, stamps bytes the moment they arrive, feeds the protocol's framer and
 decoder and turns whatever goes wrong into a bounded failure reason. It knows no
-metric names."""
+protocol and no metric names. Only protocol modules under `probes/` import it."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import math
-import os
 import secrets as _secrets
 import ssl
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from yarl import URL
 
 from ttft_exporter.clock import Clock
-from ttft_exporter.config import DEFAULT_MAX_RESPONSE_BYTES, TLSConfig
+from ttft_exporter.config import DEFAULT_MAX_RESPONSE_BYTES
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import (
     DEFAULT_INTER_TOKEN_BUCKETS,
@@ -33,197 +30,17 @@ from ttft_exporter.probes.base import (
     finish_reason_label,
 )
 from ttft_exporter.probes.framing import Framer, JSONArraySniffer, SSEFramer
+from ttft_exporter.probes.session import PhaseRecorder, recording_phases
 from ttft_exporter.redact import Redactor
 
-__all__ = [
-    "PhaseRecorder",
-    "StreamProbe",
-    "build_ssl_context",
-    "create_session",
-    "make_nonce",
-    "shared_ssl_context",
-]
+__all__ = ["StreamProbe", "make_nonce", "stream_prober"]
 
 _NS = 1e-9
 _DETAIL_LIMIT = 300  # characters of a failure detail
 _EXCERPT_LIMIT = 200  # characters of response text inside a detail
-_EXCERPT_WINDOW = 4096  # characters of response text looked at for the excerpt
 _LOG_LINE_LIMIT = 1000
 # Bytes parsed between two yields to the event loop when a read is large.
 _SLICE = 32 << 10
-_CURRENT_PHASES: ContextVar[PhaseRecorder | None] = ContextVar("ttft_phases", default=None)
-
-
-class PhaseRecorder:
-    """Connection phase stamps for one request, filled by aiohttp trace hooks and by
-    the TLS context. All stamps are monotonic nanoseconds."""
-
-    __slots__ = (
-        "clock",
-        "conn_end",
-        "conn_start",
-        "dns_end",
-        "dns_start",
-        "reused",
-        "tls_start",
-    )
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.dns_start: int | None = None
-        self.dns_end: int | None = None
-        self.conn_start: int | None = None
-        self.conn_end: int | None = None
-        self.tls_start: int | None = None
-        self.reused = False
-
-    def phases(self, start_ns: int, headers_ns: int | None) -> dict[str, float]:
-        """dns, connect, tls and headers (connection ready to response headers) in
-        seconds, each one of: its duration; 0 when the probe did not need it (every
-        connection phase on a reused connection, dns for an address or a cached name,
-        tls over plain HTTP); NaN when it was needed but not measured, because it
-        failed or the probe never got that far (after a refused connect: connect, tls
-        and headers)."""
-        if self.reused:
-            dns = connect = tls = 0.0
-        else:
-            if self.dns_start is None:
-                # No lookup: an address or a cached name needed none, once connecting.
-                dns = 0.0 if self.conn_start is not None else math.nan
-            else:
-                dns = _span(self.dns_start, self.dns_end)
-            tcp_from = self.dns_end if self.dns_end is not None else self.conn_start
-            tcp_to = self.tls_start if self.tls_start is not None else self.conn_end
-            connect = _span(tcp_from, tcp_to) if self.conn_start is not None else math.nan
-            if self.tls_start is not None:
-                tls = _span(self.tls_start, self.conn_end)
-            else:
-                # No handshake started: plain HTTP once connected, not reached otherwise.
-                tls = 0.0 if self.conn_end is not None else math.nan
-        ready = self.conn_end if self.conn_end is not None else start_ns
-        headers = _span(ready, headers_ns)
-        return {"dns": dns, "connect": connect, "tls": tls, "headers": headers}
-
-
-def _span(start: int | None, end: int | None) -> float:
-    """Seconds from start to end; NaN if either end was never stamped."""
-    if start is None or end is None:
-        return math.nan
-    return max(0, end - start) * _NS
-
-
-class _TimedSSLContext(ssl.SSLContext):
-    """An SSLContext that stamps the start of the TLS handshake.
-
-    asyncio wraps the already-connected socket with `wrap_bio` right before the
-    handshake, in the task that opens the connection, so the stamp splits aiohttp's
-    single connection-create span into TCP connect and TLS.
-    """
-
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        recorder = _CURRENT_PHASES.get()
-        if recorder is not None and recorder.tls_start is None:
-            recorder.tls_start = recorder.clock.monotonic_ns()
-        return super().wrap_bio(*args, **kwargs)
-
-
-_CONTEXTS: dict[tuple[TLSConfig, tuple[float, ...]], ssl.SSLContext] = {}
-
-
-def shared_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
-    """The TLS context for these settings, shared by every target that has them.
-
-    Loading the system trust store costs ~18 ms of CPU and ~0.8 MB per context; with
-    one per target, startup and reloads of many targets would stall the event loop (and
-    the probes in flight). Keyed on the files' modification times too, so a reload
-    picks up a rotated CA or client certificate.
-    """
-    files = (tls.ca_file, tls.cert_file, tls.key_file)
-    mtimes = tuple(os.stat(f).st_mtime if f is not None else 0.0 for f in files)
-    key = (tls, mtimes)
-    context = _CONTEXTS.get(key)
-    if context is None:
-        if len(_CONTEXTS) > 256:
-            _CONTEXTS.clear()
-        context = _CONTEXTS[key] = build_ssl_context(tls)
-    return context
-
-
-def build_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
-    """A new client TLS context from a target's `tls` settings."""
-    context = _TimedSSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif tls.ca_file is not None:
-        context.load_verify_locations(cafile=str(tls.ca_file))
-    else:
-        context.load_default_certs()
-    if tls.cert_file is not None and tls.key_file is not None:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    return context
-
-
-def _recorder(params: SimpleNamespace) -> PhaseRecorder | None:
-    ctx = params.trace_request_ctx
-    return ctx if isinstance(ctx, PhaseRecorder) else None
-
-
-async def _on_dns_start(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
-    if (rec := _recorder(ctx)) is not None:
-        rec.dns_start = rec.clock.monotonic_ns()
-
-
-async def _on_dns_end(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
-    if (rec := _recorder(ctx)) is not None:
-        rec.dns_end = rec.clock.monotonic_ns()
-
-
-async def _on_conn_start(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
-    if (rec := _recorder(ctx)) is not None:
-        rec.conn_start = rec.clock.monotonic_ns()
-
-
-async def _on_conn_end(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
-    if (rec := _recorder(ctx)) is not None:
-        rec.conn_end = rec.clock.monotonic_ns()
-
-
-async def _on_reuse(_s: aiohttp.ClientSession, ctx: SimpleNamespace, _p: Any) -> None:
-    if (rec := _recorder(ctx)) is not None:
-        rec.reused = True
-
-
-def _trace_config() -> aiohttp.TraceConfig:
-    trace = aiohttp.TraceConfig()
-    trace.on_dns_resolvehost_start.append(_on_dns_start)
-    trace.on_dns_resolvehost_end.append(_on_dns_end)
-    trace.on_connection_create_start.append(_on_conn_start)
-    trace.on_connection_create_end.append(_on_conn_end)
-    trace.on_connection_reuseconn.append(_on_reuse)
-    return trace
-
-
-def create_session(
-    tls: TLSConfig, *, reuse_connections: bool, limit: int = 0
-) -> aiohttp.ClientSession:
-    """The client session of one target. Without reuse every request opens a fresh
-    connection and resolves the name again, so each probe pays DNS, connect and TLS."""
-    connector = aiohttp.TCPConnector(
-        ssl=shared_ssl_context(tls),
-        force_close=not reuse_connections,
-        use_dns_cache=reuse_connections,
-        limit=limit,
-        # No parallel happy-eyeballs race: addresses are tried one after the other,
-        # so a probe measures one connection, as blackbox does.
-        happy_eyeballs_delay=None,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        trace_configs=[_trace_config()],
-        timeout=aiohttp.ClientTimeout(total=None),
-        auto_decompress=False,
-    )
 
 
 def make_nonce() -> str:
@@ -283,7 +100,6 @@ class StreamProbe:
         """Send the request, read the stream to its end, return the measurements."""
         clock = self._clock
         request = self._request
-        token = _CURRENT_PHASES.set(self._recorder)
         self._started_at = clock.wall()
         self._start_ns = clock.monotonic_ns()
         timeline = self._timeline = StreamTimeline(
@@ -293,49 +109,11 @@ class StreamProbe:
         headers = {"Accept-Encoding": "identity", **request.headers}
         self._debug(f"POST {request.url}")
         try:
-            async with self._session.post(
-                request.url,
-                data=request.body,
-                headers=headers,
-                trace_request_ctx=self._recorder,
-                server_hostname=self._server_name,
-                # Never follow: a redirect would resend the body and every header
-                # (API keys included) to whatever host it names, and measure that host.
-                allow_redirects=False,
-            ) as response:
-                self._headers_ns = clock.monotonic_ns()
-                self._status = response.status
-                self._debug(f"response headers: HTTP {response.status} {response.content_type}")
-                if response.status // 100 == 3:
-                    # The host only: a Location's path and query may carry tokens.
-                    where = _location_host(response.headers.get("Location"), request.url)
-                    raise ProbeFailure(
-                        FailureReason.HTTP_STATUS,
-                        f"HTTP {response.status}: redirect to {where} not followed",
-                    )
-                if response.status // 100 != 2:
-                    # A bounded read; whitespace is collapsed only after redaction,
-                    # which also takes any 8+ character prefix of a key cut by the read.
-                    body = (await response.content.read(4096)).decode("utf-8", "replace")
-                    raise ProbeFailure(
-                        FailureReason.HTTP_STATUS, f"HTTP {response.status}", excerpt=body
-                    )
-                eof = await self._read_stream(response, timeline)
-                self._ended = True
-                finish = timeline.finish_reason
-                self._debug(
-                    f"stream {'ended at EOF' if eof else 'terminated'} after "
-                    f"{timeline.token_chunks} token chunks, finish reason "
-                    f"{'none' if finish is None else repr(finish)}"
-                )
-                truncated = timeline.truncation(terminated=self._terminated, eof=eof)
-                if truncated is not None:
-                    raise ProbeFailure(FailureReason.TRUNCATED, truncated)
+            with recording_phases(self._recorder):
+                await self._exchange(request, headers, timeline)
         except ProbeFailure as exc:
             # Whatever leaves the probe is redacted and bounded, the exception included.
             raise ProbeFailure(exc.reason, self._detail(exc)) from None
-        finally:
-            _CURRENT_PHASES.reset(token)
         end_ns = clock.monotonic_ns()
         result = timeline.result(
             phases=self._recorder.phases(self._start_ns, self._headers_ns),
@@ -358,6 +136,50 @@ class StreamProbe:
             )
         self._debug(_summary(result))
         return result
+
+    async def _exchange(
+        self, request: HTTPRequest, headers: dict[str, str], timeline: StreamTimeline
+    ) -> None:
+        """The request and its response, read to the end of the stream."""
+        clock = self._clock
+        async with self._session.post(
+            request.url,
+            data=request.body,
+            headers=headers,
+            trace_request_ctx=self._recorder,
+            server_hostname=self._server_name,
+            # Never follow: a redirect would resend the body and every header
+            # (API keys included) to whatever host it names, and measure that host.
+            allow_redirects=False,
+        ) as response:
+            self._headers_ns = clock.monotonic_ns()
+            self._status = response.status
+            self._debug(f"response headers: HTTP {response.status} {response.content_type}")
+            if response.status // 100 == 3:
+                # The host only: a Location's path and query may carry tokens.
+                where = _location_host(response.headers.get("Location"), request.url)
+                raise ProbeFailure(
+                    FailureReason.HTTP_STATUS,
+                    f"HTTP {response.status}: redirect to {where} not followed",
+                )
+            if response.status // 100 != 2:
+                # A bounded read; whitespace is collapsed only after redaction,
+                # which also takes any 8+ character prefix of a key cut by the read.
+                body = (await response.content.read(4096)).decode("utf-8", "replace")
+                raise ProbeFailure(
+                    FailureReason.HTTP_STATUS, f"HTTP {response.status}", excerpt=body
+                )
+            eof = await self._read_stream(response, timeline)
+            self._ended = True
+            finish = timeline.finish_reason
+            self._debug(
+                f"stream {'ended at EOF' if eof else 'terminated'} after "
+                f"{timeline.token_chunks} token chunks, finish reason "
+                f"{'none' if finish is None else repr(finish)}"
+            )
+            truncated = timeline.truncation(terminated=self._terminated, eof=eof)
+            if truncated is not None:
+                raise ProbeFailure(FailureReason.TRUNCATED, truncated)
 
     async def _read_stream(
         self, response: aiohttp.ClientResponse, timeline: StreamTimeline
@@ -406,11 +228,7 @@ class StreamProbe:
         it is cut, and whitespace collapsed only after redaction."""
         detail = exc.detail
         if exc.excerpt is not None:
-            redactor = self._redactor
-            # A bounded window (the text may be a whole SSE event), redacted whole,
-            # then whitespace collapsed, then cut.
-            excerpt = redactor.redact(exc.excerpt[: _EXCERPT_WINDOW + redactor.margin])
-            detail = f"{detail}: {redactor.cut(' '.join(excerpt.split()), _EXCERPT_LIMIT)}"
+            detail = f"{detail}: {self._redactor.excerpt(exc.excerpt, _EXCERPT_LIMIT)}"
         return self._redactor.cut(detail, _DETAIL_LIMIT)
 
     def _consume(self, framer: Framer, data: bytes, t_ns: int, timeline: StreamTimeline) -> bool:
