@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import RunningSim, SimFactory, make_config
 from ttft_exporter.clock import SystemClock
-from ttft_exporter.config import Config
+from ttft_exporter.config import Config, OpenAIChatTarget
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
@@ -299,7 +299,8 @@ async def test_apply_restarts_only_what_changed(
         assert after == before
     if change == "changed":
         assert after["edit"] is not before["edit"]
-        assert after["edit"].target.prompt == "something else"
+        edited = after["edit"].target
+        assert isinstance(edited, OpenAIChatTarget) and edited.prompt == "something else"
         assert after["drop"] is before["drop"]
     if change == "removed":
         assert sorted(after) == ["edit", "stay"]

@@ -1,24 +1,86 @@
-"""The protocol registry: one module per protocol, one entry per protocol name.
+"""THE protocol registry: one table, `PROTOCOLS`, from which the config's discriminated
+union of target models and the prober lookup are both derived.
 
 A prober takes a target, the target's HTTP session, a clock and (keyword) the
 inter-token bucket boundaries of the store it will be recorded into, and returns a
 prepared probe whose `run()` measures and whose `failure()` turns an exception into data.
-Adding a protocol means: a config model in `config.py`, a module here, an entry in
-PROBERS, a test module and a section in the configuration reference.
+Adding a protocol means one module here declaring its ProtocolSpec (config model,
+request builder, framer, decoder), one line in PROTOCOLS, a simulator mode and their
+tests (docs/adding-a-protocol.md).
 """
 
 from __future__ import annotations
 
-from ttft_exporter.probes.base import PreparedProbe, Prober
-from ttft_exporter.probes.openai import probe_openai_chat, probe_openai_completions
+import typing
+from typing import TYPE_CHECKING, Annotated, Any, get_args
+
+from pydantic import Field
+
+from ttft_exporter.probes import openai
+from ttft_exporter.probes.base import PreparedProbe, Prober, ProtocolSpec
+from ttft_exporter.probes.engine import stream_prober
 from ttft_exporter.probes.session import create_session
+from ttft_exporter.targets import TargetBase
 
-__all__ = ["PROBERS", "PreparedProbe", "Prober", "create_session", "get_prober"]
+__all__ = [
+    "PROBERS",
+    "PROTOCOLS",
+    "PROTOCOL_NAMES",
+    "PreparedProbe",
+    "Prober",
+    "ProtocolSpec",
+    "TargetConfig",
+    "create_session",
+    "get_prober",
+    "get_protocol",
+]
 
-PROBERS: dict[str, Prober] = {
-    "openai-chat": probe_openai_chat,
-    "openai-completions": probe_openai_completions,
-}
+PROTOCOLS: tuple[ProtocolSpec[Any], ...] = (
+    openai.CHAT,
+    openai.COMPLETIONS,
+)
+
+
+def _checked(spec: ProtocolSpec[Any]) -> ProtocolSpec[Any]:
+    """A spec whose model answers to its name: the union picks models by the literal
+    of their `protocol` field, the prober lookup by the spec's name."""
+    literal = get_args(spec.model.model_fields["protocol"].annotation)
+    if literal != (spec.name,):
+        raise TypeError(
+            f"protocol {spec.name!r}: {spec.model.__name__}.protocol must be "
+            f'Literal["{spec.name}"], not {literal!r}'
+        )
+    return spec
+
+
+_BY_NAME: dict[str, ProtocolSpec[Any]] = {spec.name: _checked(spec) for spec in PROTOCOLS}
+if len(_BY_NAME) != len(PROTOCOLS):
+    raise TypeError("PROTOCOLS lists a protocol name twice")
+
+PROTOCOL_NAMES: tuple[str, ...] = tuple(_BY_NAME)
+PROBERS: dict[str, Prober] = {spec.name: stream_prober(spec) for spec in PROTOCOLS}
+
+if TYPE_CHECKING:
+    # A type checker cannot evaluate a union built from a table: it sees the base,
+    # which has every shared field; code needing a protocol's own fields narrows with
+    # isinstance().
+    TargetConfig = TargetBase
+else:
+    # `Union[tuple]` builds the union of every protocol model at runtime.
+    TargetConfig = Annotated[
+        typing.Union[tuple(spec.model for spec in PROTOCOLS)],  # noqa: UP007
+        Field(discriminator="protocol"),
+    ]
+
+
+def get_protocol(protocol: str) -> ProtocolSpec[Any]:
+    """The spec of a protocol; a clear error naming the known ones otherwise."""
+    try:
+        return _BY_NAME[protocol]
+    except KeyError:
+        raise KeyError(
+            f"unknown protocol {protocol!r}; known: {', '.join(sorted(_BY_NAME))}"
+        ) from None
 
 
 def get_prober(protocol: str) -> Prober:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.framing import Frame
+from ttft_exporter.probes.framing import Frame, Framer
 
 if TYPE_CHECKING:
     import aiohttp
 
     from ttft_exporter.clock import Clock
-    from ttft_exporter.config import TargetConfig
+    from ttft_exporter.targets import TargetBase
 
 __all__ = [
     "BURST_MIN_SECONDS_PER_TOKEN",
@@ -29,6 +29,7 @@ __all__ = [
     "GapHistogram",
     "HTTPRequest",
     "ProbeResult",
+    "ProtocolSpec",
     "StreamDecoder",
     "StreamItem",
     "StreamTimeline",
@@ -493,10 +494,29 @@ class Prober(Protocol):
 
     def __call__(
         self,
-        target: TargetConfig,
+        target: TargetBase,
         session: aiohttp.ClientSession,
         clock: Clock,
         /,
         *,
         gap_bounds: Sequence[float] | None = None,
     ) -> PreparedProbe: ...
+
+
+_Target = TypeVar("_Target", bound="TargetBase")
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSpec(Generic[_Target]):
+    """One protocol, as its module declares it and the registry lists it: its name
+    (the `protocol` value in the config), its config model, how it builds the request
+    of one probe (with the cache-busting nonce, or None), and the factories of the
+    framer and the decoder of one stream. `terminated`: the protocol ends its streams
+    with a terminator (OpenAI's `[DONE]`), so EOF before it is a truncation."""
+
+    name: str
+    model: type[_Target]
+    build_request: Callable[[_Target, str | None], HTTPRequest]
+    new_decoder: Callable[[], StreamDecoder]
+    new_framer: Callable[[], Framer]
+    terminated: bool = True

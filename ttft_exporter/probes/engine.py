@@ -10,14 +10,13 @@ import dataclasses
 import math
 import secrets as _secrets
 import ssl
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from ttft_exporter.clock import Clock
-from ttft_exporter.config import DEFAULT_MAX_RESPONSE_BYTES
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import (
     DEFAULT_INTER_TOKEN_BUCKETS,
@@ -25,6 +24,7 @@ from ttft_exporter.probes.base import (
     PreparedProbe,
     Prober,
     ProbeResult,
+    ProtocolSpec,
     StreamDecoder,
     StreamTimeline,
     finish_reason_label,
@@ -32,6 +32,7 @@ from ttft_exporter.probes.base import (
 from ttft_exporter.probes.framing import Framer, JSONArraySniffer, SSEFramer
 from ttft_exporter.probes.session import PhaseRecorder, recording_phases
 from ttft_exporter.redact import Redactor
+from ttft_exporter.targets import DEFAULT_MAX_RESPONSE_BYTES, TargetBase
 
 __all__ = ["StreamProbe", "make_nonce", "stream_prober"]
 
@@ -349,42 +350,30 @@ def _short(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-if TYPE_CHECKING:
-    from ttft_exporter.config import TargetConfig
-
-_T = TypeVar("_T")
-
-
-def stream_prober(
-    target_type: type[_T],
-    build_request: Callable[[_T, str | None], HTTPRequest],
-    new_decoder: Callable[[], StreamDecoder],
-    *,
-    new_framer: Callable[[], Framer] = SSEFramer,
-    terminated: bool = True,
-) -> Prober:
-    """A prober for a streaming protocol: its config type, how it builds a request,
-    its framer and its pure decoder. Everything else (phases, stamping, failures) is
-    this engine's."""
+def stream_prober(spec: ProtocolSpec[Any]) -> Prober:
+    """The prober of a streaming protocol: its spec says how to build a request and
+    which framer and decoder read the stream. Everything else (phases, stamping,
+    limits, failures) is this engine's."""
+    model = spec.model
 
     def prober(
-        target: TargetConfig,
+        target: TargetBase,
         session: aiohttp.ClientSession,
         clock: Clock,
         /,
         *,
         gap_bounds: Sequence[float] | None = None,
     ) -> PreparedProbe:
-        if not isinstance(target, target_type):
-            raise TypeError(f"{target_type.__name__} prober got a {type(target).__name__}")
+        if not isinstance(target, model):
+            raise TypeError(f"{model.__name__} prober got a {type(target).__name__}")
         return StreamProbe(
             session=session,
             clock=clock,
-            request=build_request(target, make_nonce() if target.cache_bust else None),
-            decoder=new_decoder(),
-            framer=new_framer(),
+            request=spec.build_request(target, make_nonce() if target.cache_bust else None),
+            decoder=spec.new_decoder(),
+            framer=spec.new_framer(),
             expect=target.expect,
-            terminated=terminated,
+            terminated=spec.terminated,
             server_name=target.tls.server_name,
             redactor=target.redactor,
             gap_bounds=DEFAULT_INTER_TOKEN_BUCKETS if gap_bounds is None else gap_bounds,
@@ -395,7 +384,7 @@ def stream_prober(
     return prober
 
 
-def _requested_tokens(target: TargetConfig) -> int:
+def _requested_tokens(target: TargetBase) -> int:
     """The output token limit the request carries: `max_tokens`, or a larger one
     `extra_body` sets (it is merged over the body), so usage is judged against it."""
     limits = [target.max_tokens]

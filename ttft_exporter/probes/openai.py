@@ -1,44 +1,88 @@
-"""OpenAI-compatible streaming: request bodies and the pure chunk decoders for Chat
-Completions and legacy Completions (llm-streaming.md §A.1)."""
+"""OpenAI-compatible streaming: the config models, request bodies and pure chunk
+decoders of Chat Completions and legacy Completions (llm-streaming.md §A.1), and their
+registry entries. Auth: `Authorization: Bearer <key>` (the TargetBase default)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import orjson
+from pydantic import Field, ValidationInfo, field_validator
 
-from ttft_exporter.config import OpenAIChatTarget, OpenAICompletionsTarget
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import HTTPRequest, StreamItem, Usage
-from ttft_exporter.probes.engine import stream_prober
-from ttft_exporter.probes.framing import Frame
+from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.framing import Frame, SSEFramer
+from ttft_exporter.targets import ChatMessage, TargetBase
+from ttft_exporter.validation import field_rule
 
 __all__ = [
+    "CHAT",
+    "COMPLETIONS",
     "ChatDecoder",
     "CompletionsDecoder",
+    "OpenAIChatTarget",
+    "OpenAICompletionsTarget",
     "build_chat_request",
     "build_completions_request",
-    "probe_openai_chat",
-    "probe_openai_completions",
 ]
+
+
+class _OpenAITarget(TargetBase):
+    """The knobs of both OpenAI protocols: `stream_options`, which only OpenAI-style
+    servers know (others reject the unknown field, or ignore it)."""
+
+    include_usage: bool = Field(
+        True, description="Ask for the usage chunk (stream_options.include_usage)."
+    )
+    continuous_usage_stats: bool = Field(
+        False,
+        description="Also ask for usage on every chunk (vLLM's continuous_usage_stats).",
+    )
+
+
+class OpenAIChatTarget(_OpenAITarget):
+    """A streaming OpenAI Chat Completions endpoint (`POST {url}/chat/completions`)."""
+
+    protocol: Literal["openai-chat"]
+    prompt: str | None = Field(None, description="User prompt; or give `messages`.")
+    messages: list[ChatMessage] | None = Field(
+        None, validate_default=True, description="Full message list; or give `prompt`."
+    )
+
+    @field_validator("messages")
+    @classmethod
+    def _prompt_or_messages(
+        cls, value: list[ChatMessage] | None, info: ValidationInfo
+    ) -> list[ChatMessage] | None:
+        # A prompt that failed its own validation is not in info.data: not judged here.
+        if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
+            raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
+        if value is not None and not value:
+            raise ValueError("must not be empty")
+        return value
+
+
+class OpenAICompletionsTarget(_OpenAITarget):
+    """A streaming legacy Completions endpoint (`POST {url}/completions`)."""
+
+    protocol: Literal["openai-completions"]
+    prompt: str = Field(min_length=1, description="Prompt text.")
+
 
 # orjson parses a chunk about 3x faster than json; it is on the hot path of every token.
 _loads: Callable[[str | bytes], Any] = orjson.loads
 
 
-def _headers(target: OpenAIChatTarget | OpenAICompletionsTarget) -> dict[str, str]:
+def _headers(target: _OpenAITarget) -> dict[str, str]:
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     headers.update(target.request_headers())
-    if target.api_key is not None:
-        headers["Authorization"] = f"Bearer {target.api_key.get_secret_value()}"
+    headers.update(target.auth_headers())
     return headers
 
 
-def _stream_options(
-    target: OpenAIChatTarget | OpenAICompletionsTarget,
-) -> dict[str, Any]:
+def _stream_options(target: _OpenAITarget) -> dict[str, Any]:
     if not target.include_usage:
         return {}
     options: dict[str, Any] = {"include_usage": True}
@@ -210,10 +254,20 @@ class CompletionsDecoder:
         return item
 
 
-probe_openai_chat = stream_prober(OpenAIChatTarget, build_chat_request, ChatDecoder)
-"""Streaming Chat Completions: `POST {url}/chat/completions`."""
-
-probe_openai_completions = stream_prober(
-    OpenAICompletionsTarget, build_completions_request, CompletionsDecoder
+CHAT = ProtocolSpec(
+    name="openai-chat",
+    model=OpenAIChatTarget,
+    build_request=build_chat_request,
+    new_decoder=ChatDecoder,
+    new_framer=SSEFramer,
 )
-"""Streaming legacy Completions: `POST {url}/completions`."""
+"""Streaming Chat Completions: `POST {url}/chat/completions`, SSE ending in `[DONE]`."""
+
+COMPLETIONS = ProtocolSpec(
+    name="openai-completions",
+    model=OpenAICompletionsTarget,
+    build_request=build_completions_request,
+    new_decoder=CompletionsDecoder,
+    new_framer=SSEFramer,
+)
+"""Streaming legacy Completions: `POST {url}/completions`, SSE ending in `[DONE]`."""

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from ttft_exporter.clock import Clock
-from ttft_exporter.config import TLSConfig
+from ttft_exporter.targets import TLSConfig
 
 __all__ = [
     "PhaseRecorder",
