@@ -1,4 +1,6 @@
-"""Every exception of ttft_exporter, under one base, and the closed set of failure reasons."""
+"""Every exception of ttft_exporter, under one base, and the closed sets of failure
+reasons of every component: each becomes a `reason` label, so each is an enum whose
+values are the label values."""
 
 from __future__ import annotations
 
@@ -7,12 +9,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "AdhocRejectReason",
+    "CanaryFailureError",
     "ConfigError",
     "ConfigProblem",
     "FailureReason",
+    "FluxCanaryReason",
+    "FluxReconnectReason",
+    "FluxValueError",
+    "HTTPDropReason",
     "ProbeFailure",
     "ProbeRejected",
     "TTFTExporterError",
+    "YAMLLimitError",
 ]
 
 
@@ -36,6 +45,46 @@ class FailureReason(enum.StrEnum):
     NO_TOKENS = "no_tokens"
     CONTENT_MISMATCH = "content_mismatch"
     INTERNAL = "internal"
+
+
+class AdhocRejectReason(enum.StrEnum):
+    """Why a `/probe` request was answered without probing
+    (`ttft_exporter_adhoc_probes_rejected_total`)."""
+
+    TARGET_BUSY = "target_busy"  # 429: the target had a probe in flight
+    POOL_TIMEOUT = "pool_timeout"  # 503: no ad-hoc slot became free within the deadline
+
+
+class HTTPDropReason(enum.StrEnum):
+    """Why the exporter's own HTTP server closed a connection
+    (`ttft_exporter_http_connections_dropped_total`)."""
+
+    LIMIT = "limit"  # over --web.max-connections, closed at accept
+    CLIENT_LIMIT = "client_limit"  # over --web.max-connections-per-client
+    HEADER_TIMEOUT = "header_timeout"  # no handshake and request head in time
+
+
+class FluxReconnectReason(enum.StrEnum):
+    """Why a Flux WebSocket connection ended or failed (`ttft_flux_reconnects_total`)."""
+
+    CONNECT_FAILED = "connect_failed"
+    CLOSED = "closed"
+    ERROR = "error"
+    STALE = "stale"
+    PING_TIMEOUT = "ping_timeout"
+
+
+class FluxCanaryReason(enum.StrEnum):
+    """Why a Flux canary check failed (`ttft_flux_canary_failures_total`)."""
+
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    AUTH = "auth"
+    RATE_LIMITED = "rate_limited"
+    NOT_PROPAGATED = "not_propagated"
+    PROTOCOL = "protocol"
 
 
 class ProbeFailure(TTFTExporterError):  # noqa: N818 - a failure is data, not an error
@@ -85,3 +134,30 @@ class ProbeRejected(TTFTExporterError):  # noqa: N818 - an answer to a client, n
         self.status = status
         self.message = message
         self.retry_after = retry_after
+
+
+class CanaryFailureError(TTFTExporterError):
+    """A Flux canary check failed for a bounded reason."""
+
+    def __init__(
+        self, reason: FluxCanaryReason, detail: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class YAMLLimitError(TTFTExporterError, ValueError):
+    """A well-formed document the loader refuses; `path` locates it (`targets[0].url`)."""
+
+    def __init__(self, path: str, message: str, line: int | None = None) -> None:
+        where = f" (line {line})" if line is not None else ""
+        super().__init__(f"{message}{where}")
+        self.path = path
+        self.message = f"{message}{where}"
+
+
+class FluxValueError(TTFTExporterError):
+    """A Flux message value that is present but not one Flux sends; the decoder turns
+    it into a malformed message (never raised out of the decoder)."""

@@ -18,7 +18,7 @@ import aiohttp
 
 from ttft_exporter.clock import Clock
 from ttft_exporter.config import TargetConfig
-from ttft_exporter.errors import FailureReason, ProbeRejected
+from ttft_exporter.errors import AdhocRejectReason, FailureReason, ProbeRejected
 from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.limiter import CapacityLimiter
 from ttft_exporter.logs import fields
@@ -130,7 +130,7 @@ class ProbeExecutor:
         name = target.name
         running = self._claims.get(name)
         if running is not None or name in self._scheduled_waiting:
-            self._metrics.adhoc_rejected.labels("target_busy").inc()
+            self._metrics.adhoc_rejected.labels(AdhocRejectReason.TARGET_BUSY).inc()
             kind = running.kind if running is not None else "scheduled"
             until = running.until if running is not None else loop.time() + target.timeout
             raise ProbeRejected(
@@ -146,7 +146,7 @@ class ProbeExecutor:
                 async with asyncio.timeout(deadline):
                     await self._adhoc.acquire()
             except TimeoutError:
-                self._metrics.adhoc_rejected.labels("pool_timeout").inc()
+                self._metrics.adhoc_rejected.labels(AdhocRejectReason.POOL_TIMEOUT).inc()
                 raise ProbeRejected(
                     503,
                     f"no ad-hoc probe slot became free within the probe deadline of "

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from ttft_exporter.errors import HTTPDropReason
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics
 
@@ -102,7 +103,7 @@ class ConnectionGuard:
         """Count a new connection from `client` (an address) in, or refuse it: over
         the cap, or over the client's share of it (counted, rate-limited log)."""
         if self.open >= self.limits.max_connections:
-            self._metrics.http_dropped.labels("limit").inc()
+            self._metrics.http_dropped.labels(HTTPDropReason.LIMIT).inc()
             self._refused_log.warning(
                 "connection limit reached; closing new connections at once",
                 max_connections=self.limits.max_connections,
@@ -110,7 +111,7 @@ class ConnectionGuard:
             return False
         held = self.by_client.get(client, 0)
         if held >= self.limits.max_connections_per_client:
-            self._metrics.http_dropped.labels("client_limit").inc()
+            self._metrics.http_dropped.labels(HTTPDropReason.CLIENT_LIMIT).inc()
             self._client_log.warning(
                 "a client reached its connection limit; closing its new connections",
                 max_connections_per_client=self.limits.max_connections_per_client,
@@ -131,7 +132,7 @@ class ConnectionGuard:
 
     def header_timeout(self) -> None:
         """A connection closed for being too slow to send its first request head."""
-        self._metrics.http_dropped.labels("header_timeout").inc()
+        self._metrics.http_dropped.labels(HTTPDropReason.HEADER_TIMEOUT).inc()
         self._timeout_log.warning(
             "closing connections that sent no complete request in time",
             read_header_timeout_seconds=self.limits.read_header_timeout,

@@ -33,8 +33,13 @@ from prometheus_client.registry import Collector
 
 from ttft_exporter import __version__
 from ttft_exporter.cgroup import CPUThrottling
-from ttft_exporter.config import HistogramsConfig
-from ttft_exporter.errors import FailureReason
+from ttft_exporter.errors import (
+    AdhocRejectReason,
+    FailureReason,
+    FluxCanaryReason,
+    FluxReconnectReason,
+    HTTPDropReason,
+)
 from ttft_exporter.probes.base import (
     DEFAULT_INTER_TOKEN_BUCKETS,
     FINISH_REASONS,
@@ -42,6 +47,7 @@ from ttft_exporter.probes.base import (
     GapHistogram,
     ProbeResult,
 )
+from ttft_exporter.targets import HistogramsConfig
 
 if TYPE_CHECKING:
     from ttft_exporter.config import Config
@@ -293,8 +299,9 @@ BACKGROUND_COMPONENTS = (
     "config_reload",
     "loop_lag",
 )
-ADHOC_REJECT_REASONS = ("target_busy", "pool_timeout")
-HTTP_DROP_REASONS = ("limit", "client_limit", "header_timeout")
+# The reason enums live in errors.py; these are their label values, in enum order.
+ADHOC_REJECT_REASONS = tuple(r.value for r in AdhocRejectReason)
+HTTP_DROP_REASONS = tuple(r.value for r in HTTPDropReason)
 
 EXPORTER_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
@@ -396,18 +403,9 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
 # Event-loop lag, 1 ms (a busy moment) to 1 s (a process starved for a CPU).
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
-FLUX_RECONNECT_REASONS = ("connect_failed", "closed", "error", "stale", "ping_timeout")
+FLUX_RECONNECT_REASONS = tuple(r.value for r in FluxReconnectReason)
 FLUX_MESSAGE_TYPES = ("metrics_update", "state_update", "entity_deleted", "other")
-FLUX_CANARY_REASONS = (
-    "connect",
-    "timeout",
-    "http_4xx",
-    "http_5xx",
-    "auth",
-    "rate_limited",
-    "not_propagated",
-    "protocol",
-)
+FLUX_CANARY_REASONS = tuple(r.value for r in FluxCanaryReason)
 
 # Every Flux series carries the `flux` label (the instance name) first.
 FLUX_METRICS: tuple[MetricSpec, ...] = (

@@ -9,6 +9,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ttft_exporter.errors import YAMLLimitError
+
 __all__ = ["MAX_DEPTH", "MAX_NODES", "YAMLLimitError", "load_yaml"]
 
 # A 4 MiB config has far fewer nodes; a bomb has billions.
@@ -18,16 +20,6 @@ MAX_DEPTH = 64
 # libyaml parses ~5x faster than the pure-Python parser and caps nesting at 1000
 # levels itself; the pure-Python one is the fallback where PyYAML lacks it.
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class YAMLLimitError(ValueError):
-    """A well-formed document the loader refuses; `path` locates it (`targets[0].url`)."""
-
-    def __init__(self, path: str, message: str, line: int | None = None) -> None:
-        where = f" (line {line})" if line is not None else ""
-        super().__init__(f"{message}{where}")
-        self.path = path
-        self.message = f"{message}{where}"
 
 
 class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]

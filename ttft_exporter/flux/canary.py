@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 
 from ttft_exporter.clock import Clock
+from ttft_exporter.errors import CanaryFailureError, FluxCanaryReason
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.flux.metrics import FluxInstanceMetrics
 from ttft_exporter.flux.monitor import FluxMonitor
@@ -30,30 +31,20 @@ class CanaryOutcome:
 
     at: float  # wall clock, seconds
     propagation: float | None
-    reason: str | None
+    reason: FluxCanaryReason | None
 
 
-class CanaryFailureError(Exception):
-    """A canary check failed for a bounded reason."""
-
-    def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.retry_after = retry_after
-
-
-def classify_status(status: int) -> str | None:
+def classify_status(status: int) -> FluxCanaryReason | None:
     """The failure reason of a publish status (None for success)."""
     if 200 <= status < 300:
         return None
     if status in (401, 403):
-        return "auth"
+        return FluxCanaryReason.AUTH
     if status == 429:
-        return "rate_limited"
+        return FluxCanaryReason.RATE_LIMITED
     if 400 <= status < 500:
-        return "http_4xx"
-    return "http_5xx"
+        return FluxCanaryReason.HTTP_4XX
+    return FluxCanaryReason.HTTP_5XX
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -147,11 +138,11 @@ class FluxCanary:
         except TimeoutError:
             if acked:
                 raise CanaryFailureError(
-                    "not_propagated",
+                    FluxCanaryReason.NOT_PROPAGATED,
                     f"no state_update for seq {seq} within {self.canary.timeout:g}s",
                 ) from None
             raise CanaryFailureError(
-                "timeout", f"no acknowledgement within {self.canary.timeout:g}s"
+                FluxCanaryReason.TIMEOUT, f"no acknowledgement within {self.canary.timeout:g}s"
             ) from None
         finally:
             self._monitor.canary_waiters.pop(seq, None)
@@ -183,7 +174,7 @@ class FluxCanary:
                 if reason is not None:
                     retry = (
                         _retry_after(response.headers.get("Retry-After"))
-                        if reason == "rate_limited"
+                        if reason is FluxCanaryReason.RATE_LIMITED
                         else None
                     )
                     # Redacted before it is cut, so no part of an echoed token survives.
@@ -192,13 +183,15 @@ class FluxCanary:
         except (aiohttp.ClientConnectionError, OSError) as exc:
             text = self.config.redactor.cut(str(exc), 200)
             if isinstance(exc, aiohttp.ServerTimeoutError):
-                raise CanaryFailureError("timeout", text) from None
-            raise CanaryFailureError("connect", text or type(exc).__name__) from None
+                raise CanaryFailureError(FluxCanaryReason.TIMEOUT, text) from None
+            raise CanaryFailureError(FluxCanaryReason.CONNECT, text or type(exc).__name__) from None
         except aiohttp.ClientError as exc:
             # What remains is an answer that is not HTTP: a bad status line or headers
             # (ClientResponseError), a broken body (ClientPayloadError). Issue #8.
             detail = self.config.redactor.cut(str(exc), 200)
-            raise CanaryFailureError("protocol", detail or type(exc).__name__) from None
+            raise CanaryFailureError(
+                FluxCanaryReason.PROTOCOL, detail or type(exc).__name__
+            ) from None
         self.m.canary_publish.observe((acked_ns - start_ns) * _NS)
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from ttft_exporter.errors import FluxValueError
+
 __all__ = [
     "EntityDeleted",
     "Malformed",
@@ -88,23 +90,19 @@ class UnknownMessage:
 Message = MetricsUpdate | StateUpdate | EntityDeleted | UnknownMessage | Malformed
 
 
-class _InvalidValueError(Exception):
-    """A value is present but not one Flux sends; internal to this module."""
-
-
 def _count(obj: dict[str, Any], group: str, key: str) -> int | None:
-    """`obj[group][key]` as a count: None if absent, _InvalidValueError if not a count."""
+    """`obj[group][key]` as a count: None if absent, FluxValueError if not a count."""
     nested = obj.get(group)
     if nested is None:
         return None
     if not isinstance(nested, dict):
-        raise _InvalidValueError
+        raise FluxValueError
     value = nested.get(key)
     if value is None:
         return None
     # bool is an int in Python; a float (even 5.0) is not what Flux's u64 serializes to.
     if type(value) is not int or not 0 <= value <= MAX_COUNT:
-        raise _InvalidValueError
+        raise FluxValueError
     return value
 
 
@@ -114,10 +112,10 @@ def _rate(obj: dict[str, Any]) -> float | None:
     if value is None:
         return None
     if type(value) not in (int, float):
-        raise _InvalidValueError
+        raise FluxValueError
     rate = float(value)
     if not math.isfinite(rate) or not 0.0 <= rate <= MAX_COUNT:
-        raise _InvalidValueError
+        raise FluxValueError
     return rate
 
 
@@ -130,7 +128,7 @@ def _metrics(obj: dict[str, Any]) -> MetricsUpdate | Malformed:
             _count(obj, "websocket", "connections"),
             _count(obj, "publishers", "active"),
         )
-    except _InvalidValueError:
+    except FluxValueError:
         # One lying field makes the whole frame suspect: applying the others (or the
         # events.total baseline) from it would spread the damage.
         return Malformed("metrics_update with a value that is not a count")

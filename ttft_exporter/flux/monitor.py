@@ -16,6 +16,7 @@ import aiohttp
 import orjson
 
 from ttft_exporter.clock import Clock
+from ttft_exporter.errors import FluxReconnectReason
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.flux.decoder import (
     EntityDeleted,
@@ -59,7 +60,7 @@ class FluxMonitor:
         self._clock = clock
         self._rng = rng or random.Random()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._end_reason: str | None = None
+        self._end_reason: FluxReconnectReason | None = None
         self._last_total: int | None = None
         self._last_message_ns: int | None = None
         self._started_ns = clock.monotonic_ns()
@@ -89,7 +90,10 @@ class FluxMonitor:
             lived = (self._clock.monotonic_ns() - opened_ns) * _NS
             # A connection that lived a while resets the backoff; a flapping one grows it.
             attempt = (
-                0 if reason != "connect_failed" and lived > self.config.stale_after else attempt + 1
+                0
+                if reason is not FluxReconnectReason.CONNECT_FAILED
+                and lived > self.config.stale_after
+                else attempt + 1
             )
             delay = backoff_delay(
                 attempt, self.config.reconnect.initial, self.config.reconnect.max, self._rng
@@ -100,7 +104,7 @@ class FluxMonitor:
             )
             await asyncio.sleep(delay)
 
-    async def _connect_and_read(self) -> str:
+    async def _connect_and_read(self) -> FluxReconnectReason:
         cfg = self.config
         self._end_reason = None
         try:
@@ -117,7 +121,7 @@ class FluxMonitor:
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.debug("flux connect failed", extra=fields(flux=cfg.name, err=str(exc)[:200]))
-            return "connect_failed"
+            return FluxReconnectReason.CONNECT_FAILED
         self._connected_ns = self._clock.monotonic_ns()
         self._ws = ws
         self._set_connected(True)
@@ -143,22 +147,22 @@ class FluxMonitor:
                     closed_by_server = True
                 elif msg.type is aiohttp.WSMsgType.ERROR:
                     if isinstance(msg.data, aiohttp.ServerTimeoutError):
-                        return self._reason("ping_timeout")
-                    return self._reason("error")
+                        return self._reason(FluxReconnectReason.PING_TIMEOUT)
+                    return self._reason(FluxReconnectReason.ERROR)
                 elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                     break
         except (aiohttp.ClientError, OSError) as exc:
             log.debug("flux connection error", extra=fields(flux=cfg.name, err=str(exc)[:200]))
-            return self._reason("error")
+            return self._reason(FluxReconnectReason.ERROR)
         finally:
             self._ws = None
             self._set_connected(False)
             await ws.close()
         # A close frame is a clean close; anything else is an abrupt drop.
         clean = closed_by_server or ws.close_code == aiohttp.WSCloseCode.OK
-        return self._reason("closed" if clean else "error")
+        return self._reason(FluxReconnectReason.CLOSED if clean else FluxReconnectReason.ERROR)
 
-    def _reason(self, default: str) -> str:
+    def _reason(self, default: FluxReconnectReason) -> FluxReconnectReason:
         # The staleness watchdog (another task) may have closed the socket on purpose.
         return self._end_reason or default
 
@@ -181,7 +185,7 @@ class FluxMonitor:
             self.check_staleness()
             ws = self._ws
             if ws is not None and not ws.closed and self.connection_silent():
-                self._end_reason = "stale"
+                self._end_reason = FluxReconnectReason.STALE
                 await ws.close()
 
     def connection_silent(self) -> bool:
