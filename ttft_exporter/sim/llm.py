@@ -1021,6 +1021,11 @@ def create_llm_app(config: LLMSimConfig | None = None) -> web.Application:
     app.router.add_get("/sim/models", _handle_sim_models)
     app.router.add_patch("/sim/models/{name}", _handle_patch_model)
     app.router.add_get("/sim/requests", _handle_sim_requests)
+    # Imported here: the protocol modes build on this module's plan and writers.
+    from ttft_exporter.sim.protocols import ROUTES
+
+    for add_routes in ROUTES:
+        add_routes(app)
     app.on_shutdown.append(_on_shutdown)
     return app
 
