@@ -65,6 +65,7 @@ def _success(rng: random.Random) -> ProbeResult:
         inter_chunk_gaps=_histogram(gaps),
         time_per_output_token=(duration - ttft) / 39,
         output_tokens=40,
+        decode_tokens=39,
         usage_source="usage",
         input_tokens=12,
         reasoning_tokens=0,

@@ -174,7 +174,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_probe_time_per_output_token_seconds",
         Kind.HISTOGRAM,
-        "TPOT per probe: (e2e - TTFT) / (output tokens - 1), probes with at least 2 output tokens whose decode window was measured (not a burst).",
+        "TPOT per probe: (e2e - TTFT) / (output tokens - 1), probes with at least 2 output tokens whose decode window was measured (not a burst); reasoning the server counted but did not stream is not in the count (it came before the first token).",
         "s",
         buckets="inter_token",
     ),
@@ -202,7 +202,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_probe_burst_streams_total",
         Kind.COUNTER,
-        "Successful probes whose decode window (first to last token chunk) was below max(1 ms, 100 us x (output tokens - 1)), as when every token arrives in one read: they feed no TPOT, inter-chunk gap, decode tokens or generation seconds, and set the last tokens/s gauge to NaN.",
+        "Successful probes whose decode window (first to last token chunk) was below max(1 ms, 100 us x (decoded tokens - 1)), as when every token arrives in one read: they feed no TPOT, inter-chunk gap, decode tokens or generation seconds, and set the last tokens/s gauge to NaN.",
     ),
     MetricSpec(
         "ttft_probe_suspect_total",
@@ -228,7 +228,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "ttft_probe_decode_tokens_total",
         Kind.COUNTER,
-        "Output tokens after the first, i.e. produced during ttft_probe_generation_seconds_total (bursts excluded); rate(decode_tokens)/rate(generation_seconds) is the decode rate in tokens/s.",
+        "Output tokens after the first streamed one, i.e. produced during ttft_probe_generation_seconds_total (bursts and hidden reasoning excluded); rate(decode_tokens)/rate(generation_seconds) is the decode rate in tokens/s.",
         "{token}",
     ),
     MetricSpec(
@@ -947,10 +947,10 @@ def _record_timings(series: SeriesSet, result: ProbeResult) -> None:
     _observe(series, "ttft_probe_time_per_output_token_seconds", result.time_per_output_token)
     if result.inter_chunk_gaps is not None and result.inter_chunk_gaps.count:
         series.merge("ttft_probe_inter_chunk_latency_seconds", result.inter_chunk_gaps)
-    tokens = result.output_tokens or 0
+    decode_tokens = result.decode_tokens or 0
     decode = result.decode_seconds
-    if tokens >= 2 and decode is not None:
-        series.inc("ttft_probe_decode_tokens_total", tokens - 1)
+    if decode_tokens >= 1 and decode is not None:
+        series.inc("ttft_probe_decode_tokens_total", decode_tokens)
         series.inc("ttft_probe_generation_seconds_total", decode)
 
 

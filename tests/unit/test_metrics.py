@@ -65,6 +65,7 @@ def success(**overrides: object) -> ProbeResult:
         "inter_chunk_gaps": gap_histogram((0.02,) * 19),
         "time_per_output_token": 0.38 / 39,
         "output_tokens": 40,
+        "decode_tokens": 39,
         "usage_source": "usage",
         "input_tokens": 7,
         "finish_reason": "length",
@@ -181,7 +182,7 @@ def test_single_token_success_has_no_rate() -> None:
     store = MetricStore()
     series = store.ensure("a", LABELS)
     record_result(series, success(), timeout=5.0)
-    one = success(output_tokens=1, time_per_output_token=None, duration=0.3)
+    one = success(output_tokens=1, decode_tokens=0, time_per_output_token=None, duration=0.3)
     record_result(series, one, timeout=5.0)
     assert nan(sample(store, "ttft_probe_last_output_tokens_per_second"))
     assert sample(store, "ttft_probe_burst_streams_total") == 0.0
@@ -253,7 +254,9 @@ def test_gap_histogram_with_other_bounds_never_lands_below_its_bucket() -> None:
 
 def test_rejected_usage_is_counted() -> None:
     store = MetricStore()
-    rejected = success(output_tokens=3, usage_source="chunks", usage_rejected="negative")
+    rejected = success(
+        output_tokens=3, decode_tokens=2, usage_source="chunks", usage_rejected="negative"
+    )
     record_result(store.ensure("a", LABELS), rejected, timeout=5.0)
     assert sample(store, "ttft_probe_usage_rejected_total") == 1.0
     assert sample(store, "ttft_probe_output_tokens_total", usage_source="chunks") == 3.0

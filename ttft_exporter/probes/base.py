@@ -269,6 +269,10 @@ class ProbeResult:
     inter_chunk_gaps: GapHistogram | None = None
     time_per_output_token: float | None = None
     output_tokens: int | None = None
+    # Output tokens produced between the first and the last token chunk: the TPOT and
+    # decode-rate numerator. Reasoning the server counted but did not stream (hidden
+    # thinking) was produced before the first token and is not among them.
+    decode_tokens: int | None = None
     usage_source: UsageSource | None = None
     usage_rejected: str | None = None
     input_tokens: int | None = None
@@ -296,7 +300,7 @@ class ProbeResult:
 
     @property
     def output_tokens_per_second(self) -> float | None:
-        """Decode rate, (tokens - 1) / (e2e - TTFT) = 1 / TPOT."""
+        """Decode rate, decode tokens / (e2e - TTFT) = 1 / TPOT."""
         if self.time_per_output_token is None or self.time_per_output_token <= 0:
             return None
         return 1.0 / self.time_per_output_token
@@ -428,10 +432,15 @@ class StreamTimeline:
             if rejected is not None:
                 usage = None
         tokens, source = _output_tokens(usage, self.token_chunks)
+        hidden = 0
+        if usage is not None and self.reasoning_chunks == 0:
+            hidden = _whole(usage.reasoning_tokens) or 0
+        # The first streamed token opens the window; the rest were decoded inside it.
+        decode_tokens = max(tokens - hidden, 1) - 1
         # A burst (decode window below the resolution bound) measured no decode figure.
         window = (self._last_token_ns - self.first_token_ns) * _NS
-        burst = tokens > 1 and window < burst_bound(tokens - 1)
-        tpot = (e2e - ttft) / (tokens - 1) if tokens > 1 and not burst else None
+        burst = decode_tokens > 0 and window < burst_bound(decode_tokens)
+        tpot = (e2e - ttft) / decode_tokens if decode_tokens > 0 and not burst else None
         return ProbeResult(
             success=True,
             started_at=started_at,
@@ -445,6 +454,7 @@ class StreamTimeline:
             inter_chunk_gaps=None if burst else self.gaps,
             time_per_output_token=tpot,
             output_tokens=tokens,
+            decode_tokens=decode_tokens,
             usage_source=source,
             usage_rejected=rejected,
             input_tokens=_whole(usage.input_tokens) if usage else None,

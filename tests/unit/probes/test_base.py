@@ -364,3 +364,28 @@ def test_burst_detection_with_an_injected_clock(
     elif result.output_tokens and result.output_tokens > 1:
         assert result.time_per_output_token is not None and result.time_per_output_token > 0
         assert result.inter_chunk_gaps is not None
+
+
+def test_hidden_reasoning_is_not_in_the_decode_count() -> None:
+    """Reasoning counted in usage but never streamed came before the first token: TPOT
+    divides the decode window by the streamed tokens after the first only (5 answer
+    tokens 10 ms apart, 3 hidden thought tokens: TPOT 10 ms, not 40 ms / 7)."""
+    hidden = StreamTimeline(0)
+    for i in range(5):
+        hidden.on_item((100 + 10 * i) * MS, StreamItem(text="tok"))
+    hidden.on_item(
+        150 * MS, StreamItem(usage=Usage(input_tokens=3, output_tokens=8, reasoning_tokens=3))
+    )
+    result = finish(hidden)
+    assert result.output_tokens == 8  # the server's count, reasoning included
+    assert result.decode_tokens == 4
+    assert result.time_per_output_token == pytest.approx(0.010)
+    # Streamed reasoning was inside the window: it stays in the count.
+    streamed = StreamTimeline(0)
+    streamed.on_item(100 * MS, StreamItem(reasoning="think"))
+    for i in range(1, 5):
+        streamed.on_item((100 + 10 * i) * MS, StreamItem(text="tok"))
+    streamed.on_item(150 * MS, StreamItem(usage=Usage(output_tokens=5, reasoning_tokens=1)))
+    result = finish(streamed)
+    assert result.decode_tokens == 4
+    assert result.time_per_output_token == pytest.approx(0.010)
