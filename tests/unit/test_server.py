@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -650,7 +651,7 @@ async def test_probe_deadline_from_the_scrape_timeout(
     )
 
     started = time.monotonic()
-    async with asyncio.timeout(2.0):
+    async with asyncio.timeout(10.0):
         text = await get_text(client, "/probe?target=a", headers=headers)
     took = time.monotonic() - started
 
@@ -658,7 +659,16 @@ async def test_probe_deadline_from_the_scrape_timeout(
     assert sample(text, "ttft_probe_success", target="a") == 0.0
     assert sample(text, "ttft_probe_failures_total", target="a", reason="timeout") == 1.0
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="failure") == 1.0
-    assert expected - 0.01 <= took <= expected + 0.2
+    # Exact: the probe ran under at most the expected deadline (what is left of it
+    # after waiting for an ad-hoc slot): 0.25 s, not the target's 0.4 s, a difference
+    # no wall-clock window can tell on a loaded box.
+    last = state.history.records()[0]  # newest first
+    found = re.search(r"deadline of ([0-9.]+)s passed", last.result.detail)
+    assert last.target == "a" and found is not None, last.result.detail
+    assert 0.0 < float(found.group(1)) <= expected
+    # Bounds (real clock): the stalled stream ends at the deadline, not before; the
+    # upper bound is generous for a starved 2-core box.
+    assert expected - 0.01 <= took <= expected + 2.0
 
 
 async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
