@@ -28,6 +28,20 @@ from ttft_exporter.sim.llm import (
     run_llm_sim,
 )
 
+# --- markers ---------------------------------------------------------------------------
+
+# Fixtures that run a Prometheus binary (tests/unit/rules/conftest.py): their tests get
+# the `tools` marker, so `make test` (-m "not integration and not slow and not tools")
+# needs no Prometheus package.
+_TOOL_FIXTURES = frozenset({"promtool", "amtool"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _TOOL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.tools)
+
+
 # --- no test leaks logging state ----------------------------------------------------
 # `cli.run()` configures logging for a real process: the root logger gets one handler
 # bound to the sys.stderr of that moment, which under pytest is a capture file closed

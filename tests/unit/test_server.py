@@ -824,7 +824,11 @@ def _hostile_config(path: Path, kind: str) -> str:
     return "x-filler: unknown field"
 
 
-@pytest.mark.parametrize("kind", ["yaml-bomb", "30mb-file", "big-valid-yaml"])
+@pytest.mark.parametrize(
+    "kind",
+    # 5-18 s of parsing off the loop: slow, out of `make test`, in .ci/run.
+    ["yaml-bomb", "30mb-file", pytest.param("big-valid-yaml", marks=pytest.mark.slow)],
+)
 async def test_hostile_reload_keeps_the_old_config_probing_and_health_answering(
     make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path, kind: str
 ) -> None:
@@ -945,6 +949,7 @@ async def test_waiting_for_the_adhoc_pool_counts_against_the_deadline(
     first.cancel()
 
 
+@pytest.mark.slow  # 7 s: out of `make test`, in .ci/run
 async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
     counting_llm: CountingLLM, aiohttp_client: AiohttpClient
 ) -> None:

@@ -499,6 +499,7 @@ def slow_start_config(url: str) -> FluxInstanceConfig:
     )
 
 
+@pytest.mark.slow  # 5 s: out of `make test`, in .ci/run
 async def test_stream_recovers_after_silence_longer_than_stale_after(
     slow_start_flux: SlowStartFlux, watch: WatchFactory
 ) -> None:
