@@ -182,15 +182,21 @@ async def test_ttft_ignores_role_chunk_and_keepalives(make_llm_sim: SimFactory) 
     # The role-only chunk comes with the headers, 300 ms before any text. Ordering, not
     # milliseconds: the read that brings it is stamped before the simulator's timer can
     # write the first token, in one event loop however late it runs.
-    assert result.time_to_first_byte is not None and result.time_to_first_chunk is not None
-    assert result.time_to_first_byte <= result.time_to_first_chunk < result.time_to_first_token
+    ttfb, ttfc, ttft = (
+        result.time_to_first_byte,
+        result.time_to_first_chunk,
+        result.time_to_first_token,
+    )
+    assert ttfb is not None and ttfc is not None and ttft is not None
+    assert ttfb <= ttfc < ttft
     assert result.output_tokens == 10 and result.usage_source == "usage"
     # Identities, whatever the arrival pattern (a starved client may read several
     # tokens at once: a gap of 0 is then the truth): one gap per token chunk after the
     # first, adding up to the decode window, which TPOT divides by 9.
     gaps = result.inter_chunk_gaps
     assert gaps is not None and gaps.count == 9
-    assert gaps.sum == pytest.approx(result.duration - result.time_to_first_token)
+    assert result.duration is not None
+    assert gaps.sum == pytest.approx(result.duration - ttft)
     assert gaps.max <= gaps.sum
     assert result.time_per_output_token == pytest.approx(gaps.sum / 9)
 
