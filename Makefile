@@ -9,7 +9,7 @@ PY := .venv/bin/python
 	$(PY) -m pip install -q -e . --group dev
 	touch $@
 
-.PHONY: setup fmt lint test test-integration rules rules-check rules-test demo bench check
+.PHONY: setup fmt lint test test-integration test-under-load rules rules-check rules-test demo bench check
 setup: .venv/.installed
 
 fmt: setup
@@ -21,11 +21,17 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 
+# Fast unit tests: no Prometheus binary needed, about 1.5 min on 2 cores.
 test: setup
-	$(PY) -m pytest -m "not integration and not slow"
+	$(PY) -m pytest -m "not integration and not slow and not tools"
 
+# The rest: real Prometheus/Alertmanager, promtool/amtool, and the slow tests.
 test-integration: setup
-	$(PY) -m pytest -m "integration or slow"
+	$(PY) -m pytest -m "integration or slow or tools"
+
+# The whole suite three times under `stress-ng --cpu 2` (Debian's stress-ng).
+test-under-load: setup
+	.ci/test-under-load
 
 rules: setup
 	.venv/bin/ttft-exporter rules --config.file=examples/ttft.yml --rules.output-dir=alerts

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from ttft_exporter.clock import SystemClock
+from tests.helpers import LOGGING_ERRORS
+from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import Config, ConfigHolder, TargetConfig, parse_config
 from ttft_exporter.listener import ConnectionGuard, GatedSite, ListenerLimits
 from ttft_exporter.metrics import MetricStore
@@ -25,6 +27,71 @@ from ttft_exporter.sim.llm import (
     ModelBehaviour,
     run_llm_sim,
 )
+
+# --- markers ---------------------------------------------------------------------------
+
+# Fixtures that run a Prometheus binary (tests/unit/rules/conftest.py): their tests get
+# the `tools` marker, so `make test` (-m "not integration and not slow and not tools")
+# needs no Prometheus package.
+_TOOL_FIXTURES = frozenset({"promtool", "amtool"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _TOOL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.tools)
+
+
+# --- no test leaks logging state ----------------------------------------------------
+# `cli.run()` configures logging for a real process: the root logger gets one handler
+# bound to the sys.stderr of that moment, which under pytest is a capture file closed
+# at the end of the test. Left in place, every later log line raised "--- Logging
+# error ---" (21 tracebacks per run before this guard). Logging state is saved around
+# each test's whole protocol (setup, call, teardown), outside pytest's own per-phase
+# capture handlers, and restored after it.
+
+
+def _logger_levels() -> dict[str, int]:
+    loggers = logging.Logger.manager.loggerDict.values()
+    return {lg.name: lg.level for lg in loggers if isinstance(lg, logging.Logger)}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    root = logging.getLogger()
+    handlers, level, levels = root.handlers[:], root.level, _logger_levels()
+    disabled = logging.root.manager.disable
+    try:
+        return (yield)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, saved in levels.items():
+            logging.getLogger(name).setLevel(saved)
+        logging.disable(disabled)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Record every "--- Logging error ---" (a handler failing to emit) instead of only
+    printing it to a stderr nobody reads; `_no_logging_errors` fails the test."""
+    original = logging.Handler.handleError
+
+    def handle_error(self: logging.Handler, record: logging.LogRecord) -> None:
+        LOGGING_ERRORS.append(f"{type(self).__name__}: {record.getMessage()!r}")
+        original(self, record)
+
+    logging.Handler.handleError = handle_error  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _no_logging_errors() -> Iterator[None]:
+    """A test during which a log handler failed to emit fails (in its teardown)."""
+    LOGGING_ERRORS.clear()
+    yield
+    if LOGGING_ERRORS:
+        found = list(LOGGING_ERRORS)
+        LOGGING_ERRORS.clear()
+        pytest.fail(f"--- Logging error --- during this test: {found}")
 
 
 @dataclass
@@ -86,12 +153,15 @@ def make_target(**fields: Any) -> TargetConfig:
     return make_config(fields).targets[0]
 
 
-async def probe_once(target: TargetConfig, timeout: float | None = None) -> ProbeResult:
-    """Run one probe the way the executor does, without recording."""
+async def probe_once(
+    target: TargetConfig, timeout: float | None = None, clock: Clock | None = None
+) -> ProbeResult:
+    """Run one probe the way the executor does, without recording; `clock` is the
+    probe's clock (the system's unless a test injects one)."""
     import asyncio
 
     async with create_session(target.tls, reuse_connections=target.reuse_connections) as session:
-        prepared = get_prober(target.protocol)(target, session, SystemClock())
+        prepared = get_prober(target.protocol)(target, session, clock or SystemClock())
         deadline = target.timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(deadline):

@@ -13,7 +13,20 @@ from typing import Any
 
 import pytest
 
-__all__ = ["CountingLLM", "ManualClock", "free_port", "poll", "require_tool"]
+__all__ = [
+    "LOGGING_ERRORS",
+    "CountingLLM",
+    "ManualClock",
+    "StampCountingClock",
+    "free_port",
+    "poll",
+    "require_tool",
+]
+
+# Every "--- Logging error ---" of the current test (a handler that failed to emit),
+# filled by tests/conftest.py; here so that the test modules and the conftest (loaded
+# under another module name) share one list.
+LOGGING_ERRORS: list[str] = []
 
 
 class ManualClock:
@@ -31,6 +44,30 @@ class ManualClock:
 
     def wall(self) -> float:
         return self._wall + self.now_ns * 1e-9
+
+
+class StampCountingClock(ManualClock):
+    """A ManualClock that counts its monotonic reads (the probe's stamps), so a test
+    server can send a byte, then wait until the probe has stamped it before moving
+    virtual time on. Every stamp then lands at the virtual time of what it stamps,
+    however late the process gets the CPU: exact timing semantics on a loaded box."""
+
+    def __init__(self, wall: float = 1_771_065_045.0) -> None:
+        super().__init__(wall)
+        self.reads = 0
+
+    def monotonic_ns(self) -> int:
+        self.reads += 1
+        return self.now_ns
+
+    async def wait_reads(self, at_least: int, what: str, cap: float = 30.0) -> None:
+        """Yield to the loop until the clock was read `at_least` times in all; fail
+        after `cap` real seconds (a probe that never stamps is a test failure)."""
+        deadline = time.monotonic() + cap
+        while self.reads < at_least:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the probe never stamped {what} ({self.reads} of {at_least} reads)")
+            await asyncio.sleep(0.001)
 
 
 def free_port() -> int:

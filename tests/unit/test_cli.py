@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import socket
@@ -29,18 +28,6 @@ from ttft_exporter.sim.llm import ModelBehaviour
 
 REPO = Path(__file__).resolve().parents[2]
 JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """run() configures the root logger for a real process; undo it after each test."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    access_level = logging.getLogger("aiohttp.access").level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(access_level)
 
 
 def target(name: str, url: str = "http://127.0.0.1:9/v1", **fields: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -36,7 +37,8 @@ TTFT = "ttft_probe_time_to_first_token_seconds"
 # The simulator's first token is due `ttft` after the request arrives; the probe also pays
 # connect and request time on loopback, so it measures a little more, never less.
 SIM_TTFT = 0.12
-TTFT_TOLERANCE = 0.03
+# Upper bound on a TTFT measured against the simulator on a starved machine.
+TTFT_STARVED = 2.0
 FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
 POLL_CAP = 5.0
 
@@ -72,6 +74,16 @@ def sample(text: str, name: str, **labels: str) -> float:
     ]
     assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
     return found[0]
+
+
+def bucket_bounds(text: str, name: str, **labels: str) -> list[str]:
+    """The `le` labels of histogram `name`'s buckets for the series with `labels`."""
+    return [
+        s.labels["le"]
+        for family in parse_text(text)
+        for s in family.samples
+        if s.name == f"{name}_bucket" and labels.items() <= s.labels.items()
+    ]
 
 
 def target_lines(text: str, target: str) -> list[str]:
@@ -120,12 +132,22 @@ async def test_metrics_classic_text(
     assert "# TYPE ttft_probe_requests_total counter\n" in text
     assert "# TYPE ttft_exporter_target_unknown_total counter\n" in text
     assert sample(text, f"{TTFT}_count", target="a") == 1.0
+    # Semantics, not speed: the histogram holds exactly the TTFT the probe measured
+    # (its history record), in the right bucket of whatever the default buckets are.
+    (record,) = [r for r in state.history.records() if r.target == "a"]
+    measured = record.result.time_to_first_token
+    assert measured is not None
     ttft_sum = sample(text, f"{TTFT}_sum", target="a")
-    assert SIM_TTFT - 0.005 <= ttft_sum <= SIM_TTFT + TTFT_TOLERANCE
-    # 0.12 s plus loopback overhead lands in the (0.1, 0.2] bucket of the defaults.
-    assert sample(text, f"{TTFT}_bucket", target="a", le="0.1") == 0.0
-    assert sample(text, f"{TTFT}_bucket", target="a", le="0.2") == 1.0
-    assert sample(text, f"{TTFT}_bucket", target="a", le="+Inf") == 1.0
+    assert ttft_sum == pytest.approx(measured, rel=1e-9)
+    # Bounds (real clock): never below the simulator's sleep; generous above it, for a
+    # starved 2-core box (stress-ng --cpu 2).
+    assert SIM_TTFT - 0.001 <= ttft_sum <= SIM_TTFT + TTFT_STARVED
+    buckets = {
+        float(le): sample(text, f"{TTFT}_bucket", target="a", le=le)
+        for le in bucket_bounds(text, TTFT, target="a")
+    }
+    assert buckets[float("inf")] == 1.0
+    assert buckets == {le: 1.0 if measured <= le else 0.0 for le in buckets}
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
     assert sample(text, "ttft_probe_success", target="a") == 1.0
     assert sample(text, "ttft_exporter_config_last_reload_successful") == 1.0
@@ -629,7 +651,7 @@ async def test_probe_deadline_from_the_scrape_timeout(
     )
 
     started = time.monotonic()
-    async with asyncio.timeout(2.0):
+    async with asyncio.timeout(10.0):
         text = await get_text(client, "/probe?target=a", headers=headers)
     took = time.monotonic() - started
 
@@ -637,7 +659,16 @@ async def test_probe_deadline_from_the_scrape_timeout(
     assert sample(text, "ttft_probe_success", target="a") == 0.0
     assert sample(text, "ttft_probe_failures_total", target="a", reason="timeout") == 1.0
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="failure") == 1.0
-    assert expected - 0.01 <= took <= expected + 0.2
+    # Exact: the probe ran under at most the expected deadline (what is left of it
+    # after waiting for an ad-hoc slot): 0.25 s, not the target's 0.4 s, a difference
+    # no wall-clock window can tell on a loaded box.
+    last = state.history.records()[0]  # newest first
+    found = re.search(r"deadline of ([0-9.]+)s passed", last.result.detail)
+    assert last.target == "a" and found is not None, last.result.detail
+    assert 0.0 < float(found.group(1)) <= expected
+    # Bounds (real clock): the stalled stream ends at the deadline, not before; the
+    # upper bound is generous for a starved 2-core box.
+    assert expected - 0.01 <= took <= expected + 2.0
 
 
 async def test_probe_debug_success(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
@@ -793,7 +824,11 @@ def _hostile_config(path: Path, kind: str) -> str:
     return "x-filler: unknown field"
 
 
-@pytest.mark.parametrize("kind", ["yaml-bomb", "30mb-file", "big-valid-yaml"])
+@pytest.mark.parametrize(
+    "kind",
+    # 5-18 s of parsing off the loop: slow, out of `make test`, in .ci/run.
+    ["yaml-bomb", "30mb-file", pytest.param("big-valid-yaml", marks=pytest.mark.slow)],
+)
 async def test_hostile_reload_keeps_the_old_config_probing_and_health_answering(
     make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, tmp_path: Path, kind: str
 ) -> None:
@@ -914,6 +949,7 @@ async def test_waiting_for_the_adhoc_pool_counts_against_the_deadline(
     first.cancel()
 
 
+@pytest.mark.slow  # 7 s: out of `make test`, in .ci/run
 async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
     counting_llm: CountingLLM, aiohttp_client: AiohttpClient
 ) -> None:
