@@ -317,10 +317,11 @@ async def _serve_bound(
     state: ExporterState, sockets: BoundSockets, host: str, port: int, limits: ListenerLimits
 ) -> int:
     soft, _hard = raise_fd_limit()
-    # Probes, Flux and the server share the descriptors: keep most of them for probes.
-    if limits.max_connections > soft // 2:
+    # Probes, Flux and the server share the descriptors, and asyncio accepts up to a
+    # whole backlog (128) before the guard can refuse any: keep room beside the cap.
+    if limits.max_connections > soft // 2 or limits.max_connections + 128 + 64 > soft:
         log.warning(
-            "--web.max-connections is above half the open-files limit",
+            "--web.max-connections leaves too few of the open-files limit for probes",
             extra=fields(max_connections=limits.max_connections, open_files_limit=soft),
         )
     loop = asyncio.get_running_loop()
