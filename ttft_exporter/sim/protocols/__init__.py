@@ -8,7 +8,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ttft_exporter.sim.protocols import gemini
+
 __all__ = ["ROUTES"]
 
 # One entry per protocol module, e.g. `anthropic.add_routes`.
-ROUTES: tuple[Callable[[web.Application], None], ...] = ()
+ROUTES: tuple[Callable[[web.Application], None], ...] = (
+    # Gemini API and Vertex AI (#10)
+    gemini.add_routes,
+)
