@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ttft_exporter.sim.protocols import gemini
+from ttft_exporter.sim.protocols import azure_openai, gemini
 
 __all__ = ["ROUTES"]
 
@@ -16,4 +16,6 @@ __all__ = ["ROUTES"]
 ROUTES: tuple[Callable[[web.Application], None], ...] = (
     # Gemini API and Vertex AI (#10)
     gemini.add_routes,
+    # Azure OpenAI deployments (#10)
+    azure_openai.add_routes,
 )

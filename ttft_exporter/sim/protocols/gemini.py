@@ -38,21 +38,16 @@ from ttft_exporter.sim.llm import (
     GenerationPlan,
     LLMSimState,
     ModelBehaviour,
-    RecordedRequest,
     SimEvent,
     SimRequest,
-    SSEFramer,
-    _abort,
-    _first_text_written,
-    _hold,
     _record,
     _request_behaviour,
     _RequestError,
     _sleep_until,
     _with_keepalives,
-    _write_event,
     plan_generation,
 )
+from ttft_exporter.sim.protocols.stream import write_sse
 
 __all__ = ["add_routes", "gemini_events", "parse_gemini_request"]
 
@@ -258,44 +253,13 @@ async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
     try:
         await response.prepare(request)
         if sse:
-            await _write_sse(request, response, state, record, behaviour, events, arrival)
+            await write_sse(request, response, state, record, behaviour, events, arrival)
         else:
             await _write_array(response, events, arrival)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-stream: its business, not a server error
     return response
-
-
-async def _write_sse(
-    request: web.Request,
-    response: web.StreamResponse,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    events: Iterator[SimEvent],
-    arrival: float,
-) -> None:
-    framer = SSEFramer(
-        data_space=behaviour.data_space,
-        crlf=behaviour.crlf,
-        split_writes=behaviour.split_writes,
-        rng=random.Random(behaviour.seed),
-    )
-    for event in events:
-        if state.closing.is_set():
-            _abort(request)  # shutting down: a stall with keep-alives would ping forever
-            return
-        if event.kind == "drop":
-            await _sleep_until(arrival + event.at)
-            _abort(request)
-            return
-        if event.kind in ("stall", "hold"):
-            await _hold(request, state)
-            return
-        await _write_event(response, framer, event, arrival + event.at)
-        if event.text:
-            _first_text_written(state, record)
 
 
 async def _write_array(
