@@ -542,11 +542,14 @@ HEADER_SOURCES = [
     # Gemini API (x-goog-api-key) and Vertex AI (a Bearer token re-read per probe) (#10)
     "gemini-api-key",
     "vertex-token-file",
+    # Azure OpenAI: the key in api-key (#10)
+    "azure-api-key",
 ]
-# The base path each protocol's URL names on the hostile server.
+# The base path each protocol's URL names on the hostile server (Gemini, Azure).
 _GEMINI_PATHS = {
     "gemini-api-key": "/v1beta",
     "vertex-token-file": "/v1/projects/p/locations/l/publishers/google",
+    "azure-api-key": "/",
 }
 
 
@@ -556,6 +559,8 @@ def _source_fields(
     monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
     if source == "gemini-api-key":
         return {"protocol": "gemini", "api_key_env": "TTFT_TEST_ECHO_KEY"}
+    if source == "azure-api-key":
+        return {"protocol": "azure-openai", "api_key_env": "TTFT_TEST_ECHO_KEY"}
     if source == "vertex-token-file":
         assert tmp_path is not None
         token = tmp_path / "vertex.token"
@@ -581,6 +586,7 @@ async def hostile_server(aiohttp_server: AiohttpServer, echo: str) -> TestServer
     app.router.add_post("/v1/chat/completions", handler)
     for path in _GEMINI_PATHS.values():
         app.router.add_post(f"{path}/models/{{action}}", handler)
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", handler)
     return await aiohttp_server(app)
 
 

@@ -53,10 +53,14 @@ def azure_events(events: Iterator[SimEvent], start: float) -> Iterator[SimEvent]
     head = {"choices": [], "created": 0, "id": "", "model": "", "object": ""}
     yield SimEvent(start, "data", _dumps({**head, "prompt_filter_results": [_PROMPT_FILTER]}))
     for event in events:
-        if event.kind != "data" or not event.data.startswith("{"):
+        chunk: Any = None
+        try:
+            chunk = json.loads(event.data) if event.kind == "data" else None
+        except ValueError:
+            chunk = None  # [DONE], the malformed-event fault
+        if not isinstance(chunk, dict):
             yield event
             continue
-        chunk: dict[str, Any] = json.loads(event.data)
         choices = chunk.get("choices")
         if not choices:
             yield event  # the usage chunk, an error payload
