@@ -177,6 +177,7 @@ async def test_api_key_header_checked_by_the_sim(make_llm_sim: SimFactory) -> No
     ok = await probe_once(azure(url=sim.url, model="m", headers={"api-key": KEY}))
     assert ok.success, ok.detail
     assert sim.state.requests[-1].headers["api-key"] == KEY
+    assert sim.state.requests[-1].to_json()["headers"]["api-key"] == "REDACTED"
     bearer = azure(url=sim.url, model="m", headers={"Authorization": f"Bearer {KEY}"})
     result = await probe_once(bearer)
     assert result.reason is FailureReason.HTTP_STATUS and result.http_status == 401

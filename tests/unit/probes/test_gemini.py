@@ -455,6 +455,8 @@ async def test_gemini_api_key_header_checked_by_the_sim(make_llm_sim: SimFactory
     assert (await probe_once(gemini(url=f"{sim.url}/v1beta"))).http_status == 403
     wrong = gemini(url=f"{sim.url}/v1beta", headers={"x-goog-api-key": "AIza-WRONG-abcdef"})
     assert (await probe_once(wrong)).http_status == 400
+    # The simulator's request log shows the header, never the key.
+    assert sim.state.requests[-1].to_json()["headers"]["x-goog-api-key"] == "REDACTED"
 
 
 async def test_token_echoed_by_the_server_is_redacted(
