@@ -57,6 +57,11 @@ _MODEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 _ACTION = ":streamGenerateContent"
 
 
+def _bad_header_value(value: str) -> bool:
+    # A header value with a line break would be refused by the client at send time.
+    return any(c in value for c in "\r\n\0")
+
+
 class TokenFile:
     """The Vertex access token, read from its file before every probe.
 
@@ -83,7 +88,7 @@ class TokenFile:
         try:
             token = read_bounded(self._path, SECRET_FILE_LIMIT).decode("utf-8").strip()
             problem = None if token else "file is empty"
-            if token and any(c in token for c in "\r\n\0"):
+            if _bad_header_value(token):
                 problem = "token contains CR, LF or NUL"
         except OSError as exc:
             token, problem = "", f"cannot read: {exc.strerror}"
@@ -187,7 +192,9 @@ class GeminiTarget(TargetBase):
                 sibling=True,
             )
         # Read now as well: a missing or empty file is a config error, not a failing probe.
-        read_file_secret("access_token_file", value, info)
+        token = read_file_secret("access_token_file", value, info)
+        if token is not None and _bad_header_value(token.get_secret_value()):
+            raise field_rule("access_token_file", "token contains CR, LF or NUL")
         return value
 
     @model_validator(mode="after")

@@ -214,6 +214,8 @@ def test_unreadable_token_file_keeps_the_last_token_and_says_so(
     assert "cannot read" in caplog.text and "FIRST" not in caplog.text
     token.write_text("x" * (64 * 1024 + 1))  # bounded like every key file
     assert build_request(target, None).headers["Authorization"].endswith("FIRST-token-abcdef")
+    token.write_text("ya29.NEW\nInjected: header")  # never sent as a header
+    assert build_request(target, None).headers["Authorization"].endswith("FIRST-token-abcdef")
 
 
 @pytest.mark.parametrize(
@@ -243,6 +245,9 @@ def test_token_file_and_api_key_are_exclusive(tmp_path: Path) -> None:
         gemini(access_token_file=token, headers={"Authorization": "Bearer x-abcdef"})
     token.write_text("\n")
     with pytest.raises(ConfigError, match="file is empty"):
+        gemini(access_token_file=token)
+    token.write_text("ya29.abc\nInjected: header")
+    with pytest.raises(ConfigError, match="CR, LF or NUL"):
         gemini(access_token_file=token)
 
 
