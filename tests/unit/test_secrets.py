@@ -535,11 +535,37 @@ ECHOES: dict[str, tuple[int, Callable[[str], bytes]]] = {
         lambda k: _sse(ROLE, json.dumps({"error": {"message": "z" * 1990 + k + " " * 50}})),
     ),
 }
-HEADER_SOURCES = ["api_key_env", "x-auth-token", "ocp-apim-value-env"]
+HEADER_SOURCES = [
+    "api_key_env",
+    "x-auth-token",
+    "ocp-apim-value-env",
+    # Gemini API (x-goog-api-key) and Vertex AI (a Bearer token re-read per probe) (#10)
+    "gemini-api-key",
+    "vertex-token-file",
+    # Azure OpenAI: the key in api-key (#10)
+    "azure-api-key",
+]
+# The base path each protocol's URL names on the hostile server (Gemini, Azure).
+_GEMINI_PATHS = {
+    "gemini-api-key": "/v1beta",
+    "vertex-token-file": "/v1/projects/p/locations/l/publishers/google",
+    "azure-api-key": "/",
+}
 
 
-def _source_fields(source: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def _source_fields(
+    source: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path | None = None
+) -> dict[str, Any]:
     monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
+    if source == "gemini-api-key":
+        return {"protocol": "gemini", "api_key_env": "TTFT_TEST_ECHO_KEY"}
+    if source == "azure-api-key":
+        return {"protocol": "azure-openai", "api_key_env": "TTFT_TEST_ECHO_KEY"}
+    if source == "vertex-token-file":
+        assert tmp_path is not None
+        token = tmp_path / "vertex.token"
+        token.write_text(KEY)
+        return {"protocol": "gemini", "access_token_file": str(token)}
     if source == "api_key_env":
         return {"api_key_env": "TTFT_TEST_ECHO_KEY"}
     if source == "x-auth-token":
@@ -558,6 +584,9 @@ async def hostile_server(aiohttp_server: AiohttpServer, echo: str) -> TestServer
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
+    for path in _GEMINI_PATHS.values():
+        app.router.add_post(f"{path}/models/{{action}}", handler)
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", handler)
     return await aiohttp_server(app)
 
 
@@ -568,13 +597,15 @@ async def test_echoed_key_never_leaks_in_any_form(
     aiohttp_client: AiohttpClient,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     source: str,
     echo: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server = await hostile_server(aiohttp_server, echo)
+    url = str(server.make_url(_GEMINI_PATHS.get(source, "/v1")))
     config = make_config(
-        {"name": "echo", "url": str(server.make_url("/v1")), **_source_fields(source, monkeypatch)}
+        {"name": "echo", "url": url, **_source_fields(source, monkeypatch, tmp_path)}
     )
     state = make_state(config)
     client = await aiohttp_client(create_app(state))

@@ -322,8 +322,9 @@ def _reject_json_array(content_type: str) -> None:
     Gemini's `:streamGenerateContent` without `alt=sse` streams one JSON array of
     responses: no framer can split it, and reading it to the end would wait for the
     whole answer (or the deadline) before failing anyway.
-    NOTE: the Gemini protocol module will also refuse such a URL at config check, with
-    a message naming `alt=sse`; this is the runtime guard for every protocol.
+    The Gemini model (probes/gemini.py) also refuses at load a `url` with a query of its
+    own, naming `alt=sse`; this is the runtime guard for every protocol (a proxy that
+    rewrites the query, a server that ignores it).
     """
     if content_type == "application/json":
         raise ProbeFailure(

@@ -52,6 +52,8 @@ _DONE = "[DONE]"
 _MALFORMED = '{"choices": ['
 _KEEPALIVE = "keep-alive"
 _REDACTED = "REDACTED"
+# The headers the protocol modes take a key in, redacted in the request log.
+_KEY_HEADERS = frozenset({"authorization", "x-goog-api-key", "api-key"})
 _OWNER = "ttft-exporter-sim"
 # Spacing of the pieces of a split event; the last piece lands on the event's deadline.
 _SPLIT_GAP = 0.002
@@ -154,9 +156,9 @@ class RecordedRequest:
     first_text_written: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Return a JSON-ready view with the Authorization value redacted."""
+        """Return a JSON-ready view with the key headers' values redacted."""
         headers = {
-            name: _REDACTED if name.lower() == "authorization" else value
+            name: _REDACTED if name.lower() in _KEY_HEADERS else value
             for name, value in self.headers.items()
         }
         return {

@@ -8,7 +8,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ttft_exporter.sim.protocols import azure_openai, gemini
+
 __all__ = ["ROUTES"]
 
 # One entry per protocol module, e.g. `anthropic.add_routes`.
-ROUTES: tuple[Callable[[web.Application], None], ...] = ()
+ROUTES: tuple[Callable[[web.Application], None], ...] = (
+    # Gemini API and Vertex AI (#10)
+    gemini.add_routes,
+    # Azure OpenAI deployments (#10)
+    azure_openai.add_routes,
+)
