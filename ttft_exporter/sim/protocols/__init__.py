@@ -8,7 +8,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ttft_exporter.sim.protocols import ollama
+
 __all__ = ["ROUTES"]
 
 # One entry per protocol module, e.g. `anthropic.add_routes`.
-ROUTES: tuple[Callable[[web.Application], None], ...] = ()
+ROUTES: tuple[Callable[[web.Application], None], ...] = (
+    # Ollama's native API: /api/chat and /api/generate (NDJSON)
+    ollama.add_routes,
+)
