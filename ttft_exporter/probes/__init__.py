@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import Field
 
-from ttft_exporter.probes import ollama, openai
+from ttft_exporter.probes import ollama, openai, tgi
 from ttft_exporter.probes.base import PreparedProbe, Prober, ProtocolSpec
 from ttft_exporter.probes.engine import stream_prober
 from ttft_exporter.probes.session import create_session
@@ -41,6 +41,8 @@ PROTOCOLS: tuple[ProtocolSpec[Any], ...] = (
     # Ollama's native API (NDJSON)
     ollama.CHAT,
     ollama.GENERATE,
+    # Hugging Face TGI's native API (SSE)
+    tgi.TGI,
 )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ttft_exporter.sim.protocols import ollama
+from ttft_exporter.sim.protocols import ollama, tgi
 
 __all__ = ["ROUTES"]
 
@@ -16,4 +16,6 @@ __all__ = ["ROUTES"]
 ROUTES: tuple[Callable[[web.Application], None], ...] = (
     # Ollama's native API: /api/chat and /api/generate (NDJSON)
     ollama.add_routes,
+    # Hugging Face TGI's native API: /generate_stream (SSE)
+    tgi.add_routes,
 )

@@ -36,19 +36,15 @@ from ttft_exporter.sim.llm import (
     SimEvent,
     SimRequest,
     SSEFramer,
-    _abort,
-    _Burst,
     _dumps,
-    _first_text_written,
-    _hold,
     _record,
     _request_behaviour,
     _RequestError,
     _sleep_until,
     _with_keepalives,
-    _write_event,
     plan_generation,
 )
+from ttft_exporter.sim.protocols.streaming import write_stream
 
 __all__ = ["NDJSONWriter", "OllamaRequest", "add_routes", "iter_ollama_events", "parse_request"]
 
@@ -306,39 +302,20 @@ async def _stream(
     parsed: OllamaRequest,
     arrival: float,
 ) -> web.StreamResponse:
-    events = iter_ollama_events(behaviour, parsed, random.Random(behaviour.seed))
-    writer = NDJSONWriter(
-        crlf=behaviour.crlf, split_writes=behaviour.split_writes, rng=random.Random(behaviour.seed)
+    return await write_stream(
+        request,
+        web.StreamResponse(headers={"Content-Type": "application/x-ndjson"}),
+        state=state,
+        record=record,
+        behaviour=behaviour,
+        events=iter_ollama_events(behaviour, parsed, random.Random(behaviour.seed)),
+        writer=NDJSONWriter(
+            crlf=behaviour.crlf,
+            split_writes=behaviour.split_writes,
+            rng=random.Random(behaviour.seed),
+        ),
+        arrival=arrival,
     )
-    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-    await _sleep_until(arrival + behaviour.headers_delay)
-    burst = _Burst(response, state, record)
-    try:
-        await response.prepare(request)
-        for event in events:
-            if state.closing.is_set():
-                _abort(request)
-                return response
-            if behaviour.burst and event.kind in ("data", "comment") and (burst or event.text):
-                burst.hold(writer, event, arrival + event.at)
-                continue
-            await burst.flush()
-            if event.kind == "drop":
-                await _sleep_until(arrival + event.at)
-                _abort(request)
-                return response
-            if event.kind in ("stall", "hold"):
-                await _hold(request, state)
-                return response
-            await _write_event(response, writer, event, arrival + event.at)
-            if event.text:
-                _first_text_written(state, record)
-        await burst.flush()
-        await response.write_eof()
-    except ConnectionResetError:
-        # The client went away mid-stream; that is its business, not a server error.
-        pass
-    return response
 
 
 async def _respond_whole(
