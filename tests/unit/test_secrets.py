@@ -649,6 +649,7 @@ async def test_every_header_value_is_masked_unless_public(
 PROTOCOL_BASES: dict[str, str] = {
     "ollama-chat": "",
     "ollama-generate": "",
+    "tgi": "",
 }
 
 
@@ -787,6 +788,53 @@ async def test_ollama_key_echoed_in_the_stream_never_leaks(
         {
             "name": "echo",
             "protocol": protocol,
+            "url": str(server.make_url("")).rstrip("/"),
+            "api_key_env": "TTFT_TEST_ECHO_KEY",
+        }
+    ).targets[0]
+
+    exc, result, log = await run_probe(target, deadline=2.0)
+
+    assert result.reason in {FailureReason.STREAM_ERROR, FailureReason.PROTOCOL}, result.detail
+    assert "<secret>" in result.detail or result.detail.endswith("…")
+    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
+        assert_no_prefix(text, f"text {index}")
+
+
+def _tgi_sse(*events: str) -> bytes:
+    # TGI writes `data:` without the space.
+    return "".join(f"data:{e}\n\n" for e in events).encode()
+
+
+TGI_TOKEN = '{"index":1,"token":{"id":5,"text":"Hi","special":false}}'
+TGI_ECHOES: dict[str, Callable[[str], bytes]] = {
+    "error-event": lambda k: _tgi_sse(
+        TGI_TOKEN, json.dumps({"error": "z" * 1990 + k + " " * 50, "error_type": "generation"})
+    ),
+    "error-event-short": lambda k: _tgi_sse(
+        json.dumps({"error": f"Authorization {k} refused", "error_type": "validation"})
+    ),
+    "malformed-event": lambda k: _tgi_sse(TGI_TOKEN, '{"x": "' + "y" * 70 + k + '", '),
+}
+
+
+@pytest.mark.parametrize("echo", list(TGI_ECHOES))
+async def test_tgi_key_echoed_in_the_stream_never_leaks(
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, echo: str
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        assert key == KEY, "the probe did not send the key"
+        return web.Response(body=TGI_ECHOES[echo](key), content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/generate_stream", handler)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
+    target = make_config(
+        {
+            "name": "echo",
+            "protocol": "tgi",
             "url": str(server.make_url("")).rstrip("/"),
             "api_key_env": "TTFT_TEST_ECHO_KEY",
         }
