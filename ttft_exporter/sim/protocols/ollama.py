@@ -20,6 +20,7 @@ import random
 import secrets
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
@@ -56,27 +57,16 @@ _NS = 1_000_000_000
 _CONTEXT_IDS = 8
 
 
+@dataclass(frozen=True, slots=True)
 class OllamaRequest:
     """The parts of an Ollama request that shape the simulated answer."""
 
-    __slots__ = ("endpoint", "model", "num_predict", "prompt_words", "stream", "think")
-
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        model: str,
-        *,
-        stream: bool = True,
-        num_predict: int | None = None,
-        think: bool | str | None = None,
-        prompt_words: int = 0,
-    ) -> None:
-        self.endpoint = endpoint
-        self.model = model
-        self.stream = stream
-        self.num_predict = num_predict
-        self.think = think
-        self.prompt_words = prompt_words
+    endpoint: Endpoint
+    model: str
+    stream: bool = True
+    num_predict: int | None = None
+    think: bool | str | None = None
+    prompt_words: int = 0
 
     def sim_request(self) -> SimRequest:
         # api="chat": the plan gives reasoning tokens only to chat-shaped requests, and

@@ -20,6 +20,7 @@ import asyncio
 import random
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -55,17 +56,13 @@ _FINISH = {"stop": "eos_token"}
 _TOKEN_ID = 28723
 
 
+@dataclass(frozen=True, slots=True)
 class TGIRequest:
     """The parts of a `/generate_stream` request that shape the simulated answer."""
 
-    __slots__ = ("details", "inputs_words", "max_new_tokens")
-
-    def __init__(
-        self, *, max_new_tokens: int | None = None, details: bool = False, inputs_words: int = 0
-    ) -> None:
-        self.max_new_tokens = max_new_tokens
-        self.details = details
-        self.inputs_words = inputs_words
+    max_new_tokens: int | None = None
+    details: bool = False
+    inputs_words: int = 0
 
     def sim_request(self, model: str) -> SimRequest:
         # api="chat": reasoning tokens (if a model has them) are planned, then streamed
