@@ -25,9 +25,9 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-# NOTE: the private helpers of sim/llm.py are imported rather than copied (or made
-# public here) so that every protocol mode shares one request log, one set of knobs
-# and one writer while the protocol modes are written side by side.
+# NOTE: the private helpers of sim/llm.py are imported rather than copied, so that
+# every protocol mode shares one request log, one set of knobs and one writer (made
+# public once the protocol modes written side by side have landed).
 from ttft_exporter.sim.llm import (
     LLM_SIM_STATE,
     GenerationPlan,
@@ -123,7 +123,7 @@ def parse_request(endpoint: Endpoint, body: object) -> OllamaRequest:
         endpoint,
         model,
         stream=stream,
-        # -1 (and any negative value) means no limit in Ollama.
+        # A negative value (-1) means no limit in Ollama; 0 is taken the same way here.
         num_predict=num_predict if num_predict is None or num_predict > 0 else None,
         think=think,
         prompt_words=words,
