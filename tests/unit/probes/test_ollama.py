@@ -10,7 +10,10 @@ generous (seconds), so the tests hold on a 2-core box running `stress-ng --cpu 2
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
 from tests.conftest import SimFactory, make_target, probe_once
+from tests.helpers import poll
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
 from ttft_exporter.metrics import MetricStore, record_result
@@ -514,3 +518,73 @@ async def test_a_hostile_line_longer_than_the_cap_is_protocol(
     result = await probe_once(target("ollama-generate", f"http://127.0.0.1:{server.port}"))
     assert result.reason is FailureReason.PROTOCOL, result.detail
     assert "NDJSON line longer than" in result.detail
+
+
+REPO_ROOT = str(Path(__file__).resolve().parents[3])
+
+
+async def test_a_flooding_ndjson_neighbour_does_not_move_a_healthy_ttft(
+    make_llm_sim: SimFactory,
+) -> None:
+    # A neighbour streaming 200 MB of well-formed Ollama lines as fast as the socket
+    # takes them, never `done: true`, from a process of its own (its CPU is not on our
+    # loop), probed over and over while a healthy Ollama target (TTFT 200 ms) is probed.
+    # The neighbour must fail at its body bound (4 MiB) and the healthy TTFT stay put.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.hostile_server",
+        "ndjson-stream",
+        "200",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(30):  # interpreter start-up on a loaded box
+            port = int(await proc.stdout.readline())
+        sim = await make_llm_sim(m=ModelBehaviour(ttft=0.2, itl=0.01, tokens=5))
+        healthy = target("ollama-generate", sim.url, name="healthy", timeout="5s")
+        hostile = target(
+            "ollama-generate", f"http://127.0.0.1:{port}", name="hostile", timeout="5s"
+        )
+
+        async def healthy_ttfts() -> list[float]:
+            out = []
+            for _ in range(3):
+                result = await probe_once(healthy)
+                assert result.success and result.time_to_first_token is not None, result.detail
+                out.append(result.time_to_first_token)
+            return out
+
+        baseline = await healthy_ttfts()
+        hostile_results: list[ProbeResult] = []
+        stop = asyncio.Event()
+
+        async def hammer() -> None:
+            while not stop.is_set():
+                hostile_results.append(await probe_once(hostile))
+
+        async def started() -> bool:
+            return bool(hostile_results)
+
+        task = asyncio.create_task(hammer())
+        try:
+            await poll(started, "a first hostile probe", cap=30)
+            loaded = await healthy_ttfts()
+        finally:
+            stop.set()
+            await task
+    finally:
+        proc.kill()
+        await proc.wait()
+
+    for result in hostile_results:
+        assert result.reason is FailureReason.PROTOCOL, result.detail
+        assert "response body above max_response_bytes (4194304)" in result.detail
+        # Bounded work: within one read (aiohttp hands over 1 MiB at most) of the bound.
+        assert result.bytes_received <= (4 << 20) + (1 << 20), result.bytes_received
+    # Semantic bound, not speed: the neighbour costs the healthy target less than its
+    # own TTFT again plus 250 ms, the baseline taken on the same (possibly loaded)
+    # machine; as the engine's SSE test of the same rule, it holds under stress-ng.
+    assert max(loaded) <= 2 * max(baseline) + 0.25, (baseline, loaded)
