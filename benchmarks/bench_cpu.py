@@ -33,6 +33,9 @@ from ttft_exporter.probes import create_session
 # Same tokens, different pacing: "burst" lets TCP coalesce many events per read;
 # "paced" and "slow" deliver one event per read and differ only in wall time (2x).
 PACINGS = {"burst": 0.0, "paced": 0.004, "slow": 0.008}
+# One row per protocol on the "paced" model (issue #10): the protocol's base URL on the
+# simulator, relative to its root.
+PROTOCOL_BASES = {"openai-chat": "/v1", "ollama-chat": "", "ollama-generate": "", "tgi": ""}
 
 
 def _models(tokens: int) -> dict[str, dict[str, Any]]:
@@ -42,16 +45,32 @@ def _models(tokens: int) -> dict[str, dict[str, Any]]:
     return models
 
 
+def _pick_model(protocol: str, model: str) -> dict[str, Any]:
+    # TGI serves one model and names none in its requests: the simulator's TGI mode
+    # takes it from X-Sim-Model (the other modes read the body's model).
+    if protocol != "tgi":
+        return {}
+    return {"headers": {"X-Sim-Model": {"value": model, "secret": False}}}
+
+
 async def _round(
-    sim: SimProcess, model: str, streams: int, tokens: int, budget: float
+    sim: SimProcess,
+    model: str,
+    streams: int,
+    tokens: int,
+    budget: float,
+    protocol: str = "openai-chat",
 ) -> dict[str, Any]:
     """`streams` concurrent probes of `model`; CPU measured around the probes only."""
+    root = sim.url.removesuffix("/v1")
     config = build_config(
         [
             {
                 "name": f"{model}-{i}",
-                "url": sim.url,
+                "protocol": protocol,
+                "url": f"{root}{PROTOCOL_BASES[protocol]}",
                 "model": model,
+                **_pick_model(protocol, model),
                 "max_tokens": tokens,
                 "timeout": budget,
                 "interval": budget + 1,
@@ -81,6 +100,7 @@ async def _round(
     wall = wall1 - wall0
     return {
         "model": model,
+        "protocol": protocol,
         "itl_ms": PACINGS.get(model, 0.0) * 1000,
         "streams": streams,
         "ok": len(ok),
@@ -138,6 +158,14 @@ async def main_async(quick: bool) -> dict[str, Any]:
                 f"({row['client_cores']:.2f} cores; sim {row['sim_cores']:.2f} cores)"
             )
             rows.append(row)
+        protocol_rows = []
+        for protocol in PROTOCOL_BASES:
+            row = await _round(sim, "paced", streams, tokens, budget, protocol)
+            log(
+                f"cpu {protocol:15} paced: {row['tokens']} tokens, {row['ok']}/{streams} ok, "
+                f"client {row['cpu_s_per_1m_tokens']:.1f} s/1M tokens"
+            )
+            protocol_rows.append(row)
         idle_row = await _idle(sim, streams, idle)
         log(f"cpu idle: {idle_row['cores'] * 100:.2f}% of a core with {streams} sessions")
     by_model = {r["model"]: r for r in rows}
@@ -145,6 +173,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
     return {
         "quick": quick,
         "rounds": rows,
+        "protocols": protocol_rows,
         "idle": idle_row,
         "cpu_s_per_1m_tokens_max": max(per),
         # One event per read in both, twice the wall time in "slow": if cost followed

@@ -8,6 +8,8 @@ never runs on the event loop of the exporter under test (as a remote server woul
 Modes:
 - `long-line`: `data: ` then MEGABYTES of `x` without any line end.
 - `huge-stream`: MEGABYTES of well-formed one-token chunks, never `[DONE]`.
+- `ndjson-stream`: MEGABYTES of well-formed Ollama `/api/generate` lines (NDJSON), never
+  `done: true`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ _HEAD = (
     b"Cache-Control: no-cache\r\nConnection: close\r\n\r\n"
 )
 _TOKEN = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+_LINE = b'{"model":"m","created_at":"2025-01-01T00:00:00Z","response":"x","done":false}\n'
 _BLOCK = 1 << 16
 
 
@@ -29,6 +32,8 @@ def _body_block(mode: str) -> tuple[bytes, bytes]:
         return b"data: ", b"x" * _BLOCK
     if mode == "huge-stream":
         return b"", _TOKEN * (_BLOCK // len(_TOKEN))
+    if mode == "ndjson-stream":
+        return b"", _LINE * (_BLOCK // len(_LINE))
     raise SystemExit(f"unknown mode {mode!r}")
 
 

@@ -49,6 +49,8 @@ def test_demo_shows_ttft_histograms_within_10s() -> None:
             if (
                 ttft.get("sim-healthy", 0) > 0
                 and ttft.get("sim-reasoning", 0) > 0
+                and ttft.get("sim-ollama", 0) > 0
+                and ttft.get("sim-tgi", 0) > 0
                 and flux_up.get("demo") == 1.0
             ):
                 break
@@ -56,6 +58,8 @@ def test_demo_shows_ttft_histograms_within_10s() -> None:
         elapsed = time.monotonic() - started
         assert ttft.get("sim-healthy", 0) > 0, ttft
         assert ttft.get("sim-reasoning", 0) > 0, ttft
+        assert ttft.get("sim-ollama", 0) > 0, ttft  # the NDJSON protocol end to end
+        assert ttft.get("sim-tgi", 0) > 0, ttft
         assert flux_up.get("demo") == 1.0, flux_up
         assert elapsed < 10.0
     finally:

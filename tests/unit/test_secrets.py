@@ -25,7 +25,7 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import Config, TargetConfig, load_config, parse_config
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
 from ttft_exporter.logs import JSONFormatter, LogfmtFormatter
-from ttft_exporter.probes import create_session, get_prober
+from ttft_exporter.probes import create_session, get_prober, get_protocol
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import ModelBehaviour
@@ -671,3 +671,209 @@ async def test_every_header_value_is_masked_unless_public(
     for text in (yaml.safe_dump(shown), debug):
         assert_no_prefix(text, "/config or /probe?debug")
         assert "org-SENTINEL-defaults" not in text
+
+
+# Every protocol's own auth header (issue #10): the key a protocol sends in its header
+# is hidden on every surface, whatever the stage a probe fails at. One line per
+# protocol: its name -> the path after the simulator's root that is its base URL.
+
+PROTOCOL_BASES: dict[str, str] = {
+    "ollama-chat": "",
+    "ollama-generate": "",
+    "tgi": "",
+}
+
+
+def protocol_key_fields(
+    protocol: str, source: str, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tag: str
+) -> dict[str, Any]:
+    """Target fields that make a `protocol` target send `key` in its auth header."""
+    if source != "header":
+        return key_fields(source, key, tmp_path, monkeypatch, tag)
+    model = get_protocol(protocol).model
+    return {"headers": {model.auth_header: f"{model.auth_scheme}{key}"}}
+
+
+def sent_auth(sim: RunningSim, protocol: str) -> set[str | None]:
+    header = get_protocol(protocol).model.auth_header
+    return {r.headers.get(header) for r in sim.state.requests}
+
+
+@pytest.mark.parametrize("source", ["env", "file", "header"])
+@pytest.mark.parametrize("protocol", list(PROTOCOL_BASES))
+async def test_protocol_key_is_hidden_on_every_surface(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    source: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sim = await make_llm_sim(api_key=SENTINEL, m=FAST)
+    url = f"{sim.url}{PROTOCOL_BASES[protocol]}"
+    targets = [
+        {
+            "name": name,
+            "protocol": protocol,
+            "url": url,
+            **protocol_key_fields(protocol, source, key, tmp_path, monkeypatch, name),
+        }
+        for name, key in (("good", SENTINEL), ("wrong", WRONG))
+    ]
+    state = make_state(make_config(*targets))
+    client = await aiohttp_client(create_app(state))
+    await wait_for(lambda: len(state.history.records()) == 2, "the first probes")
+
+    texts: dict[str, str] = {}
+    for page in ("/metrics", "/probe?target=good&debug=true", "/probe?target=wrong&debug=true"):
+        resp = await client.get(page)
+        assert resp.status == 200, page
+        texts[page] = await resp.text()
+    texts["/config"] = await (await client.get("/config")).text()
+    for record in state.history.records():
+        texts[f"/logs?id={record.id}"] = await (await client.get(f"/logs?id={record.id}")).text()
+        texts[f"detail of probe {record.id}"] = record.result.detail
+        texts[f"log of probe {record.id}"] = "\n".join(record.log)
+    for index, text in enumerate(formatted_logs(caplog)):
+        texts[f"log output {index}"] = text
+
+    # The probes really sent the keys, in the protocol's header, so something could leak.
+    model = get_protocol(protocol).model
+    assert sent_auth(sim, protocol) == {
+        f"{model.auth_scheme}{SENTINEL}",
+        f"{model.auth_scheme}{WRONG}",
+    }
+    results = {r.target: r.result for r in state.history.records()}
+    assert results["good"].success, results["good"].detail
+    assert results["wrong"].reason is FailureReason.HTTP_STATUS
+    for where, text in texts.items():
+        assert_hidden(text, where)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("protocol", list(PROTOCOL_BASES))
+async def test_protocol_probe_failing_at_every_stage_never_shows_the_key(
+    make_llm_sim: SimFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    stage: str,
+) -> None:
+    behaviour, fields, reason = STAGES[stage]
+    sim = await make_llm_sim(api_key=SENTINEL, m=behaviour) if behaviour is not None else None
+    base = PROTOCOL_BASES[protocol]
+    fields = {"url": f"{sim.url}{base}" if sim else "", **fields}
+    fields["url"] = fields["url"].format(refused=_refused_port(), sim=sim.port if sim else 0)
+    target = make_config(
+        {
+            "name": "a",
+            "protocol": protocol,
+            **fields,
+            **protocol_key_fields(protocol, "env", SENTINEL, tmp_path, monkeypatch, "a"),
+        }
+    ).targets[0]
+
+    exc, result, log = await run_probe(target, deadline=0.3)
+
+    assert result.reason is reason, result.detail
+    if sim is not None and stage != "tls":
+        assert sent_auth(sim, protocol) == {f"{target.auth_scheme}{SENTINEL}"}
+    for text in [*exception_texts(exc), result.detail, *log]:
+        assert_hidden(text, f"{protocol} {stage} failure")
+
+
+def _ndjson(*lines: str) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+# protocol -> (path, echo name -> NDJSON body from the key); a server echoing the key
+# inside its own mid-stream error shape, or in a line the decoder cannot parse.
+NDJSON_ECHOES: dict[str, Callable[[str], bytes]] = {
+    "error-line": lambda k: _ndjson(
+        '{"response":"","done":false}', json.dumps({"error": "z" * 1990 + k + " " * 50})
+    ),
+    "error-line-short": lambda k: _ndjson(json.dumps({"error": f"bad key {k}"})),
+    "malformed-line": lambda k: _ndjson('{"x": "' + "y" * 70 + k + '", '),
+}
+
+
+@pytest.mark.parametrize("echo", list(NDJSON_ECHOES))
+@pytest.mark.parametrize("protocol", ["ollama-chat", "ollama-generate"])
+async def test_ollama_key_echoed_in_the_stream_never_leaks(
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, protocol: str, echo: str
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        assert key == KEY, "the probe did not send the key"
+        body = NDJSON_ECHOES[echo](key)
+        return web.Response(body=body, content_type="application/x-ndjson")
+
+    app = web.Application()
+    app.router.add_post("/api/chat", handler)
+    app.router.add_post("/api/generate", handler)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
+    target = make_config(
+        {
+            "name": "echo",
+            "protocol": protocol,
+            "url": str(server.make_url("")).rstrip("/"),
+            "api_key_env": "TTFT_TEST_ECHO_KEY",
+        }
+    ).targets[0]
+
+    exc, result, log = await run_probe(target, deadline=2.0)
+
+    assert result.reason in {FailureReason.STREAM_ERROR, FailureReason.PROTOCOL}, result.detail
+    assert "<secret>" in result.detail or result.detail.endswith("…")
+    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
+        assert_no_prefix(text, f"text {index}")
+
+
+def _tgi_sse(*events: str) -> bytes:
+    # TGI writes `data:` without the space.
+    return "".join(f"data:{e}\n\n" for e in events).encode()
+
+
+TGI_TOKEN = '{"index":1,"token":{"id":5,"text":"Hi","special":false}}'
+TGI_ECHOES: dict[str, Callable[[str], bytes]] = {
+    "error-event": lambda k: _tgi_sse(
+        TGI_TOKEN, json.dumps({"error": "z" * 1990 + k + " " * 50, "error_type": "generation"})
+    ),
+    "error-event-short": lambda k: _tgi_sse(
+        json.dumps({"error": f"Authorization {k} refused", "error_type": "validation"})
+    ),
+    "malformed-event": lambda k: _tgi_sse(TGI_TOKEN, '{"x": "' + "y" * 70 + k + '", '),
+}
+
+
+@pytest.mark.parametrize("echo", list(TGI_ECHOES))
+async def test_tgi_key_echoed_in_the_stream_never_leaks(
+    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, echo: str
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        assert key == KEY, "the probe did not send the key"
+        return web.Response(body=TGI_ECHOES[echo](key), content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/generate_stream", handler)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
+    target = make_config(
+        {
+            "name": "echo",
+            "protocol": "tgi",
+            "url": str(server.make_url("")).rstrip("/"),
+            "api_key_env": "TTFT_TEST_ECHO_KEY",
+        }
+    ).targets[0]
+
+    exc, result, log = await run_probe(target, deadline=2.0)
+
+    assert result.reason in {FailureReason.STREAM_ERROR, FailureReason.PROTOCOL}, result.detail
+    assert "<secret>" in result.detail or result.detail.endswith("…")
+    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
+        assert_no_prefix(text, f"text {index}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import Field
 
-from ttft_exporter.probes import azure_openai, gemini, openai
+from ttft_exporter.probes import azure_openai, gemini, ollama, openai, tgi
 from ttft_exporter.probes.base import PreparedProbe, Prober, ProtocolSpec
 from ttft_exporter.probes.engine import stream_prober
 from ttft_exporter.probes.session import create_session
@@ -42,6 +42,11 @@ PROTOCOLS: tuple[ProtocolSpec[Any], ...] = (
     gemini.GEMINI,
     # Azure OpenAI: openai-chat at a deployment URL with the api-key header (#10)
     azure_openai.AZURE_OPENAI,
+    # Ollama's native API (NDJSON)
+    ollama.CHAT,
+    ollama.GENERATE,
+    # Hugging Face TGI's native API (SSE)
+    tgi.TGI,
 )
 
 

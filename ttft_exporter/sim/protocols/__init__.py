@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ttft_exporter.sim.protocols import azure_openai, gemini
+from ttft_exporter.sim.protocols import azure_openai, gemini, ollama, tgi
 
 __all__ = ["ROUTES"]
 
@@ -18,4 +18,8 @@ ROUTES: tuple[Callable[[web.Application], None], ...] = (
     gemini.add_routes,
     # Azure OpenAI deployments (#10)
     azure_openai.add_routes,
+    # Ollama's native API: /api/chat and /api/generate (NDJSON)
+    ollama.add_routes,
+    # Hugging Face TGI's native API: /generate_stream (SSE)
+    tgi.add_routes,
 )
