@@ -318,8 +318,9 @@ async def _serve_bound(
 ) -> int:
     soft, _hard = raise_fd_limit()
     # Probes, Flux and the server share the descriptors, and asyncio accepts up to a
-    # whole backlog (128) before the guard can refuse any: keep room beside the cap.
-    if limits.max_connections > soft // 2 or limits.max_connections + 128 + 64 > soft:
+    # 128-socket backlog per wake-up before the guard can refuse any (a starved loop
+    # can hold more than one batch): keep room beside the cap.
+    if limits.max_connections > soft // 2 or limits.max_connections + 2 * 128 + 64 > soft:
         log.warning(
             "--web.max-connections leaves too few of the open-files limit for probes",
             extra=fields(max_connections=limits.max_connections, open_files_limit=soft),

@@ -452,17 +452,19 @@ def _low_fd_limit(limit: int) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("max_connections", "fault"),
-    # 64: the cap, one accept backlog (asyncio accepts up to 128 sockets before the
-    # guard can refuse any) and the process's own descriptors fit under 256 with room
-    # to spare; 100 + 128 + ~40 did not, on a starved machine (EMFILE 3 runs in 20).
-    [(64, "none"), (400, "emfile")],
+    ("max_connections", "fd_limit", "fault"),
+    # cap-below-limit: 1024 descriptors hold the cap, all 300 sockets of the flood and
+    # the process at once, so no accept can fail however asyncio batches its accepts (it
+    # accepts up to a 128-socket backlog per wake-up before the guard refuses any, and a
+    # starved loop can hold several batches: with 100 under 256 it hit EMFILE 3 runs in
+    # 20). cap-above-limit: the reported incident, 256 descriptors and a cap above them.
+    [(64, 1024, "none"), (400, 256, "emfile")],
     ids=["cap-below-limit", "cap-above-limit"],
 )
 async def test_a_real_process_survives_idle_connections_under_a_low_fd_limit(
-    make_llm_sim: SimFactory, tmp_path: Path, max_connections: int, fault: str
+    make_llm_sim: SimFactory, tmp_path: Path, max_connections: int, fd_limit: int, fault: str
 ) -> None:
-    # The reported incident at a smaller scale: open files limited to 256, 300 idle
+    # The reported incident at a smaller scale: a low open-files limit, 300 idle
     # sockets. Before: asyncio logged every failed accept with a traceback (4 MB in 8 s)
     # and the healthy target's probes failed with "Too many open files".
     sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=2))
@@ -488,7 +490,7 @@ async def test_a_real_process_survives_idle_connections_under_a_low_fd_limit(
         stderr=stderr,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
-        preexec_fn=_low_fd_limit(256),
+        preexec_fn=_low_fd_limit(fd_limit),
     )
     socks: list[socket.socket] = []
     try:
