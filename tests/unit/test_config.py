@@ -13,9 +13,13 @@ import yaml
 from ttft_exporter.config import OpenAIChatTarget, load_config, parse_config
 from ttft_exporter.durations import format_duration, parse_duration
 from ttft_exporter.errors import ConfigError
+from ttft_exporter.probes import PROTOCOL_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "testdata" / "config"
+
+# Every registered protocol, in registry order (other modules add theirs).
+_KNOWN = ", ".join(PROTOCOL_NAMES)
 
 INVALID = {
     "unknown-key": ["targets[0].bogus: unknown field"],
@@ -25,12 +29,8 @@ INVALID = {
         "targets[0].interval: invalid duration 'soon': use a number of seconds or a string "
         "such as 250ms, 5s, 1m"
     ],
-    "protocol": [
-        "targets[0].protocol: unknown protocol 'grpc'; known: openai-chat, openai-completions"
-    ],
-    "missing-protocol": [
-        "targets[0].protocol: protocol is required; known: openai-chat, openai-completions"
-    ],
+    "protocol": [f"targets[0].protocol: unknown protocol 'grpc'; known: {_KNOWN}"],
+    "missing-protocol": [f"targets[0].protocol: protocol is required; known: {_KNOWN}"],
     "duplicate-name": ["targets[1].name: duplicate target name 'a'"],
     "name": [
         "targets[0].name: must start with a letter or digit and use only letters, digits, "

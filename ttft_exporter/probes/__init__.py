@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import Field
 
-from ttft_exporter.probes import openai
+from ttft_exporter.probes import anthropic, openai
 from ttft_exporter.probes.base import PreparedProbe, Prober, ProtocolSpec
 from ttft_exporter.probes.engine import stream_prober
 from ttft_exporter.probes.session import create_session
@@ -38,6 +38,8 @@ __all__ = [
 PROTOCOLS: tuple[ProtocolSpec[Any], ...] = (
     openai.CHAT,
     openai.COMPLETIONS,
+    # anthropic (#10)
+    anthropic.ANTHROPIC,
 )
 
 

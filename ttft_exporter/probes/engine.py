@@ -236,10 +236,12 @@ class StreamProbe:
         """Frame and decode bytes that arrived at `t_ns`; True once the stream ended."""
         decoder = self._decoder
         for frame in framer.feed(data):
-            timeline.on_event(t_ns)
             item = decoder.decode(frame)
             if item is None:
+                # A keep-alive event (Anthropic's `ping`): like an SSE comment, not a
+                # chunk, so it never sets the time to first chunk.
                 continue
+            timeline.on_event(t_ns)
             timeline.on_item(t_ns, item)
             if item.done:
                 # Servers may keep the connection open after the terminator.

@@ -52,6 +52,8 @@ _DONE = "[DONE]"
 _MALFORMED = '{"choices": ['
 _KEEPALIVE = "keep-alive"
 _REDACTED = "REDACTED"
+# Headers that carry an API key (OpenAI, Anthropic): never shown by /sim/requests.
+_AUTH_HEADERS = frozenset({"authorization", "x-api-key"})
 _OWNER = "ttft-exporter-sim"
 # Spacing of the pieces of a split event; the last piece lands on the event's deadline.
 _SPLIT_GAP = 0.002
@@ -154,9 +156,9 @@ class RecordedRequest:
     first_text_written: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Return a JSON-ready view with the Authorization value redacted."""
+        """Return a JSON-ready view with the API key headers redacted."""
         headers = {
-            name: _REDACTED if name.lower() == "authorization" else value
+            name: _REDACTED if name.lower() in _AUTH_HEADERS else value
             for name, value in self.headers.items()
         }
         return {

@@ -8,7 +8,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ttft_exporter.sim.protocols import anthropic
+
 __all__ = ["ROUTES"]
 
 # One entry per protocol module, e.g. `anthropic.add_routes`.
-ROUTES: tuple[Callable[[web.Application], None], ...] = ()
+ROUTES: tuple[Callable[[web.Application], None], ...] = (
+    # anthropic (#10)
+    anthropic.add_routes,
+)
