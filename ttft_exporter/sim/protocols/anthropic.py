@@ -19,7 +19,6 @@ import random
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -28,27 +27,22 @@ from ttft_exporter.sim.llm import (
     GenerationPlan,
     LLMSimState,
     ModelBehaviour,
-    RecordedRequest,
     SimEvent,
     SimRequest,
-    SSEFramer,
-    _abort,
-    _Burst,
     _dumps,
-    _first_text_written,
-    _hold,
     _record,
     _request_behaviour,
     _RequestError,
     _sleep_until,
     _with_keepalives,
-    _write_event,
     plan_generation,
 )
+from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer, stream_named_events
 
 __all__ = ["PATH", "add_routes", "iter_anthropic_events"]
 
 PATH = "/v1/messages"
+_PING = '{"type":"ping"}'
 _MALFORMED = '{"type":"content_block_delta","index":0,"delta":{'
 # The API's spellings of the plan's generic endings.
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
@@ -61,29 +55,6 @@ _ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class NamedEvent(SimEvent):
-    """A data event with its SSE event name (the `type` its data repeats)."""
-
-    name: str = ""
-
-
-class NamedSSEFramer(SSEFramer):
-    """The OpenAI mode's writer (spacing, CRLF and split-write knobs) with an `event:`
-    line before every data line; a keep-alive is an `event: ping` event, not a
-    comment, as Anthropic sends it."""
-
-    def frame(self, event: SimEvent) -> list[bytes]:
-        eol = self._end[: len(self._end) // 2]
-        if event.kind == "comment":
-            name, data = "ping", '{"type":"ping"}'
-        else:
-            name = event.name if isinstance(event, NamedEvent) else "message"
-            data = event.data
-        raw = f"event: {name}{eol}{self._prefix}{data}{self._end}".encode()
-        return self._pieces(raw) if self._split else [raw]
 
 
 def _event(at: float, name: str, payload: dict[str, object], *, text: bool = False) -> NamedEvent:
@@ -245,61 +216,14 @@ async def _handle_messages(request: web.Request) -> web.StreamResponse:
     if behaviour.status != 200:
         await _sleep_until(arrival + behaviour.headers_delay)
         return _error_body(behaviour.status, f"Simulated error (HTTP {behaviour.status}).")
-    return await _stream(request, state, record, behaviour, sim_request, arrival)
-
-
-async def _stream(
-    request: web.Request,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    sim_request: SimRequest,
-    arrival: float,
-) -> web.StreamResponse:
     events = iter_anthropic_events(
         behaviour,
         sim_request,
         message_id=f"msg_{uuid.uuid4().hex[:24]}",
         rng=random.Random(behaviour.seed),
     )
-    framer = NamedSSEFramer(
-        data_space=behaviour.data_space,
-        crlf=behaviour.crlf,
-        split_writes=behaviour.split_writes,
-        rng=random.Random(behaviour.seed),
-    )
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await _sleep_until(arrival + behaviour.headers_delay)
-    burst = _Burst(response, state, record)
-    try:
-        await response.prepare(request)
-        for event in events:
-            if state.closing.is_set():
-                # Shutting down: a stall with keep-alives would otherwise ping forever.
-                _abort(request)
-                return response
-            if behaviour.burst and event.kind in ("data", "comment") and (burst or event.text):
-                burst.hold(framer, event, arrival + event.at)
-                continue
-            await burst.flush()
-            if event.kind == "drop":
-                await _sleep_until(arrival + event.at)
-                _abort(request)
-                return response
-            if event.kind in ("stall", "hold"):
-                await _hold(request, state)
-                return response
-            await _write_event(response, framer, event, arrival + event.at)
-            if event.text:
-                _first_text_written(state, record)
-        await burst.flush()
-        await response.write_eof()
-    except ConnectionResetError:
-        # The client went away mid-stream; that is its business, not a server error.
-        pass
-    return response
+    framer = new_framer(behaviour, _PING)
+    return await stream_named_events(request, state, record, behaviour, events, framer, arrival)
 
 
 def add_routes(app: web.Application) -> None:
