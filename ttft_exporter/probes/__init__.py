@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import Field
 
-from ttft_exporter.probes import anthropic, openai
+from ttft_exporter.probes import anthropic, openai, openai_responses
 from ttft_exporter.probes.base import PreparedProbe, Prober, ProtocolSpec
 from ttft_exporter.probes.engine import stream_prober
 from ttft_exporter.probes.session import create_session
@@ -40,6 +40,8 @@ PROTOCOLS: tuple[ProtocolSpec[Any], ...] = (
     openai.COMPLETIONS,
     # anthropic (#10)
     anthropic.ANTHROPIC,
+    # openai-responses (#10)
+    openai_responses.RESPONSES,
 )
 
 

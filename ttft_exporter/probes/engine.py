@@ -390,7 +390,7 @@ def _requested_tokens(target: TargetBase) -> int:
     """The output token limit the request carries: `max_tokens`, or a larger one
     `extra_body` sets (it is merged over the body), so usage is judged against it."""
     limits = [target.max_tokens]
-    for key in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
+    for key in ("max_tokens", "max_completion_tokens", "max_new_tokens", "max_output_tokens"):
         value = target.extra_body.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             limits.append(value)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ttft_exporter.sim.protocols import anthropic
+from ttft_exporter.sim.protocols import anthropic, openai_responses
 
 __all__ = ["ROUTES"]
 
@@ -16,4 +16,6 @@ __all__ = ["ROUTES"]
 ROUTES: tuple[Callable[[web.Application], None], ...] = (
     # anthropic (#10)
     anthropic.add_routes,
+    # openai-responses (#10)
+    openai_responses.add_routes,
 )
