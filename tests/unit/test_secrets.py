@@ -643,8 +643,8 @@ async def test_every_header_value_is_masked_unless_public(
         assert "org-SENTINEL-defaults" not in text
 
 
-# Every protocol's own auth header (#10). One line per protocol that sends its key in
-# a header of its own: the key, given through api_key_env, api_key_file or that header,
+# Every protocol's auth header (#10). One entry per protocol other than the OpenAI
+# Chat/Completions ones above: the key, given through api_key_env, api_key_file or that header,
 # must reach the server there and never show in a failure, even echoed back.
 
 
@@ -656,6 +656,8 @@ class ProtocolCase:
     path: str
     error_event: Callable[[str], bytes]
     malformed_event: Callable[[str], bytes]
+    # What the target's `url` adds to the server's root (OpenAI-style bases end in /v1).
+    base: str = ""
 
 
 def _named(name: str, data: str) -> bytes:
@@ -676,6 +678,17 @@ PROTOCOL_CASES: dict[str, ProtocolCase] = {
         ),
     ),
 }
+PROTOCOL_CASES["openai-responses"] = ProtocolCase(
+    path="/v1/responses",
+    base="/v1",
+    error_event=lambda k: _named(
+        "error", json.dumps({"type": "error", "code": "server_error", "message": "z" * 1990 + k})
+    ),
+    malformed_event=lambda k: _named(
+        "response.output_text.delta",
+        '{"type":"response.output_text.delta","delta":"' + "y" * 70 + k,
+    ),
+)
 PROTOCOL_STAGES = ["http-status", "timeout-stream", "stream-error", "dropped", "malformed"]
 
 
@@ -706,7 +719,7 @@ async def test_protocol_auth_header_never_shows_the_key(
         {
             "name": "a",
             "protocol": protocol,
-            "url": sim.url,
+            "url": sim.url + PROTOCOL_CASES[protocol].base,
             **fields,
             **_protocol_key_fields(protocol, source, SENTINEL, tmp_path, monkeypatch),
         }
@@ -756,7 +769,7 @@ async def test_protocol_key_echoed_by_the_server_never_leaks(
         {
             "name": "echo",
             "protocol": protocol,
-            "url": str(server.make_url("")),
+            "url": str(server.make_url(case.base)),
             "api_key_env": "TTFT_TEST_ECHO_KEY",
         }
     )
