@@ -24,6 +24,7 @@ from tests.conftest import SimFactory
 from tests.helpers import free_port
 from ttft_exporter import __version__
 from ttft_exporter.cli import parse_listen, run
+from ttft_exporter.probes import PROTOCOL_NAMES
 from ttft_exporter.sim.llm import ModelBehaviour
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +80,8 @@ def test_config_check_accepts_a_good_file(
             [
                 "concurrency: must be greater than or equal to 1",
                 "targets[0].timeout: must be below interval (1s)",
-                "targets[1].protocol: unknown protocol 'grpc'; known: openai-chat, openai-completions",
+                # Every registered protocol, in registry order (other modules add theirs).
+                f"targets[1].protocol: unknown protocol 'grpc'; known: {', '.join(PROTOCOL_NAMES)}",
                 # File order (yaml.safe_dump sorts the keys).
                 "targets[2].bogus: unknown field",
                 "targets[2].labels.job: reserved label name (set by the exporter or by Prometheus)",
@@ -224,10 +226,8 @@ def test_config_schema(capsys: pytest.CaptureFixture[str]) -> None:
     targets = schema["properties"]["targets"]
     assert targets["type"] == "array"
     assert targets["items"]["discriminator"]["propertyName"] == "protocol"
-    assert set(targets["items"]["discriminator"]["mapping"]) == {
-        "openai-chat",
-        "openai-completions",
-    }
+    assert set(targets["items"]["discriminator"]["mapping"]) == set(PROTOCOL_NAMES)
+    assert {"openai-chat", "openai-completions"} <= set(PROTOCOL_NAMES)
     # Structurally sound: every reference resolves, every type is a JSON Schema type.
     refs = set(_refs(schema))
     assert "#/$defs/OpenAIChatTarget" in refs
