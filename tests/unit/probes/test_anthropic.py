@@ -319,16 +319,42 @@ async def test_happy_path_with_keepalive_pings(make_llm_sim: SimFactory) -> None
     assert recorded.to_json()["headers"]["x-api-key"] == "REDACTED"
 
 
-async def test_ping_before_anything_is_not_the_first_chunk(make_llm_sim: SimFactory) -> None:
-    # headers at once, message_start and the first text at 0.3 s, pings every 50 ms
-    # from the headers on: the first chunk is message_start, not a ping.
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.3, itl=0.01, tokens=3, keepalive_interval=0.05, headers_delay=0.0)
-    )
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
+async def test_ping_before_anything_is_not_the_first_chunk(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # A real server that pings at once and sends message_start only after 0.3 s: the
+    # first chunk is message_start (a lower bound from the server's own sleep), never
+    # the ping, as an SSE keep-alive comment never is.
+    import asyncio
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b'event: ping\ndata: {"type":"ping"}\n\n')
+        await asyncio.sleep(0.3)
+        events = [
+            ("message_start", {"message": {"usage": {"input_tokens": 3, "output_tokens": 1}}}),
+            ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+            (
+                "message_delta",
+                {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}},
+            ),
+            ("message_stop", {}),
+        ]
+        for name, payload in events:
+            data = json.dumps({"type": name, **payload})
+            await response.write(f"event: {name}\ndata: {data}\n\n".encode())
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", handler)
+    server = await aiohttp_server(app)
+    result = await probe_once(make_target(protocol="anthropic", url=str(server.make_url(""))))
     assert result.success, result.detail
-    assert result.time_to_first_chunk is not None and result.time_to_first_token is not None
-    assert result.time_to_first_chunk <= result.time_to_first_token
+    assert result.time_to_first_chunk is not None and result.time_to_first_chunk >= 0.3
+    assert result.time_to_first_byte is not None
+    assert result.time_to_first_byte < result.time_to_first_chunk
+    assert result.output_tokens == 1 and result.input_tokens == 3
 
 
 async def test_reasoning_before_the_answer(make_llm_sim: SimFactory) -> None:
