@@ -332,7 +332,7 @@ async def test_ping_before_anything_is_not_the_first_chunk(
         await response.prepare(request)
         await response.write(b'event: ping\ndata: {"type":"ping"}\n\n')
         await asyncio.sleep(0.3)
-        events = [
+        events: list[tuple[str, dict[str, Any]]] = [
             ("message_start", {"message": {"usage": {"input_tokens": 3, "output_tokens": 1}}}),
             ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
             (
