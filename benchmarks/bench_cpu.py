@@ -33,6 +33,9 @@ from ttft_exporter.probes import create_session
 # Same tokens, different pacing: "burst" lets TCP coalesce many events per read;
 # "paced" and "slow" deliver one event per read and differ only in wall time (2x).
 PACINGS = {"burst": 0.0, "paced": 0.004, "slow": 0.008}
+# A "paced" round per further protocol (#10): the same tokens through its own framing,
+# decoder and simulator mode, so the rows compare the protocols' parsing cost.
+PROTOCOL_ROUNDS = ("anthropic", "openai-responses")
 
 
 def _models(tokens: int) -> dict[str, dict[str, Any]]:
@@ -43,14 +46,22 @@ def _models(tokens: int) -> dict[str, dict[str, Any]]:
 
 
 async def _round(
-    sim: SimProcess, model: str, streams: int, tokens: int, budget: float
+    sim: SimProcess,
+    model: str,
+    streams: int,
+    tokens: int,
+    budget: float,
+    protocol: str = "openai-chat",
 ) -> dict[str, Any]:
     """`streams` concurrent probes of `model`; CPU measured around the probes only."""
+    # Anthropic's URL is the API root (the probe adds /v1/messages).
+    url = sim.url.removesuffix("/v1") if protocol == "anthropic" else sim.url
     config = build_config(
         [
             {
                 "name": f"{model}-{i}",
-                "url": sim.url,
+                "protocol": protocol,
+                "url": url,
                 "model": model,
                 "max_tokens": tokens,
                 "timeout": budget,
@@ -80,7 +91,8 @@ async def _round(
     cpu = cpu1["process_time"] - cpu0["process_time"]
     wall = wall1 - wall0
     return {
-        "model": model,
+        "model": model if protocol == "openai-chat" else f"{model}/{protocol}",
+        "protocol": protocol,
         "itl_ms": PACINGS.get(model, 0.0) * 1000,
         "streams": streams,
         "ok": len(ok),
@@ -136,6 +148,14 @@ async def main_async(quick: bool) -> dict[str, Any]:
                 f"{row['wall_s']:.2f}s, client {row['cpu_s']:.2f} CPU s = "
                 f"{row['cpu_s_per_1m_tokens']:.1f} s/1M tokens "
                 f"({row['client_cores']:.2f} cores; sim {row['sim_cores']:.2f} cores)"
+            )
+            rows.append(row)
+        for protocol in PROTOCOL_ROUNDS:
+            row = await _round(sim, "paced", streams, tokens, budget, protocol)
+            log(
+                f"cpu {protocol} itl {row['itl_ms']:.0f} ms: {row['tokens']} tokens in "
+                f"{row['wall_s']:.2f}s, client {row['cpu_s']:.2f} CPU s = "
+                f"{row['cpu_s_per_1m_tokens']:.1f} s/1M tokens"
             )
             rows.append(row)
         idle_row = await _idle(sim, streams, idle)
