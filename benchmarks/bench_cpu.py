@@ -35,7 +35,14 @@ from ttft_exporter.probes import create_session
 PACINGS = {"burst": 0.0, "paced": 0.004, "slow": 0.008}
 # One row per protocol on the "paced" model (issue #10): the protocol's base URL on the
 # simulator, relative to its root.
-PROTOCOL_BASES = {"openai-chat": "/v1", "ollama-chat": "", "ollama-generate": "", "tgi": ""}
+PROTOCOL_BASES = {
+    "openai-chat": "/v1",
+    "ollama-chat": "",
+    "ollama-generate": "",
+    "tgi": "",
+    "anthropic": "",
+    "openai-responses": "/v1",
+}
 
 
 def _models(tokens: int) -> dict[str, dict[str, Any]]:

@@ -21,8 +21,6 @@ KNOWN = ", ".join(PROTOCOL_NAMES)
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "testdata" / "config"
 
-# The registry's names, in its order: the list grows with each protocol module.
-KNOWN = ", ".join(PROTOCOL_NAMES)
 INVALID = {
     "unknown-key": ["targets[0].bogus: unknown field"],
     "timeout-above-interval": ["targets[0].timeout: must be below interval (15s)"],

@@ -11,6 +11,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -877,3 +878,162 @@ async def test_tgi_key_echoed_in_the_stream_never_leaks(
     assert "<secret>" in result.detail or result.detail.endswith("…")
     for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
         assert_no_prefix(text, f"text {index}")
+
+
+# Every protocol's auth header (#10). One entry per protocol other than the OpenAI
+# Chat/Completions ones above: the key, given through api_key_env, api_key_file or that header,
+# must reach the server there and never show in a failure, even echoed back.
+
+
+@dataclass(frozen=True)
+class ProtocolCase:
+    """Where a protocol's probe posts (the simulator mode's path) and how its server
+    writes an error event and a malformed event inside a 200 stream."""
+
+    path: str
+    error_event: Callable[[str], bytes]
+    malformed_event: Callable[[str], bytes]
+    # What the target's `url` adds to the server's root (OpenAI-style bases end in /v1).
+    base: str = ""
+
+
+def _named(name: str, data: str) -> bytes:
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+PROTOCOL_CASES: dict[str, ProtocolCase] = {
+    "anthropic": ProtocolCase(
+        path="/v1/messages",
+        error_event=lambda k: _named(
+            "error",
+            json.dumps(
+                {"type": "error", "error": {"type": "api_error", "message": "z" * 1990 + k}}
+            ),
+        ),
+        malformed_event=lambda k: _named(
+            "content_block_delta", '{"type":"content_block_delta","delta":{"text":"' + "y" * 70 + k
+        ),
+    ),
+}
+PROTOCOL_CASES["openai-responses"] = ProtocolCase(
+    path="/v1/responses",
+    base="/v1",
+    error_event=lambda k: _named(
+        "error", json.dumps({"type": "error", "code": "server_error", "message": "z" * 1990 + k})
+    ),
+    malformed_event=lambda k: _named(
+        "response.output_text.delta",
+        '{"type":"response.output_text.delta","delta":"' + "y" * 70 + k,
+    ),
+)
+PROTOCOL_STAGES = ["http-status", "timeout-stream", "stream-error", "dropped", "malformed"]
+
+
+def _protocol_key_fields(
+    protocol: str, source: str, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    if source == "header":
+        model = get_protocol(protocol).model
+        return {"headers": {model.auth_header: f"{model.auth_scheme}{key}"}}
+    return key_fields(source, key, tmp_path, monkeypatch, protocol.replace("-", "_"))
+
+
+@pytest.mark.parametrize("source", ["env", "file", "header"])
+@pytest.mark.parametrize("stage", PROTOCOL_STAGES)
+@pytest.mark.parametrize("protocol", list(PROTOCOL_CASES))
+async def test_protocol_auth_header_never_shows_the_key(
+    make_llm_sim: SimFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    stage: str,
+    source: str,
+) -> None:
+    behaviour, fields, reason = STAGES[stage]
+    assert behaviour is not None
+    sim = await make_llm_sim(api_key=SENTINEL, m=behaviour)
+    target = make_config(
+        {
+            "name": "a",
+            "protocol": protocol,
+            "url": sim.url + PROTOCOL_CASES[protocol].base,
+            **fields,
+            **_protocol_key_fields(protocol, source, SENTINEL, tmp_path, monkeypatch),
+        }
+    ).targets[0]
+
+    exc, result, log = await run_probe(target, deadline=0.3)
+
+    # The simulator checks the key in the protocol's header: a wrong one is HTTP 401.
+    assert result.reason is reason, result.detail
+    model = get_protocol(protocol).model
+    recorded = sim.state.requests[-1]
+    assert recorded.path == PROTOCOL_CASES[protocol].path
+    assert recorded.headers[model.auth_header] == f"{model.auth_scheme}{SENTINEL}"
+    assert_hidden(json.dumps(recorded.to_json()), "/sim/requests")
+    for text in [*exception_texts(exc), result.detail, *log]:
+        assert_hidden(text, f"{protocol} {stage} failure")
+
+
+@pytest.mark.parametrize("echo", ["error-body", "error-event", "malformed-event"])
+@pytest.mark.parametrize("protocol", list(PROTOCOL_CASES))
+async def test_protocol_key_echoed_by_the_server_never_leaks(
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    echo: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    case = PROTOCOL_CASES[protocol]
+    model = get_protocol(protocol).model
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        key = request.headers.get(model.auth_header, "").removeprefix(model.auth_scheme)
+        assert key == KEY, "the probe did not send the key in its auth header"
+        if echo == "error-body":
+            body = json.dumps({"type": "error", "error": {"message": f"bad key {key}"}})
+            return web.Response(status=401, text=body, content_type="application/json")
+        event = case.error_event(key) if echo == "error-event" else case.malformed_event(key)
+        return web.Response(body=event, content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post(case.path, handler)
+    server = await aiohttp_server(app)
+    monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
+    config = make_config(
+        {
+            "name": "echo",
+            "protocol": protocol,
+            "url": str(server.make_url(case.base)),
+            "api_key_env": "TTFT_TEST_ECHO_KEY",
+        }
+    )
+    state = make_state(config)
+    client = await aiohttp_client(create_app(state))
+    await wait_for(lambda: len(state.history.records()) == 1, "the first probe")
+
+    texts: dict[str, str] = {}
+    for page in ("/probe?target=echo&debug=true", "/config", "/metrics", "/"):
+        resp = await client.get(page)
+        assert resp.status == 200, page
+        texts[page] = await resp.text()
+    record = state.history.records()[-1]
+    texts["/logs"] = await (await client.get(f"/logs?id={record.id}")).text()
+    texts["detail"] = record.result.detail
+    exc, result, log = await run_probe(config.targets[0], deadline=2.0)
+    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
+        texts[f"exception {index}"] = text
+    for index, text in enumerate(formatted_logs(caplog)):
+        texts[f"log output {index}"] = text
+
+    expected = {
+        "error-body": FailureReason.HTTP_STATUS,
+        "error-event": FailureReason.STREAM_ERROR,
+        "malformed-event": FailureReason.PROTOCOL,
+    }[echo]
+    assert record.result.reason is expected, record.result.detail
+    assert "<secret>" in record.result.detail or record.result.detail.endswith("…")
+    for where, text in texts.items():
+        assert_no_prefix(text, where)

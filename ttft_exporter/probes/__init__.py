@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import Field
 
-from ttft_exporter.probes import azure_openai, gemini, ollama, openai, tgi
+from ttft_exporter.probes import (
+    anthropic,
+    azure_openai,
+    gemini,
+    ollama,
+    openai,
+    openai_responses,
+    tgi,
+)
 from ttft_exporter.probes.base import PreparedProbe, Prober, ProtocolSpec
 from ttft_exporter.probes.engine import stream_prober
 from ttft_exporter.probes.session import create_session
@@ -47,6 +55,10 @@ PROTOCOLS: tuple[ProtocolSpec[Any], ...] = (
     ollama.GENERATE,
     # Hugging Face TGI's native API (SSE)
     tgi.TGI,
+    # anthropic (#10)
+    anthropic.ANTHROPIC,
+    # openai-responses (#10)
+    openai_responses.RESPONSES,
 )
 
 

@@ -101,6 +101,8 @@ _FINISH_ALIASES: dict[str, FinishReasonLabel] = {
     "end_turn": "stop",
     "length": "length",
     "max_tokens": "length",
+    # Anthropic: the context window ended the generation, a length limit all the same.
+    "model_context_window_exceeded": "length",
     "content_filter": "content_filter",
     "refusal": "content_filter",
     "tool_calls": "tool_calls",

@@ -236,10 +236,12 @@ class StreamProbe:
         """Frame and decode bytes that arrived at `t_ns`; True once the stream ended."""
         decoder = self._decoder
         for frame in framer.feed(data):
-            timeline.on_event(t_ns)
             item = decoder.decode(frame)
             if item is None:
+                # A keep-alive event (Anthropic's `ping`): like an SSE comment, not a
+                # chunk, so it never sets the time to first chunk.
                 continue
+            timeline.on_event(t_ns)
             timeline.on_item(t_ns, item)
             if item.done:
                 # Servers may keep the connection open after the terminator.
@@ -389,7 +391,7 @@ def _requested_tokens(target: TargetBase) -> int:
     """The output token limit the request carries: `max_tokens`, or a larger one
     `extra_body` sets (it is merged over the body), so usage is judged against it."""
     limits = [target.max_tokens]
-    for key in ("max_tokens", "max_completion_tokens", "max_new_tokens"):
+    for key in ("max_tokens", "max_completion_tokens", "max_new_tokens", "max_output_tokens"):
         value = target.extra_body.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             limits.append(value)

@@ -53,7 +53,7 @@ _MALFORMED = '{"choices": ['
 _KEEPALIVE = "keep-alive"
 _REDACTED = "REDACTED"
 # The headers the protocol modes take a key in, redacted in the request log.
-_KEY_HEADERS = frozenset({"authorization", "x-goog-api-key", "api-key"})
+_KEY_HEADERS = frozenset({"authorization", "x-goog-api-key", "api-key", "x-api-key"})
 _OWNER = "ttft-exporter-sim"
 # Spacing of the pieces of a split event; the last piece lands on the event's deadline.
 _SPLIT_GAP = 0.002

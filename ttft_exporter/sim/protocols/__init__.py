@@ -8,7 +8,14 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ttft_exporter.sim.protocols import azure_openai, gemini, ollama, tgi
+from ttft_exporter.sim.protocols import (
+    anthropic,
+    azure_openai,
+    gemini,
+    ollama,
+    openai_responses,
+    tgi,
+)
 
 __all__ = ["ROUTES"]
 
@@ -22,4 +29,8 @@ ROUTES: tuple[Callable[[web.Application], None], ...] = (
     ollama.add_routes,
     # Hugging Face TGI's native API: /generate_stream (SSE)
     tgi.add_routes,
+    # anthropic (#10)
+    anthropic.add_routes,
+    # openai-responses (#10)
+    openai_responses.add_routes,
 )

@@ -1,0 +1,120 @@
+"""The shared half of the simulator modes whose streams are SSE with named events
+(Anthropic Messages, OpenAI Responses): the event type, its writer and the write loop,
+on the OpenAI mode's timing, burst, fault and request-log machinery."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ttft_exporter.sim.llm import (
+    LLMSimState,
+    ModelBehaviour,
+    RecordedRequest,
+    SimEvent,
+    SSEFramer,
+    _abort,
+    _Burst,
+    _first_text_written,
+    _hold,
+    _sleep_until,
+    _write_event,
+)
+
+__all__ = ["NamedEvent", "NamedSSEFramer", "new_framer", "stream_named_events"]
+
+
+@dataclass(frozen=True, slots=True)
+class NamedEvent(SimEvent):
+    """A data event with its SSE event name (the `type` its data repeats)."""
+
+    name: str = ""
+
+
+class NamedSSEFramer(SSEFramer):
+    """The OpenAI mode's writer (spacing, CRLF and split-write knobs) with an `event:`
+    line before every data line. A keep-alive is a `ping` event where the protocol has
+    one (Anthropic), an SSE comment otherwise."""
+
+    def __init__(
+        self,
+        *,
+        ping: str | None,
+        data_space: bool = True,
+        crlf: bool = False,
+        split_writes: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__(data_space=data_space, crlf=crlf, split_writes=split_writes, rng=rng)
+        self._ping = ping
+
+    def frame(self, event: SimEvent) -> list[bytes]:
+        if event.kind == "comment" and self._ping is None:
+            return super().frame(event)
+        eol = self._end[: len(self._end) // 2]
+        if event.kind == "comment":
+            name, data = "ping", self._ping
+        else:
+            name = event.name if isinstance(event, NamedEvent) else "message"
+            data = event.data
+        raw = f"event: {name}{eol}{self._prefix}{data}{self._end}".encode()
+        return self._pieces(raw) if self._split else [raw]
+
+
+def new_framer(behaviour: ModelBehaviour, ping: str | None) -> NamedSSEFramer:
+    """The writer with the model's framing knobs."""
+    return NamedSSEFramer(
+        ping=ping,
+        data_space=behaviour.data_space,
+        crlf=behaviour.crlf,
+        split_writes=behaviour.split_writes,
+        rng=random.Random(behaviour.seed),
+    )
+
+
+async def stream_named_events(
+    request: web.Request,
+    state: LLMSimState,
+    record: RecordedRequest,
+    behaviour: ModelBehaviour,
+    events: Iterator[SimEvent],
+    framer: NamedSSEFramer,
+    arrival: float,
+) -> web.StreamResponse:
+    """Write `events` at their deadlines (from `arrival`), honouring the burst, stall,
+    hold and drop events as the OpenAI mode does."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await _sleep_until(arrival + behaviour.headers_delay)
+    burst = _Burst(response, state, record)
+    try:
+        await response.prepare(request)
+        for event in events:
+            if state.closing.is_set():
+                # Shutting down: a stall with keep-alives would otherwise ping forever.
+                _abort(request)
+                return response
+            if behaviour.burst and event.kind in ("data", "comment") and (burst or event.text):
+                burst.hold(framer, event, arrival + event.at)
+                continue
+            await burst.flush()
+            if event.kind == "drop":
+                await _sleep_until(arrival + event.at)
+                _abort(request)
+                return response
+            if event.kind in ("stall", "hold"):
+                await _hold(request, state)
+                return response
+            await _write_event(response, framer, event, arrival + event.at)
+            if event.text:
+                _first_text_written(state, record)
+        await burst.flush()
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away mid-stream; that is its business, not a server error.
+        pass
+    return response
