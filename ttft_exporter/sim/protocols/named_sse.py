@@ -16,13 +16,8 @@ from ttft_exporter.sim.llm import (
     RecordedRequest,
     SimEvent,
     SSEFramer,
-    _abort,
-    _Burst,
-    _first_text_written,
-    _hold,
-    _sleep_until,
-    _write_event,
 )
+from ttft_exporter.sim.protocols.streaming import write_stream
 
 __all__ = ["NamedEvent", "NamedSSEFramer", "new_framer", "stream_named_events"]
 
@@ -89,32 +84,13 @@ async def stream_named_events(
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    await _sleep_until(arrival + behaviour.headers_delay)
-    burst = _Burst(response, state, record)
-    try:
-        await response.prepare(request)
-        for event in events:
-            if state.closing.is_set():
-                # Shutting down: a stall with keep-alives would otherwise ping forever.
-                _abort(request)
-                return response
-            if behaviour.burst and event.kind in ("data", "comment") and (burst or event.text):
-                burst.hold(framer, event, arrival + event.at)
-                continue
-            await burst.flush()
-            if event.kind == "drop":
-                await _sleep_until(arrival + event.at)
-                _abort(request)
-                return response
-            if event.kind in ("stall", "hold"):
-                await _hold(request, state)
-                return response
-            await _write_event(response, framer, event, arrival + event.at)
-            if event.text:
-                _first_text_written(state, record)
-        await burst.flush()
-        await response.write_eof()
-    except ConnectionResetError:
-        # The client went away mid-stream; that is its business, not a server error.
-        pass
-    return response
+    return await write_stream(
+        request,
+        response,
+        state=state,
+        record=record,
+        behaviour=behaviour,
+        events=events,
+        writer=framer,
+        arrival=arrival,
+    )
