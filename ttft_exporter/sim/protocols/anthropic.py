@@ -23,21 +23,25 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    LLMSimState,
-    ModelBehaviour,
-    SimEvent,
     SimRequest,
     _dumps,
     _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
 )
+from ttft_exporter.sim.llm_state import (
+    LLM_SIM_STATE,
+    LLMSimState,
+    ModelBehaviour,
+    SimEvent,
+)
 from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer, stream_named_events
+from ttft_exporter.sim.stream_writer import (
+    sleep_until,
+)
 
 __all__ = ["PATH", "add_routes", "iter_anthropic_events"]
 
@@ -214,7 +218,7 @@ async def _handle_messages(request: web.Request) -> web.StreamResponse:
     except _RequestError as exc:
         return _error_body(exc.status, exc.message)
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await sleep_until(arrival + behaviour.headers_delay)
         return _error_body(behaviour.status, f"Simulated error (HTTP {behaviour.status}).")
     events = iter_anthropic_events(
         behaviour,

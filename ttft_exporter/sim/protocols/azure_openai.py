@@ -24,18 +24,23 @@ from typing import Any
 from aiohttp import web
 
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
-    LLMSimState,
-    SimEvent,
     _error_response,
     _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     iter_events,
     parse_request,
 )
-from ttft_exporter.sim.protocols.stream import write_sse
+from ttft_exporter.sim.llm_state import (
+    LLM_SIM_STATE,
+    LLMSimState,
+    SimEvent,
+)
+from ttft_exporter.sim.stream_writer import (
+    sleep_until,
+    sse_framer,
+    write_stream,
+)
 
 __all__ = ["add_routes", "azure_events"]
 
@@ -111,7 +116,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     except _RequestError as exc:
         return _error_response(exc.status, exc.message, exc.code)
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await sleep_until(arrival + behaviour.headers_delay)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
     if not sim_request.stream:
@@ -126,15 +131,17 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    await _sleep_until(arrival + behaviour.headers_delay)
-    try:
-        await response.prepare(request)
-        events = azure_events(events, behaviour.headers_delay)
-        await write_sse(request, response, state, record, behaviour, events, arrival)
-        await response.write_eof()
-    except ConnectionResetError:
-        pass  # the client went away mid-stream: its business, not a server error
-    return response
+    return await write_stream(
+        request,
+        response,
+        state=state,
+        record=record,
+        behaviour=behaviour,
+        events=azure_events(events, behaviour.headers_delay),
+        writer=sse_framer(behaviour),
+        arrival=arrival,
+        honour_burst=False,  # as before the shared loop: the knob is not read here
+    )
 
 
 def add_routes(app: web.Application) -> None:

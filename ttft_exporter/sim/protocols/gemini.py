@@ -34,20 +34,25 @@ from aiohttp import web
 # The OpenAI mode's machinery: the plan, keep-alives, the SSE writer, the request log
 # and the fault helpers are shared by every mode, so a knob means the same everywhere.
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    LLMSimState,
-    ModelBehaviour,
-    SimEvent,
     SimRequest,
     _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
 )
-from ttft_exporter.sim.protocols.stream import write_sse
+from ttft_exporter.sim.llm_state import (
+    LLM_SIM_STATE,
+    LLMSimState,
+    ModelBehaviour,
+    SimEvent,
+)
+from ttft_exporter.sim.stream_writer import (
+    sleep_until,
+    sse_framer,
+    write_stream,
+)
 
 __all__ = ["add_routes", "gemini_events", "parse_gemini_request"]
 
@@ -233,7 +238,7 @@ async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
     except _RequestError as exc:
         return _error(exc.status, exc.message)
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await sleep_until(arrival + behaviour.headers_delay)
         return _error(behaviour.status, f"Simulated error (HTTP {behaviour.status}).")
     events = gemini_events(
         behaviour,
@@ -249,13 +254,22 @@ async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
             "Cache-Control": "no-cache",
         }
     )
-    await _sleep_until(arrival + behaviour.headers_delay)
+    if sse:
+        return await write_stream(
+            request,
+            response,
+            state=state,
+            record=record,
+            behaviour=behaviour,
+            events=events,
+            writer=sse_framer(behaviour),
+            arrival=arrival,
+            honour_burst=False,  # `burst` is not supported in this mode (see above)
+        )
+    await sleep_until(arrival + behaviour.headers_delay)
     try:
         await response.prepare(request)
-        if sse:
-            await write_sse(request, response, state, record, behaviour, events, arrival)
-        else:
-            await _write_array(response, events, arrival)
+        await _write_array(response, events, arrival)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-stream: its business, not a server error
@@ -270,7 +284,7 @@ async def _write_array(
     for event in events:
         if event.kind != "data":
             break
-        await _sleep_until(arrival + event.at)
+        await sleep_until(arrival + event.at)
         await response.write(separator + event.data.encode())
         separator = b",\r\n"
     await response.write(b"]" if separator != b"[" else b"[]")

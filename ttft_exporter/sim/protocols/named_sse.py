@@ -1,6 +1,6 @@
 """The shared half of the simulator modes whose streams are SSE with named events
-(Anthropic Messages, OpenAI Responses): the event type, its writer and the write loop,
-on the OpenAI mode's timing, burst, fault and request-log machinery."""
+(Anthropic Messages, OpenAI Responses): the event type and its writer, written through
+the simulator's one stream loop (sim/stream_writer.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from ttft_exporter.sim.llm import (
+from ttft_exporter.sim.llm_state import (
     LLMSimState,
     ModelBehaviour,
     RecordedRequest,
     SimEvent,
-    SSEFramer,
 )
-from ttft_exporter.sim.protocols.streaming import write_stream
+from ttft_exporter.sim.stream_writer import (
+    SSEFramer,
+    write_stream,
+)
 
 __all__ = ["NamedEvent", "NamedSSEFramer", "new_framer", "stream_named_events"]
 

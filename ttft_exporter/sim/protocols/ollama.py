@@ -29,23 +29,27 @@ from aiohttp import web
 # every protocol mode shares one request log, one set of knobs and one writer (made
 # public once the protocol modes written side by side have landed).
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    LLMSimState,
-    ModelBehaviour,
-    RecordedRequest,
-    SimEvent,
     SimRequest,
-    SSEFramer,
     _dumps,
     _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
 )
-from ttft_exporter.sim.protocols.streaming import write_stream
+from ttft_exporter.sim.llm_state import (
+    LLM_SIM_STATE,
+    LLMSimState,
+    ModelBehaviour,
+    RecordedRequest,
+    SimEvent,
+)
+from ttft_exporter.sim.stream_writer import (
+    SSEFramer,
+    sleep_until,
+    write_stream,
+)
 
 __all__ = ["NDJSONWriter", "OllamaRequest", "add_routes", "iter_ollama_events", "parse_request"]
 
@@ -275,7 +279,7 @@ async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamRespons
     except _OllamaError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await sleep_until(arrival + behaviour.headers_delay)
         return _OllamaError(
             behaviour.status, f"simulated error (HTTP {behaviour.status})"
         ).response()
@@ -313,7 +317,7 @@ async def _respond_whole(
 ) -> web.Response:
     """`"stream": false`: one JSON object with the whole answer (faults not simulated)."""
     plan = plan_generation(behaviour, parsed.sim_request(), random.Random(behaviour.seed))
-    await _sleep_until(arrival + max(plan.end_at, behaviour.headers_delay))
+    await sleep_until(arrival + max(plan.end_at, behaviour.headers_delay))
     whole = _LineEncoder(parsed, behaviour).final(
         plan,
         plan.completion_tokens,

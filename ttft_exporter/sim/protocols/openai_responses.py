@@ -25,10 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    ModelBehaviour,
-    SimEvent,
     SimRequest,
     _check_auth,
     _dumps,
@@ -36,11 +33,18 @@ from ttft_exporter.sim.llm import (
     _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
 )
+from ttft_exporter.sim.llm_state import (
+    LLM_SIM_STATE,
+    ModelBehaviour,
+    SimEvent,
+)
 from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer, stream_named_events
+from ttft_exporter.sim.stream_writer import (
+    sleep_until,
+)
 
 __all__ = ["PATH", "add_routes", "iter_responses_events"]
 
@@ -232,7 +236,7 @@ async def _handle_responses(request: web.Request) -> web.StreamResponse:
     except _RequestError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await sleep_until(arrival + behaviour.headers_delay)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
     events = iter_responses_events(

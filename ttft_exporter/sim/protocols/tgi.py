@@ -28,23 +28,27 @@ from aiohttp import web
 # NOTE: the private helpers of sim/llm.py are imported rather than copied, so that
 # every protocol mode shares one request log, one set of knobs and one writer.
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    LLMSimState,
-    ModelBehaviour,
-    RecordedRequest,
-    SimEvent,
     SimRequest,
-    SSEFramer,
     _dumps,
     _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
 )
-from ttft_exporter.sim.protocols.streaming import write_stream
+from ttft_exporter.sim.llm_state import (
+    LLM_SIM_STATE,
+    LLMSimState,
+    ModelBehaviour,
+    RecordedRequest,
+    SimEvent,
+)
+from ttft_exporter.sim.stream_writer import (
+    SSEFramer,
+    sleep_until,
+    write_stream,
+)
 
 __all__ = ["TGIRequest", "add_routes", "iter_tgi_events", "parse_request"]
 
@@ -223,7 +227,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     except _TGIError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await sleep_until(arrival + behaviour.headers_delay)
         message = f"simulated error (HTTP {behaviour.status})"
         return _TGIError(behaviour.status, message, "generation").response()
     return await _stream(request, state, record, behaviour, parsed, model, arrival)
