@@ -34,10 +34,10 @@ from ttft_exporter.sim.llm_state import (
 )
 from ttft_exporter.sim.stream_writer import (
     SSEFramer,
+    StreamContext,
     abort,
     hold,
     sleep_until,
-    sse_framer,
     write_stream,
 )
 
@@ -608,17 +608,12 @@ async def _handle_generation(request: web.Request, api: API) -> web.StreamRespon
         return _error_response(behaviour.status, msg, behaviour.status)
     if not sim_request.stream:
         return await _respond_whole(request, state, behaviour, sim_request, arrival)
-    return await _stream(request, state, record, behaviour, sim_request, arrival)
+    ctx = StreamContext(request, state, record, behaviour, arrival)
+    return await _stream(ctx, sim_request)
 
 
-async def _stream(
-    request: web.Request,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    sim_request: SimRequest,
-    arrival: float,
-) -> web.StreamResponse:
+async def _stream(ctx: StreamContext, sim_request: SimRequest) -> web.StreamResponse:
+    behaviour = ctx.behaviour
     prefix = "chatcmpl" if sim_request.api == "chat" else "cmpl"
     events = iter_events(
         behaviour,
@@ -627,19 +622,7 @@ async def _stream(
         created=int(time.time()),
         rng=random.Random(behaviour.seed),
     )
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    return await write_stream(
-        request,
-        response,
-        state=state,
-        record=record,
-        behaviour=behaviour,
-        events=events,
-        writer=sse_framer(behaviour),
-        arrival=arrival,
-    )
+    return await write_stream(ctx, events, SSEFramer.for_model(behaviour))
 
 
 async def _respond_whole(

@@ -11,19 +11,33 @@ import contextlib
 import itertools
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Self
 
 from aiohttp import web
 
 from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, RecordedRequest, SimEvent
 
-__all__ = ["SSEFramer", "abort", "hold", "sleep_until", "sse_framer", "write_stream"]
+__all__ = [
+    "SSE_HEADERS",
+    "SSEFramer",
+    "StreamContext",
+    "abort",
+    "hold",
+    "sleep_until",
+    "write_stream",
+]
 
 # Spacing of the pieces of a split event; the last piece lands on the event's deadline.
 _SPLIT_GAP = 0.002
 # Fallback for servers without handler_cancellation: how often a held stream checks
 # whether the client is still there.
 _DISCONNECT_POLL = 0.1
+SSE_HEADERS: Mapping[str, str] = MappingProxyType(
+    {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+)
 
 
 class SSEFramer:
@@ -41,6 +55,17 @@ class SSEFramer:
         self._end = "\r\n\r\n" if crlf else "\n\n"
         self._split = split_writes
         self._rng = rng or random.Random()
+
+    @classmethod
+    def for_model(cls, behaviour: ModelBehaviour, *, data_space: bool | None = None) -> Self:
+        """The writer with the model's framing knobs; `data_space` overrides the knob
+        for a server that always (or never) writes the space."""
+        return cls(
+            data_space=behaviour.data_space if data_space is None else data_space,
+            crlf=behaviour.crlf,
+            split_writes=behaviour.split_writes,
+            rng=random.Random(behaviour.seed),
+        )
 
     def frame(self, event: SimEvent) -> list[bytes]:
         """Return the pieces to write, in order (one piece unless split_writes)."""
@@ -136,34 +161,34 @@ class _Burst:
             _first_text_written(self._state, self._record)
 
 
-def sse_framer(behaviour: ModelBehaviour) -> SSEFramer:
-    """The SSE writer with the model's framing knobs."""
-    return SSEFramer(
-        data_space=behaviour.data_space,
-        crlf=behaviour.crlf,
-        split_writes=behaviour.split_writes,
-        rng=random.Random(behaviour.seed),
-    )
+@dataclass(frozen=True, slots=True)
+class StreamContext:
+    """A request a mode answers with a stream, as the writer needs it."""
+
+    request: web.Request
+    state: LLMSimState
+    record: RecordedRequest
+    behaviour: ModelBehaviour
+    # Loop time the request arrived; each event is due `event.at` seconds after it.
+    arrival: float
 
 
 async def write_stream(
-    request: web.Request,
-    response: web.StreamResponse,
-    *,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
+    ctx: StreamContext,
     events: Iterator[SimEvent],
     writer: SSEFramer,
-    arrival: float,
+    *,
+    headers: Mapping[str, str] = SSE_HEADERS,
     honour_burst: bool = True,
 ) -> web.StreamResponse:
-    """Send the headers once `headers_delay` passed, then every event at its time
-    (seconds after `arrival`). `honour_burst=False` for the modes that do not support
-    the `burst` knob (Gemini, Azure OpenAI): their events are written one by one."""
-    await sleep_until(arrival + behaviour.headers_delay)
-    burst = _Burst(response, state, record)
-    bursting = honour_burst and behaviour.burst
+    """Send `headers` once `headers_delay` passed, then every event at its time.
+    `honour_burst=False` for the modes that do not support the `burst` knob (Gemini,
+    Azure OpenAI): their events are written one by one."""
+    request, state, arrival = ctx.request, ctx.state, ctx.arrival
+    response = web.StreamResponse(headers=dict(headers))
+    await sleep_until(arrival + ctx.behaviour.headers_delay)
+    burst = _Burst(response, state, ctx.record)
+    bursting = honour_burst and ctx.behaviour.burst
     try:
         await response.prepare(request)
         for event in events:
@@ -184,7 +209,7 @@ async def write_stream(
                 return response
             await _write_event(response, writer, event, arrival + event.at)
             if event.text:
-                _first_text_written(state, record)
+                _first_text_written(state, ctx.record)
         await burst.flush()
         await response.write_eof()
     except ConnectionResetError:

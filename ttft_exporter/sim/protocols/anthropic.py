@@ -32,16 +32,10 @@ from ttft_exporter.sim.llm import (
     _with_keepalives,
     plan_generation,
 )
-from ttft_exporter.sim.llm_state import (
-    LLM_SIM_STATE,
-    LLMSimState,
-    ModelBehaviour,
-    SimEvent,
-)
-from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer, stream_named_events
-from ttft_exporter.sim.stream_writer import (
-    sleep_until,
-)
+from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import fault_ending
+from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer
+from ttft_exporter.sim.stream_writer import StreamContext, sleep_until, write_stream
 
 __all__ = ["PATH", "add_routes", "iter_anthropic_events"]
 
@@ -63,6 +57,14 @@ _ERROR_TYPES = {
 
 def _event(at: float, name: str, payload: dict[str, object], *, text: bool = False) -> NamedEvent:
     return NamedEvent(at, "data", _dumps({"type": name, **payload}), text=text, name=name)
+
+
+def _malformed(at: float) -> NamedEvent:
+    return NamedEvent(at, "data", _MALFORMED, name="content_block_delta")
+
+
+def _stream_error(at: float, _emitted: int) -> NamedEvent:
+    return _event(at, "error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
 
 
 def _error_body(status: int, message: str) -> web.Response:
@@ -156,7 +158,7 @@ def _render(
                 # Anthropic sends a ping right after the first block starts.
                 yield _event(at, "ping", {})
         if plan.malformed_after == emitted:
-            yield NamedEvent(chunk.at, "data", _MALFORMED, name="content_block_delta")
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         text = (behaviour.token_text + " ") * chunk.tokens
         delta = (
@@ -165,16 +167,8 @@ def _render(
             else {"type": "text_delta", "text": text}
         )
         yield _event(chunk.at, "content_block_delta", {"index": block, "delta": delta}, text=True)
-    if plan.malformed_after == emitted:
-        yield NamedEvent(plan.end_at, "data", _MALFORMED, name="content_block_delta")
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return
-    if plan.fault == "error":
-        error = {"type": "overloaded_error", "message": "Overloaded"}
-        yield _event(plan.end_at, "error", {"error": error})
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=_stream_error)
+    if plan.fault is not None:
         return
     if block_type:
         yield from _close_block(plan.end_at, block, block_type)
@@ -226,8 +220,8 @@ async def _handle_messages(request: web.Request) -> web.StreamResponse:
         message_id=f"msg_{uuid.uuid4().hex[:24]}",
         rng=random.Random(behaviour.seed),
     )
-    framer = new_framer(behaviour, _PING)
-    return await stream_named_events(request, state, record, behaviour, events, framer, arrival)
+    ctx = StreamContext(request, state, record, behaviour, arrival)
+    return await write_stream(ctx, events, new_framer(behaviour, _PING))
 
 
 def add_routes(app: web.Application) -> None:

@@ -31,16 +31,8 @@ from ttft_exporter.sim.llm import (
     iter_events,
     parse_request,
 )
-from ttft_exporter.sim.llm_state import (
-    LLM_SIM_STATE,
-    LLMSimState,
-    SimEvent,
-)
-from ttft_exporter.sim.stream_writer import (
-    sleep_until,
-    sse_framer,
-    write_stream,
-)
+from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, SimEvent
+from ttft_exporter.sim.stream_writer import SSEFramer, StreamContext, sleep_until, write_stream
 
 __all__ = ["add_routes", "azure_events"]
 
@@ -128,19 +120,11 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         created=int(time.time()),
         rng=random.Random(behaviour.seed),
     )
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
+    ctx = StreamContext(request, state, record, behaviour, arrival)
+    writer = SSEFramer.for_model(behaviour)
+    # As before the shared loop, this mode does not read the `burst` knob.
     return await write_stream(
-        request,
-        response,
-        state=state,
-        record=record,
-        behaviour=behaviour,
-        events=azure_events(events, behaviour.headers_delay),
-        writer=sse_framer(behaviour),
-        arrival=arrival,
-        honour_burst=False,  # as before the shared loop: the knob is not read here
+        ctx, azure_events(events, behaviour.headers_delay), writer, honour_burst=False
     )
 
 

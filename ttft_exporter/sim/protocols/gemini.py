@@ -42,17 +42,9 @@ from ttft_exporter.sim.llm import (
     _with_keepalives,
     plan_generation,
 )
-from ttft_exporter.sim.llm_state import (
-    LLM_SIM_STATE,
-    LLMSimState,
-    ModelBehaviour,
-    SimEvent,
-)
-from ttft_exporter.sim.stream_writer import (
-    sleep_until,
-    sse_framer,
-    write_stream,
-)
+from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import fault_ending
+from ttft_exporter.sim.stream_writer import SSEFramer, StreamContext, sleep_until, write_stream
 
 __all__ = ["add_routes", "gemini_events", "parse_gemini_request"]
 
@@ -139,6 +131,15 @@ def gemini_events(
     return _with_keepalives(events, behaviour.headers_delay, behaviour.keepalive_interval)
 
 
+def _malformed(at: float) -> SimEvent:
+    return SimEvent(at, "data", _MALFORMED)
+
+
+def _stream_error(at: float, emitted: int) -> SimEvent:
+    message = f"Simulated server error after {emitted} tokens."
+    return SimEvent(at, "data", _dumps(_error_body(500, message)))
+
+
 def _render(
     behaviour: ModelBehaviour,
     request: SimRequest,
@@ -157,7 +158,7 @@ def _render(
     emitted = answer = thoughts = 0
     for chunk in plan.chunks:
         if plan.malformed_after == emitted:
-            yield SimEvent(chunk.at, "data", _MALFORMED)
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         text = (behaviour.token_text + " ") * chunk.tokens
         if chunk.field == "reasoning":
@@ -171,16 +172,8 @@ def _render(
         if behaviour.continuous_usage:
             obj["usageMetadata"] = _usage(plan, answer, thoughts)
         yield SimEvent(chunk.at, "data", _dumps(obj), text=True)
-    if plan.malformed_after == emitted:
-        yield SimEvent(plan.end_at, "data", _MALFORMED)
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return  # a clean end of the response, mid-generation
-    if plan.fault == "error":
-        message = f"Simulated server error after {emitted} tokens."
-        yield SimEvent(plan.end_at, "data", _dumps(_error_body(500, message)))
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=_stream_error)
+    if plan.fault is not None:
         return
     usage = _usage(plan, plan.answer_tokens, plan.reasoning_tokens)
     if plan.finish_reason is not None:
@@ -247,25 +240,14 @@ async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
         response_id=uuid.uuid4().hex[:22],
         rng=random.Random(behaviour.seed),
     )
-    sse = request.query.get("alt") == "sse"
+    if request.query.get("alt") == "sse":
+        ctx = StreamContext(request, state, record, behaviour, arrival)
+        writer = SSEFramer.for_model(behaviour)
+        # `burst` is not supported in this mode (see above).
+        return await write_stream(ctx, events, writer, honour_burst=False)
     response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream" if sse else "application/json",
-            "Cache-Control": "no-cache",
-        }
+        headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
     )
-    if sse:
-        return await write_stream(
-            request,
-            response,
-            state=state,
-            record=record,
-            behaviour=behaviour,
-            events=events,
-            writer=sse_framer(behaviour),
-            arrival=arrival,
-            honour_burst=False,  # `burst` is not supported in this mode (see above)
-        )
     await sleep_until(arrival + behaviour.headers_delay)
     try:
         await response.prepare(request)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,18 +37,9 @@ from ttft_exporter.sim.llm import (
     _with_keepalives,
     plan_generation,
 )
-from ttft_exporter.sim.llm_state import (
-    LLM_SIM_STATE,
-    LLMSimState,
-    ModelBehaviour,
-    RecordedRequest,
-    SimEvent,
-)
-from ttft_exporter.sim.stream_writer import (
-    SSEFramer,
-    sleep_until,
-    write_stream,
-)
+from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import ModeError, bearer_matches, fault_ending
+from ttft_exporter.sim.stream_writer import SSEFramer, StreamContext, sleep_until, write_stream
 
 __all__ = ["NDJSONWriter", "OllamaRequest", "add_routes", "iter_ollama_events", "parse_request"]
 
@@ -83,16 +73,11 @@ class OllamaRequest:
         )
 
 
-class _OllamaError(Exception):
+class _OllamaError(ModeError):
     """An error answered before streaming: Ollama's `{"error": "..."}` body."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def response(self) -> web.Response:
-        return web.json_response({"error": self.message}, status=self.status, dumps=_dumps)
+        super().__init__(status, message, {"error": message})
 
 
 def parse_request(endpoint: Endpoint, body: object) -> OllamaRequest:
@@ -207,6 +192,15 @@ def iter_ollama_events(
     return _with_keepalives(events, behaviour.headers_delay, behaviour.keepalive_interval)
 
 
+def _malformed(at: float) -> SimEvent:
+    return SimEvent(at, "data", MALFORMED)
+
+
+def _stream_error(at: float, emitted: int) -> SimEvent:
+    message = f"an error was encountered while running the model: simulated after {emitted} tokens"
+    return SimEvent(at, "data", _dumps({"error": message}))
+
+
 def _render(
     behaviour: ModelBehaviour, plan: GenerationPlan, encoder: _LineEncoder
 ) -> Iterator[SimEvent]:
@@ -215,22 +209,12 @@ def _render(
     emitted = 0
     for chunk in plan.chunks:
         if plan.malformed_after == emitted:
-            yield SimEvent(chunk.at, "data", MALFORMED)
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         text = (behaviour.token_text + " ") * chunk.tokens
         yield SimEvent(chunk.at, "data", encoder.token(chunk.field, text), text=True)
-    if plan.malformed_after == emitted:
-        yield SimEvent(plan.end_at, "data", MALFORMED)
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return
-    if plan.fault == "error":
-        message = (
-            f"an error was encountered while running the model: simulated after {emitted} tokens"
-        )
-        yield SimEvent(plan.end_at, "data", _dumps({"error": message}))
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=_stream_error)
+    if plan.fault is not None:
         return
     if behaviour.omit_done:
         return
@@ -252,11 +236,7 @@ class NDJSONWriter(SSEFramer):
 
 def _check_auth(request: web.Request, state: LLMSimState) -> None:
     # Ollama has no auth; a key configured on the simulator plays the proxy in front.
-    key = state.config.api_key
-    if key is None:
-        return
-    given = request.headers.get("Authorization", "")
-    if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
+    if not bearer_matches(request.headers, state):
         raise _OllamaError(401, "unauthorized")
 
 
@@ -285,30 +265,12 @@ async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamRespons
         ).response()
     if not parsed.stream:
         return await _respond_whole(behaviour, parsed, arrival)
-    return await _stream(request, state, record, behaviour, parsed, arrival)
-
-
-async def _stream(
-    request: web.Request,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    parsed: OllamaRequest,
-    arrival: float,
-) -> web.StreamResponse:
+    ctx = StreamContext(request, state, record, behaviour, arrival)
     return await write_stream(
-        request,
-        web.StreamResponse(headers={"Content-Type": "application/x-ndjson"}),
-        state=state,
-        record=record,
-        behaviour=behaviour,
-        events=iter_ollama_events(behaviour, parsed, random.Random(behaviour.seed)),
-        writer=NDJSONWriter(
-            crlf=behaviour.crlf,
-            split_writes=behaviour.split_writes,
-            rng=random.Random(behaviour.seed),
-        ),
-        arrival=arrival,
+        ctx,
+        iter_ollama_events(behaviour, parsed, random.Random(behaviour.seed)),
+        NDJSONWriter.for_model(behaviour),
+        headers={"Content-Type": "application/x-ndjson"},
     )
 
 

@@ -36,15 +36,10 @@ from ttft_exporter.sim.llm import (
     _with_keepalives,
     plan_generation,
 )
-from ttft_exporter.sim.llm_state import (
-    LLM_SIM_STATE,
-    ModelBehaviour,
-    SimEvent,
-)
-from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer, stream_named_events
-from ttft_exporter.sim.stream_writer import (
-    sleep_until,
-)
+from ttft_exporter.sim.llm_state import LLM_SIM_STATE, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import fault_ending
+from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer
+from ttft_exporter.sim.stream_writer import StreamContext, sleep_until, write_stream
 
 __all__ = ["PATH", "add_routes", "iter_responses_events"]
 
@@ -64,6 +59,15 @@ class _Sequence:
         data = _dumps({"type": name, "sequence_number": self.next, **payload})
         self.next += 1
         return NamedEvent(at, "data", data, text=text, name=name)
+
+    def error(self, at: float, emitted: int) -> NamedEvent:
+        """The `error` event inside the 200 stream (the error_after fault)."""
+        message = f"Simulated server error after {emitted} tokens."
+        return self.event(at, "error", {"code": "server_error", "message": message, "param": None})
+
+
+def _malformed(at: float) -> NamedEvent:
+    return NamedEvent(at, "data", _MALFORMED, name="response.output_text.delta")
 
 
 def _parse(body: object) -> SimRequest:
@@ -132,7 +136,7 @@ def _render(
             item_type = wanted
             yield from _open_item(seq, chunk.at, item, item_type)
         if plan.malformed_after == emitted:
-            yield NamedEvent(chunk.at, "data", _MALFORMED, name="response.output_text.delta")
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         text = (behaviour.token_text + " ") * chunk.tokens
         if wanted == "reasoning":
@@ -142,18 +146,8 @@ def _render(
             payload = {"item_id": f"msg_{item}", "output_index": item, "content_index": 0}
             name = "response.output_text.delta"
         yield seq.event(chunk.at, name, {**payload, "delta": text}, text=True)
-    if plan.malformed_after == emitted:
-        yield NamedEvent(plan.end_at, "data", _MALFORMED, name="response.output_text.delta")
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return
-    if plan.fault == "error":
-        message = f"Simulated server error after {emitted} tokens."
-        yield seq.event(
-            plan.end_at, "error", {"code": "server_error", "message": message, "param": None}
-        )
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=seq.error)
+    if plan.fault is not None:
         return
     if item_type:
         yield from _close_item(seq, plan.end_at, item, item_type)
@@ -245,8 +239,8 @@ async def _handle_responses(request: web.Request) -> web.StreamResponse:
         response_id=f"resp_{uuid.uuid4().hex}",
         rng=random.Random(behaviour.seed),
     )
-    framer = new_framer(behaviour, None)
-    return await stream_named_events(request, state, record, behaviour, events, framer, arrival)
+    ctx = StreamContext(request, state, record, behaviour, arrival)
+    return await write_stream(ctx, events, new_framer(behaviour, None))
 
 
 def add_routes(app: web.Application) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,15 +36,12 @@ from ttft_exporter.sim.llm import (
     _with_keepalives,
     plan_generation,
 )
-from ttft_exporter.sim.llm_state import (
-    LLM_SIM_STATE,
-    LLMSimState,
-    ModelBehaviour,
-    RecordedRequest,
-    SimEvent,
-)
+from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import ModeError, bearer_matches, fault_ending
 from ttft_exporter.sim.stream_writer import (
+    SSE_HEADERS,
     SSEFramer,
+    StreamContext,
     sleep_until,
     write_stream,
 )
@@ -76,18 +72,11 @@ class TGIRequest:
         )
 
 
-class _TGIError(Exception):
+class _TGIError(ModeError):
     """An error answered before streaming: TGI's `{"error", "error_type"}` body."""
 
     def __init__(self, status: int, message: str, error_type: str = "validation") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_type = error_type
-
-    def response(self) -> web.Response:
-        body = {"error": self.message, "error_type": self.error_type}
-        return web.json_response(body, status=self.status, dumps=_dumps)
+        super().__init__(status, message, {"error": message, "error_type": error_type})
 
 
 def parse_request(body: object) -> TGIRequest:
@@ -149,6 +138,15 @@ def _final(
     return final
 
 
+def _malformed(at: float) -> SimEvent:
+    return SimEvent(at, "data", MALFORMED)
+
+
+def _stream_error(at: float, emitted: int) -> SimEvent:
+    message = f"Request failed during generation: simulated after {emitted} tokens"
+    return SimEvent(at, "data", _dumps({"error": message, "error_type": "generation"}))
+
+
 def _render(
     behaviour: ModelBehaviour, request: TGIRequest, plan: GenerationPlan
 ) -> Iterator[SimEvent]:
@@ -164,7 +162,7 @@ def _render(
     )
     for number, chunk in enumerate(chunks):
         if plan.malformed_after == emitted:
-            yield SimEvent(chunk.at, "data", MALFORMED)
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         index += 1
         token = _token((behaviour.token_text + " ") * chunk.tokens, index)
@@ -172,17 +170,8 @@ def _render(
         if last_is_final and number == len(chunks) - 1:
             final = _final(behaviour, request, plan, emitted)
         yield SimEvent(chunk.at, "data", _event(index, token, final), text=True)
-    if plan.malformed_after == emitted:
-        yield SimEvent(plan.end_at, "data", MALFORMED)
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return
-    if plan.fault == "error":
-        message = f"Request failed during generation: simulated after {emitted} tokens"
-        error = {"error": message, "error_type": "generation"}
-        yield SimEvent(plan.end_at, "data", _dumps(error))
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=_stream_error)
+    if plan.fault is not None:
         return
     if behaviour.omit_done:
         return
@@ -197,11 +186,7 @@ def _render(
 
 def _check_auth(request: web.Request, state: LLMSimState) -> None:
     # TGI's `--api-key`: a Bearer token; 401 without a body otherwise.
-    key = state.config.api_key
-    if key is None:
-        return
-    given = request.headers.get("Authorization", "")
-    if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
+    if not bearer_matches(request.headers, state):
         raise _TGIError(401, "Unauthorized", "authentication")
 
 
@@ -230,40 +215,13 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         await sleep_until(arrival + behaviour.headers_delay)
         message = f"simulated error (HTTP {behaviour.status})"
         return _TGIError(behaviour.status, message, "generation").response()
-    return await _stream(request, state, record, behaviour, parsed, model, arrival)
-
-
-async def _stream(
-    request: web.Request,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    parsed: TGIRequest,
-    model: str,
-    arrival: float,
-) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
+    ctx = StreamContext(request, state, record, behaviour, arrival)
     return await write_stream(
-        request,
-        response,
-        state=state,
-        record=record,
-        behaviour=behaviour,
-        events=iter_tgi_events(behaviour, parsed, model, random.Random(behaviour.seed)),
+        ctx,
+        iter_tgi_events(behaviour, parsed, model, random.Random(behaviour.seed)),
         # TGI's axum server never writes the space after `data:` (knob data_space unused).
-        writer=SSEFramer(
-            data_space=False,
-            crlf=behaviour.crlf,
-            split_writes=behaviour.split_writes,
-            rng=random.Random(behaviour.seed),
-        ),
-        arrival=arrival,
+        SSEFramer.for_model(behaviour, data_space=False),
+        headers={**SSE_HEADERS, "X-Accel-Buffering": "no"},
     )
 
 
