@@ -11,14 +11,13 @@ counts and the end of the stream."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.event_json import number, parse_object, text
 from ttft_exporter.probes.framing import Frame, NDJSONFramer
 from ttft_exporter.targets import ChatMessage, TargetBase
 from ttft_exporter.validation import field_rule
@@ -98,10 +97,6 @@ class OllamaGenerateTarget(_OllamaTarget):
     system: str | None = Field(None, description="System prompt (Ollama's `system`).")
 
 
-# orjson: a line is parsed for every token, on the loop every target shares.
-_loads: Callable[[str | bytes], Any] = orjson.loads
-
-
 def _endpoint(base: str, suffix: str) -> str:
     return base if base.endswith(suffix) else f"{base}{suffix}"
 
@@ -155,32 +150,13 @@ def build_generate_request(target: OllamaGenerateTarget, nonce: str | None) -> H
 def _parse(frame: Frame) -> dict[str, Any]:
     """The JSON object of one line; an `{"error": ...}` line is a stream error."""
     data = frame.data
-    try:
-        obj = _loads(data)
-    except orjson.JSONDecodeError:
-        # The line may hold an echoed secret: the engine redacts, then cuts, the excerpt.
-        raise ProbeFailure(
-            FailureReason.PROTOCOL, "malformed JSON in stream", excerpt=data
-        ) from None
-    if not isinstance(obj, dict):
-        raise ProbeFailure(FailureReason.PROTOCOL, "stream line is not a JSON object", excerpt=data)
+    obj = parse_object(data, unit="stream line")
     error = obj.get("error")
     if error:
         # Ollama's shape is a string; the HTTP status stays 200 once streaming began.
         message = error.get("message", error) if isinstance(error, dict) else error
         raise ProbeFailure(FailureReason.STREAM_ERROR, f"error in stream: {message}")
     return obj
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _number(value: Any) -> int | float | None:
-    # Kept as reported, negative or fractional included: check_usage judges it.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
 
 
 def _end(obj: dict[str, Any], item: StreamItem) -> StreamItem:
@@ -198,8 +174,8 @@ def _end(obj: dict[str, Any], item: StreamItem) -> StreamItem:
     else:
         # A value of another JSON type is kept as its type name: counted as `other`.
         item.finish_reason = reason if isinstance(reason, str) else f"<{type(reason).__name__}>"
-    prompt = _number(obj.get("prompt_eval_count"))
-    output = _number(obj.get("eval_count"))
+    prompt = number(obj.get("prompt_eval_count"))
+    output = number(obj.get("eval_count"))
     if prompt is not None or output is not None:
         item.usage = Usage(input_tokens=prompt, output_tokens=output)
     item.done = True
@@ -217,8 +193,8 @@ class OllamaChatDecoder:
         item = StreamItem()
         message = obj.get("message")
         if isinstance(message, dict):
-            item.text = _text(message.get("content"))
-            item.reasoning = _text(message.get("thinking"))
+            item.text = text(message.get("content"))
+            item.reasoning = text(message.get("thinking"))
         return _end(obj, item)
 
 
@@ -229,7 +205,7 @@ class OllamaGenerateDecoder:
 
     def decode(self, frame: Frame) -> StreamItem:
         obj = _parse(frame)
-        item = StreamItem(text=_text(obj.get("response")), reasoning=_text(obj.get("thinking")))
+        item = StreamItem(text=text(obj.get("response")), reasoning=text(obj.get("thinking")))
         return _end(obj, item)
 
 
