@@ -1,7 +1,7 @@
 """OpenAI Responses streaming (llm-streaming.md §A.2): the pure event decoder on the
 spec's shapes, the request builder, and the engine against the simulator's Responses
-mode and a hostile server over real HTTP. The core trap matrix, shared with Anthropic,
-is parametrized over both in test_named_events.py.
+mode and a hostile server over real HTTP. The core trap matrix, shared with the other
+protocols, is parametrized over them in test_trap_matrix.py.
 
 Timing bounds hold on a loaded 2-core machine (`stress-ng --cpu 2`): lower bounds come
 from the simulator's own sleeps measured from the request start (it never writes an
