@@ -16,7 +16,7 @@ from tests.helpers import LOGGING_ERRORS
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import Config, ConfigHolder, TargetConfig, parse_config
 from ttft_exporter.listener import ConnectionGuard, GatedSite, ListenerLimits
-from ttft_exporter.metrics import MetricStore
+from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.server import ExporterState, create_app
@@ -168,6 +168,13 @@ async def probe_once(
                 return await prepared.run()
         except Exception as exc:  # noqa: BLE001 - mirrors the executor's boundary
             return prepared.failure(exc, deadline)
+
+
+def recorded(result: ProbeResult) -> MetricStore:
+    """The metric store after recording one probe result for target `t`."""
+    store = MetricStore()
+    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
+    return store
 
 
 def make_state(config: Config, **kwargs: Any) -> ExporterState:

@@ -591,23 +591,12 @@ async def hostile_server(aiohttp_server: AiohttpServer, echo: str) -> TestServer
     return await aiohttp_server(app)
 
 
-@pytest.mark.parametrize("source", HEADER_SOURCES)
-@pytest.mark.parametrize("echo", list(ECHOES))
-async def test_echoed_key_never_leaks_in_any_form(
-    aiohttp_server: AiohttpServer,
-    aiohttp_client: AiohttpClient,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    source: str,
-    echo: str,
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    server = await hostile_server(aiohttp_server, echo)
-    url = str(server.make_url(_GEMINI_PATHS.get(source, "/v1")))
-    config = make_config(
-        {"name": "echo", "url": url, **_source_fields(source, monkeypatch, tmp_path)}
-    )
+async def echo_surfaces(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture, config: Config
+) -> tuple[ProbeResult, ProbeResult, dict[str, str]]:
+    """Serve `config` (one target, `echo`) until its first probe, then probe once more
+    directly: both results, and every text a user or a log could see (the pages, the
+    probe's detail, answer and log, the exception, the log output) by where."""
     state = make_state(config)
     client = await aiohttp_client(create_app(state))
     await wait_for(lambda: len(state.history.records()) == 1, "the first probe")
@@ -626,13 +615,34 @@ async def test_echoed_key_never_leaks_in_any_form(
         texts[f"exception {index}"] = text
     for index, text in enumerate(formatted_logs(caplog)):
         texts[f"log output {index}"] = text
+    return record.result, result, texts
+
+
+@pytest.mark.parametrize("source", HEADER_SOURCES)
+@pytest.mark.parametrize("echo", list(ECHOES))
+async def test_echoed_key_never_leaks_in_any_form(
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    source: str,
+    echo: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await hostile_server(aiohttp_server, echo)
+    url = str(server.make_url(_GEMINI_PATHS.get(source, "/v1")))
+    config = make_config(
+        {"name": "echo", "url": url, **_source_fields(source, monkeypatch, tmp_path)}
+    )
+    first, _, texts = await echo_surfaces(aiohttp_client, caplog, config)
 
     expected = FailureReason.HTTP_STATUS if ECHOES[echo][0] != 200 else None
-    assert record.result.reason in (
+    assert first.reason in (
         {expected} if expected else {FailureReason.PROTOCOL, FailureReason.STREAM_ERROR}
     )
     # The key was either replaced, or beyond a cut made after redaction.
-    assert "<secret>" in record.result.detail or record.result.detail.endswith("…")
+    assert "<secret>" in first.detail or first.detail.endswith("…")
     for where, text in texts.items():
         assert_no_prefix(text, where)
 
@@ -976,23 +986,7 @@ async def test_protocol_key_echoed_by_the_server_never_leaks(
             "api_key_env": "TTFT_TEST_ECHO_KEY",
         }
     )
-    state = make_state(config)
-    client = await aiohttp_client(create_app(state))
-    await wait_for(lambda: len(state.history.records()) == 1, "the first probe")
-
-    texts: dict[str, str] = {}
-    for page in ("/probe?target=echo&debug=true", "/config", "/metrics", "/"):
-        resp = await client.get(page)
-        assert resp.status == 200, page
-        texts[page] = await resp.text()
-    record = state.history.records()[-1]
-    texts["/logs"] = await (await client.get(f"/logs?id={record.id}")).text()
-    texts["detail"] = record.result.detail
-    exc, result, log = await run_probe(config.targets[0], deadline=2.0)
-    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
-        texts[f"exception {index}"] = text
-    for index, text in enumerate(formatted_logs(caplog)):
-        texts[f"log output {index}"] = text
+    first, result, texts = await echo_surfaces(aiohttp_client, caplog, config)
 
     expected = (
         FailureReason.HTTP_STATUS
@@ -1001,10 +995,10 @@ async def test_protocol_key_echoed_by_the_server_never_leaks(
         if echo == "malformed-event"
         else FailureReason.STREAM_ERROR
     )
-    assert record.result.reason is expected, record.result.detail
+    assert first.reason is expected, first.detail
     assert result.reason is expected, result.detail
     # The key was either replaced, or beyond a cut made after redaction.
-    for detail in (record.result.detail, result.detail):
+    for detail in (first.detail, result.detail):
         assert "<secret>" in detail or detail.endswith("…"), detail
     for where, text in texts.items():
         assert_no_prefix(text, where)

@@ -25,7 +25,6 @@ from tests.conftest import SimFactory, make_target, probe_once
 from tests.helpers import poll
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes.base import ProbeResult, StreamItem, Usage, finish_reason_label
 from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.ollama import (
@@ -76,12 +75,6 @@ def within(measured: float | None, injected: float) -> bool:
 
 def target(protocol: str, url: str, **fields: Any) -> TargetConfig:
     return make_target(protocol=protocol, url=url, **fields)
-
-
-def recorded(result: ProbeResult) -> MetricStore:
-    store = MetricStore()
-    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
-    return store
 
 
 # --- decoders ------------------------------------------------------------------------

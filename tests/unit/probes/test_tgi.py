@@ -19,8 +19,7 @@ import pytest
 from tests.conftest import SimFactory, make_target, probe_once
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
-from ttft_exporter.probes.base import ProbeResult, StreamItem, Usage, finish_reason_label
+from ttft_exporter.probes.base import StreamItem, Usage, finish_reason_label
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.tgi import FINAL_WITHOUT_DETAILS, TGIDecoder, TGITarget, build_request
 from ttft_exporter.sim.llm import ModelBehaviour
@@ -63,12 +62,6 @@ def within(measured: float | None, injected: float) -> bool:
 
 def target(url: str, **fields: Any) -> TargetConfig:
     return make_target(protocol="tgi", url=url, **fields)
-
-
-def recorded(result: ProbeResult) -> MetricStore:
-    store = MetricStore()
-    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
-    return store
 
 
 # --- decoder ---------------------------------------------------------------------------

@@ -22,12 +22,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SimFactory, make_target, probe_once
+from tests.conftest import SimFactory, make_target, probe_once, recorded
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes.anthropic import MessagesDecoder
-from ttft_exporter.probes.base import ProbeResult, StreamDecoder
+from ttft_exporter.probes.base import StreamDecoder
 from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.openai_responses import ResponsesDecoder
 from ttft_exporter.sim.llm import ModelBehaviour
@@ -92,12 +91,6 @@ TGI = Proto(name="tgi", stream_error=("Request failed during generation", "(gene
 ALL = [ANTHROPIC, RESPONSES, OLLAMA_CHAT, OLLAMA_GENERATE, TGI]
 PROTOS = pytest.mark.parametrize("proto", ALL, ids=lambda p: p.name)
 NAMED = pytest.mark.parametrize("proto", [ANTHROPIC, RESPONSES], ids=lambda p: p.name)
-
-
-def recorded(result: ProbeResult) -> MetricStore:
-    store = MetricStore()
-    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
-    return store
 
 
 # The traps every protocol above shares, against its simulator mode over real HTTP
