@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
 from ttft_exporter.probes.event_json import number, parse_object, text
 from ttft_exporter.probes.framing import Frame, SSEFramer
-from ttft_exporter.targets import ChatMessage, TargetBase
-from ttft_exporter.validation import field_rule
+from ttft_exporter.targets import ChatMessage, TargetBase, prompt_or_messages
 
 __all__ = [
     "CHAT",
@@ -50,17 +49,7 @@ class OpenAIChatTarget(_OpenAITarget):
         None, validate_default=True, description="Full message list; or give `prompt`."
     )
 
-    @field_validator("messages")
-    @classmethod
-    def _prompt_or_messages(
-        cls, value: list[ChatMessage] | None, info: ValidationInfo
-    ) -> list[ChatMessage] | None:
-        # A prompt that failed its own validation is not in info.data: not judged here.
-        if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
-            raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
-        if value is not None and not value:
-            raise ValueError("must not be empty")
-        return value
+    _prompt_or_messages = field_validator("messages")(prompt_or_messages)
 
 
 class OpenAICompletionsTarget(_OpenAITarget):
