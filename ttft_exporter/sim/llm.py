@@ -49,6 +49,7 @@ __all__ = [
     "LLMSimConfig",
     "LLMSimState",
     "ModelBehaviour",
+    "Received",
     "RecordedRequest",
     "SSEFramer",
     "SimEvent",
@@ -57,6 +58,7 @@ __all__ = [
     "iter_events",
     "parse_request",
     "plan_generation",
+    "receive",
     "run_llm_sim",
 ]
 
@@ -554,6 +556,35 @@ def _with_keepalives(
 # HTTP handlers
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A generation request as every mode starts answering it: logged in the request
+    log (`record`), its body parsed if it is JSON (None otherwise), and its arrival
+    (loop time), from which every deadline of the answer counts."""
+
+    request: web.Request
+    state: LLMSimState
+    record: RecordedRequest
+    body: object
+    arrival: float
+
+    async def headers_delay(self, behaviour: ModelBehaviour) -> None:
+        """Wait until the model's `headers_delay` passed since the arrival."""
+        await sleep_until(self.arrival + behaviour.headers_delay)
+
+    def stream_context(self, behaviour: ModelBehaviour) -> StreamContext:
+        """What the stream writer needs to answer this request with `behaviour`."""
+        return StreamContext(self.request, self.state, self.record, behaviour, self.arrival)
+
+
+async def receive(request: web.Request) -> Received:
+    """Stamp the arrival of a generation request, log it and parse its body."""
+    arrival = asyncio.get_running_loop().time()
+    state = request.app[LLM_SIM_STATE]
+    record, body = await _record(request, state)
+    return Received(request, state, record, body, arrival)
+
+
 async def _record(request: web.Request, state: LLMSimState) -> tuple[RecordedRequest, object]:
     arrival = time.perf_counter()
     raw = await request.read() if request.can_read_body else b""
@@ -587,9 +618,8 @@ async def _handle_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _handle_generation(request: web.Request, api: API) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     try:
         _check_auth(request, state)
         if body is None:
@@ -603,12 +633,12 @@ async def _handle_generation(request: web.Request, api: API) -> web.StreamRespon
     except _RequestError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
     if not sim_request.stream:
-        return await _respond_whole(request, state, behaviour, sim_request, arrival)
-    ctx = StreamContext(request, state, record, behaviour, arrival)
+        return await _respond_whole(request, state, behaviour, sim_request, got.arrival)
+    ctx = got.stream_context(behaviour)
     return await _stream(ctx, sim_request)
 
 

@@ -14,7 +14,6 @@ null. Auth: `x-api-key`, and `anthropic-version` is required, as the API does.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 import uuid
@@ -26,16 +25,16 @@ from ttft_exporter.sim.llm import (
     GenerationPlan,
     SimRequest,
     _dumps,
-    _record,
     _request_behaviour,
     _RequestError,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, SimEvent
 from ttft_exporter.sim.protocols.mode import fault_ending
 from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer
-from ttft_exporter.sim.stream_writer import StreamContext, sleep_until, write_stream
+from ttft_exporter.sim.stream_writer import write_stream
 
 __all__ = ["PATH", "add_routes", "iter_anthropic_events"]
 
@@ -197,9 +196,8 @@ def _close_block(at: float, index: int, block_type: str) -> Iterator[SimEvent]:
 
 
 async def _handle_messages(request: web.Request) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     try:
         _check_auth(request, state)
         if body is None:
@@ -212,7 +210,7 @@ async def _handle_messages(request: web.Request) -> web.StreamResponse:
     except _RequestError as exc:
         return _error_body(exc.status, exc.message)
     if behaviour.status != 200:
-        await sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         return _error_body(behaviour.status, f"Simulated error (HTTP {behaviour.status}).")
     events = iter_anthropic_events(
         behaviour,
@@ -220,7 +218,7 @@ async def _handle_messages(request: web.Request) -> web.StreamResponse:
         message_id=f"msg_{uuid.uuid4().hex[:24]}",
         rng=random.Random(behaviour.seed),
     )
-    ctx = StreamContext(request, state, record, behaviour, arrival)
+    ctx = got.stream_context(behaviour)
     return await write_stream(ctx, events, new_framer(behaviour, _PING))
 
 

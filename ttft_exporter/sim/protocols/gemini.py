@@ -22,7 +22,6 @@ no finishReason. `burst` is not supported in this mode.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import secrets
@@ -36,15 +35,15 @@ from aiohttp import web
 from ttft_exporter.sim.llm import (
     GenerationPlan,
     SimRequest,
-    _record,
     _request_behaviour,
     _RequestError,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, SimEvent
 from ttft_exporter.sim.protocols.mode import fault_ending
-from ttft_exporter.sim.stream_writer import SSEFramer, StreamContext, sleep_until, write_stream
+from ttft_exporter.sim.stream_writer import SSEFramer, sleep_until, write_stream
 
 __all__ = ["add_routes", "gemini_events", "parse_gemini_request"]
 
@@ -215,9 +214,8 @@ async def _handle_vertex(request: web.Request) -> web.StreamResponse:
 
 
 async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     model, _, action = request.match_info["action"].partition(":")
     if f":{action}" != _ACTION:
         return _error(404, f"Method {action!r} not found (this simulator streams only).")
@@ -231,7 +229,7 @@ async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
     except _RequestError as exc:
         return _error(exc.status, exc.message)
     if behaviour.status != 200:
-        await sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         return _error(behaviour.status, f"Simulated error (HTTP {behaviour.status}).")
     events = gemini_events(
         behaviour,
@@ -241,17 +239,17 @@ async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
         rng=random.Random(behaviour.seed),
     )
     if request.query.get("alt") == "sse":
-        ctx = StreamContext(request, state, record, behaviour, arrival)
+        ctx = got.stream_context(behaviour)
         writer = SSEFramer.for_model(behaviour)
         # `burst` is not supported in this mode (see above).
         return await write_stream(ctx, events, writer, honour_burst=False)
     response = web.StreamResponse(
         headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
     )
-    await sleep_until(arrival + behaviour.headers_delay)
+    await got.headers_delay(behaviour)
     try:
         await response.prepare(request)
-        await _write_array(response, events, arrival)
+        await _write_array(response, events, got.arrival)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-stream: its business, not a server error

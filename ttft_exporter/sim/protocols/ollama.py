@@ -15,7 +15,6 @@ first line with empty content, a keep-alive (`keepalive_interval`) is a blank li
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Iterator
@@ -31,15 +30,15 @@ from ttft_exporter.sim.llm import (
     GenerationPlan,
     SimRequest,
     _dumps,
-    _record,
     _request_behaviour,
     _RequestError,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, SimEvent
 from ttft_exporter.sim.protocols.mode import ModeError, bearer_matches, fault_ending
-from ttft_exporter.sim.stream_writer import SSEFramer, StreamContext, sleep_until, write_stream
+from ttft_exporter.sim.stream_writer import SSEFramer, sleep_until, write_stream
 
 __all__ = ["NDJSONWriter", "OllamaRequest", "add_routes", "iter_ollama_events", "parse_request"]
 
@@ -241,9 +240,8 @@ def _check_auth(request: web.Request, state: LLMSimState) -> None:
 
 
 async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     try:
         _check_auth(request, state)
         if body is None:
@@ -259,13 +257,13 @@ async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamRespons
     except _OllamaError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         return _OllamaError(
             behaviour.status, f"simulated error (HTTP {behaviour.status})"
         ).response()
     if not parsed.stream:
-        return await _respond_whole(behaviour, parsed, arrival)
-    ctx = StreamContext(request, state, record, behaviour, arrival)
+        return await _respond_whole(behaviour, parsed, got.arrival)
+    ctx = got.stream_context(behaviour)
     return await write_stream(
         ctx,
         iter_ollama_events(behaviour, parsed, random.Random(behaviour.seed)),

@@ -16,7 +16,6 @@ leaves out the terminal event. Keep-alives are SSE comments. Auth: Bearer.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections.abc import Iterator
@@ -30,16 +29,16 @@ from ttft_exporter.sim.llm import (
     _check_auth,
     _dumps,
     _error_response,
-    _record,
     _request_behaviour,
     _RequestError,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.llm_state import LLM_SIM_STATE, ModelBehaviour, SimEvent
+from ttft_exporter.sim.llm_state import ModelBehaviour, SimEvent
 from ttft_exporter.sim.protocols.mode import fault_ending
 from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer
-from ttft_exporter.sim.stream_writer import StreamContext, sleep_until, write_stream
+from ttft_exporter.sim.stream_writer import write_stream
 
 __all__ = ["PATH", "add_routes", "iter_responses_events"]
 
@@ -214,9 +213,8 @@ def _close_item(seq: _Sequence, at: float, index: int, item_type: str) -> Iterat
 
 
 async def _handle_responses(request: web.Request) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     try:
         _check_auth(request, state)
         if body is None:
@@ -230,7 +228,7 @@ async def _handle_responses(request: web.Request) -> web.StreamResponse:
     except _RequestError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
     events = iter_responses_events(
@@ -239,7 +237,7 @@ async def _handle_responses(request: web.Request) -> web.StreamResponse:
         response_id=f"resp_{uuid.uuid4().hex}",
         rng=random.Random(behaviour.seed),
     )
-    ctx = StreamContext(request, state, record, behaviour, arrival)
+    ctx = got.stream_context(behaviour)
     return await write_stream(ctx, events, new_framer(behaviour, None))
 
 

@@ -16,7 +16,6 @@ Reasoning is not a TGI field: reasoning tokens are streamed as plain tokens.
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,19 +29,17 @@ from ttft_exporter.sim.llm import (
     GenerationPlan,
     SimRequest,
     _dumps,
-    _record,
     _request_behaviour,
     _RequestError,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.llm_state import LLM_SIM_STATE, LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, SimEvent
 from ttft_exporter.sim.protocols.mode import ModeError, bearer_matches, fault_ending
 from ttft_exporter.sim.stream_writer import (
     SSE_HEADERS,
     SSEFramer,
-    StreamContext,
-    sleep_until,
     write_stream,
 )
 
@@ -191,9 +188,8 @@ def _check_auth(request: web.Request, state: LLMSimState) -> None:
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     # TGI serves one model: the first configured one (X-Sim-Model picks another).
     model = request.headers.get("X-Sim-Model") or next(iter(state.config.models), "")
     try:
@@ -212,10 +208,10 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     except _TGIError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         message = f"simulated error (HTTP {behaviour.status})"
         return _TGIError(behaviour.status, message, "generation").response()
-    ctx = StreamContext(request, state, record, behaviour, arrival)
+    ctx = got.stream_context(behaviour)
     return await write_stream(
         ctx,
         iter_tgi_events(behaviour, parsed, model, random.Random(behaviour.seed)),
