@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from tests.conftest import SimFactory, make_target, probe_once
+from tests.conftest import SimFactory, make_target, probe_once, within
 from tests.helpers import poll
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
@@ -39,8 +39,6 @@ from ttft_exporter.probes.ollama import (
 from ttft_exporter.sim.llm import ModelBehaviour
 
 PROTOCOLS = ["ollama-chat", "ollama-generate"]
-EARLY = 0.001  # clock rounding
-SLACK = 2.0  # scheduling on a loaded shared box: late by up to this much
 
 # The shapes of §A.4, as Ollama writes them.
 CHAT_LINE = (
@@ -67,10 +65,6 @@ CHAT_FINAL = (
     '"done":true,"done_reason":"length","total_duration":1,"load_duration":1,'
     '"prompt_eval_count":4,"prompt_eval_duration":1,"eval_count":64,"eval_duration":1}'
 )
-
-
-def within(measured: float | None, injected: float) -> bool:
-    return measured is not None and injected - EARLY <= measured <= injected + SLACK
 
 
 def target(protocol: str, url: str, **fields: Any) -> TargetConfig:

@@ -16,16 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SimFactory, make_target, probe_once
+from tests.conftest import SimFactory, make_target, probe_once, within
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
 from ttft_exporter.probes.base import StreamItem, Usage, finish_reason_label
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.tgi import FINAL_WITHOUT_DETAILS, TGIDecoder, TGITarget, build_request
 from ttft_exporter.sim.llm import ModelBehaviour
-
-EARLY = 0.001  # clock rounding
-SLACK = 2.0  # scheduling on a loaded shared box: late by up to this much
 
 # The shapes of §A.5, as TGI writes them (`data:` without the space).
 TOKEN = (
@@ -54,10 +51,6 @@ def frame(wire: str) -> Frame:
     frames = SSEFramer().feed(wire.encode())
     assert len(frames) == 1
     return frames[0]
-
-
-def within(measured: float | None, injected: float) -> bool:
-    return measured is not None and injected - EARLY <= measured <= injected + SLACK
 
 
 def target(url: str, **fields: Any) -> TargetConfig:
