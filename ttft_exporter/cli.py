@@ -39,6 +39,7 @@ from ttft_exporter.server import (
     create_app,
     load_state,
 )
+from ttft_exporter.shard import Shard
 from ttft_exporter.webconfig import WebConfig, build_server_ssl_context, load_web_config
 
 __all__ = ["DEFAULT_LISTEN", "build_parser", "main", "run"]
@@ -183,6 +184,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="rules: Prometheus rule files, or Sloth prometheus/v1 specs of the SLOs "
         "(default: %(default)s)",
     )
+    parser.add_argument(
+        "--shard.index",
+        dest="shard_index",
+        type=int,
+        default=None,
+        help="this replica's shard, 0 to --shard.count - 1: probe only the targets whose "
+        "name hashes to it (Prometheus hashmod; default: the config's shard.index)",
+    )
+    parser.add_argument(
+        "--shard.count",
+        dest="shard_count",
+        type=int,
+        default=None,
+        help="how many replicas share the targets (default: the config's shard.count)",
+    )
     parser.add_argument("--version", action="version", version=f"ttft-exporter {__version__}")
     return parser
 
@@ -213,6 +229,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         limits = _limits(args)
         if args.adhoc_concurrency < 1:
             raise ValueError("--probe.adhoc-concurrency must be at least 1")
+        shard = _shard(args)
     except ValueError as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)
         return 2
@@ -228,16 +245,36 @@ def run(argv: Sequence[str] | None = None) -> int:
             history_limit=args.history_limit,
             adhoc_concurrency=args.adhoc_concurrency,
             web_config=web_config,
+            shard_override=shard,
         )
     except ConfigError as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)
         return 1
     if args.config_check:
-        print(f"config file {args.config_file} is ok: {len(state.holder.config.targets)} targets")
+        config = state.holder.config
+        owner = state.shard()
+        shown = f"{len(config.targets)} targets"
+        if owner.sharded:
+            mine = len(owner.select(config.targets, lambda t: t.name))
+            shown += f", {mine} on shard {owner}"
+        print(f"config file {args.config_file} is ok: {shown}")
         if args.web_config_file is not None:
             print(f"web config file {args.web_config_file} is ok")
         return 0
     return serve(state, host, port, limits)
+
+
+def _shard(args: argparse.Namespace) -> Shard | None:
+    """The --shard.* flags, which come as a pair; None leaves it to the config file."""
+    index, count = args.shard_index, args.shard_count
+    if index is None and count is None:
+        return None
+    if index is None or count is None:
+        raise ValueError("--shard.index and --shard.count go together: set both or neither")
+    try:
+        return Shard(index, count)
+    except ValueError as exc:
+        raise ValueError(f"--shard.index/--shard.count: {exc}") from None
 
 
 def _limits(args: argparse.Namespace) -> ListenerLimits:
