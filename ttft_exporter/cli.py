@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -41,6 +42,9 @@ from ttft_exporter.server import (
 )
 from ttft_exporter.shard import Shard
 from ttft_exporter.webconfig import WebConfig, build_server_ssl_context, load_web_config
+
+if TYPE_CHECKING:
+    from ttft_exporter.rules import RuleOptions
 
 __all__ = ["DEFAULT_LISTEN", "build_parser", "main", "run"]
 
@@ -180,9 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         dest="rules_format",
         default="prometheus",
-        choices=("prometheus", "sloth"),
-        help="rules: Prometheus rule files, or Sloth prometheus/v1 specs of the SLOs "
-        "(default: %(default)s)",
+        choices=("prometheus", "sloth", "helm-values"),
+        help="rules: Prometheus rule files, Sloth prometheus/v1 specs of the SLOs, or "
+        "values for the Helm chart's PrometheusRule (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--helm.values-file",
+        dest="helm_values_files",
+        action="append",
+        default=None,
+        help="rules --format=helm-values: a Helm values file of the chart whose `config:` "
+        "the rules are for; repeat in `helm -f` order (they are merged as Helm merges them)",
     )
     parser.add_argument(
         "--shard.index",
@@ -301,6 +313,8 @@ def _rules(args: argparse.Namespace) -> int:
 
     config_file: str = args.config_file
     options = RuleOptions(job=args.rules_job, runbook_url=args.rules_runbook_url)
+    if args.rules_format == "helm-values":
+        return _rules_helm_values(args, options)
     try:
         config, _ = load_config(config_file, resolve_secrets=False)
         if args.rules_format == "sloth":
@@ -317,6 +331,34 @@ def _rules(args: argparse.Namespace) -> int:
     except (ConfigError, RulesError, OSError) as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _rules_helm_values(args: argparse.Namespace, options: RuleOptions) -> int:
+    """`rules --format=helm-values`: the chart's PrometheusRule values for the `config:`
+    of Helm values files, with the checksum the chart checks them against."""
+    from ttft_exporter.config import parse_config
+    from ttft_exporter.rules import RulesError, render_combined
+    from ttft_exporter.rules.helm import helm_merge, load_values_file, render_helm_values
+
+    files: list[str] = args.helm_values_files or []
+    if not files:
+        print("ttft-exporter: --format=helm-values needs --helm.values-file", file=sys.stderr)
+        return 2
+    merged: dict[str, object] = {}
+    try:
+        for name in files:
+            merged = helm_merge(merged, load_values_file(Path(name)))
+        config_data = merged.get("config") or {}
+        config = parse_config(config_data, source=" + ".join(files), resolve_secrets=False)
+        command = "ttft-exporter rules --format=helm-values " + " ".join(
+            f"--helm.values-file={name}" for name in files
+        )
+        text = render_combined(config, source=files[0], options=options, command=command)
+    except (ConfigError, RulesError) as exc:
+        print(f"ttft-exporter: {exc}", file=sys.stderr)
+        return 1
+    print(render_helm_values(text, config_data), end="")
     return 0
 
 

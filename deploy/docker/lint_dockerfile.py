@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         for finding in lint(Path(path).read_text(encoding="utf-8")):
             bad += 1
-            print(f"{path}:{finding.line} {finding.rule} {finding.message}")  # noqa: T201
+            print(f"{path}:{finding.line} {finding.rule} {finding.message}")
     return 1 if bad else 0
 
 
