@@ -25,7 +25,13 @@ from tests.helpers import poll
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
 from ttft_exporter.metrics import MetricStore, record_result
-from ttft_exporter.probes.base import ProbeResult, StreamItem, Usage, finish_reason_label
+from ttft_exporter.probes.base import (
+    ProbeResult,
+    ServerTimings,
+    StreamItem,
+    Usage,
+    finish_reason_label,
+)
 from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.ollama import (
     DONE_WITHOUT_REASON,
@@ -97,7 +103,10 @@ def recorded(result: ProbeResult) -> MetricStore:
         (
             CHAT_FINAL,
             StreamItem(
-                usage=Usage(input_tokens=4, output_tokens=64), finish_reason="length", done=True
+                usage=Usage(input_tokens=4, output_tokens=64),
+                finish_reason="length",
+                done=True,
+                server_timings=ServerTimings(load=1e-9, prefill=1e-9, decode=1e-9, total=1e-9),
             ),
         ),
     ],
@@ -113,11 +122,19 @@ def test_chat_decoder(line: str, expected: StreamItem) -> None:
         (GENERATE_LINE, StreamItem(text="That")),
         (GENERATE_THINKING, StreamItem(reasoning="hmm")),
         ('{"model":"m","response":"","done":false}', StreamItem()),
-        # The timings and the `context` ids of the final line are not read (section 3).
+        # The `context` ids of the final line are not read; its timings are, in seconds.
         (
             FINAL,
             StreamItem(
-                usage=Usage(input_tokens=11, output_tokens=18), finish_reason="stop", done=True
+                usage=Usage(input_tokens=11, output_tokens=18),
+                finish_reason="stop",
+                done=True,
+                server_timings=ServerTimings(
+                    load=101397084 * 1e-9,
+                    prefill=13074791 * 1e-9,
+                    decode=52479709 * 1e-9,
+                    total=174560334 * 1e-9,
+                ),
             ),
         ),
     ],
