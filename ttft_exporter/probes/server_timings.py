@@ -29,8 +29,10 @@ MAX_SERVER_SECONDS = 3600.0
 # request, which the client timed from before the server saw it to after it answered.
 _SLACK_FRACTION = 0.01
 _SLACK_SECONDS = 0.001
-_NS = 1e-9
-_MS = 1e-3
+# Units per second: a division rounds once (1000 ns is exactly 1e-06 s), a multiplication
+# by 1e-9 twice.
+_NS = 1e9
+_MS = 1e3
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,17 +90,17 @@ class ServerTimings:
         return (self.load or 0.0) + self.prefill
 
 
-def _duration(value: Any, unit: float) -> float | None:
-    """A duration in seconds from a JSON number in `unit` seconds; None for anything
-    that is not a finite, non-negative number of at most MAX_SERVER_SECONDS."""
+def _duration(value: Any, per_second: float) -> float | None:
+    """A duration in seconds from a JSON number in units of 1/`per_second` s; None for
+    anything that is not a finite, non-negative number of at most MAX_SERVER_SECONDS."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     # Compared before any conversion: float() of a huge int raises OverflowError.
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if value < 0 or value > MAX_SERVER_SECONDS / unit:
+    if value < 0 or value > MAX_SERVER_SECONDS * per_second:
         return None
-    return float(value) * unit
+    return float(value) / per_second
 
 
 def _timings(**durations: float | None) -> ServerTimings | None:

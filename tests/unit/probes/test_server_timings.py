@@ -110,7 +110,7 @@ def test_llamacpp_timings_that_are_not_an_object_with_durations_are_none(timings
 
 def test_an_ollama_line_without_timings_is_none() -> None:
     assert from_ollama({"model": "m", "done": True, "eval_count": 3}) is None
-    assert from_ollama({k: "x" for k in OLLAMA_FINAL}) is None
+    assert from_ollama(dict.fromkeys(OLLAMA_FINAL, "x")) is None
 
 
 def test_the_bounds_are_inclusive_and_zero_is_a_value() -> None:
