@@ -71,7 +71,7 @@ def test_llamacpp_timings_in_seconds_without_load_or_total() -> None:
     timings = from_llamacpp(LLAMACPP_TIMINGS)
     assert timings == ServerTimings(prefill=0.0405, decode=0.25)
     # No load reported: llama-server has its model loaded before it serves.
-    assert timings is not None and timings.time_to_first_token == pytest.approx(0.0405)
+    assert timings.time_to_first_token == pytest.approx(0.0405)
 
 
 @pytest.mark.parametrize("value", HOSTILE, ids=repr)
