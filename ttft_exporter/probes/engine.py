@@ -412,5 +412,17 @@ def _summary(result: ProbeResult) -> str:
         f"tokens={result.output_tokens} ({result.usage_source}) chunks={result.token_chunks} "
         f"finish_reason={result.finish_reason} "
         f"{'burst (decode figures not measured) ' if result.burst else ''}"
-        f"bytes={result.bytes_received} phases: {phases}"
+        f"bytes={result.bytes_received} phases: {phases}{_server_summary(result)}"
+    )
+
+
+def _server_summary(result: ProbeResult) -> str:
+    """The server's own timings, when it reported any, for the debug line."""
+    server = result.server_timings
+    if server is None:
+        return ""
+    return (
+        f" server: load={_ms(server.load)} prefill={_ms(server.prefill)}"
+        f" decode={_ms(server.decode)} total={_ms(server.total)}"
+        f" prefill_overhead={_ms(result.prefill_overhead)}"
     )

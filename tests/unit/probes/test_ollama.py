@@ -22,9 +22,11 @@ from pytest_aiohttp import AiohttpServer
 
 from tests.conftest import SimFactory, make_target, probe_once
 from tests.helpers import poll
+from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
 from ttft_exporter.metrics import MetricStore, record_result
+from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import (
     ProbeResult,
     ServerTimings,
@@ -42,6 +44,7 @@ from ttft_exporter.probes.ollama import (
     build_chat_request,
     build_generate_request,
 )
+from ttft_exporter.probes.session import create_session
 from ttft_exporter.sim.llm import ModelBehaviour
 
 PROTOCOLS = ["ollama-chat", "ollama-generate"]
@@ -695,3 +698,15 @@ async def test_huge_timings_in_the_final_line_do_not_crash(aiohttp_server: Aioht
     result = await probe_once(target("ollama-generate", f"http://127.0.0.1:{server.port}"))
     assert result.success, result.detail
     assert result.server_timings is None
+
+
+async def test_the_probe_log_shows_the_server_timings(make_llm_sim: SimFactory) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(headers_delay=0.1, ttft=0.3, itl=0.02, tokens=3))
+    probe_target = target("ollama-chat", sim.url)
+    async with create_session(probe_target.tls, reuse_connections=False) as session:
+        prepared = get_prober("ollama-chat")(probe_target, session, SystemClock())
+        result = await prepared.run()
+    assert result.success
+    summary = prepared.log[-1]
+    assert "server: load=100.0ms prefill=200.0ms decode=40.0ms total=340.0ms" in summary
+    assert "prefill_overhead=" in summary and "prefill_overhead=-" not in summary
