@@ -129,6 +129,8 @@ class StreamProbe:
         )
         if result.usage_rejected is not None:
             self._debug(f"usage rejected, tokens counted as chunks: {result.usage_rejected}")
+        if timeline.server_timings != result.server_timings:
+            self._debug("server timings longer than the request as timed here were dropped")
         if self._expect is not None and not self._expect.search(timeline.answer):
             excerpt = self._redactor.cut(timeline.answer, 80)
             raise ProbeFailure(

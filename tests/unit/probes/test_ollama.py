@@ -710,3 +710,30 @@ async def test_the_probe_log_shows_the_server_timings(make_llm_sim: SimFactory) 
     summary = prepared.log[-1]
     assert "server: load=100.0ms prefill=200.0ms decode=40.0ms total=340.0ms" in summary
     assert "prefill_overhead=" in summary and "prefill_overhead=-" not in summary
+
+
+async def test_a_server_duration_longer_than_the_request_is_dropped_and_logged(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # A total of 10 s for a request answered at once: it did not happen in this request.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"model":"m","response":"Hi","done":false}\n')
+        await response.write(
+            b'{"model":"m","response":"","done":true,"done_reason":"stop",'
+            b'"prompt_eval_duration":1000,"total_duration":10000000000}\n'
+        )
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/generate", handler)
+    server = await aiohttp_server(app)
+    probe_target = target("ollama-generate", f"http://127.0.0.1:{server.port}")
+    async with create_session(probe_target.tls, reuse_connections=False) as session:
+        prepared = get_prober("ollama-generate")(probe_target, session, SystemClock())
+        # Answered within the 5 s deadline, so a 10 s server total cannot be true.
+        result = await asyncio.wait_for(prepared.run(), 5.0)
+    assert result.success
+    assert result.server_timings == ServerTimings(prefill=1e-6)
+    assert any("server timings longer than the request" in line for line in prepared.log)
