@@ -62,9 +62,16 @@ class CostConfig(StrictModel):
     )
     currency: str = Field(
         "USD",
-        pattern=r"^[A-Z]{3}$",
         description="ISO 4217 code; the `currency` label of ttft_probe_cost_total.",
     )
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        # A label value: three capitals keep it bounded and free of escaping.
+        if not (len(value) == 3 and value.isascii() and value.isalpha() and value.isupper()):
+            raise ValueError("must be a three-letter ISO 4217 code in capitals, e.g. USD")
+        return value
 
 
 class BudgetConfig(StrictModel):
@@ -91,7 +98,7 @@ class BudgetConfig(StrictModel):
     def _one_limit(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
         # Validated even when absent: the rule spans both fields.
         if value is None and info.data.get("daily_tokens") is None and "daily_tokens" in info.data:
-            raise field_rule("", "set daily_tokens or daily_cost (or remove budget)")
+            raise field_rule("", "set daily_tokens or daily_cost (or remove budget)", sibling=True)
         return value
 
 
