@@ -15,8 +15,9 @@ from typing import Any
 
 import aiojobs
 import pytest
+from pytest_aiohttp import AiohttpClient
 
-from tests.conftest import RunningSim, SimFactory, make_config, make_target
+from tests.conftest import RunningSim, SimFactory, make_config, make_state, make_target
 from tests.helpers import ManualClock
 from ttft_exporter.budget import (
     CostConfig,
@@ -34,6 +35,7 @@ from ttft_exporter.logs import fields_of
 from ttft_exporter.metrics import ExporterMetrics, MetricStore, SeriesSet
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.server import create_app
 from ttft_exporter.sim.llm import ModelBehaviour
 from ttft_exporter.supervise import Supervisor
 
@@ -402,3 +404,52 @@ async def test_a_spent_budget_stops_requests_while_neighbours_keep_probing(
         TRIPPED,
         RESUMED,
     ]
+
+
+async def test_probe_endpoint_refuses_a_spent_target_until_midnight(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    # /probe spends tokens too: it is charged, and refused while the budget is spent.
+    sim = await make_llm_sim(paid=FAST)
+    config = make_config(
+        {
+            "name": "paid",
+            "model": "paid",
+            "url": f"{sim.url}/v1",
+            "interval": "1h",  # one scheduled probe, at start
+            "budget": {"daily_tokens": 1},
+        }
+    )
+    state = make_state(config)
+    wall = ManualClock(wall=MIDNIGHT + DAY - 3600)
+    state.executor.budget = ProbeBudget(wall)
+    client = await aiohttp_client(create_app(state))
+    series = state.store.targets["paid"]
+    await wait_for(
+        lambda: series.get("ttft_probe_budget_exhausted") == 1.0, "the scheduled probe to trip it"
+    )
+
+    resp = await client.get("/probe", params={"target": "paid"})
+    assert resp.status == 429
+    assert await resp.text() == (
+        "the daily budget of target 'paid' is spent; probing resumes at 00:00 UTC\n"
+    )
+    assert resp.headers["Retry-After"] == "3600"  # the injected clock: exact
+    assert requests(sim, "paid") == 1
+    assert (
+        state.metrics.registry.get_sample_value(
+            "ttft_exporter_adhoc_probes_rejected_total", {"reason": "budget_exhausted"}
+        )
+        == 1.0
+    )
+    metrics = await (await client.get("/metrics")).text()
+    assert 'ttft_probe_budget_exhausted{target="paid",model="paid",protocol="openai-chat"} 1.0' in (
+        metrics
+    )
+
+    wall.advance(3600)
+    resp = await client.get("/probe", params={"target": "paid"})
+    assert resp.status == 200, await resp.text()
+    assert requests(sim, "paid") == 2
+    # Charged to the ledger: the new day's budget is spent again by this one probe.
+    assert state.executor.budget.exhausted(state.holder.config.targets[0])
