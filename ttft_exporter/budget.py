@@ -97,7 +97,8 @@ class BudgetConfig(StrictModel):
     @classmethod
     def _one_limit(cls, value: Decimal | None, info: ValidationInfo) -> Decimal | None:
         # Validated even when absent: the rule spans both fields.
-        if value is None and info.data.get("daily_tokens") is None and "daily_tokens" in info.data:
+        # (A daily_tokens that failed its own check is not in info.data: not judged.)
+        if value is None and "daily_tokens" in info.data and info.data["daily_tokens"] is None:
             raise field_rule("", "set daily_tokens or daily_cost (or remove budget)", sibling=True)
         return value
 
@@ -213,6 +214,7 @@ class ProbeBudget:
         counted (ttft_probe_budget_skipped_total), never logged: the transition was."""
         account = self._account(target)
         if account is None:
+            _clear_all(series)  # a reload took cost and budget away
             return True
         self._publish(target, account, series)
         if account.exhausted:
@@ -236,6 +238,7 @@ class ProbeBudget:
         budget tripped lands here too: it was spent, so it counts."""
         account = self._account(target)
         if account is None:
+            _clear_all(series)
             return
         if result.success and result.input_tokens is not None:
             account.last_input = result.input_tokens
@@ -336,3 +339,8 @@ def _set(series: Series, name: str, value: float) -> None:
     # Only on change: every write invalidates the family's cached render.
     if series.get(name) != value:
         series.set(name, value)
+
+
+def _clear_all(series: Series) -> None:
+    for name in (COST, EXHAUSTED, SPENT, SKIPPED):
+        series.clear(name)

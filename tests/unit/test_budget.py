@@ -208,6 +208,9 @@ def test_spend_survives_a_reload_that_changes_the_target() -> None:
     series = ledger.series(target)
     assert series.get("ttft_probe_budget_exhausted") is None
     assert series.get("ttft_probe_cost_total", ("USD",)) == 0.0042
+    # Taking both away drops every cost guard series of the target.
+    assert ledger.admit(make_target(name="paid", url="http://127.0.0.1:9/v1"))
+    assert not [x for x in ledger.store.render().splitlines() if x.startswith("ttft_probe_cost")]
 
 
 def test_cost_budget_trips_on_money_and_the_counter_sums_exactly() -> None:
