@@ -268,7 +268,9 @@ def test_configured_budget_and_cost_add_exactly_four_series() -> None:
 
 # --- a real scheduler against the real simulator ---------------------------------------
 
-INTERVAL = 0.2
+# As tests/unit/test_scheduler.py: a 0.25 s timeout holds for an instant simulator
+# answer on a starved 2-core box (stress-ng --cpu 2), so every probe here succeeds.
+INTERVAL = 0.3
 FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
 
 
@@ -332,7 +334,7 @@ async def test_a_spent_budget_stops_requests_while_neighbours_keep_probing(
 ) -> None:
     caplog.set_level(logging.INFO, logger="ttft_exporter.budget")
     sim = await make_llm_sim(paid=FAST, free=FAST)
-    common = {"url": f"{sim.url}/v1", "interval": INTERVAL, "timeout": 0.15}
+    common = {"url": f"{sim.url}/v1", "interval": INTERVAL, "timeout": 0.25}
     config = make_config(
         {
             "name": "paid",
@@ -386,7 +388,7 @@ async def test_a_spent_budget_stops_requests_while_neighbours_keep_probing(
                 "name": "paid",
                 "model": "paid",
                 **common,
-                "interval": 0.25,
+                "interval": 0.35,
                 "budget": {"daily_tokens": 12},
                 "cost": {"input_per_million": "3", "output_per_million": "15"},
             },
