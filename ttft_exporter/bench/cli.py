@@ -218,8 +218,19 @@ def _target(args: argparse.Namespace) -> TargetBase:
     try:
         return parse_config({"targets": [spec]}).targets[0]
     except ConfigError as exc:
-        text = str(exc).replace("targets[0].", "--").replace("targets[0]", "target")
-        raise UsageError(text) from None
+        # The loader lists every problem, one per line after a heading: here they are
+        # problems of flags, named as such, on one line.
+        lines = str(exc).splitlines()[1:] or [str(exc)]
+        problems = "; ".join(_as_flag(line.strip()) for line in lines)
+        raise UsageError(problems) from None
+
+
+def _as_flag(problem: str) -> str:
+    """`targets[0].api_key_env: ...` as `--api-key-env: ...`."""
+    head, sep, rest = problem.partition(": ")
+    if sep and head.startswith("targets[0]."):
+        return "--" + head.removeprefix("targets[0].").replace("_", "-") + sep + rest
+    return problem
 
 
 def _steps(args: argparse.Namespace) -> tuple[tuple[Step, ...], Profile]:

@@ -50,7 +50,7 @@ class Progress:
         self._ttft: list[float] = []
         self._started = self._clock()
         self._measuring_since: float | None = None
-        self._last = 0.0
+        self._last = self._started
 
     def start_step(self, step: Step) -> None:
         """A step begins (its warm-up first)."""

@@ -155,7 +155,7 @@ def load_tokenizer(path: str) -> TokenCounter:
     """A token counter from a local `tokenizer.json` (Hugging Face `tokenizers`, an
     optional dependency). ValueError with the fix when it is absent or unreadable."""
     try:
-        from tokenizers import Tokenizer  # type: ignore[import-not-found]
+        from tokenizers import Tokenizer
     except ImportError:
         raise ValueError(
             "--prompt.tokenizer needs the `tokenizers` package (pip install tokenizers); "
@@ -205,10 +205,11 @@ class SyntheticPrompts(PromptSource):
         text = " ".join(words)
         if self._counter is None:
             return Prompt(text, want)
-        # Trim to the wanted count by the real tokenizer (one pass: words are short).
+        # Trim to the wanted count by the real tokenizer: keep the share of words the
+        # count says, again until it fits (strictly fewer words each time).
         counted = self._counter(text)
         while counted > want and len(words) > 1:
-            words = words[: max(1, len(words) - (counted - want))]
+            words = words[: max(1, min(len(words) - 1, len(words) * want // counted))]
             text = " ".join(words)
             counted = self._counter(text)
         return Prompt(text, counted)

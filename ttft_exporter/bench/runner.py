@@ -132,7 +132,7 @@ class Runner:
         on_step_end: Callable[[StepResult], None] = lambda _r: None,
     ) -> None:
         self._plan = plan
-        self._watch = watch
+        self.watch = watch
         self._clock = clock or SystemClock()
         self._on_step_start = on_step_start
         self._on_record = on_record
@@ -163,7 +163,7 @@ class Runner:
 
     async def _step(self, step: Step, session: aiohttp.ClientSession) -> StepResult:
         first = len(self.records)
-        phase = _Phase(step, asyncio.get_running_loop(), self._watch.begin_step)
+        phase = _Phase(step, asyncio.get_running_loop(), self.watch.begin_step)
         if step.kind == "concurrency":
             await self._closed_loop(step, int(step.load), phase, session)
         else:
@@ -171,7 +171,7 @@ class Runner:
         records = self.records[first:]
         measured = [r for r in records if not r.warmup]
         stats = summarize(measured, self._plan.slo)
-        watch = self._watch.end_step(requests=stats.requests, suspect=stats.suspect)
+        watch = self.watch.end_step(requests=stats.requests, suspect=stats.suspect)
         slo_met = None
         if self._plan.slo:
             good = count_good(measured, self._plan.slo)
@@ -257,11 +257,11 @@ class Runner:
     ) -> None:
         prompt = self._plan.prompts.next()
         target = self._target(prompt)
-        mark = self._watch.mark()
+        mark = self.watch.mark()
         result = await measure(
             target, session, self._clock, timeout=self._plan.timeout, gap_bounds=ITL_BOUNDS
         )
-        suspect = self._watch.suspect(mark)
+        suspect = self.watch.suspect(mark)
         if suspect:
             result = dataclasses.replace(result, suspect=suspect)
         record = record_from_result(
