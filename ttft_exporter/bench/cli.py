@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="5%",
         help="a step with more suspect requests is client-bound (default: %(default)s)",
     )
+    a(
+        "--client-bound.loop-lag",
+        dest="loop_lag",
+        default="25ms",
+        help="a request during which the event loop was later than this is suspect "
+        "(default: %(default)s)",
+    )
     a("--version", action="version", version=f"ttft-exporter {__version__}")
     return p
 
@@ -334,6 +341,10 @@ async def _execute(plan: BenchPlan, watch: SelfWatch, progress: Progress) -> Run
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     plan, profile = _plan(args)
     max_suspect = _share(args.max_suspect, "--client-bound.max-suspect-share")
+    try:
+        loop_lag = parse_duration(args.loop_lag)
+    except ValueError as exc:
+        raise UsageError(f"--client-bound.loop-lag: {exc}") from None
     out_dir = Path(args.output_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -353,7 +364,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     )
     started = time.time()
     progress = Progress(err, tty=err.isatty(), steps=len(plan.steps))
-    watch = SelfWatch(thresholds=ClientBound(max_suspect_share=max_suspect))
+    watch = SelfWatch(bound=loop_lag, thresholds=ClientBound(max_suspect_share=max_suspect))
     runner = asyncio.run(_execute(plan, watch, progress))
     results = BenchResults(
         run=RunInfo(
