@@ -58,13 +58,13 @@ def write_plots(results: BenchResults, out_dir: Path) -> list[Path]:
     for ax, name in zip(axes, ("ttft", "tpot", "itl"), strict=True):
         for key, style in (("p50", "o-"), ("p90", "s--"), ("p99", "^:")):
             ax.plot(loads, [_ms(getattr(s.stats, name), key) for s in steps], style, label=key)
-        bound = [s.load for s in steps if s.self_watch.client_bound]
-        if bound:
-            ax.axvspan(min(bound), max(bound), color="red", alpha=0.1, label="client-bound")
+        for i, step in enumerate(s for s in steps if s.self_watch.client_bound):
+            ax.axvline(
+                step.load, color="red", alpha=0.3, lw=6, label="client-bound" if i == 0 else None
+            )
         ax.set_title(f"{name.upper()} (ms)")
         ax.set_xlabel(_label(steps))
-        ax.set_xscale("log" if max(loads) / min(loads) >= 8 else "linear")
-        ax.grid(alpha=0.3)
+        _load_axis(ax, loads)
     axes[0].legend(fontsize="small")
     fig.suptitle(f"{results.run.target} ({results.run.model})", fontsize="medium")
     fig.tight_layout()
@@ -77,7 +77,10 @@ def write_plots(results: BenchResults, out_dir: Path) -> list[Path]:
         ax.plot(tput, [_ms(s.stats.ttft, key) for s in steps], style, label=f"TTFT {key}")
     for step, x in zip(steps, tput, strict=True):
         ax.annotate(f"{step.load:g}", (x, _ms(step.stats.ttft, "p50")), fontsize="x-small")
-    ax.set_xlabel("output tokens/s")
+    ax.set_xlabel("output tokens/s (client-bound steps: red)")
+    for step, x in zip(steps, tput, strict=True):
+        if step.self_watch.client_bound:
+            ax.plot([x], [_ms(step.stats.ttft, "p50")], "o", color="red", alpha=0.5)
     ax.set_ylabel("TTFT (ms)")
     ax.set_title("throughput vs latency (labels: load)", fontsize="medium")
     ax.grid(alpha=0.3)
@@ -86,6 +89,16 @@ def write_plots(results: BenchResults, out_dir: Path) -> list[Path]:
     written += _save(fig, out_dir / "throughput")
     plt.close(fig)
     return written
+
+
+def _load_axis(ax: Any, loads: list[float]) -> None:
+    """Log scale for loads spanning a wide range, ticked at the loads themselves."""
+    if max(loads) / min(loads) >= 8:
+        ax.set_xscale("log")
+    ax.set_xticks(loads)
+    ax.set_xticklabels([f"{load:g}" for load in loads], fontsize="small")
+    ax.minorticks_off()
+    ax.grid(alpha=0.3)
 
 
 def _save(fig: Any, stem: Path) -> list[Path]:
