@@ -1,4 +1,5 @@
-"""`ttft-exporter bench` end to end against the simulator (in a thread of its own:
+"""`ttft-exporter bench` (bench/cli.py; named apart from tests/unit/test_cli.py, which pytest would
+confuse with it) end to end against the simulator (in a thread of its own:
 the command runs its own event loop), `compare` and `merge` on its files, and usage
 errors: one line naming the flag, exit code 1."""
 
