@@ -372,7 +372,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             target=target.name,
             protocol=target.protocol,
             model=target.model,
-            url=target.url,
+            # Credentials are refused in URLs at load; any known secret is redacted anyway.
+            url=target.redactor.redact(target.url),
             profile=profile,
             slo=plan.slo,
             min_goodput=plan.min_goodput,
