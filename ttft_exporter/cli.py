@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "run (default): the exporter; demo: simulator + exporter; "
             "config-schema: print the config JSON Schema; "
-            "rules: print the Prometheus recording and alerting rules for the config"
+            "rules: print the Prometheus recording and alerting rules for the config; "
+            "bench: load-test a target (ttft-exporter bench --help)"
         ),
     )
     parser.add_argument(
@@ -228,6 +229,12 @@ def parse_listen(address: str) -> tuple[str, int]:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        # The load tester has subcommands and flags of its own (ttft_exporter/bench/).
+        from ttft_exporter.bench.cli import run as run_bench
+
+        return run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging("warning" if args.log_level == "warn" else args.log_level, args.log_format)
     if args.command == "config-schema":
