@@ -15,11 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ttft_exporter.budget import BudgetConfig, CostConfig
 from ttft_exporter.durations import Duration
 from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.probes import PROTOCOL_NAMES, TargetConfig, get_protocol
 from ttft_exporter.probes.openai import OpenAIChatTarget, OpenAICompletionsTarget
+from ttft_exporter.shard import ShardConfig
 from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.targets import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -74,6 +76,8 @@ _DEFAULTABLE = (
     "max_response_bytes",
     "on_suspect",
     "histograms",
+    "cost",
+    "budget",
 )
 # Defaults merged key by key into a target's own mapping (the target's keys win).
 _MERGED = ("headers", "labels", "histograms")
@@ -97,6 +101,8 @@ class TargetDefaults(StrictModel):
     max_response_bytes: int | None = Field(None, ge=1024, le=1 << 30)
     on_suspect: Literal["record", "drop"] | None = None
     histograms: HistogramsConfig | None = None
+    cost: CostConfig | None = None
+    budget: BudgetConfig | None = None
 
 
 PROTOCOL_TAGS = PROTOCOL_NAMES
@@ -139,6 +145,13 @@ class Config(StrictModel):
         default_factory=list, description="Flux instances to watch."
     )
     slos: SLOsConfig = Field(default_factory=SLOsConfig, description="Service level objectives.")
+    shard: ShardConfig = Field(
+        default_factory=ShardConfig,
+        description=(
+            "Probe only the targets (and watch only the Flux instances) whose name hashes "
+            "to this replica's shard; the --shard.* flags override it."
+        ),
+    )
     suspect_loop_lag: Duration = Field(
         0.01,
         description=(

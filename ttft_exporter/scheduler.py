@@ -18,6 +18,7 @@ from ttft_exporter.executor import ProbeExecutor, target_labels
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
+from ttft_exporter.shard import Shard
 from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["ProbeScheduler", "TargetRunner"]
@@ -87,7 +88,11 @@ class TargetRunner:
                     "previous probe still running; skipping",
                     extra=fields(target=self.target.name),
                 )
-            else:
+            # A spent daily budget pauses the target (counted by the budget, logged
+            # once when it tripped); the loop keeps ticking to resume at 00:00 UTC.
+            elif self._executor.budget.admit(
+                self.target, self._store.ensure(self.target.name, target_labels(self.target))
+            ):
                 self._probe_job = await self._jobs.spawn(
                     self._probe(), name=f"probe {self.target.name}"
                 )
@@ -124,11 +129,13 @@ class ProbeScheduler:
         self._start_jitter = start_jitter
         self.runners: dict[str, TargetRunner] = {}
 
-    async def apply(self, config: Config) -> None:
+    async def apply(self, config: Config, shard: Shard | None = None) -> None:
         """Make the running loops match `config`: stop removed and changed targets,
-        start new and changed ones, leave the rest (and their series) alone."""
+        start new and changed ones, leave the rest (and their series) alone. With a
+        `shard`, only the targets it owns run here (another shard's are "removed")."""
         self._executor.set_concurrency(config.concurrency)
-        wanted = {t.name: t for t in config.targets}
+        owner = shard or Shard.from_config(config.shard)
+        wanted = {t.name: t for t in config.targets if owner.owns(t.name)}
         for name, runner in list(self.runners.items()):
             target = wanted.get(name)
             if target is None or target.fingerprint() != runner.fingerprint:

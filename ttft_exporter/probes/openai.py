@@ -1,6 +1,9 @@
 """OpenAI-compatible streaming: the config models, request bodies and pure chunk
 decoders of Chat Completions and legacy Completions (llm-streaming.md §A.1), and their
-registry entries. Auth: `Authorization: Bearer <key>` (the TargetBase default)."""
+registry entries. Auth: `Authorization: Bearer <key>` (the TargetBase default).
+
+llama.cpp's server adds a `timings` object to the last chunk of these streams (§B.4):
+the decoders hand it on as the server's timings (probes/server_timings.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,16 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.base import (
+    HTTPRequest,
+    ProtocolSpec,
+    ServerTimings,
+    StreamItem,
+    Usage,
+)
 from ttft_exporter.probes.event_json import number, parse_object, text
 from ttft_exporter.probes.framing import Frame, SSEFramer
+from ttft_exporter.probes.server_timings import from_llamacpp
 from ttft_exporter.targets import ChatMessage, TargetBase, prompt_or_messages
 
 __all__ = [
@@ -155,6 +165,12 @@ def _usage(obj: dict[str, Any]) -> Usage | None:
     )
 
 
+def _timings(obj: dict[str, Any]) -> ServerTimings | None:
+    timings = obj.get("timings")
+    # Only llama.cpp sends it: every other server's chunk costs one dict lookup.
+    return None if timings is None else from_llamacpp(timings)
+
+
 def _choice(obj: dict[str, Any]) -> dict[str, Any] | None:
     choices = obj.get("choices")
     if choices is None or choices == []:
@@ -186,7 +202,7 @@ class ChatDecoder:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj))
+        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
         choice = _choice(obj)
         if choice is not None:
             delta = choice.get("delta")
@@ -208,7 +224,7 @@ class CompletionsDecoder:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj))
+        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
         choice = _choice(obj)
         if choice is not None:
             item.text = text(choice.get("text"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import secrets
@@ -93,6 +94,8 @@ class SimRequest:
     include_usage: bool = False
     continuous_usage_stats: bool = False
     prompt_words: int = 0
+    ignore_eos: bool = False
+    min_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +203,8 @@ def parse_request(api: API, body: object) -> SimRequest:
         include_usage=_opt_bool(options, "include_usage"),
         continuous_usage_stats=_opt_bool(options, "continuous_usage_stats"),
         prompt_words=words,
+        ignore_eos=_opt_bool(body, "ignore_eos"),
+        min_tokens=_opt_int(body, "min_tokens"),
     )
 
 
@@ -284,6 +289,10 @@ def plan_generation(
     """Decide the token chunks, their deadlines and the ending of one generation."""
     reasoning = behaviour.reasoning_tokens if request.api == "chat" else 0
     answer = behaviour.tokens
+    if request.ignore_eos and request.max_tokens is not None:
+        answer = request.max_tokens
+    elif request.min_tokens is not None:
+        answer = max(answer, request.min_tokens)
     finish_reason: str | None = "stop"
     cap = request.max_tokens
     if cap is not None and reasoning + answer > cap:
@@ -404,20 +413,21 @@ class _ChunkEncoder:
         name = self._reasoning_field if field == "reasoning" else "content"
         return self._chunk({name: text}, None, reasoning, emitted)
 
-    def finish(self, reasoning: int, emitted: int) -> str:
+    def finish(self, reasoning: int, emitted: int, timings: dict[str, object] | None = None) -> str:
         delta: dict[str, str] | str = {} if self._request.api == "chat" else ""
-        return self._chunk(delta, self._plan.finish_reason, reasoning, emitted)
+        return self._chunk(delta, self._plan.finish_reason, reasoning, emitted, timings)
 
-    def usage(self) -> str:
+    def usage(self, timings: dict[str, object] | None = None) -> str:
         plan = self._plan
-        return _dumps(
-            {
-                **self._head,
-                "model": self._request.model,
-                "choices": [],
-                "usage": _usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
-            }
-        )
+        chunk: dict[str, object] = {
+            **self._head,
+            "model": self._request.model,
+            "choices": [],
+            "usage": _usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
+        }
+        if timings is not None:
+            chunk["timings"] = timings
+        return _dumps(chunk)
 
     def _chunk(
         self,
@@ -425,6 +435,7 @@ class _ChunkEncoder:
         finish: str | None,
         reasoning: int,
         emitted: int,
+        timings: dict[str, object] | None = None,
     ) -> str:
         choice: dict[str, object] = {"index": 0}
         if isinstance(delta, str):
@@ -442,6 +453,8 @@ class _ChunkEncoder:
             chunk["usage"] = (
                 _usage(self._plan.prompt_tokens, emitted, reasoning) if self._continuous else None
             )
+        if timings is not None:
+            chunk["timings"] = timings
         return _dumps(chunk)
 
 
@@ -451,6 +464,24 @@ def _usage(prompt: int, completion: int, reasoning: int) -> dict[str, object]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def _llamacpp_timings(behaviour: ModelBehaviour, plan: GenerationPlan) -> dict[str, object]:
+    """llama.cpp's `timings` of a generation that went to its end, from the plan."""
+    first_at = plan.chunks[0].at if plan.chunks else plan.end_at
+    prompt_ms = max(0.0, first_at - behaviour.headers_delay) * 1000
+    predicted_ms = max(0.0, plan.end_at - first_at) * 1000
+    prompt_n, predicted_n = plan.prompt_tokens, plan.completion_tokens
+    return {
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
+        "prompt_per_second": prompt_n / prompt_ms * 1000 if prompt_ms else 0.0,
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
+        "predicted_per_second": predicted_n / predicted_ms * 1000 if predicted_ms else 0.0,
     }
 
 
@@ -521,11 +552,15 @@ def _render(
         error = {"error": {"message": message, "type": "server_error", "code": 500}}
         yield SimEvent(plan.end_at, "data", _dumps(error))
     else:
+        usage = _usage_enabled(behaviour, request)
+        # llama.cpp puts `timings` on the last chunk: the usage chunk when there is one.
+        timings = _llamacpp_timings(behaviour, plan) if behaviour.llamacpp_timings else None
         if plan.finish_reason is not None:
-            yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted))
-        if _usage_enabled(behaviour, request):
+            last = None if usage else timings
+            yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted, last))
+        if usage:
             # After the finish chunk, with `choices: []`, as OpenAI and vLLM send it.
-            yield SimEvent(plan.end_at, "data", encoder.usage())
+            yield SimEvent(plan.end_at, "data", encoder.usage(timings))
     if behaviour.omit_done:
         return
     yield SimEvent(plan.end_at, "data", _DONE)
@@ -636,10 +671,12 @@ async def _handle_generation(request: web.Request, api: API) -> web.StreamRespon
         await got.headers_delay(behaviour)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
-    if not sim_request.stream:
-        return await _respond_whole(request, state, behaviour, sim_request, got.arrival)
-    ctx = got.stream_context(behaviour)
-    return await _stream(ctx, sim_request)
+    async with state.capacity(sim_request.model, behaviour):
+        # Generation starts once a slot is free: the wait in line adds to every delay.
+        got = dataclasses.replace(got, arrival=asyncio.get_running_loop().time())
+        if not sim_request.stream:
+            return await _respond_whole(request, state, behaviour, sim_request, got.arrival)
+        return await _stream(got.stream_context(behaviour), sim_request)
 
 
 async def _stream(ctx: StreamContext, sim_request: SimRequest) -> web.StreamResponse:

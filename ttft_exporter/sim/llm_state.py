@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,6 +50,13 @@ class ModelBehaviour(BaseModel):
     the first token on and writes them in one write when the last is due, as a
     buffering proxy delivers a stream (or a starved client reads it). These knobs
     shape streams only.
+
+    ``max_concurrency`` is the model's capacity: at most that many streams generate
+    at once, the others wait in line, their TTFT growing by the wait, as a server at
+    capacity answers (`ttft-exporter bench --profile sweep` finds that knee). A
+    request with ``ignore_eos: true`` (vLLM's, to fix the output length) generates
+    ``max_tokens`` answer tokens whatever ``tokens`` says; ``min_tokens`` raises the
+    answer to at least that many (capped by ``max_tokens``).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
@@ -81,6 +89,12 @@ class ModelBehaviour(BaseModel):
     split_writes: bool = False
     token_text: str = "tok"  # noqa: S105 (not a credential)
     prompt_tokens: int | None = Field(default=None, ge=0)
+    # llama.cpp's `timings` object on the last chunk (finish or usage chunk) of the
+    # OpenAI-compatible modes: prompt_ms from the first token's due time less
+    # headers_delay (llama-server does not count time queued for a slot), predicted_ms
+    # from the first to the last token.
+    llamacpp_timings: bool = False
+    max_concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator("status")
     @classmethod
@@ -145,6 +159,19 @@ class LLMSimState:
             maxlen=_MAX_TIMESTAMPS
         )
         self.closing = asyncio.Event()
+        # Per model and capacity (a PATCH may change it): the streams generating now.
+        self._capacity: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    def capacity(
+        self, model: str, behaviour: ModelBehaviour
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """The slot a stream of `model` generates in: its capacity queue, if any."""
+        if behaviour.max_concurrency is None:
+            return contextlib.nullcontext()
+        key = (model, behaviour.max_concurrency)
+        if key not in self._capacity:
+            self._capacity[key] = asyncio.Semaphore(behaviour.max_concurrency)
+        return self._capacity[key]
 
     def set_model(self, name: str, behaviour: ModelBehaviour) -> None:
         """Add or replace a model; requests already streaming keep their knobs."""
