@@ -49,6 +49,7 @@ __all__ = [
     "HistogramsConfig",
     "TLSConfig",
     "TargetBase",
+    "prompt_or_messages",
     "redacted_headers",
 ]
 
@@ -294,6 +295,20 @@ class ChatMessage(StrictModel):
 
     role: Literal["system", "user", "assistant", "developer"]
     content: str
+
+
+def prompt_or_messages(
+    value: list[ChatMessage] | None, info: ValidationInfo
+) -> list[ChatMessage] | None:
+    """The `messages` validator of a chat protocol that takes `prompt` or `messages`
+    (declared after `prompt`): exactly one of them, and a message list is not empty.
+    Use as `_prompt_or_messages = field_validator("messages")(prompt_or_messages)`."""
+    # A prompt that failed its own validation is not in info.data: not judged here.
+    if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
+        raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
+    if value is not None and not value:
+        raise ValueError("must not be empty")
+    return value
 
 
 class TargetBase(StrictModel):
