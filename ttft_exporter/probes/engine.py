@@ -352,6 +352,12 @@ class StreamProbe:
             elapsed=(self._clock.monotonic_ns() - self._start_ns) * _NS if self._start_ns else 0.0,
         )
 
+    def _reset_after_handshake(self, exc: BaseException) -> bool:
+        """A reset on a connection this probe opened and finished its TLS handshake on."""
+        rec = self._recorder
+        done = rec.tls_start is not None and rec.conn_end is not None and not rec.reused
+        return done and _is_reset(exc)
+
     def _classify(self, exc: BaseException, timeout: float) -> tuple[FailureReason, str]:
         chunks = self._timeline.token_chunks if self._timeline else 0
         if isinstance(exc, ProbeFailure):
@@ -388,6 +394,14 @@ class StreamProbe:
         if isinstance(exc, UnicodeDecodeError):
             return FailureReason.PROTOCOL, "stream is not valid UTF-8"
         if isinstance(exc, aiohttp.ClientError | OSError):
+            if self._headers_ns is None and self._reset_after_handshake(exc):
+                # TLS 1.3 servers check the client certificate after the client's side
+                # of the handshake is done: a refusal arrives as a reset, not an alert.
+                return (
+                    FailureReason.TLS,
+                    "connection reset right after the TLS handshake, before the response "
+                    "(a server that requires a client certificate refuses this way)",
+                )
             if self._headers_ns is None:
                 return (
                     FailureReason.CONNECT,
@@ -398,6 +412,10 @@ class StreamProbe:
                 f"stream broken after {chunks} token chunks: {_short(exc)}",
             )
         return FailureReason.INTERNAL, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _is_reset(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionResetError) or isinstance(exc.__cause__, ConnectionResetError)
 
 
 def _reject_json_array(content_type: str) -> None:
