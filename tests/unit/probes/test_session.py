@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from ttft_exporter.logs import LogfmtFormatter, fields_of
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
 
 FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
-PEER = web.AppKey("peer", list)
 
 
 @dataclass
@@ -55,7 +54,9 @@ async def _serve(
     peers: list[str | None] = []
 
     @web.middleware
-    async def record_peer(request: web.Request, handler: web.RequestHandler) -> web.StreamResponse:
+    async def record_peer(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         cert = request.transport.get_extra_info("peercert") if request.transport else None
         peers.append(_subject(cert))
         return await handler(request)
