@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ttft_exporter.budget import BudgetConfig, CostConfig
 from ttft_exporter.durations import Duration
 from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.flux.config import FluxInstanceConfig
@@ -82,6 +83,8 @@ _DEFAULTABLE = (
     "proxy_from_environment",
     "follow_redirects",
     "max_redirects",
+    "cost",
+    "budget",
 )
 # Defaults merged key by key into a target's own mapping (the target's keys win).
 _MERGED = ("headers", "labels", "histograms")
@@ -108,6 +111,8 @@ class TargetDefaults(StrictModel):
     proxy_from_environment: bool | None = None
     follow_redirects: bool | None = None
     max_redirects: int | None = Field(None, ge=1, le=MAX_REDIRECTS_LIMIT)
+    cost: CostConfig | None = None
+    budget: BudgetConfig | None = None
 
 
 PROTOCOL_TAGS = PROTOCOL_NAMES

@@ -26,6 +26,7 @@ from pydantic import (
 )
 from yarl import URL
 
+from ttft_exporter.budget import BudgetConfig, CostConfig, check_budget_needs_cost
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.redact import PLACEHOLDER, Redactor
 from ttft_exporter.validation import (
@@ -491,6 +492,17 @@ class TargetBase(StrictModel):
         default_factory=HistogramsConfig,
         description="Optional histograms of this target (series count per target).",
     )
+    cost: CostConfig | None = Field(
+        None,
+        description=(
+            "Prices per 1M input and output tokens: ttft_probe_cost_total counts what "
+            "the probes cost."
+        ),
+    )
+    budget: BudgetConfig | None = Field(
+        None,
+        description=("Daily token (or cost) budget; once spent, probing pauses until 00:00 UTC."),
+    )
 
     # Declared last, so a protocol's `Literal` override stays after the shared fields;
     # the discriminator of the config's union of protocol models.
@@ -553,6 +565,14 @@ class TargetBase(StrictModel):
             raise field_rule(
                 "proxy_url", "set proxy_url or proxy_from_environment, not both", sibling=True
             )
+        return value
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: BudgetConfig | None, info: ValidationInfo) -> BudgetConfig | None:
+        # A cost with its own problems is not in info.data: not judged here.
+        if "cost" in info.data:
+            check_budget_needs_cost(value, info.data["cost"])
         return value
 
     @field_validator("extra_body")
