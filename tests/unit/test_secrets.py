@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from tests.conftest import RunningSim, SimFactory, make_config, make_state
+from tests.forward_proxy import ForwardProxy
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import Config, TargetConfig, load_config, parse_config
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
@@ -1002,3 +1003,68 @@ async def test_protocol_key_echoed_by_the_server_never_leaks(
         assert "<secret>" in detail or detail.endswith("…"), detail
     for where, text in texts.items():
         assert_no_prefix(text, where)
+
+
+# Proxy credentials (issue #10 §5)
+
+
+@pytest.mark.parametrize("source", ["proxy_url", "environment"])
+async def test_proxy_password_is_hidden_on_every_surface(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    """A real forward proxy that accepts SENTINEL and refuses WRONG (407): both
+    passwords are secrets, on every surface of a running exporter."""
+    caplog.set_level(logging.DEBUG)
+    proxy = await ForwardProxy(credentials=("probe", SENTINEL)).start()
+    try:
+        sim = await make_llm_sim(m=FAST)
+        url = f"{sim.url}/v1"
+        for name in ("http_proxy", "https_proxy", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.upper(), raising=False)
+        if source == "proxy_url":
+            good = {"proxy_url": proxy.url_with("probe", SENTINEL)}
+            wrong = {"proxy_url": proxy.url_with("probe", WRONG)}
+            config = make_config(
+                {"name": "good", "url": url, **good}, {"name": "wrong", "url": url, **wrong}
+            )
+        else:
+            # One environment for the whole process: the wrong password is a second run.
+            monkeypatch.setenv("HTTP_PROXY", proxy.url_with("probe", SENTINEL))
+            config = make_config({"name": "good", "url": url, "proxy_from_environment": True})
+        state = make_state(config)
+        client = await aiohttp_client(create_app(state))
+        expected = len(config.targets)
+        await wait_for(lambda: len(state.history.records()) == expected, "the first probes")
+
+        pages = ["/metrics", "/config", "/"] + [
+            f"/probe?target={t.name}&debug=true" for t in config.targets
+        ]
+        texts: dict[str, str] = {}
+        for page in pages:
+            resp = await client.get(page)
+            assert resp.status == 200, page
+            texts[page] = await resp.text()
+        for record in state.history.records():
+            texts[f"detail of probe {record.id}"] = record.result.detail
+            texts[f"log of probe {record.id}"] = "\n".join(record.log)
+        for index, text in enumerate(formatted_logs(caplog)):
+            texts[f"log output {index}"] = text
+        for target in config.targets:
+            texts[f"repr of {target.name}"] = f"{target!r} {target}"
+    finally:
+        await proxy.close()
+
+    results = {r.target: r.result for r in state.history.records()}
+    assert results["good"].success, results["good"].detail
+    if "wrong" in results:
+        assert results["wrong"].reason is FailureReason.PROXY
+    assert all(r.proxy_authorization for r in proxy.requests)
+    if source == "proxy_url":
+        assert f"http://<secret>@127.0.0.1:{proxy.port}" in texts["/config"]
+    for where, text in texts.items():
+        assert_hidden(text, where)
