@@ -54,8 +54,8 @@ __all__ = [
     "TLSConfig",
     "TargetBase",
     "environment_proxy",
-    "proxy_secrets",
     "prompt_or_messages",
+    "proxy_secrets",
     "redacted_headers",
     "redacted_proxy_url",
 ]
