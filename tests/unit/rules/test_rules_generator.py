@@ -43,6 +43,7 @@ from ttft_exporter.slo import SLOsConfig
 
 STATE_ALERTS = {
     "LLMProbeAbsent",
+    "LLMProbeBudgetExhausted",
     "TTFTExporterDown",
     "TTFTExporterConfigReloadFailed",
     "FluxStreamDown",
