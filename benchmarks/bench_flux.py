@@ -22,11 +22,11 @@ import time
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from ttft_exporter.catalogue import DEFAULT_BUCKETS
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import parse_config
 from ttft_exporter.flux.metrics import FluxMetrics
 from ttft_exporter.flux.monitor import FluxMonitor
-from ttft_exporter.metrics import DEFAULT_BUCKETS
 
 
 async def measure(seconds: float) -> dict[str, float]:

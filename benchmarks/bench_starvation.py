@@ -25,8 +25,9 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.looplag import LoopLagMonitor
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 MODEL = {"ttft": 0.1, "itl": 0.01, "tokens": 20}
 HEAVY = {"ttft": 0.1, "itl": 0.003, "tokens": 100}

@@ -24,8 +24,9 @@ from ttft_exporter.config import Config, TargetConfig, parse_config
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.logs import setup_logging
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 __all__ = [
     "REFERENCE",

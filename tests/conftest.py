@@ -16,7 +16,6 @@ from tests.helpers import LOGGING_ERRORS
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import Config, ConfigHolder, TargetConfig, parse_config
 from ttft_exporter.listener import ConnectionGuard, GatedSite, ListenerLimits
-from ttft_exporter.metrics import MetricStore
 from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.server import ExporterState, create_app
@@ -27,6 +26,7 @@ from ttft_exporter.sim.llm import (
     ModelBehaviour,
     run_llm_sim,
 )
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 # --- markers ---------------------------------------------------------------------------
 

@@ -23,9 +23,11 @@ from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.limiter import CapacityLimiter
 from ttft_exporter.logs import fields
 from ttft_exporter.looplag import LoopLagMonitor
-from ttft_exporter.metrics import ExporterMetrics, MetricStore, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 __all__ = ["DEFAULT_ADHOC_CONCURRENCY", "ProbeExecutor", "target_labels"]
 

@@ -16,8 +16,9 @@ import aiojobs
 from ttft_exporter.config import Config, TargetConfig
 from ttft_exporter.executor import ProbeExecutor, target_labels
 from ttft_exporter.logs import fields
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks.prometheus.series import MetricStore
 from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["ProbeScheduler", "TargetRunner"]

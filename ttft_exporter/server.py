@@ -32,9 +32,10 @@ from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.index import render_index
 from ttft_exporter.logs import fields
 from ttft_exporter.looplag import LoopLagMonitor
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks.prometheus.series import MetricStore
 from ttft_exporter.supervise import Component, RestartPolicy, Supervisor
 from ttft_exporter.webauth import BasicAuth, auth_middleware, headers_on_prepare
 from ttft_exporter.webconfig import WebConfig

@@ -10,16 +10,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_config
+from ttft_exporter.catalogue import DEFAULT_BUCKETS, OPTIONAL_HISTOGRAMS, PROBE_METRICS, Kind
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.metrics import (
-    DEFAULT_BUCKETS,
-    OPTIONAL_HISTOGRAMS,
-    PROBE_METRICS,
-    Kind,
-    MetricStore,
-    record_result,
-)
 from ttft_exporter.probes.base import FINISH_REASONS, GapHistogram, ProbeResult
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 LABELS = {"target": "a", "model": "m", "protocol": "openai-chat", "env": 'we"ird\\\n'}
 INTER_CHUNK = "ttft_probe_inter_chunk_latency_seconds"
@@ -315,7 +310,7 @@ def test_labels_change_recreates_series_and_remove_forgets() -> None:
 def test_every_catalogue_metric_is_documented_in_the_readme() -> None:
     from pathlib import Path
 
-    from ttft_exporter.metrics import EXPORTER_METRICS, FLUX_METRICS
+    from ttft_exporter.catalogue import EXPORTER_METRICS, FLUX_METRICS
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [
@@ -554,7 +549,8 @@ def test_help_text_is_escaped_per_exposition_format() -> None:
         text_string_to_metric_families as parse_openmetrics,
     )
 
-    from ttft_exporter.metrics import MetricSpec, _family_header
+    from ttft_exporter.catalogue import MetricSpec
+    from ttft_exporter.sinks.prometheus.render import family_header as _family_header
 
     spec = MetricSpec("ttft_probe_demo_total", Kind.COUNTER, 'a \\ b\nc "d"')
     classic = _family_header(spec, False)

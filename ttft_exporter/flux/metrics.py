@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ttft_exporter.metrics import (
+from ttft_exporter.catalogue import (
     FLUX_CANARY_REASONS,
     FLUX_MESSAGE_TYPES,
     FLUX_METRICS,

@@ -12,13 +12,13 @@ import aiohttp
 import aiojobs
 from prometheus_client import CollectorRegistry
 
+from ttft_exporter.catalogue import DEFAULT_BUCKETS
 from ttft_exporter.clock import Clock
 from ttft_exporter.flux.canary import FluxCanary, FluxQuery
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.flux.metrics import FluxMetrics
 from ttft_exporter.flux.monitor import FluxMonitor
 from ttft_exporter.logs import fields
-from ttft_exporter.metrics import DEFAULT_BUCKETS
 from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["FluxRunning", "FluxSupervisor"]

@@ -13,13 +13,13 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ttft_exporter.catalogue import DEFAULT_BUCKETS
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import parse_config
 from ttft_exporter.flux.canary import FluxCanary, FluxQuery
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.flux.metrics import FluxMetrics
 from ttft_exporter.flux.monitor import FluxMonitor
-from ttft_exporter.metrics import DEFAULT_BUCKETS
 from ttft_exporter.sim.flux import FLUX_SIM, FluxSim, FluxSimConfig, run_flux_sim
 
 

@@ -24,7 +24,6 @@ from tests.conftest import SimFactory, make_target, probe_once
 from tests.helpers import poll
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes.base import ProbeResult, StreamItem, Usage, finish_reason_label
 from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.ollama import (
@@ -37,6 +36,8 @@ from ttft_exporter.probes.ollama import (
     build_generate_request,
 )
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 PROTOCOLS = ["ollama-chat", "ollama-generate"]
 EARLY = 0.001  # clock rounding

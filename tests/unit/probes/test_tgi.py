@@ -18,11 +18,12 @@ import pytest
 from tests.conftest import SimFactory, make_target, probe_once
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes.base import ProbeResult, StreamItem, Usage, finish_reason_label
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.tgi import FINAL_WITHOUT_DETAILS, TGIDecoder, TGITarget, build_request
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 EARLY = 0.001  # clock rounding
 SLACK = 2.0  # scheduling on a loaded shared box: late by up to this much
