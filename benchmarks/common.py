@@ -27,6 +27,7 @@ from ttft_exporter.logs import setup_logging
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 
 __all__ = [
     "REFERENCE",
@@ -263,7 +264,7 @@ class BenchExecutor:
 
     async def probe(self, target: TargetConfig, session: aiohttp.ClientSession) -> ProbeResult:
         """One probe of `target` on the target's own session; never raises."""
-        record = await self.executor.run(target, session, self.store)
+        record = await self.executor.run(target, session, PrometheusSink(self.store))
         return record.result
 
 

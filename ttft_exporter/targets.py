@@ -49,6 +49,7 @@ __all__ = [
     "TLSConfig",
     "TargetBase",
     "redacted_headers",
+    "target_labels",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
@@ -493,3 +494,10 @@ class TargetBase(StrictModel):
         for name, value in sorted(self._header_values.items()):
             digest.update(f"{name}\0{value}\0".encode())
         return digest.hexdigest()
+
+
+def target_labels(target: TargetBase) -> dict[str, str]:
+    """The labels of every series of a target: ours first, then static ones sorted."""
+    labels = {"target": target.name, "model": target.model, "protocol": target.protocol}
+    labels.update(sorted(target.labels.items()))
+    return labels

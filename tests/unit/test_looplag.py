@@ -406,7 +406,7 @@ async def test_a_cpu_hog_beside_the_exporter(
     try:
         async with create_session(target.tls, reuse_connections=False) as session:
             before = monitor.mark()
-            record = await state.executor.run(target, session, state.store)
+            record = await state.executor.run(target, session, state.sinks)
             # No await between the executor's check and here: the same lag events.
             after = monitor.mark()
     finally:

@@ -29,6 +29,7 @@ from ttft_exporter.scheduler import ProbeScheduler, TargetRunner
 from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.sim.llm import ModelBehaviour
 from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 from ttft_exporter.supervise import Supervisor
 
 INTERVAL = 0.3
@@ -66,7 +67,7 @@ class Rig:
         )
         self.scheduler = ProbeScheduler(
             executor=self.executor,
-            store=self.store,
+            sink=PrometheusSink(self.store),
             jobs=self.jobs,
             metrics=self.metrics,
             supervisor=Supervisor(self.metrics),
