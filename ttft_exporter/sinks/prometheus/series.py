@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -259,6 +259,24 @@ class SeriesSet:
         text = "".join(lines)
         self._rendered[name] = (self.version, text)
         out.append(text)
+
+    def samples(self, spec: MetricSpec) -> Iterator[tuple[str, dict[str, str], float]]:
+        """The samples of one family of this target as (name, labels, value), the
+        same ones `render` writes (for the prometheus_client Collector adapter)."""
+        name = spec.name
+        for child, value in self.values[name].items():
+            if value is None:
+                continue
+            labels = {**self.labels, **dict(zip(spec.labels, child, strict=True))}
+            if isinstance(value, _Histogram):
+                cumulative = 0
+                for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
+                    cumulative += count
+                    yield f"{name}_bucket", {**labels, "le": le}, float(cumulative)
+                yield f"{name}_sum", labels, value.sum
+                yield f"{name}_count", labels, float(value.count)
+            else:
+                yield name, labels, value
 
     def _render(self, spec: MetricSpec, out: list[str]) -> None:
         name = spec.name
