@@ -1,8 +1,10 @@
 """What the Flux monitor, canary and read check observe, as plain typed events: they
 emit these and write no metric; sinks (Prometheus, OTel) turn them into series.
 
-Every event names its instance (the configured `name`). Plain frozen data with slots:
-one is made per WebSocket frame, so they stay small and cheap to build.
+Every event names its instance (the configured `name`). Plain data with slots, one
+made per WebSocket frame: NOTE not `frozen`, whose __init__ (object.__setattr__ per
+field) tripled the cost of building one (0.34 -> 1.1 us, a third of a frame's whole
+handling). Sinks treat events as read-only; several sinks share one.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ __all__ = [
 FrameKind = Literal["metrics_update", "state_update", "entity_deleted", "other", "malformed"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FluxStarted:
     """An instance is being watched: sinks create its series (closed enums at 0)."""
 
@@ -43,7 +45,7 @@ class FluxStarted:
     groups: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FluxStopped:
     """An instance left the config or changed: sinks drop its series."""
 
@@ -51,7 +53,7 @@ class FluxStopped:
     groups: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConnectionState:
     """The WebSocket connected or dropped, or the stream turned stale or fresh; `up`
     is connected and not stale."""
@@ -61,7 +63,7 @@ class ConnectionState:
     stale: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reconnected:
     """A connection ended or failed and the monitor is about to reconnect."""
 
@@ -69,7 +71,7 @@ class Reconnected:
     reason: FluxReconnectReason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FrameReceived:
     """A text frame arrived at wall time `at`: its kind, and for a state_update its
     entity group (a configured prefix or `other`) and lag (receive time minus the
@@ -82,7 +84,7 @@ class FrameReceived:
     lag: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Malformed:
     """A frame that is not a known message (binary, incomplete metrics_update, or one
     whose recording failed); text frames that do not decode come as FrameReceived."""
@@ -90,7 +92,7 @@ class Malformed:
     instance: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventsProcessed:
     """Flux processed `count` more events (a delta of metrics_update events.total)."""
 
@@ -98,14 +100,14 @@ class EventsProcessed:
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FluxRestarted:
     """Flux restarted: its events.total went down (a counter reset)."""
 
     instance: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FluxReport:
     """Flux's own figures from a metrics_update; None for a field it did not send."""
 
@@ -116,7 +118,7 @@ class FluxReport:
     publishers_active: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CanaryChecked:
     """A canary check ended: `propagation` seconds on success, `reason` on failure."""
 
@@ -125,7 +127,7 @@ class CanaryChecked:
     reason: FluxCanaryReason | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CanaryPublished:
     """A canary POST was acknowledged after `seconds`."""
 
@@ -133,7 +135,7 @@ class CanaryPublished:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadChecked:
     """A timed read of /api/state/entities: `seconds`, or None if it failed."""
 

@@ -1,4 +1,5 @@
-"""The catalogue, the per-target store, recording and the text renderer."""
+"""The catalogue, the per-target series store, recording and the text renderer
+(sinks/prometheus/series.py, record.py, render.py)."""
 
 from __future__ import annotations
 
@@ -312,7 +313,7 @@ def test_every_catalogue_metric_is_documented_in_the_readme() -> None:
 
     from ttft_exporter.catalogue import EXPORTER_METRICS, FLUX_METRICS
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
     missing = [
         s.name
         for s in (*PROBE_METRICS, *EXPORTER_METRICS, *FLUX_METRICS)
@@ -596,7 +597,7 @@ def test_every_family_parses_in_both_formats_and_passes_promtool() -> None:
 def test_readme_series_table_matches_a_real_render() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
     every = dict.fromkeys(OPTIONAL_HISTOGRAMS, True)
     rows: dict[str, dict[str, Any]] = {
         "default": {},
