@@ -106,6 +106,8 @@ class MetricSpec:
     otel_name: str = ""
     otel_attributes: tuple[tuple[str, str], ...] = ()
     otel_constants: tuple[tuple[str, str], ...] = ()
+    # No series until first written: a family only some targets have (by config).
+    on_demand: bool = False
 
     def __post_init__(self) -> None:
         # Frozen: fill the derived OTel fields once, here, so readers see plain data.
@@ -328,6 +330,34 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         Kind.GAUGE,
         "Configured deadline of one probe.",
         "s",
+    ),
+    # Cost guard (#10, budget.py): only targets with `cost:` or `budget:` have these
+    # series (on_demand), so a default target's series count does not move.
+    MetricSpec(
+        "ttft_probe_cost_total",
+        Kind.COUNTER,
+        "What the probes of the target cost (scheduled and /probe), from their tokens and the target's cost prices, in the label's currency; tokens are the server's usage where it reported them, else estimated (see README, cost guard). Exact decimal sum, exported as a float.",
+        labels=("currency",),
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_budget_spent_tokens",
+        Kind.GAUGE,
+        "Tokens (input + output) the probes of the target spent since 00:00 UTC, counted against its daily budget.",
+        "{token}",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_budget_exhausted",
+        Kind.GAUGE,
+        "1 while the target's daily budget is spent and its probing is paused (until 00:00 UTC), else 0.",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_budget_skipped_total",
+        Kind.COUNTER,
+        "Scheduled probes of the target not started because its daily budget was spent.",
+        on_demand=True,
     ),
 )
 

@@ -18,7 +18,7 @@ from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.logs import fields
 from ttft_exporter.probes import create_session
 from ttft_exporter.selfmetrics import ExporterMetrics
-from ttft_exporter.sinks import Sink
+from ttft_exporter.sinks import Sink, budget_series
 from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["ProbeScheduler", "TargetRunner"]
@@ -88,7 +88,9 @@ class TargetRunner:
                     "previous probe still running; skipping",
                     extra=fields(target=self.target.name),
                 )
-            else:
+            # A spent daily budget pauses the target (counted by the budget, logged
+            # once when it tripped); the loop keeps ticking to resume at 00:00 UTC.
+            elif self._executor.budget.admit(self.target, budget_series(self._sink, self.target)):
                 self._probe_job = await self._jobs.spawn(
                     self._probe(), name=f"probe {self.target.name}"
                 )

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Protocol
 from ttft_exporter.catalogue import DEFAULT_INTER_TOKEN_BUCKETS
 
 if TYPE_CHECKING:
+    from ttft_exporter.budget import Series
     from ttft_exporter.flux.events import FluxEvent
     from ttft_exporter.probes.base import ProbeResult
     from ttft_exporter.targets import TargetBase
 
-__all__ = ["FanOut", "Sink"]
+__all__ = ["FanOut", "Sink", "budget_series"]
 
 
 class Sink(Protocol):
@@ -39,6 +40,11 @@ class Sink(Protocol):
     def gap_bounds(self, target: str) -> tuple[float, ...] | None:
         """The boundaries the target's probes should bucket their inter-chunk gaps into,
         so this sink merges them exactly; None if the sink has no preference."""
+
+    def budget_series(self, target: TargetBase) -> Series | None:
+        """Where the cost guard's ledger (budget.py) writes the target's cost and budget
+        series; None for a sink that does not keep them. NOTE: a seam kept from #10
+        while the ledger writes series itself; it should become an event."""
 
 
 class FanOut:
@@ -98,6 +104,14 @@ class FanOut:
         if error is not None:
             raise error
 
+    def budget_series(self, target: TargetBase) -> Series | None:
+        """The first sink's budget series, if any sink keeps them."""
+        for sink in self.sinks:
+            series = sink.budget_series(target)
+            if series is not None:
+                return series
+        return None
+
     def gap_bounds(self, target: str) -> tuple[float, ...]:
         """The first sink's preference, else the default inter-token buckets."""
         for sink in self.sinks:
@@ -105,3 +119,26 @@ class FanOut:
             if bounds is not None:
                 return bounds
         return DEFAULT_INTER_TOKEN_BUCKETS
+
+
+def budget_series(sink: Sink, target: TargetBase) -> Series:
+    """The series the cost guard writes for `target` through `sink`, or a stand-in that
+    keeps nothing when no sink keeps them (the ledger decides all the same)."""
+    series = sink.budget_series(target)
+    return series if series is not None else _NoSeries()
+
+
+class _NoSeries:
+    """Budget series nobody keeps: the ledger still decides, nothing is shown."""
+
+    def get(self, name: str, child: tuple[str, ...] = ()) -> float | None:
+        return None
+
+    def set(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
+        return None
+
+    def inc(self, name: str, amount: float = 1.0, child: tuple[str, ...] = ()) -> None:
+        return None
+
+    def clear(self, name: str) -> None:
+        return None

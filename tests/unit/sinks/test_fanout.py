@@ -53,6 +53,9 @@ class RecordingSink:
     def gap_bounds(self, target: str) -> tuple[float, ...] | None:
         return None
 
+    def budget_series(self, target: TargetBase) -> None:
+        return None
+
 
 class BrokenSink(RecordingSink):
     """A sink with a bug: every call raises after being counted."""

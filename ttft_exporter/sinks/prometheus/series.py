@@ -139,7 +139,12 @@ class SeriesSet:
             children = self.values.setdefault(spec.name, {})
             for child in spec.children:
                 children[child] = self._new(spec)
-            if not spec.labels and spec.kind is not Kind.GAUGE and spec.name not in self._off:
+            if (
+                not spec.labels
+                and spec.kind is not Kind.GAUGE
+                and not spec.on_demand
+                and spec.name not in self._off
+            ):
                 # Histograms and counters exist at 0 from the start, so rate() and
                 # SLO ratios work before the first observation.
                 children[()] = self._new(spec)
@@ -204,6 +209,13 @@ class SeriesSet:
         """Set a gauge."""
         self.values[name][child] = value
         self.version += 1
+
+    def clear(self, name: str) -> None:
+        """Drop every series of a family (an on-demand one the config no longer asks for)."""
+        children = self.values[name]
+        if children:
+            children.clear()
+            self.version += 1
 
     def observe(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
         """Observe into a histogram (nothing if the histogram is switched off)."""

@@ -11,7 +11,7 @@ from ttft_exporter.flux.events import FluxEvent
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.sinks.prometheus.flux import FluxMetrics
 from ttft_exporter.sinks.prometheus.record import record_result
-from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.series import MetricStore, SeriesSet
 from ttft_exporter.targets import TargetBase, target_labels
 
 __all__ = ["PrometheusSink"]
@@ -40,6 +40,10 @@ class PrometheusSink:
         """Record one result into the target's series."""
         series = self.store.ensure(target.name, target_labels(target))
         record_result(series, result, timeout=timeout, drop_suspect=target.on_suspect == "drop")
+
+    def budget_series(self, target: TargetBase) -> SeriesSet:
+        """The target's series: the cost guard writes its cost and budget families."""
+        return self.store.ensure(target.name, target_labels(target))
 
     def gap_bounds(self, target: str) -> tuple[float, ...]:
         """The target's own inter-token boundaries, so its gaps merge exactly."""
