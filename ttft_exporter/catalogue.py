@@ -32,7 +32,9 @@ __all__ = [
     "LOOP_LAG_BUCKETS",
     "OPTIONAL_HISTOGRAMS",
     "PHASES",
+    "PREFILL_OVERHEAD",
     "PROBE_METRICS",
+    "SERVER_TIMING_GAUGES",
     "SUSPECT_CAUSES",
     "FinishReasonLabel",
     "Kind",
@@ -359,7 +361,52 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Scheduled probes of the target not started because its daily budget was spent.",
         on_demand=True,
     ),
+    # --- server-reported timings (issue #10 §3): kept together, see SERVER_TIMING_GAUGES.
+    MetricSpec(
+        "ttft_probe_server_load_seconds",
+        Kind.GAUGE,
+        "Model load time the server reported for the last probe (Ollama load_duration); absent when the last probe did not report it.",
+        "s",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_server_prefill_seconds",
+        Kind.GAUGE,
+        "Prompt processing time the server reported for the last probe (Ollama prompt_eval_duration, llama.cpp timings.prompt_ms); absent when the last probe did not report it.",
+        "s",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_server_decode_seconds",
+        Kind.GAUGE,
+        "Generation time the server reported for the last probe (Ollama eval_duration, llama.cpp timings.predicted_ms); absent when the last probe did not report it.",
+        "s",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_server_total_seconds",
+        Kind.GAUGE,
+        "Whole-request time the server reported for the last probe (Ollama total_duration); absent when the last probe did not report it.",
+        "s",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_prefill_overhead_seconds",
+        Kind.GAUGE,
+        "Client TTFT of the last probe minus the server-reported load + prefill time: network, TLS, queueing and HTTP overhead; may be negative when the server's figures do not fit the client's. Absent when the last probe had no server prefill time or its timings were dropped as suspect.",
+        "s",
+        on_demand=True,
+    ),
 )
+
+# The gauges of the server's own timings, by ServerTimings field.
+SERVER_TIMING_GAUGES: dict[str, str] = {
+    "load": "ttft_probe_server_load_seconds",
+    "prefill": "ttft_probe_server_prefill_seconds",
+    "decode": "ttft_probe_server_decode_seconds",
+    "total": "ttft_probe_server_total_seconds",
+}
+PREFILL_OVERHEAD = "ttft_probe_prefill_overhead_seconds"
 
 # The `component` values of the supervised loops (supervise.Component mirrors them).
 BACKGROUND_COMPONENTS = (

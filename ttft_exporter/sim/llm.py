@@ -120,6 +120,11 @@ class ModelBehaviour(BaseModel):
     split_writes: bool = False
     token_text: str = "tok"  # noqa: S105 (not a credential)
     prompt_tokens: int | None = Field(default=None, ge=0)
+    # llama.cpp's `timings` object on the last chunk (finish or usage chunk) of the
+    # OpenAI-compatible modes: prompt_ms from the first token's due time less
+    # headers_delay (llama-server does not count time queued for a slot), predicted_ms
+    # from the first to the last token.
+    llamacpp_timings: bool = False
 
     @field_validator("status")
     @classmethod
@@ -531,20 +536,21 @@ class _ChunkEncoder:
         name = self._reasoning_field if field == "reasoning" else "content"
         return self._chunk({name: text}, None, reasoning, emitted)
 
-    def finish(self, reasoning: int, emitted: int) -> str:
+    def finish(self, reasoning: int, emitted: int, timings: dict[str, object] | None = None) -> str:
         delta: dict[str, str] | str = {} if self._request.api == "chat" else ""
-        return self._chunk(delta, self._plan.finish_reason, reasoning, emitted)
+        return self._chunk(delta, self._plan.finish_reason, reasoning, emitted, timings)
 
-    def usage(self) -> str:
+    def usage(self, timings: dict[str, object] | None = None) -> str:
         plan = self._plan
-        return _dumps(
-            {
-                **self._head,
-                "model": self._request.model,
-                "choices": [],
-                "usage": _usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
-            }
-        )
+        chunk: dict[str, object] = {
+            **self._head,
+            "model": self._request.model,
+            "choices": [],
+            "usage": _usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
+        }
+        if timings is not None:
+            chunk["timings"] = timings
+        return _dumps(chunk)
 
     def _chunk(
         self,
@@ -552,6 +558,7 @@ class _ChunkEncoder:
         finish: str | None,
         reasoning: int,
         emitted: int,
+        timings: dict[str, object] | None = None,
     ) -> str:
         choice: dict[str, object] = {"index": 0}
         if isinstance(delta, str):
@@ -569,6 +576,8 @@ class _ChunkEncoder:
             chunk["usage"] = (
                 _usage(self._plan.prompt_tokens, emitted, reasoning) if self._continuous else None
             )
+        if timings is not None:
+            chunk["timings"] = timings
         return _dumps(chunk)
 
 
@@ -578,6 +587,24 @@ def _usage(prompt: int, completion: int, reasoning: int) -> dict[str, object]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def _llamacpp_timings(behaviour: ModelBehaviour, plan: GenerationPlan) -> dict[str, object]:
+    """llama.cpp's `timings` of a generation that went to its end, from the plan."""
+    first_at = plan.chunks[0].at if plan.chunks else plan.end_at
+    prompt_ms = max(0.0, first_at - behaviour.headers_delay) * 1000
+    predicted_ms = max(0.0, plan.end_at - first_at) * 1000
+    prompt_n, predicted_n = plan.prompt_tokens, plan.completion_tokens
+    return {
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
+        "prompt_per_second": prompt_n / prompt_ms * 1000 if prompt_ms else 0.0,
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
+        "predicted_per_second": predicted_n / predicted_ms * 1000 if predicted_ms else 0.0,
     }
 
 
@@ -648,11 +675,15 @@ def _render(
         error = {"error": {"message": message, "type": "server_error", "code": 500}}
         yield SimEvent(plan.end_at, "data", _dumps(error))
     else:
+        usage = _usage_enabled(behaviour, request)
+        # llama.cpp puts `timings` on the last chunk: the usage chunk when there is one.
+        timings = _llamacpp_timings(behaviour, plan) if behaviour.llamacpp_timings else None
         if plan.finish_reason is not None:
-            yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted))
-        if _usage_enabled(behaviour, request):
+            last = None if usage else timings
+            yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted, last))
+        if usage:
             # After the finish chunk, with `choices: []`, as OpenAI and vLLM send it.
-            yield SimEvent(plan.end_at, "data", encoder.usage())
+            yield SimEvent(plan.end_at, "data", encoder.usage(timings))
     if behaviour.omit_done:
         return
     yield SimEvent(plan.end_at, "data", _DONE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ttft_exporter.catalogue import PHASES
+from ttft_exporter.catalogue import PHASES, PREFILL_OVERHEAD, SERVER_TIMING_GAUGES
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.sinks.prometheus.series import SeriesSet
@@ -20,7 +20,9 @@ def record_result(
 
     The last-value gauges describe the last probe: a figure it did not measure is NaN,
     never an older probe's value or a made-up 0. The exception, as in blackbox, is
-    the HTTP status: 0 when no response came. With `drop_suspect` (`on_suspect: drop`)
+    the HTTP status: 0 when no response came. The server-reported timings follow the
+    same rule with absence for NaN (see _record_server_timings). With `drop_suspect`
+    (`on_suspect: drop`)
     a suspect probe is counted (requests, failures, suspect, finish reasons, bursts,
     tokens) but none of its timings is recorded (see _record_timings), and its
     timing gauges read NaN: a figure the exporter cannot vouch for is not shown.
@@ -43,6 +45,7 @@ def record_result(
     rate = result.output_tokens_per_second if result.success and timings else None
     series.set("ttft_probe_last_time_to_first_token_seconds", _or_nan(ttft))
     series.set("ttft_probe_last_output_tokens_per_second", _or_nan(rate))
+    _record_server_timings(series, result, timings=timings)
     if not result.success:
         reason = result.reason or FailureReason.INTERNAL
         series.inc("ttft_probe_failures_total", child=(reason.value,))
@@ -61,6 +64,27 @@ def record_result(
         series.saw_reasoning()
     if timings:
         _record_timings(series, result)
+
+
+def _record_server_timings(series: SeriesSet, result: ProbeResult, *, timings: bool) -> None:
+    """The server's own timings of the last probe, and the client's TTFT less its
+    load + prefill. Each series is absent, not NaN, when the last probe did not report
+    it: most protocols never do, and a NaN series per target for each would cost
+    series everywhere for nothing. The server timed these itself, so an exporter that
+    was starved (`timings` False, `on_suspect: drop`) does not spoil them; the
+    overhead, measured by the client, goes with the other timings."""
+    server = result.server_timings if result.success else None
+    for field, name in SERVER_TIMING_GAUGES.items():
+        value = getattr(server, field) if server is not None else None
+        if value is None:
+            series.clear(name)
+        else:
+            series.set(name, value)
+    overhead = result.prefill_overhead if result.success and timings else None
+    if overhead is None:
+        series.clear(PREFILL_OVERHEAD)
+    else:
+        series.set(PREFILL_OVERHEAD, overhead)
 
 
 def _record_timings(series: SeriesSet, result: ProbeResult) -> None:
