@@ -18,6 +18,7 @@ from yarl import URL
 
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import (
+    Config,
     ConfigHolder,
     TargetConfig,
     load_config,
@@ -33,6 +34,7 @@ from ttft_exporter.looplag import LoopLagMonitor
 from ttft_exporter.probes import create_session
 from ttft_exporter.scheduler import ProbeScheduler
 from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.shard import Shard
 from ttft_exporter.sinks import FanOut, Sink
 from ttft_exporter.sinks.prometheus.exposition import exposition
 from ttft_exporter.sinks.prometheus.series import MetricStore
@@ -61,6 +63,8 @@ class ExporterState:
     adhoc_concurrency: int = DEFAULT_ADHOC_CONCURRENCY
     # --web.config.file: basic auth and response headers here, TLS in the listener.
     web_config: WebConfig | None = None
+    # --shard.index/--shard.count; None: the config file's `shard:` decides.
+    shard_override: Shard | None = None
     clock: Clock = field(default_factory=SystemClock)
     metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
     store: MetricStore = field(default_factory=MetricStore)
@@ -104,6 +108,12 @@ class ExporterState:
         self.prometheus = PrometheusSink(self.store, self.metrics.registry)
         self.sinks = FanOut([self.prometheus, *self.extra_sinks])
 
+    def shard(self, config: Config | None = None) -> Shard:
+        """The shard this replica runs: the flags', else the config file's."""
+        if self.shard_override is not None:
+            return self.shard_override
+        return Shard.from_config((config or self.holder.config).shard)
+
 
 EXPORTER: web.AppKey[ExporterState] = web.AppKey("exporter", ExporterState)
 
@@ -134,12 +144,18 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         supervisor=state.supervisor,
         start_jitter=state.start_jitter,
     )
-    await state.scheduler.apply(state.holder.config)
+    shard = state.shard()
+    if shard.sharded:
+        log.info(
+            "sharded: probing only the targets and Flux instances this shard owns",
+            extra=fields(shard=str(shard)),
+        )
+    await state.scheduler.apply(state.holder.config, shard)
     state.prometheus.configure_flux(state.store.buckets)
     state.flux = FluxSupervisor(
         sink=state.sinks, jobs=jobs, clock=state.clock, supervisor=state.supervisor
     )
-    await state.flux.apply(state.holder.config.flux)
+    await state.flux.apply(shard.select(state.holder.config.flux, lambda i: i.name))
     state.metrics.reload_successful.set(1)
     state.metrics.reload_timestamp.set(state.clock.wall())
     await jobs.spawn(
@@ -200,15 +216,16 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
         state.executor.set_concurrency(config.concurrency)
         if state.lag_monitor is not None:
             state.lag_monitor.bound = config.suspect_loop_lag
+        shard = state.shard(config)
         if state.scheduler is not None:
-            await state.scheduler.apply(config)
+            await state.scheduler.apply(config, shard)
         if state.flux is not None:
             if state.prometheus.flux_buckets_differ(state.store.buckets):
                 # Histogram boundaries are fixed per family: stop every monitor (no
                 # event in flight), start the families again, then every instance.
                 await state.flux.close()
                 state.prometheus.configure_flux(state.store.buckets)
-            await state.flux.apply(config.flux)
+            await state.flux.apply(shard.select(config.flux, lambda i: i.name))
         state.metrics.reload_successful.set(1)
         state.metrics.reload_timestamp.set(state.clock.wall())
         log.info("configuration reloaded", extra=fields(targets=len(config.targets)))
