@@ -349,8 +349,7 @@ class Board:
 def _normalise(data: dict[str, Any], placed: list[tuple[str, Any]]) -> dict[str, Any]:
     """Fix what the SDK's builder leaves to Grafana: `with_row` nests the following
     panels inside the row and re-places everything, so the flat list of placed panels
-    is written back; variables get ids that are their names (the SDK writes one zero
-    UUID for all); the built-in annotation stays; `id` is null as in a file."""
+    is written back; the built-in annotation stays; `id` is null as in a file."""
     panels: list[dict[str, Any]] = []
     for _, item in placed:
         panel = json.loads(JSONEncoder(sort_keys=True).encode(item.build()))
@@ -358,8 +357,13 @@ def _normalise(data: dict[str, Any], placed: list[tuple[str, Any]]) -> dict[str,
             panel["panels"] = []
         panels.append(panel)
     data["panels"] = panels
+    # Leftovers of the SDK's model that the classic schema does not have: the
+    # pre-7 `style`, a zero UUID as every variable's id, and the interval-variable
+    # `auto*` fields on every variable kind.
+    data.pop("style", None)
     for variable in data.get("templating", {}).get("list", []):
-        variable["id"] = variable["name"]
+        for key in ("id", "auto", "auto_count", "auto_min"):
+            variable.pop(key, None)
     data["annotations"] = {
         "list": [
             {

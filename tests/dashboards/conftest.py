@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +36,11 @@ class Live:
         return time.monotonic() - self.scraped_since
 
 
-def _wait(check: object, what: str, cap: float, server: Prometheus) -> None:
+def _wait(check: Callable[[], bool], what: str, cap: float, server: Prometheus) -> None:
     deadline = time.monotonic() + cap
     while True:
         try:
-            if check():  # type: ignore[operator]
+            if check():
                 return
         except (OSError, ValueError):
             pass  # not listening yet, or still opening its TSDB (503 without JSON)

@@ -30,6 +30,8 @@ from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, run_llm_sim
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((ROOT / "alerts").glob("*.yaml"))
+# The config `make rules` generates alerts/ from.
+EXAMPLE = ROOT / "examples" / "ttft.yml"
 # The job the committed rules select (`ttft-exporter rules` writes job="ttft-exporter").
 JOB = "ttft-exporter"
 
@@ -112,7 +114,11 @@ class ExporterThread:
         text = CONFIG.format(
             llm=f"http://127.0.0.1:{llm_port}", flux=f"http://127.0.0.1:{flux_port}"
         )
-        config = parse_config(yaml.safe_load(text), "dashboards-stack.yml")
+        data = yaml.safe_load(text)
+        # The SLOs the committed rules were generated from: their thresholds become
+        # bucket boundaries (le="0.06" for the TPOT SLO), which the SLI rules select.
+        data["slos"] = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))["slos"]
+        config = parse_config(data, "dashboards-stack.yml")
         state = ExporterState(holder=ConfigHolder(None, config), start_jitter=False)
         runner = web.AppRunner(create_app(state), access_log=None)
         await runner.setup()
