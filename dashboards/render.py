@@ -35,7 +35,7 @@ from matplotlib.ticker import FuncFormatter
 DASHBOARDS = Path(__file__).resolve().parent
 # What Grafana would put in for its built-in variables on a short time range with a
 # 1 s scrape interval; "All" (".*") for every dashboard variable.
-BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m", "__range_s": "300"}
+BUILTINS = {"__rate_interval": "15s", "__interval": "5s", "__range": "5m", "__range_s": "300"}
 ALL = ".*"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::[\w]+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 _LABEL_VALUES = re.compile(r"^label_values\((?:(.*),\s*)?(\w+)\)$", re.DOTALL)
@@ -263,6 +263,9 @@ def _style(ax: Axes, title: str) -> None:
 def _draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: list[Outcome], unit: str) -> bool:
     drawn = 0
     fmt = {t.get("refId"): t.get("legendFormat", "") for t in panel.get("targets", [])}
+    defaults = panel.get("fieldConfig", {}).get("defaults", {})
+    stacked = defaults.get("custom", {}).get("stacking", {}).get("mode") == "normal"
+    base: dict[float, float] = {}
     for outcome in results:
         for item in outcome.series:
             points = [(float(t), float(v)) for t, v in item.get("values", [])]
@@ -270,10 +273,20 @@ def _draw_timeseries(ax: Axes, panel: Mapping[str, Any], results: list[Outcome],
                 continue
             xs = [t for t, _ in points]
             ys = [v if math.isfinite(v) else float("nan") for _, v in points]
+            if stacked:
+                ys = [
+                    y + base.get(x, 0.0) if math.isfinite(y) else y
+                    for x, y in zip(xs, ys, strict=True)
+                ]
+                base.update((x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y))
             label = _legend(fmt.get(outcome.ref, ""), item.get("metric", {}))
             ax.plot(xs, ys, linewidth=1, color=PALETTE[drawn % len(PALETTE)], label=label[:40])
             drawn += 1
     if drawn:
+        if isinstance(defaults.get("min"), (int, float)):
+            ax.set_ylim(bottom=defaults["min"])
+        if isinstance(defaults.get("max"), (int, float)):
+            ax.set_ylim(top=defaults["max"] * 1.02)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _format(v, unit)))
         ax.xaxis.set_major_formatter(FuncFormatter(_clock))
         ax.grid(color=GRID, linewidth=0.5)
@@ -401,7 +414,9 @@ def draw(dashboard: Mapping[str, Any], outcomes: list[Outcome], path: Path) -> N
                 va="top",
             )
             continue
-        ax = figure.add_axes((left, bottom, w, max(h - 0.01, 0.01)))
+        # Room for the y tick labels inside the panel's own cell.
+        inset = 0.045 if panel["type"] == "timeseries" else 0.0
+        ax = figure.add_axes((left + inset, bottom, w - inset, max(h - 0.01, 0.01)))
         _style(ax, panel.get("title", ""))
         unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "")
         results = by_panel.get(panel["id"], [])
@@ -431,12 +446,31 @@ def load_dashboards() -> dict[str, dict[str, Any]]:
     }
 
 
+def thumbnail(source: Path, target: Path, width: int = 1100, colours: int = 256) -> None:
+    """A small copy of a preview for the README: narrower and palette-coded."""
+    from PIL import Image  # only this path needs Pillow (which matplotlib brings)
+
+    with Image.open(source) as image:
+        height = round(image.height * width / image.width)
+        small = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+        small.quantize(colours).save(target, optimize=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dashboards.render")
-    parser.add_argument("--prometheus", required=True, help="base URL of a Prometheus")
+    parser.add_argument("--prometheus", help="base URL of a Prometheus")
     parser.add_argument("--out", type=Path, default=Path("build/dashboard-previews"))
     parser.add_argument("--range", type=float, default=600.0, help="seconds of history")
+    parser.add_argument(
+        "--thumbnails", type=Path, help="write small copies of the previews in --out here"
+    )
     args = parser.parse_args(argv)
+    if args.thumbnails is not None:
+        for png in sorted(args.out.glob("ttft-*.png")):
+            thumbnail(png, args.thumbnails / png.name)
+        return 0
+    if not args.prometheus:
+        parser.error("--prometheus is required")
     prometheus = Prometheus(args.prometheus.rstrip("/"))
     failed = 0
     for stem, dashboard in load_dashboards().items():
