@@ -1,6 +1,8 @@
-"""One live stack for every dashboard test of the session (simulators -> exporter ->
-Prometheus with the committed rules), started on first use and scraped for at least
-MIN_SCRAPED seconds before any query: starting it costs ~40 s, so it is shared."""
+"""The live stack of the dashboard tests (simulators -> exporter -> Prometheus with the
+committed rules), scraped for at least MIN_SCRAPED seconds before any query. Starting
+it costs ~40 s, so the tests that query it share one module (test_live.py) and this
+module-scoped fixture: it stops when they are done, and never probes and scrapes while
+the rest of the suite runs."""
 
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def _wait(check: Callable[[], bool], what: str, cap: float, server: Prometheus) 
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def live() -> Iterator[Live]:
     binary = require_tool("prometheus", "prometheus")
     exporter = ExporterThread()
