@@ -87,7 +87,11 @@ class TargetRunner:
                     "previous probe still running; skipping",
                     extra=fields(target=self.target.name),
                 )
-            else:
+            # A spent daily budget pauses the target (counted by the budget, logged
+            # once when it tripped); the loop keeps ticking to resume at 00:00 UTC.
+            elif self._executor.budget.admit(
+                self.target, self._store.ensure(self.target.name, target_labels(self.target))
+            ):
                 self._probe_job = await self._jobs.spawn(
                     self._probe(), name=f"probe {self.target.name}"
                 )

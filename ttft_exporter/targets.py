@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from ttft_exporter.budget import BudgetConfig, CostConfig, check_budget_needs_cost
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.redact import PLACEHOLDER, Redactor
 from ttft_exporter.validation import (
@@ -377,6 +378,17 @@ class TargetBase(StrictModel):
         default_factory=HistogramsConfig,
         description="Optional histograms of this target (series count per target).",
     )
+    cost: CostConfig | None = Field(
+        None,
+        description=(
+            "Prices per 1M input and output tokens: ttft_probe_cost_total counts what "
+            "the probes cost."
+        ),
+    )
+    budget: BudgetConfig | None = Field(
+        None,
+        description=("Daily token (or cost) budget; once spent, probing pauses until 00:00 UTC."),
+    )
 
     # Declared last, so a protocol's `Literal` override stays after the shared fields;
     # the discriminator of the config's union of protocol models.
@@ -429,6 +441,14 @@ class TargetBase(StrictModel):
                 sibling=True,
             )
         read_secret_pair("api_key_env", env, "api_key_file", value, info, sibling=True)
+        return value
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: BudgetConfig | None, info: ValidationInfo) -> BudgetConfig | None:
+        # A cost with its own problems is not in info.data: not judged here.
+        if "cost" in info.data:
+            check_budget_needs_cost(value, info.data["cost"])
         return value
 
     @field_validator("extra_body")
