@@ -325,39 +325,85 @@ def build() -> Board:
         8,
     )
     if has_metric("ttft_probe_cost_total"):
+        # Cost guard (#10): series only for targets with `cost:` or `budget:`.
         board.add(
             timeseries_panel(
-                "Probe cost",
+                "Probe cost per hour",
                 describe(
-                    "What the probes cost per hour, from the tokens and the configured prices.",
-                    "a step up: a target probed more often or a pricier model.",
-                ),
-                "currencyUSD",
-                query(
-                    f"sum by ({BY}) (rate(ttft_probe_cost_total{{{PROBE}}}[{RATE}])) * 3600", SERIES
-                ),
-            ),
-            12,
-            8,
-        )
-    else:
-        board.add(
-            stat_panel(
-                "Output tokens in range",
-                describe(
-                    "Output tokens the probes consumed over the dashboard's time range.",
-                    "far more than expected for the probe interval and max_tokens.",
+                    "What the probes of each target cost per hour, from their tokens and "
+                    "the target's `cost:` prices, in the currency of the label (only "
+                    "targets with `cost:` have it).",
+                    "a step up: a target probed more often, answers that got longer, or a "
+                    "pricier model; compare with the daily budget.",
                 ),
                 "short",
                 query(
-                    f"sum by ({BY}) (increase(ttft_probe_output_tokens_total{{{PROBE}}}[$__range]))",
-                    SERIES,
-                    instant=True,
+                    f"sum by ({BY}, currency) (rate(ttft_probe_cost_total{{{PROBE}}}[{RATE}])) * 3600",
+                    f"{SERIES} {{{{currency}}}}/h",
                 ),
             ),
             12,
             8,
         )
+        board.add(
+            timeseries_panel(
+                "Daily budget: tokens spent today",
+                describe(
+                    "Input + output tokens the probes of each target spent since 00:00 "
+                    "UTC, counted against its `budget:` (only targets with one).",
+                    "approaching daily_tokens: the target's probing pauses until 00:00 UTC "
+                    "and its panels go blank.",
+                ),
+                "short",
+                query(f"ttft_probe_budget_spent_tokens{{{PROBE}}}", SERIES),
+            ),
+            12,
+            8,
+        )
+        board.add(
+            stat_panel(
+                "Budget exhausted",
+                describe(
+                    "1 while a target's daily budget is spent and its probing is paused "
+                    "(until 00:00 UTC); skipped scheduled probes per second beside it.",
+                    "1: no fresh data for that target today, so its latency and SLO panels "
+                    "are stale; raise the budget or probe less often.",
+                ),
+                "short",
+                query(
+                    f"ttft_probe_budget_exhausted{{{PROBE}}}",
+                    f"{SERIES} exhausted",
+                    "A",
+                    instant=True,
+                ),
+                query(
+                    f"sum by ({BY}) (rate(ttft_probe_budget_skipped_total{{{PROBE}}}[{RATE}]))",
+                    f"{SERIES} skipped/s",
+                    "B",
+                    instant=True,
+                ),
+                thresholds=((None, "green"), (1, "red")),
+            ),
+            12,
+            8,
+        )
+    board.add(
+        stat_panel(
+            "Output tokens in range",
+            describe(
+                "Output tokens the probes consumed over the dashboard's time range.",
+                "far more than expected for the probe interval and max_tokens.",
+            ),
+            "short",
+            query(
+                f"sum by ({BY}) (increase(ttft_probe_output_tokens_total{{{PROBE}}}[$__range]))",
+                SERIES,
+                instant=True,
+            ),
+        ),
+        12,
+        8,
+    )
 
     board.row("Exporter trust")
     board.add(

@@ -53,7 +53,15 @@ defaults:
   # The optional histograms too: the fleet dashboard draws them.
   histograms: {{time_to_first_byte: true, time_to_first_chunk: true, inter_chunk_latency: true}}
 targets:
-  - {{name: sim-healthy, protocol: openai-chat, url: "{llm}/v1", model: sim-fast, prompt: hi}}
+  - name: sim-healthy
+    protocol: openai-chat
+    url: "{llm}/v1"
+    model: sim-fast
+    prompt: hi
+    # Priced and budgeted (far above what 2 minutes of probes spend): the cost guard's
+    # series exist only for such a target.
+    cost: {{input_per_million: 0.15, output_per_million: 0.60, currency: USD}}
+    budget: {{daily_tokens: 10000000}}
   - name: sim-degraded
     protocol: openai-chat
     url: "{llm}/v1"
