@@ -3,7 +3,6 @@ scrape size), so its latency figures can be trusted."""
 
 from __future__ import annotations
 
-from dashboards.generate.catalogue import has_metric
 from dashboards.generate.common import (
     JOB,
     RATE,
@@ -240,21 +239,4 @@ def build() -> Board:
         8,
         8,
     )
-    if has_metric("ttft_exporter_otlp_export_failures_total"):
-        board.add(
-            timeseries_panel(
-                "OTLP export failures",
-                describe(
-                    "Failed OTLP exports per second by signal (metrics, traces).",
-                    "any sustained rate: the collector is unreachable or refuses data.",
-                ),
-                "ops",
-                query(
-                    f"sum by (signal) (rate(ttft_exporter_otlp_export_failures_total{{{INSTANCE}}}[{RATE}]))",
-                    "{{signal}}",
-                ),
-            ),
-            24,
-            6,
-        )
     return board
