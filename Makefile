@@ -9,7 +9,7 @@ PY := .venv/bin/python
 	$(PY) -m pip install -q -e . --group dev
 	touch $@
 
-.PHONY: setup fmt lint test test-integration test-under-load rules rules-check rules-test dashboards dashboards-check dashboards-preview demo bench check
+.PHONY: setup fmt lint test test-integration test-under-load rules rules-check rules-test dashboards dashboards-check dashboards-preview demo bench load-test check
 setup: .venv/.installed
 
 fmt: setup
@@ -43,7 +43,7 @@ rules-test:
 	promtool test rules alerts/tests/*_test.yaml
 
 # Grafana dashboards from code (dashboards/generate): writes dashboards/*.json and the
-# alert-to-panel map dashboards/runbook-panels.json.
+# alert-to-panel map dashboards/runbook-panels.yaml.
 dashboards: setup
 	$(PY) -m dashboards.generate
 
@@ -64,6 +64,11 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/bench_flux.py
+
+# `ttft-exporter bench` sweeping the built-in simulator: progress, table, and
+# bench-results/ (results.json, results.csv, plots). ARGS go to bench.
+load-test: setup
+	$(PY) -m benchmarks.load_test $(ARGS)
 
 check:
 	.ci/run

@@ -198,6 +198,36 @@ def build() -> Board:
         12,
         8,
     )
+    if has_metric("ttft_probe_server_prefill_seconds"):
+        # Server timing (#10): only targets whose server reports it (Ollama, llama.cpp).
+        board.add(
+            timeseries_panel(
+                "Server-reported timing vs overhead (last probe)",
+                describe(
+                    "What the server says it spent on the last probe (model load, prompt "
+                    "prefill, decode, total; Ollama and llama.cpp report them), and the "
+                    "prefill overhead: client TTFT minus server load + prefill, i.e. "
+                    "network, TLS, queueing and HTTP. Only targets whose server reports "
+                    "timings have these series.",
+                    "a large or growing overhead with a flat server prefill: the time goes "
+                    "in front of the model (queue, proxy, network); a load above 0: the "
+                    "model was (re)loaded for this request.",
+                ),
+                "s",
+                query(
+                    " or ".join(
+                        f'label_replace(ttft_probe_server_{phase}_seconds{{{PROBE}}}, "phase", "{phase}", "", "")'
+                        for phase in ("load", "prefill", "decode", "total")
+                    ),
+                    f"{SERIES} server {{{{phase}}}}",
+                    "A",
+                ),
+                query(f"ttft_probe_prefill_overhead_seconds{{{PROBE}}}", f"{SERIES} overhead", "B"),
+                min_zero=False,
+            ),
+            12,
+            8,
+        )
     board.add(
         timeseries_panel(
             "End-to-end duration p95",

@@ -1,5 +1,5 @@
 """Which panel shows the problem an alert is about: the alert's runbook annotation
-can link straight to it. The lead wires `dashboards/runbook-panels.json` into the rule
+can link straight to it. The lead wires `dashboards/runbook-panels.yaml` into the rule
 generator (ttft_exporter/rules/); a test checks every alert of `alerts/` has an entry
 and every entry names a panel that exists."""
 
@@ -35,7 +35,7 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
 
 
 def runbook_panels(panel_ids: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """The map as written to dashboards/runbook-panels.json: per alert the dashboard
+    """The map as written to dashboards/runbook-panels.yaml: per alert the dashboard
     uid, the panel id and title, and the Grafana path that opens that panel alone
     (prefix it with the Grafana base URL)."""
     out: dict[str, Any] = {}

@@ -41,7 +41,10 @@ JOB = "ttft-exporter"
 MODELS = {
     "sim-fast": ModelBehaviour(ttft=0.12, itl=0.015, jitter=0.004, tokens=24),
     "sim-degraded": ModelBehaviour(ttft=0.95, itl=0.05, jitter=0.2, tokens=8),
-    "sim-reasoning": ModelBehaviour(ttft=0.2, itl=0.02, tokens=16, reasoning_tokens=10),
+    # Reports llama.cpp's `timings` on its last chunk: the server-timing series.
+    "sim-reasoning": ModelBehaviour(
+        ttft=0.2, itl=0.02, tokens=16, reasoning_tokens=10, llamacpp_timings=True
+    ),
     "sim-broken": ModelBehaviour(status=503),
 }
 CONFIG = """

@@ -124,7 +124,7 @@ def test_every_metric_name_exists_in_the_catalogue_or_the_generated_rules() -> N
 def test_every_alert_maps_to_a_panel_that_shows_it() -> None:
     alerts = {rule["alert"] for rule in _rules() if "alert" in rule}
     assert sorted(alerts - set(ALERT_PANELS)) == []
-    links = json.loads((OUT / RUNBOOK_PANELS).read_text(encoding="utf-8"))
+    links = yaml.safe_load((OUT / RUNBOOK_PANELS).read_text(encoding="utf-8"))
     assert sorted(links) == sorted(ALERT_PANELS)
     by_uid = {_load(name)["uid"]: _load(name) for name in FILES}
     for alert, link in links.items():
