@@ -43,9 +43,10 @@ rules-test:
 	promtool test rules alerts/tests/*_test.yaml
 
 # Grafana dashboards from code (dashboards/generate): writes dashboards/*.json and the
-# alert-to-panel map dashboards/runbook-panels.yaml.
+# alert-to-panel map dashboards/runbook-panels.yaml, then their copies in deploy/.
 dashboards: setup
 	$(PY) -m dashboards.generate
+	$(PY) deploy/sync.py
 
 # Committed JSON matches the generator, validates against Grafana's schema (generated
 # by .ci/grafana-schema with npm), and every panel returns data from a live stack.
