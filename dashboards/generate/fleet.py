@@ -228,20 +228,6 @@ def build() -> Board:
             12,
             8,
         )
-    board.add(
-        timeseries_panel(
-            "End-to-end duration p95",
-            describe(
-                "Request sent to last token chunk, p95 of successful probes.",
-                "growing with TTFT flat: decoding got slower (see tokens/s).",
-            ),
-            "s",
-            _p95("ttft_probe_duration_seconds", "e2e", "A"),
-        ),
-        12,
-        8,
-    )
-
     board.row("Decode")
     board.add(
         timeseries_panel(
@@ -255,7 +241,7 @@ def build() -> Board:
             TOKENS_PER_SECOND,
             query(f"target:ttft_probe_output_tokens_per_second:rate5m{{{PROBE}}}", SERIES),
         ),
-        12,
+        8,
         8,
     )
     board.add(
@@ -271,7 +257,21 @@ def build() -> Board:
             _p95("ttft_probe_inter_chunk_latency_seconds", "inter-chunk", "A"),
             _p95("ttft_probe_time_per_output_token_seconds", "TPOT", "B"),
         ),
-        12,
+        8,
+        8,
+    )
+
+    board.add(
+        timeseries_panel(
+            "End-to-end duration p95",
+            describe(
+                "Request sent to last token chunk, p95 of successful probes.",
+                "growing with TTFT flat: decoding got slower (see tokens/s).",
+            ),
+            "s",
+            _p95("ttft_probe_duration_seconds", "e2e", "A"),
+        ),
+        8,
         8,
     )
 
@@ -387,7 +387,7 @@ def build() -> Board:
                 "short",
                 query(f"ttft_probe_budget_spent_tokens{{{PROBE}}}", SERIES),
             ),
-            12,
+            8,
             8,
         )
         board.add(
@@ -414,7 +414,7 @@ def build() -> Board:
                 ),
                 thresholds=((None, "green"), (1, "red")),
             ),
-            12,
+            8,
             8,
         )
     board.add(
@@ -431,7 +431,7 @@ def build() -> Board:
                 instant=True,
             ),
         ),
-        12,
+        8,
         8,
     )
 
