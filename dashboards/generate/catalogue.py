@@ -3,7 +3,7 @@ exported yet is left out instead of showing "No data"."""
 
 from __future__ import annotations
 
-from ttft_exporter.metrics import EXPORTER_METRICS, FLUX_METRICS, PROBE_METRICS
+from ttft_exporter.catalogue import EXPORTER_METRICS, FLUX_METRICS, PROBE_METRICS
 
 NAMES = frozenset(spec.name for spec in (*PROBE_METRICS, *EXPORTER_METRICS, *FLUX_METRICS))
 
