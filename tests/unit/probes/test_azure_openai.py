@@ -98,8 +98,12 @@ async def sim_target(
 async def test_ttft_ignores_filter_and_role_chunks_and_keepalives(
     make_llm_sim: SimFactory,
 ) -> None:
+    # A 1.08 s decode window (9 gaps of 120 ms): the simulator writes on absolute
+    # deadlines, so a first token delivered as late as the whole window comes with
+    # all the others in one read, a burst with no gaps by definition; 180 ms was
+    # within a loaded box's stalls, 1.08 s is beyond its 1 s stall budget.
     behaviour = ModelBehaviour(
-        ttft=0.3, itl=0.02, tokens=10, keepalive_interval=0.05, prompt_tokens=17
+        ttft=0.3, itl=0.12, tokens=10, keepalive_interval=0.05, prompt_tokens=17
     )
     result = await probe_once(await sim_target(make_llm_sim, behaviour))
     assert result.success, result.detail

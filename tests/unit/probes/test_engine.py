@@ -172,15 +172,19 @@ async def test_exact_ttft_counts_reasoning_ttfot_does_not(
 
 
 async def test_ttft_ignores_role_chunk_and_keepalives(make_llm_sim: SimFactory) -> None:
+    # A 1.08 s decode window (9 gaps of 120 ms): the simulator writes on absolute
+    # deadlines, so a first token delivered as late as the whole window comes with
+    # all the others in one read, a burst with no gaps by definition; 180 ms was
+    # within a loaded box's stalls, 1.08 s is beyond its 1 s stall budget.
     sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.3, itl=0.02, tokens=10, keepalive_interval=0.05)
+        m=ModelBehaviour(ttft=0.3, itl=0.12, tokens=10, keepalive_interval=0.05)
     )
     result = await probe_once(make_target(url=f"{sim.url}/v1"))
     assert result.success, result.detail
     # Bounds (real clock): no text before the simulator's 300 ms sleep; the last of
-    # its 10 tokens is due at 300 + 9 x 20 ms (deadlines are absolute).
+    # its 10 tokens is due at 300 + 9 x 120 ms (deadlines are absolute).
     assert at_least(result.time_to_first_token, 0.3)
-    assert at_least(result.duration, 0.3 + 9 * 0.02)
+    assert at_least(result.duration, 0.3 + 9 * 0.12)
     # The role-only chunk comes with the headers, 300 ms before any text. Ordering, not
     # milliseconds: the read that brings it is stamped before the simulator's timer can
     # write the first token, in one event loop however late it runs.

@@ -264,8 +264,12 @@ async def sim_target(
 
 
 async def test_ttft_ignores_empty_first_event_and_keepalives(make_llm_sim: SimFactory) -> None:
+    # A 1.08 s decode window (9 gaps of 120 ms): the simulator writes on absolute
+    # deadlines, so a first token delivered as late as the whole window comes with
+    # all the others in one read, a burst with no gaps by definition; 180 ms was
+    # within a loaded box's stalls, 1.08 s is beyond its 1 s stall budget.
     behaviour = ModelBehaviour(
-        ttft=0.3, itl=0.02, tokens=10, keepalive_interval=0.05, prompt_tokens=17
+        ttft=0.3, itl=0.12, tokens=10, keepalive_interval=0.05, prompt_tokens=17
     )
     result = await probe_once(await sim_target(make_llm_sim, behaviour))
     assert result.success, result.detail
@@ -273,7 +277,7 @@ async def test_ttft_ignores_empty_first_event_and_keepalives(make_llm_sim: SimFa
     assert result.time_to_first_chunk is not None and result.time_to_first_token is not None
     assert result.time_to_first_chunk < result.time_to_first_token
     assert between(result.time_to_first_token, 0.3, 0.3 + SLACK)
-    assert between(result.duration, 0.3 + 9 * 0.02, 0.3 + 9 * 0.02 + SLACK)
+    assert between(result.duration, 0.3 + 9 * 0.12, 0.3 + 9 * 0.12 + SLACK)
     assert result.output_tokens == 10 and result.usage_source == "usage"
     assert result.input_tokens == 17
     assert result.finish_reason == "stop"
