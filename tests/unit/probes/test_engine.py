@@ -367,15 +367,18 @@ async def test_error_before_any_token(make_llm_sim: SimFactory) -> None:
 async def test_stall_is_timeout(make_llm_sim: SimFactory) -> None:
     sim = await make_llm_sim(m=ModelBehaviour(ttft=0.02, itl=0.01, tokens=10, stall_after=2))
     started = time.monotonic()
-    result = await probe_once(make_target(url=f"{sim.url}/v1", timeout="0.5s"))
+    # 1.5 s: the deadline must pass after the two token chunks (written at once) were
+    # read, or the detail says fewer; 1.5 s is beyond the 1 s stall budget of a starved
+    # 2-core box (0.5 s was not).
+    result = await probe_once(make_target(url=f"{sim.url}/v1", timeout="1.5s"))
     waited = time.monotonic() - started
     assert result.reason is FailureReason.TIMEOUT
-    # Bounds (real clock): not before the 0.5 s deadline; long before the 30 s stall.
-    # The probe ran until its 0.5 s deadline: measured around the call. The probe's own
+    # Bounds (real clock): not before the 1.5 s deadline; long before the 30 s stall.
+    # The probe ran until its 1.5 s deadline: measured around the call. The probe's own
     # `elapsed` starts after the deadline was armed, so on a loaded box it reads a few ms
-    # under 0.5 s (0.4976 s seen in the trap matrix); only its upper bound holds.
-    assert waited >= 0.5 - EARLY
-    assert result.elapsed <= 0.5 + STARVED
+    # under it (0.4976 s seen in the trap matrix); only its upper bound holds.
+    assert waited >= 1.5 - EARLY
+    assert result.elapsed <= 1.5 + STARVED
     assert "2 token chunks" in result.detail
 
 

@@ -372,14 +372,17 @@ async def test_error_inside_200_stream(make_llm_sim: SimFactory) -> None:
 async def test_stall_is_timeout(make_llm_sim: SimFactory) -> None:
     behaviour = ModelBehaviour(ttft=0.02, itl=0.01, tokens=10, stall_after=2)
     started = time.monotonic()
-    result = await probe_once(await sim_target(make_llm_sim, behaviour, timeout="0.5s"))
+    # 1.5 s: the deadline must pass after the two token chunks (written at once) were
+    # read, or the detail says fewer; 1.5 s is beyond the 1 s stall budget of a starved
+    # 2-core box (0.5 s was not).
+    result = await probe_once(await sim_target(make_llm_sim, behaviour, timeout="1.5s"))
     waited = time.monotonic() - started
     assert result.reason is FailureReason.TIMEOUT
-    # The probe ran until its 0.5 s deadline: measured around the call. The probe's own
+    # The probe ran until its 1.5 s deadline: measured around the call. The probe's own
     # `elapsed` starts after the deadline was armed, so on a loaded box it reads a few ms
-    # under 0.5 s (0.4976 s seen in the trap matrix); only its upper bound holds.
-    assert waited >= 0.5 - EARLY
-    assert between(result.elapsed, 0.0, 0.5 + SLACK)
+    # under it (0.4976 s seen in the trap matrix); only its upper bound holds.
+    assert waited >= 1.5 - EARLY
+    assert between(result.elapsed, 0.0, 1.5 + SLACK)
     assert "2 token chunks" in result.detail
 
 

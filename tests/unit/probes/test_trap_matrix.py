@@ -121,15 +121,18 @@ async def test_stall_is_timeout(
         m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, stall_after=2, keepalive_interval=keepalive)
     )
     started = time.monotonic()
-    result = await probe_once(proto.target(sim.url, timeout="0.5s"))
+    # 1.5 s: the deadline must pass after the two token chunks (written at once) were
+    # read, or the detail says fewer; 1.5 s is beyond the 1 s stall budget of a starved
+    # 2-core box (0.5 s was not).
+    result = await probe_once(proto.target(sim.url, timeout="1.5s"))
     waited = time.monotonic() - started
     assert result.reason is FailureReason.TIMEOUT, result.detail
     assert "2 token chunks" in result.detail
-    # The probe ran until its 0.5 s deadline. Measured around the call: the probe's own
+    # The probe ran until its 1.5 s deadline. Measured around the call: the probe's own
     # `elapsed` starts after the deadline was set, so on a loaded box it reads a few ms
-    # under 0.5 s (0.4976 s seen), which made a lower bound on it flaky.
-    assert waited >= 0.5 - EARLY
-    assert result.elapsed < 0.5 + SLACK
+    # under it (0.4976 s seen), which made a lower bound on it flaky.
+    assert waited >= 1.5 - EARLY
+    assert result.elapsed < 1.5 + SLACK
 
 
 @PROTOS
