@@ -74,7 +74,7 @@ def _exemplars(text: str) -> dict[tuple[str, str], Any]:
 
 def _bucket_of(text: str, name: str, value: float) -> str:
     """The `le` of the first bucket of `name` whose bound is not below `value`."""
-    les = [
+    les: list[str] = [
         s.labels["le"]
         for family in parse_openmetrics(text + "# EOF\n")  # type: ignore[no-untyped-call]
         for s in family.samples
