@@ -281,20 +281,40 @@ class SeriesSet:
             self._prefix[key] = found
         return found
 
-    def render(self, spec: MetricSpec, out: list[str], *, openmetrics: bool = False) -> None:
-        """Append the sample lines of one family of this target to `out`; in
-        OpenMetrics with the exemplars of its buckets."""
+    @property
+    def has_exemplars(self) -> bool:
+        """Whether some family holds an exemplar (never, with tracing off)."""
+        return bool(self._exemplified)
+
+    def render(self, spec: MetricSpec, out: list[str]) -> None:
+        """Append the sample lines of one family of this target to `out`, without
+        exemplars: the classic text, and OpenMetrics while there are none."""
         name = spec.name
-        exemplars = openmetrics and name in self._exemplified
-        rendered = self._rendered_om if exemplars else self._rendered
-        cached = rendered.get(name)
+        cached = self._rendered.get(name)
         if cached is not None and cached[0] == self.version:
             out.append(cached[1])
             return
         lines: list[str] = []
-        self._render(spec, lines, exemplars=exemplars)
+        self._render(spec, lines)
         text = "".join(lines)
-        rendered[name] = (self.version, text)
+        self._rendered[name] = (self.version, text)
+        out.append(text)
+
+    def render_openmetrics(self, spec: MetricSpec, out: list[str]) -> None:
+        """render() with the exemplars of the family's buckets, for OpenMetrics; its
+        own cache, since the text differs from the classic one."""
+        name = spec.name
+        if name not in self._exemplified:
+            self.render(spec, out)
+            return
+        cached = self._rendered_om.get(name)
+        if cached is not None and cached[0] == self.version:
+            out.append(cached[1])
+            return
+        lines: list[str] = []
+        self._render(spec, lines, exemplars=True)
+        text = "".join(lines)
+        self._rendered_om[name] = (self.version, text)
         out.append(text)
 
     def samples(
@@ -330,18 +350,17 @@ class SeriesSet:
             if isinstance(value, _Histogram):
                 sep = "," if labels else ""
                 cumulative = 0
-                found = value.exemplars if exemplars else None
-                if found is None:
-                    for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
-                        cumulative += count
-                        out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}\n')
-                else:
+                if exemplars and value.exemplars is not None:
                     for le, count, exemplar in zip(
-                        le_strings(value.bounds), value.counts, found, strict=True
+                        le_strings(value.bounds), value.counts, value.exemplars, strict=True
                     ):
                         cumulative += count
                         text = exemplar.text if exemplar is not None else ""
                         out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}{text}\n')
+                else:
+                    for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
+                        cumulative += count
+                        out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}\n')
                 out.append(f"{name}_sum{{{labels}}} {format_float(value.sum)}\n")
                 out.append(f"{name}_count{{{labels}}} {value.count}\n")
             else:
@@ -412,9 +431,14 @@ class MetricStore:
     def render(self, *, openmetrics: bool = False) -> str:
         """The text (or OpenMetrics, without `# EOF`) exposition of every target."""
         out: list[str] = []
-        series_sets = list(self.targets.values())
+        # Picked once per target: a target without exemplars (all, with tracing off)
+        # renders exactly as in the classic format, at the same cost.
+        renders = [
+            series.render_openmetrics if openmetrics and series.has_exemplars else series.render
+            for series in self.targets.values()
+        ]
         for spec in PROBE_METRICS:
             out.append(family_header(spec, openmetrics))
-            for series in series_sets:
-                series.render(spec, out, openmetrics=openmetrics)
+            for render in renders:
+                render(spec, out)
         return "".join(out)
