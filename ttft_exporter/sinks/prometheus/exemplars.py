@@ -9,7 +9,7 @@ import math
 from ttft_exporter.sinks.prometheus.render import format_float
 from ttft_exporter.traceids import format_span_id, format_trace_id
 
-__all__ = ["EXEMPLAR_FAMILIES", "MAX_LABEL_CHARS", "Exemplar"]
+__all__ = ["EXEMPLAR_FAMILIES", "MAX_LABEL_CHARS", "Exemplar", "ProbeTrace"]
 
 # The histograms that carry exemplars: one observation per probe, so a bucket's
 # exemplar is one probe. Gap histograms (many observations per probe, merged) and the
@@ -28,26 +28,48 @@ EXEMPLAR_FAMILIES = frozenset(
 MAX_LABEL_CHARS = 128
 
 
-class Exemplar:
-    """One exemplar: W3C ids as lowercase hex, the observed value, the wall-clock
-    time in seconds (None: not known, left out), and its OpenMetrics suffix, spelled
-    once when observed, not on every scrape."""
+class ProbeTrace:
+    """The trace of one probe as exemplars spell it: W3C ids as lowercase hex, the
+    wall-clock time in seconds (None: not known, left out), and the fixed parts of the
+    OpenMetrics suffix, spelled once per probe, not per histogram or scrape."""
 
-    __slots__ = ("span_id", "text", "timestamp", "trace_id", "value")
+    __slots__ = ("_prefix", "_stamp", "span_id", "timestamp", "trace_id")
 
-    def __init__(self, trace_id: int, span_id: int, value: float, timestamp: float | None) -> None:
+    def __init__(self, trace_id: int, span_id: int, timestamp: float | None) -> None:
         self.trace_id = format_trace_id(trace_id)
         self.span_id = format_span_id(span_id)
-        self.value = value
         # Milliseconds: what Prometheus keeps of an exemplar's timestamp.
         self.timestamp = round(timestamp, 3) if timestamp and math.isfinite(timestamp) else None
-        stamp = "" if self.timestamp is None else f" {self.timestamp:.3f}"
-        self.text = (
-            f' # {{trace_id="{self.trace_id}",span_id="{self.span_id}"}} '
-            f"{format_float(value)}{stamp}"
-        )
+        self._prefix = f' # {{trace_id="{self.trace_id}",span_id="{self.span_id}"}} '
+        self._stamp = "" if self.timestamp is None else f" {self.timestamp:.3f}"
 
     @property
     def labels(self) -> dict[str, str]:
-        """The exemplar's label set."""
+        """The exemplar label set."""
         return {"trace_id": self.trace_id, "span_id": self.span_id}
+
+    def exemplar(self, value: float) -> Exemplar:
+        """The exemplar of one observation of this probe."""
+        return Exemplar(self, value, f"{self._prefix}{format_float(value)}{self._stamp}")
+
+
+class Exemplar:
+    """One bucket's exemplar: the probe's trace, the observed value and the
+    OpenMetrics suffix of the bucket line (` # {...} value timestamp`)."""
+
+    __slots__ = ("text", "trace", "value")
+
+    def __init__(self, trace: ProbeTrace, value: float, text: str) -> None:
+        self.trace = trace
+        self.value = value
+        self.text = text
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The exemplar label set."""
+        return self.trace.labels
+
+    @property
+    def timestamp(self) -> float | None:
+        """Wall-clock seconds, to the millisecond; None if not known."""
+        return self.trace.timestamp

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from ttft_exporter.catalogue import PHASES, PREFILL_OVERHEAD, SERVER_TIMING_GAUGES
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.probes.base import ProbeResult
-from ttft_exporter.sinks.prometheus.exemplars import EXEMPLAR_FAMILIES, Exemplar
+from ttft_exporter.sinks.prometheus.exemplars import EXEMPLAR_FAMILIES, ProbeTrace
 from ttft_exporter.sinks.prometheus.series import SeriesSet
 
 __all__ = ["record_result"]
@@ -126,16 +126,14 @@ def _observe(series: SeriesSet, name: str, value: float | None) -> None:
 def _traced(result: ProbeResult) -> Callable[[SeriesSet, str, float | None], None]:
     """_observe with the probe's trace as the exemplar of the exemplar families. The
     exemplar's time is the probe's start (wall clock), where its span starts too."""
-    trace_id, span_id = result.trace_id, result.span_id
-    if trace_id is None or span_id is None:
+    if result.trace_id is None or result.span_id is None:
         return _observe
+    trace = ProbeTrace(result.trace_id, result.span_id, result.started_at)
 
     def observe(series: SeriesSet, name: str, value: float | None) -> None:
         if value is None:
             return
-        exemplar = None
-        if name in EXEMPLAR_FAMILIES:
-            exemplar = Exemplar(trace_id, span_id, value, result.started_at)
+        exemplar = trace.exemplar(value) if name in EXEMPLAR_FAMILIES else None
         series.observe(name, value, exemplar=exemplar)
 
     return observe

@@ -15,7 +15,7 @@ from tests.conftest import make_config
 from ttft_exporter.catalogue import OPTIONAL_HISTOGRAMS
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.probes.base import ProbeResult
-from ttft_exporter.sinks.prometheus.exemplars import EXEMPLAR_FAMILIES, MAX_LABEL_CHARS, Exemplar
+from ttft_exporter.sinks.prometheus.exemplars import EXEMPLAR_FAMILIES, MAX_LABEL_CHARS, ProbeTrace
 from ttft_exporter.sinks.prometheus.record import record_result
 from ttft_exporter.sinks.prometheus.series import MetricStore
 
@@ -182,13 +182,13 @@ def test_failures_and_dropped_suspects_leave_no_exemplar() -> None:
 
 
 def test_exemplar_label_set_fits_openmetrics_limit() -> None:
-    exemplar = Exemplar((1 << 128) - 1, (1 << 64) - 1, 0.1, STARTED)
+    exemplar = ProbeTrace((1 << 128) - 1, (1 << 64) - 1, STARTED).exemplar(0.1)
     size = sum(len(k) + len(v) for k, v in exemplar.labels.items())
     assert size == 63 <= MAX_LABEL_CHARS
 
 
 def test_exemplar_without_a_wall_time_leaves_the_timestamp_out() -> None:
-    exemplar = Exemplar(1, 2, 0.5, 0.0)
+    exemplar = ProbeTrace(1, 2, 0.0).exemplar(0.5)
     assert exemplar.timestamp is None
     assert exemplar.text.endswith("} 0.5")
     store = _store()
