@@ -65,6 +65,9 @@ class ExporterState:
     web_config: WebConfig | None = None
     # --shard.index/--shard.count; None: the config file's `shard:` decides.
     shard_override: Shard | None = None
+    # Give every probe a trace id and span id (exemplars, the OTel span). Set from
+    # `otel.traces`; the executor holds the live switch (state.executor.trace_ids).
+    trace_ids: bool = False
     clock: Clock = field(default_factory=SystemClock)
     metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
     store: MetricStore = field(default_factory=MetricStore)
@@ -103,6 +106,7 @@ class ExporterState:
             history=self.history,
             adhoc_concurrency=self.adhoc_concurrency,
             lag_monitor=self.lag_monitor,
+            trace_ids=self.trace_ids,
         )
         self.store.apply_config(self.holder.config)
         self.prometheus = PrometheusSink(self.store, self.metrics.registry)

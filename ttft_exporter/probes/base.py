@@ -277,6 +277,11 @@ class ProbeResult:
     # The server's own timings of this request, where its protocol reports them and
     # they fit inside the client's elapsed time; None otherwise (and on failures).
     server_timings: ServerTimings | None = None
+    # Set by the executor when tracing is on (None otherwise): the W3C trace id
+    # (128-bit) and span id (64-bit) of this probe, both nonzero. The OTel sink makes
+    # the probe's span with them; the Prometheus sink attaches them as exemplars.
+    trace_id: int | None = None
+    span_id: int | None = None
 
     @property
     def decode_seconds(self) -> float | None:
