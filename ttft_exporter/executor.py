@@ -47,7 +47,12 @@ class _Claim:
 
 def target_labels(target: TargetConfig) -> dict[str, str]:
     """The labels of every series of a target: ours first, then static ones sorted."""
-    labels = {"target": target.name, "model": target.model, "protocol": target.protocol}
+    labels = {
+        "target": target.name,
+        "model": target.model,
+        "protocol": target.protocol,
+        "scenario": target.scenario,
+    }
     labels.update(sorted(target.labels.items()))
     return labels
 
@@ -79,8 +84,12 @@ class ProbeExecutor:
         self._adhoc = CapacityLimiter(adhoc_concurrency)
         self._metrics = metrics
         self._claims: dict[str, _Claim] = {}
-        # Targets whose scheduled probe waits for their ad-hoc probe to end.
-        self._scheduled_waiting: set[str] = set()
+        # Targets with scheduled probes waiting for another probe of theirs to end
+        # (an ad-hoc one, or another scenario's), and how many.
+        self._scheduled_waiting: dict[str, int] = {}
+        # When the last probe of each target ended (clock.monotonic_ns), scheduled or
+        # ad-hoc: how long a target has been idle, for its cold probe.
+        self._last_end: dict[str, int] = {}
         self.history = history
 
     @property
@@ -109,7 +118,7 @@ class ProbeExecutor:
         """A scheduled probe: once, recorded into `store`, kept in history. Never raises
         but for cancellation: every failure becomes a failed result."""
         timeout = target.timeout if deadline is None else deadline
-        await self._wait_for_adhoc(target.name)
+        await self._wait_for_release(target.name)
         claim = self._claim(target.name, "scheduled", timeout)
         try:
             async with self._limiter:
@@ -177,13 +186,30 @@ class ProbeExecutor:
             raise RuntimeError(f"run_adhoc({target.name!r}) outside adhoc_slot()")
         return await self._execute(target, session, store, deadline, budget=left)
 
-    async def _wait_for_adhoc(self, name: str) -> None:
+    async def _wait_for_release(self, name: str) -> None:
+        # One probe per target at a time: a scheduled probe waits for the target's
+        # probe in flight (ad-hoc, or another scenario's), bounded by its deadline.
         while (claim := self._claims.get(name)) is not None:
-            self._scheduled_waiting.add(name)
+            self._scheduled_waiting[name] = self._scheduled_waiting.get(name, 0) + 1
             try:
                 await claim.released.wait()
             finally:
-                self._scheduled_waiting.discard(name)
+                left = self._scheduled_waiting.pop(name) - 1
+                if left:
+                    self._scheduled_waiting[name] = left
+
+    async def wait_idle(self, name: str) -> None:
+        """Return once the target has no probe in flight (each ends by its deadline)."""
+        while (claim := self._claims.get(name)) is not None:
+            await claim.released.wait()
+
+    def last_probe_end_ns(self, name: str) -> int | None:
+        """When the target's last probe ended (clock.monotonic_ns), if it had one."""
+        return self._last_end.get(name)
+
+    def forget(self, name: str) -> None:
+        """Drop what is kept about a target that left the config."""
+        self._last_end.pop(name, None)
 
     def _claim(self, name: str, kind: str, timeout: float) -> _Claim:
         if name in self._claims:
@@ -217,12 +243,13 @@ class ProbeExecutor:
             )
         finally:
             self._metrics.in_flight.dec()
+            self._last_end[target.name] = self._clock.monotonic_ns()
         if self._lag is not None and mark is not None:
             suspicion = self._lag.check(mark)
             if suspicion is not None:
                 result = dataclasses.replace(result, suspect=suspicion.causes)
                 lines = [*lines, suspicion.describe()]
-        series = store.ensure(target.name, target_labels(target))
+        series = store.ensure(target.name, target_labels(target), target.scenario)
         record_result(series, result, timeout=timeout, drop_suspect=target.on_suspect == "drop")
         self._log(target, result)
         return self.history.add(target.name, result, lines)

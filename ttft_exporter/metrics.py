@@ -47,6 +47,7 @@ from ttft_exporter.probes.base import (
     GapHistogram,
     ProbeResult,
 )
+from ttft_exporter.scenarios import DEFAULT_SCENARIO
 from ttft_exporter.targets import HistogramsConfig
 
 if TYPE_CHECKING:
@@ -285,6 +286,13 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "ttft_probe_timeout_seconds",
         Kind.GAUGE,
         "Configured deadline of one probe.",
+        "s",
+    ),
+    # Scenarios and cold probes (#10).
+    MetricSpec(
+        "ttft_probe_idle_before_seconds",
+        Kind.GAUGE,
+        'Cold probes only (scenario="cold"): how long the target had been idle, no probe of it by this exporter, when the last cold probe was sent; at least cold.idle unless ad-hoc probes kept it busy past the longest hold (2 x idle).',
         "s",
     ),
 )
@@ -809,10 +817,12 @@ class SeriesSet:
 
 
 class MetricStore:
-    """The per-target series of every configured target, rendered on scrape."""
+    """The series of every configured target, one set per scenario it probes (a
+    target without scenarios has one, `default`), rendered on scrape."""
 
     def __init__(self, buckets: Mapping[str, Sequence[float]] | None = None) -> None:
-        self.targets: dict[str, SeriesSet] = {}
+        # By (target name, scenario).
+        self.series: dict[tuple[str, str], SeriesSet] = {}
         # The shared boundaries: defaults, overrides and every threshold of the
         # config. Flux uses them, and so does a target without a layout of its own.
         self.buckets = _merge_buckets({**DEFAULT_BUCKETS, **(buckets or {})})
@@ -836,9 +846,9 @@ class MetricStore:
         self.buckets = _merge_buckets({**DEFAULT_BUCKETS, **overrides}, thresholds)
         self._layouts = dict(layouts or {})
         restarted = []
-        for name, series in self.targets.items():
+        for (name, _scenario), series in self.series.items():
             layout = self.layout(name)
-            if series.layout != layout and series.relayout(layout):
+            if series.layout != layout and series.relayout(layout) and name not in restarted:
                 restarted.append(name)
         return restarted
 
@@ -856,23 +866,37 @@ class MetricStore:
         }
         return self.configure(overrides, config.thresholds(), layouts)
 
-    def ensure(self, name: str, labels: Mapping[str, str]) -> SeriesSet:
-        """The series of a target, created (every closed-enum child at 0) if new or if
-        its labels changed."""
-        series = self.targets.get(name)
+    def ensure(
+        self, name: str, labels: Mapping[str, str], scenario: str = DEFAULT_SCENARIO
+    ) -> SeriesSet:
+        """The series of a target's scenario, created (every closed-enum child at 0) if
+        new or if its labels changed."""
+        key = (name, scenario)
+        series = self.series.get(key)
         if series is None or series.labels != dict(labels):
             layout = self.layout(name)
-            series = self.targets[name] = SeriesSet(labels, layout.buckets, layout.histograms)
+            series = self.series[key] = SeriesSet(labels, layout.buckets, layout.histograms)
         return series
 
-    def remove(self, name: str) -> None:
-        """Forget a target that left the config."""
-        self.targets.pop(name, None)
+    def get(self, name: str, scenario: str = DEFAULT_SCENARIO) -> SeriesSet | None:
+        """The series of a target's scenario, if it has any."""
+        return self.series.get((name, scenario))
+
+    def of_target(self, name: str) -> list[SeriesSet]:
+        """Every series set of a target, one per scenario."""
+        return [series for (target, _), series in self.series.items() if target == name]
+
+    def remove(self, name: str, scenario: str | None = None) -> None:
+        """Forget a target that left the config (every scenario), or one scenario of
+        it."""
+        for key in [k for k in self.series if k[0] == name]:
+            if scenario is None or key[1] == scenario:
+                del self.series[key]
 
     def render(self, *, openmetrics: bool = False) -> str:
         """The text (or OpenMetrics, without `# EOF`) exposition of every target."""
         out: list[str] = []
-        series_sets = list(self.targets.values())
+        series_sets = list(self.series.values())
         for spec in PROBE_METRICS:
             out.append(_family_header(spec, openmetrics))
             for series in series_sets:

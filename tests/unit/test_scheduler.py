@@ -79,12 +79,12 @@ class Rig:
         return self.sample("ttft_exporter_probes_skipped_total", target=target) or 0.0
 
     def count(self, target: str, outcome: str) -> float:
-        series = self.store.targets.get(target)
+        series = self.store.get(target)
         value = series.get("ttft_probe_requests_total", (outcome,)) if series else None
         return value or 0.0
 
     def failures(self, target: str, reason: FailureReason) -> float:
-        series = self.store.targets[target]
+        series = self.store.series[target, "default"]
         return series.get("ttft_probe_failures_total", (reason.value,)) or 0.0
 
     async def wait_for(self, predicate: Callable[[], bool], what: str, cap: float = 5.0) -> None:
@@ -272,8 +272,9 @@ async def test_a_failing_target_does_not_disturb_its_neighbour(
     assert_cadence(arrivals(sim, "ok"), since)
     assert rig.scheduler.runners == runners
     for runner in runners.values():
-        assert runner._loop_job is not None
-        assert runner._loop_job.active
+        job = runner.loops["default"].job
+        assert job is not None
+        assert job.active
     if failure == "internal":
         errors = [r for r in caplog.records if r.getMessage() == "probe raised an unexpected error"]
         assert len(errors) == rig.count("broken", "failure")
@@ -314,6 +315,7 @@ async def test_apply_restarts_only_what_changed(
         "the first probes",
     )
     before: dict[str, TargetRunner] = dict(rig.scheduler.runners)
+    loops_before = {name: r.loops["default"] for name, r in before.items()}
 
     await rig.scheduler.apply(CHANGES[change](sim))
 
@@ -323,23 +325,28 @@ async def test_apply_restarts_only_what_changed(
     if change == "unchanged":
         assert after == before
     if change == "changed":
-        assert after["edit"] is not before["edit"]
+        # A prompt change keeps the session: only the scenario's loop restarts.
+        assert after["edit"] is before["edit"]
+        assert after["edit"].loops["default"] is not loops_before["edit"]
+        old_job = loops_before["edit"].job
+        assert old_job is not None and old_job.closed
         edited = after["edit"].target
         assert isinstance(edited, OpenAIChatTarget) and edited.prompt == "something else"
         assert after["drop"] is before["drop"]
     if change == "removed":
         assert sorted(after) == ["edit", "stay"]
-        assert "drop" not in rig.store.targets
+        assert rig.store.of_target("drop") == []
         assert 'target="drop"' not in rig.store.render()
         assert rig.sample("ttft_exporter_probes_skipped_total", target="drop") is None
     stopped = [r for name, r in before.items() if after.get(name) is not r]
-    assert len(stopped) == {"unchanged": 0, "changed": 1, "removed": 1}[change]
+    assert len(stopped) == {"unchanged": 0, "changed": 0, "removed": 1}[change]
     for runner in stopped:
         assert runner.session is not None and runner.session.closed
-        assert runner._loop_job is not None and runner._loop_job.closed
+        job = runner.loops["default"].job
+        assert job is not None and job.closed
     # The replacement starts at once; nothing else is restarted (a restart probes at once).
     if change == "changed":
-        await rig.wait_for(lambda: len(arrivals(sim, "edit")) == 2, "the new runner's probe")
+        await rig.wait_for(lambda: len(arrivals(sim, "edit")) == 2, "the new loop's probe")
     assert len(arrivals(sim, "stay")) == 1
 
 
@@ -369,7 +376,8 @@ async def test_close_stops_everything(
     assert len(jobs) == 0
     for runner in runners:
         assert runner.session is not None and runner.session.closed
-        assert runner._loop_job is not None and runner._loop_job.closed
+        job = runner.loops["default"].job
+        assert job is not None and job.closed
     assert rig.sample("ttft_exporter_probes_in_flight") == 0.0
     ours = [
         task

@@ -54,7 +54,7 @@ async def wait_for(predicate: Callable[[], bool], what: str, cap: float = POLL_C
 
 def successes(state: ExporterState, target: str) -> float:
     """The background store's success counter of a target (0 if it has no series)."""
-    series = state.store.targets.get(target)
+    series = state.store.get(target)
     if series is None:
         return 0.0
     return series.get("ttft_probe_requests_total", ("success",)) or 0.0
@@ -988,7 +988,7 @@ async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
     )
     stall_peak = counting_llm.total_peak - counting_llm.peak.get("ok", 0)
     assert stall_peak <= 2, "no more ad-hoc probes at once than the pool holds"
-    series = state.store.targets["ok"]
+    series = state.store.series["ok", "default"]
     assert (series.get("ttft_probe_requests_total", ("failure",)) or 0.0) == 0.0
     assert adhoc_rejected(state, "target_busy") == statuses.count(429)
     assert adhoc_rejected(state, "pool_timeout") == statuses.count(503)
