@@ -86,6 +86,16 @@ def requests(sim: RunningSim) -> int:
     return sum(1 for r in sim.state.requests if r.path == "/v1/chat/completions")
 
 
+async def adhoc_probe(rig: ColdRig) -> None:
+    """One /probe-style probe of target t, through the executor's ad-hoc pool."""
+    target = rig.scheduler.runners["t"].target
+    async with (
+        create_session(target.tls, reuse_connections=False) as session,
+        rig.executor.adhoc_slot(target, 5.0) as left,
+    ):
+        await rig.executor.run_adhoc(target, session, MetricStore(), deadline=5.0, left=left)
+
+
 def cold_target(sim: RunningSim, **cold: Any) -> dict[str, Any]:
     return {
         "name": "t",
@@ -129,10 +139,7 @@ async def test_the_cold_probe_holds_the_others_off_until_the_target_was_idle(
     # An ad-hoc probe 50 minutes in: the target is busy again, so the cold probe,
     # due at 60 minutes, must wait until 50 + 15 = 65 minutes.
     rig.timer.advance(5 * 60.0)
-    config = rig.scheduler.runners["t"].target
-    async with create_session(config.tls, reuse_connections=False) as session:
-        async with rig.executor.adhoc_slot(config, 5.0) as left:
-            await rig.executor.run_adhoc(config, session, MetricStore(), deadline=5.0, left=left)
+    await adhoc_probe(rig)
     assert requests(sim) == held_at + 1
     rig.timer.advance(10 * 60.0)  # 60 minutes: due, but idle for only 10
     await until(lambda: rig.timer.sleeping == 1, "the cold cycle waiting for idleness")
@@ -167,16 +174,11 @@ async def test_the_hold_is_bounded_when_other_probes_keep_the_target_busy(
     await until(lambda: rig.successes("default") >= 1, "a regular probe")
     rig.timer.advance(EVERY - IDLE)  # the hold begins at 45 minutes
     await until(lambda: runner.gate.held and rig.timer.sleeping == 1, "the hold")
-    config = runner.target
-    async with create_session(config.tls, reuse_connections=False) as session:
-        # Ad-hoc probes at 55 and 65 minutes: the target never gets 15 quiet minutes.
-        for _ in range(2):
-            rig.timer.advance(10 * 60.0)
-            await until(lambda: rig.timer.sleeping == 1, "the cold cycle asleep")
-            async with rig.executor.adhoc_slot(config, 5.0) as left:
-                await rig.executor.run_adhoc(
-                    config, session, MetricStore(), deadline=5.0, left=left
-                )
+    # Ad-hoc probes at 55 and 65 minutes: the target never gets 15 quiet minutes.
+    for _ in range(2):
+        rig.timer.advance(10 * 60.0)
+        await until(lambda: rig.timer.sleeping == 1, "the cold cycle asleep")
+        await adhoc_probe(rig)
     assert rig.store.get("t", "cold") is None
     # 75 minutes: 30 minutes (2 x idle) into the hold, the cold probe goes anyway and
     # reports the 10 minutes it got since the last ad-hoc probe.

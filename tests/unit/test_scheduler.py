@@ -7,6 +7,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import re
 import socket
 import time
 import warnings
@@ -26,6 +27,7 @@ from ttft_exporter.history import History
 from ttft_exporter.logs import fields_of
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import get_prober
+from ttft_exporter.scenarios import filler_prompt
 from ttft_exporter.scheduler import ProbeScheduler, TargetRunner
 from ttft_exporter.sim.llm import ModelBehaviour
 from ttft_exporter.supervise import Supervisor
@@ -392,3 +394,139 @@ async def test_close_stops_everything(
     count = len(sim.state.requests)
     await asyncio.sleep(INTERVAL * 1.5)
     assert len(sim.state.requests) == count
+
+
+# Scenarios (#10): each probed as its own series, on its own cadence.
+def scenario_target(sim: RunningSim, scenarios: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "model": "m",
+        "url": f"{sim.url}/v1",
+        "interval": LONG,
+        "timeout": 5.0,
+        "scenarios": scenarios,
+    }
+
+
+def chat_requests(sim: RunningSim) -> list[Any]:
+    return [r for r in sim.state.requests if r.path == "/v1/chat/completions"]
+
+
+def prompt_of(request: Any) -> str:
+    content: str = request.body["messages"][0]["content"]
+    return content
+
+
+async def test_scenarios_are_probed_as_their_own_series(rig: Rig, make_llm_sim: SimFactory) -> None:
+    sim = await make_llm_sim(m=FAST)
+    scenarios = [
+        {"name": "short", "prompt": "short one", "max_tokens": 1},
+        {"name": "long-prompt", "prompt_tokens": 2000},
+        # Probed every 0.3 s, the others once (LONG): identical requests every time.
+        {
+            "name": "cached",
+            "prompt": "cached one",
+            "cache_bust": False,
+            "interval": INTERVAL,
+            "timeout": TIMEOUT,
+        },
+    ]
+    await rig.scheduler.apply(make_config(scenario_target(sim, scenarios)))
+
+    def successes(scenario: str) -> float:
+        series = rig.store.get("t", scenario)
+        return (series.get("ttft_probe_requests_total", ("success",)) or 0.0) if series else 0.0
+
+    await rig.wait_for(
+        lambda: (
+            successes("short") >= 1 and successes("long-prompt") >= 1 and successes("cached") >= 3
+        ),
+        "every scenario probed",
+    )
+    lines = [line for line in rig.store.render().splitlines() if line and not line.startswith("#")]
+    labelled = {
+        scenario: [line for line in lines if f'scenario="{scenario}"' in line]
+        for scenario in ("short", "long-prompt", "cached", "default")
+    }
+    assert labelled["default"] == []
+    assert all(labelled[s] for s in ("short", "long-prompt", "cached"))
+    assert len(lines) == sum(len(v) for v in labelled.values())
+    assert all(
+        line.split("{", 1)[1].startswith(
+            f'target="t",model="m",protocol="openai-chat",scenario="{s}"'
+        )
+        for s in ("short", "long-prompt", "cached")
+        for line in labelled[s]
+    )
+
+    requests = chat_requests(sim)
+    short = [r for r in requests if prompt_of(r).endswith(" short one")]
+    assert len(short) == 1 and short[0].body["max_tokens"] == 1
+    # The long prompt as the simulator received it: a nonce and 2000 words of 4
+    # characters; the simulator counts words as prompt tokens and reports them.
+    long = [r for r in requests if len(prompt_of(r)) > 1000]
+    assert len(long) == 1
+    filler = filler_prompt(2000)
+    nonce = prompt_of(long[0]).removesuffix(" " + filler)
+    # The cache-busting nonce of the engine, then the filler.
+    assert re.fullmatch(r"\[probe [0-9a-f]{12}\]", nonce)
+    assert len(filler.split(" ")) == 2000 and len(filler) == 4 * 2000 - 1
+    assert long[0].body["max_tokens"] == 64
+    series = rig.store.get("t", "long-prompt")
+    counted = 2000 + len(nonce.split())
+    assert series is not None and series.get("ttft_probe_input_tokens_total") == counted
+    # cache_bust: false sends the very same request every time, with no nonce.
+    cached = [r for r in requests if "cached one" in prompt_of(r)]
+    assert len(cached) >= 3
+    assert all(r.body == cached[0].body for r in cached)
+    assert prompt_of(cached[0]) == "cached one"
+
+
+async def test_a_reload_restarts_only_the_scenarios_that_changed(
+    rig: Rig, make_llm_sim: SimFactory
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+
+    def config(*scenarios: dict[str, Any]) -> Config:
+        return make_config(scenario_target(sim, list(scenarios)))
+
+    await rig.scheduler.apply(
+        config(
+            {"name": "keep", "prompt": "keep"},
+            {"name": "edit", "prompt": "edit"},
+            {"name": "drop", "prompt": "drop"},
+        )
+    )
+    await rig.wait_for(lambda: len(chat_requests(sim)) == 3, "one probe per scenario")
+    await rig.wait_for(
+        lambda: all(rig.store.get("t", s) is not None for s in ("keep", "edit", "drop")),
+        "their series",
+    )
+    runner = rig.scheduler.runners["t"]
+    loops = dict(runner.loops)
+    assert runner.session is not None
+
+    await rig.scheduler.apply(
+        config(
+            {"name": "keep", "prompt": "keep"},
+            {"name": "edit", "prompt": "edit", "max_tokens": 3},
+            {"name": "new", "prompt": "new"},
+        )
+    )
+
+    assert rig.scheduler.runners["t"] is runner
+    assert not runner.session.closed
+    assert runner.loops["keep"] is loops["keep"]
+    assert runner.loops["edit"] is not loops["edit"]
+    assert sorted(runner.loops) == ["edit", "keep", "new"]
+    for name in ("edit", "drop"):
+        job = loops[name].job
+        assert job is not None and job.closed
+    assert rig.store.get("t", "drop") is None
+    assert 'scenario="drop"' not in rig.store.render()
+    # A (re)started loop probes at once; the kept one waits for its LONG interval.
+    await rig.wait_for(lambda: len(chat_requests(sim)) == 5, "the restarted and new probes")
+    prompts = sorted(prompt_of(r).rsplit(" ", 1)[1] for r in chat_requests(sim))
+    assert prompts == ["drop", "edit", "edit", "keep", "new"]
+    edited = [r for r in chat_requests(sim) if prompt_of(r).endswith(" edit")]
+    assert edited[-1].body["max_tokens"] == 3

@@ -246,7 +246,10 @@ async def test_probe_loop_bug_is_supervised(
     state = make_state(config, restart_policy=POLICY)
     client = await aiohttp_client(create_app(state))
     await wait_until(
-        lambda: (state.store.series["t", "default"].get("ttft_probe_requests_total", ("success",)) or 0) >= 1,
+        lambda: (
+            (state.store.series["t", "default"].get("ttft_probe_requests_total", ("success",)) or 0)
+            >= 1
+        ),
         "a successful probe after the restarts",
     )
     assert errors(state.metrics, "probe") == 2.0

@@ -414,7 +414,10 @@ async def test_error_line_inside_a_200_stream(make_llm_sim: SimFactory, protocol
     assert result.reason is FailureReason.STREAM_ERROR and result.http_status == 200
     assert "an error was encountered while running the model" in result.detail
     assert result.time_to_first_token is None and result.finish_reason is None
-    assert recorded(result).series["t", "default"].get("ttft_probe_failures_total", ("stream_error",)) == 1.0
+    assert (
+        recorded(result).series["t", "default"].get("ttft_probe_failures_total", ("stream_error",))
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize("keepalive", [None, 0.05], ids=["silent", "with-keepalives"])
