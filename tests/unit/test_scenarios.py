@@ -54,6 +54,7 @@ def test_scenarios_become_probed_copies_with_their_overrides() -> None:
             "cold": {"idle": "15m"},
         }
     ).targets[0]
+    assert isinstance(target, OpenAIChatTarget)
     probed = {t.scenario: t for t in target.probe_targets()}
     assert list(probed) == ["short", "long-prompt", "cached"]
     short, long, cached = (probed[n] for n in ("short", "long-prompt", "cached"))
