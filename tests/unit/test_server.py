@@ -608,6 +608,33 @@ async def test_probe_unknown_target_makes_no_request(
     assert len(state.history.records()) == 1
 
 
+async def test_probe_picks_a_scenario(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    scenarios = [{"name": "short", "prompt": "one"}, {"name": "long", "prompt": "two"}]
+    client, state = await start(
+        aiohttp_client, make_config(chat_target(sim, interval="60s", scenarios=scenarios))
+    )
+    await wait_for(
+        lambda: all(state.store.get("a", s) is not None for s in ("short", "long")),
+        "the scenario series",
+    )
+    await wait_for(lambda: len(sim.state.requests) == 2, "one probe per scenario")
+
+    text = await get_text(client, "/probe", params={"target": "a", "scenario": "long"})
+    assert sample(text, "ttft_probe_success", scenario="long") == 1.0
+    assert 'scenario="short"' not in text
+    assert sim.state.requests[-1].body["messages"][0]["content"].endswith(" two")
+    # Without `scenario`: the first one.
+    text = await get_text(client, "/probe", params={"target": "a"})
+    assert sample(text, "ttft_probe_success", scenario="short") == 1.0
+    resp = await client.get("/probe", params={"target": "a", "scenario": "cold"})
+    assert resp.status == 400
+    assert await resp.text() == "target 'a' has no scenario 'cold'; it has: short, long\n"
+    assert len(sim.state.requests) == 4
+
+
 @pytest.mark.parametrize("query", ["", "?target=", "?debug=true"], ids=["none", "empty", "debug"])
 async def test_probe_without_target(
     make_llm_sim: SimFactory, aiohttp_client: AiohttpClient, query: str
