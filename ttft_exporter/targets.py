@@ -412,6 +412,8 @@ class TargetBase(StrictModel):
     _plans: tuple[TargetBase, ...] = PrivateAttr(())
     _cold_plan: TargetBase | None = PrivateAttr(None)
     _probe_fingerprint: str = PrivateAttr("")
+    # What debug output shows instead of a generated prompt (up to 800 KB).
+    _prompt_note: str | None = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -530,9 +532,12 @@ class TargetBase(StrictModel):
             elif scenario.messages is not None and "messages" in fields:
                 update["messages"] = scenario.messages
                 update["prompt"] = None
-            plans.append(
-                self._copy_for(update, scenario.name, _sub_digest(base, scenario.name, scenario))
-            )
+            copy = self._copy_for(update, scenario.name, _sub_digest(base, scenario.name, scenario))
+            if scenario.prompt_tokens is not None and prompt is not None:
+                copy._prompt_note = (
+                    f"<generated: {scenario.prompt_tokens} words, {len(prompt)} characters>"
+                )
+            plans.append(copy)
         self._plans = tuple(plans)
         if self.cold is not None:
             update = {
@@ -611,6 +616,8 @@ class TargetBase(StrictModel):
         """The target as plain data with secret header values hidden (for debug output)."""
         data = self.model_dump(mode="json", exclude_defaults=False)
         data["headers"] = redacted_headers(self.headers)
+        if self._prompt_note is not None:
+            data["prompt"] = self._prompt_note
         if self.expect is not None:
             data["expect"] = self.expect.pattern
         return data

@@ -63,6 +63,8 @@ def test_scenarios_become_probed_copies_with_their_overrides() -> None:
     assert (short.max_tokens, short.messages, short.interval) == (4, target.messages, 15.0)
     assert long.messages is None and long.prompt == filler_prompt(2000)
     assert (long.timeout, long.interval) == (20.0, 60.0)
+    # Debug output (/probe?debug=true) names the generated prompt instead of 8 KB of it.
+    assert long.redacted()["prompt"] == "<generated: 2000 words, 7999 characters>"
     assert cached.cache_bust is False and cached.prompt == "same every time"
     assert cached.messages is None
     cold = target.cold_target()
