@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from ttft_exporter.budget import BudgetConfig, CostConfig
 from ttft_exporter.durations import Duration
 from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.flux.config import FluxInstanceConfig
@@ -74,6 +75,8 @@ _DEFAULTABLE = (
     "max_response_bytes",
     "on_suspect",
     "histograms",
+    "cost",
+    "budget",
 )
 # Defaults merged key by key into a target's own mapping (the target's keys win).
 _MERGED = ("headers", "labels", "histograms")
@@ -97,6 +100,8 @@ class TargetDefaults(StrictModel):
     max_response_bytes: int | None = Field(None, ge=1024, le=1 << 30)
     on_suspect: Literal["record", "drop"] | None = None
     histograms: HistogramsConfig | None = None
+    cost: CostConfig | None = None
+    budget: BudgetConfig | None = None
 
 
 PROTOCOL_TAGS = PROTOCOL_NAMES

@@ -53,6 +53,7 @@ class AdhocRejectReason(enum.StrEnum):
 
     TARGET_BUSY = "target_busy"  # 429: the target had a probe in flight
     POOL_TIMEOUT = "pool_timeout"  # 503: no ad-hoc slot became free within the deadline
+    BUDGET_EXHAUSTED = "budget_exhausted"  # 429: the target's daily budget is spent
 
 
 class HTTPDropReason(enum.StrEnum):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from ttft_exporter.budget import ProbeBudget
 from ttft_exporter.clock import Clock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import AdhocRejectReason, FailureReason, ProbeRejected
@@ -77,8 +78,13 @@ class ProbeExecutor:
         history: History,
         adhoc_concurrency: int = DEFAULT_ADHOC_CONCURRENCY,
         lag_monitor: LoopLagMonitor | None = None,
+        budget: ProbeBudget | None = None,
     ) -> None:
         self._clock = clock
+        # The cost guard's ledger: the runners ask it before each probe, every result
+        # (scheduled or ad-hoc) is charged to it. Lives as long as the app, like the
+        # limiters, so a reload keeps what each target spent today.
+        self.budget = budget if budget is not None else ProbeBudget(clock)
         self._lag = lag_monitor
         self._limiter = CapacityLimiter(concurrency)
         self._adhoc = CapacityLimiter(adhoc_concurrency)
@@ -137,6 +143,13 @@ class ProbeExecutor:
         """
         loop = asyncio.get_running_loop()
         name = target.name
+        if self.budget.exhausted(target):
+            self._metrics.adhoc_rejected.labels(AdhocRejectReason.BUDGET_EXHAUSTED).inc()
+            raise ProbeRejected(
+                429,
+                f"the daily budget of target {name!r} is spent; probing resumes at 00:00 UTC",
+                retry_after=max(1, math.ceil(self.budget.seconds_to_reset())),
+            )
         running = self._claims.get(name)
         if running is not None or name in self._scheduled_waiting:
             self._metrics.adhoc_rejected.labels(AdhocRejectReason.TARGET_BUSY).inc()
@@ -251,6 +264,7 @@ class ProbeExecutor:
                 lines = [*lines, suspicion.describe()]
         series = store.ensure(target.name, target_labels(target), target.scenario)
         record_result(series, result, timeout=timeout, drop_suspect=target.on_suspect == "drop")
+        self.budget.charge(target, result, series)
         self._log(target, result)
         return self.history.add(target.name, result, lines)
 

@@ -93,6 +93,8 @@ class MetricSpec:
     children: tuple[tuple[str, ...], ...] = ()
     buckets: str | None = None
     otel_name: str | None = None
+    # No series until first written: a family only some targets have (by config).
+    on_demand: bool = False
 
 
 # Default bucket boundaries (seconds), chosen for LLM serving and few enough that a
@@ -294,6 +296,34 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         Kind.GAUGE,
         'Cold probes only (scenario="cold"): how long the target had been idle, no probe of it by this exporter, when the last cold probe was sent; at least cold.idle unless ad-hoc probes kept it busy past the longest hold (2 x idle).',
         "s",
+    ),
+    # Cost guard (#10, budget.py): only targets with `cost:` or `budget:` have these
+    # series (on_demand), so a default target's series count does not move.
+    MetricSpec(
+        "ttft_probe_cost_total",
+        Kind.COUNTER,
+        "What the probes of the target cost (scheduled and /probe), from their tokens and the target's cost prices, in the label's currency; tokens are the server's usage where it reported them, else estimated (see README, cost guard). Exact decimal sum, exported as a float.",
+        labels=("currency",),
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_budget_spent_tokens",
+        Kind.GAUGE,
+        "Tokens (input + output) the probes of the target spent since 00:00 UTC, counted against its daily budget.",
+        "{token}",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_budget_exhausted",
+        Kind.GAUGE,
+        "1 while the target's daily budget is spent and its probing is paused (until 00:00 UTC), else 0.",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_budget_skipped_total",
+        Kind.COUNTER,
+        "Scheduled probes of the target not started because its daily budget was spent.",
+        on_demand=True,
     ),
 )
 
@@ -677,7 +707,12 @@ class SeriesSet:
             children = self.values.setdefault(spec.name, {})
             for child in spec.children:
                 children[child] = self._new(spec)
-            if not spec.labels and spec.kind is not Kind.GAUGE and spec.name not in self._off:
+            if (
+                not spec.labels
+                and spec.kind is not Kind.GAUGE
+                and not spec.on_demand
+                and spec.name not in self._off
+            ):
                 # Histograms and counters exist at 0 from the start, so rate() and
                 # SLO ratios work before the first observation.
                 children[()] = self._new(spec)
@@ -742,6 +777,13 @@ class SeriesSet:
         """Set a gauge."""
         self.values[name][child] = value
         self.version += 1
+
+    def clear(self, name: str) -> None:
+        """Drop every series of a family (an on-demand one the config no longer asks for)."""
+        children = self.values[name]
+        if children:
+            children.clear()
+            self.version += 1
 
     def observe(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
         """Observe into a histogram (nothing if the histogram is switched off)."""

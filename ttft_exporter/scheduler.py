@@ -19,7 +19,7 @@ from ttft_exporter.cold import ColdCycle, HoldGate
 from ttft_exporter.config import Config, TargetConfig
 from ttft_exporter.executor import ProbeExecutor, target_labels
 from ttft_exporter.logs import fields
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
+from ttft_exporter.metrics import ExporterMetrics, MetricStore, SeriesSet
 from ttft_exporter.probes import create_session
 from ttft_exporter.scenarios import COLD_SCENARIO, DEFAULT_SCENARIO, ColdConfig
 from ttft_exporter.supervise import Component, Supervisor
@@ -139,6 +139,10 @@ class TargetRunner:
         loop = _Loop(target)
 
         async def probe(idle_seconds: float) -> object:
+            # The daily budget holds for the cold probe too (refused: counted, as a
+            # regular tick is).
+            if not self._executor.budget.admit(target, self._series(target)):
+                return None
             record = await self._run(target)
             series = self._store.get(target.name, COLD_SCENARIO)
             if series is not None:
@@ -190,7 +194,9 @@ class TargetRunner:
                     "previous probe still running; skipping",
                     extra=fields(target=target.name, scenario=target.scenario),
                 )
-            else:
+            # A spent daily budget pauses the target (counted by the budget, logged
+            # once when it tripped); the loop keeps ticking to resume at 00:00 UTC.
+            elif self._executor.budget.admit(target, self._series(target)):
                 state.probe_job = await self._jobs.spawn(
                     self._run(target), name=f"probe {_job_name(target)}"
                 )
@@ -200,6 +206,9 @@ class TargetRunner:
                 # Fell behind (e.g. a suspended process): realign instead of bursting.
                 next_tick = now + interval
             await asyncio.sleep(next_tick - now)
+
+    def _series(self, target: TargetConfig) -> SeriesSet:
+        return self._store.ensure(target.name, target_labels(target), target.scenario)
 
     async def _run(self, target: TargetConfig) -> object:
         assert self.session is not None  # noqa: S101 - start() opens it before the loops

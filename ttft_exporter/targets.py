@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from ttft_exporter.budget import BudgetConfig, CostConfig, check_budget_needs_cost
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.redact import PLACEHOLDER, Redactor
 from ttft_exporter.scenarios import (
@@ -397,6 +398,17 @@ class TargetBase(StrictModel):
             'was idle for `idle`, then probe it once as `scenario="cold"`.'
         ),
     )
+    cost: CostConfig | None = Field(
+        None,
+        description=(
+            "Prices per 1M input and output tokens: ttft_probe_cost_total counts what "
+            "the probes cost."
+        ),
+    )
+    budget: BudgetConfig | None = Field(
+        None,
+        description=("Daily token (or cost) budget; once spent, probing pauses until 00:00 UTC."),
+    )
 
     # Declared last, so a protocol's `Literal` override stays after the shared fields;
     # the discriminator of the config's union of protocol models.
@@ -494,6 +506,14 @@ class TargetBase(StrictModel):
             )
         if problems:
             raise ValidationError.from_exception_data("scenarios", problems)
+        return value
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: BudgetConfig | None, info: ValidationInfo) -> BudgetConfig | None:
+        # A cost with its own problems is not in info.data: not judged here.
+        if "cost" in info.data:
+            check_budget_needs_cost(value, info.data["cost"])
         return value
 
     @field_validator("extra_body")

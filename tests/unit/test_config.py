@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -158,6 +159,16 @@ INVALID = {
         "targets[1].cold.idle: must be between 1s and 7d",
         "targets[1].cold.timeout: must be below every (1h)",
         "targets[2].labels.scenario: reserved label name (set by the exporter or by Prometheus)",
+    ],
+    "cost-budget": [
+        "targets[0].cost.input_per_million: must be greater than or equal to 0",
+        "targets[0].cost.output_per_million: must be a finite number",
+        "targets[0].cost.currency: must be a three-letter ISO 4217 code in capitals, e.g. USD",
+        "targets[1].budget.daily_cost: needs cost (input_per_million, output_per_million)",
+        "targets[2].budget: set daily_tokens or daily_cost (or remove budget)",
+        "targets[3].cost.output_per_million: Field required",
+        "targets[3].budget.daily_tokens: must be greater than or equal to 1",
+        "targets[3].budget.daily_spend: unknown field",
     ],
     "many-problems": [
         "concurrency: must be greater than or equal to 1",
@@ -315,6 +326,34 @@ def test_good_file_and_defaults_merge() -> None:
     assert messages.interval == 10.0 and messages.timeout == 2.5
     assert config.concurrency == 4
     assert config.bucket_overrides() == {"latency": [0.1, 0.5, 1.0, 2.0]}
+    # Prices are exact decimals (15.10 is not 15.0999...); no cost, no budget: None.
+    assert chat.cost is not None and chat.budget is not None
+    assert chat.cost.output_per_million == Decimal("15.10")
+    assert chat.cost.currency == "EUR"
+    assert (chat.budget.daily_tokens, chat.budget.daily_cost) == (200000, Decimal("2.5"))
+    assert completions.cost is None and completions.budget is None
+
+
+def test_budget_and_cost_come_from_defaults_and_a_target_replaces_them_whole() -> None:
+    base = {"protocol": "openai-chat", "url": "http://h/v1", "model": "m", "prompt": "x"}
+    config = parse_config(
+        {
+            "defaults": {
+                "budget": {"daily_tokens": 1000},
+                "cost": {"input_per_million": 1, "output_per_million": 2},
+            },
+            "targets": [
+                {"name": "a", **base},
+                {"name": "b", **base, "budget": {"daily_cost": "0.5"}},
+            ],
+        }
+    )
+    a, b = config.targets
+    assert a.budget is not None and a.budget.daily_tokens == 1000
+    assert a.cost is not None and a.cost.currency == "USD"
+    # Not merged key by key: b's budget is its own, without the default daily_tokens.
+    assert b.budget is not None and b.budget.daily_tokens is None
+    assert b.budget.daily_cost == Decimal("0.5")
 
 
 def test_defaults_do_not_override_target_values() -> None:

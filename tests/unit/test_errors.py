@@ -16,7 +16,7 @@ from ttft_exporter import metrics
     ("reasons", "labels"),
     [
         # The label values as they were before the enums: dashboards and alerts use them.
-        (errors.AdhocRejectReason, ("target_busy", "pool_timeout")),
+        (errors.AdhocRejectReason, ("target_busy", "pool_timeout", "budget_exhausted")),
         (errors.HTTPDropReason, ("limit", "client_limit", "header_timeout")),
         (
             errors.FluxReconnectReason,

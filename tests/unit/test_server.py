@@ -151,9 +151,10 @@ async def test_metrics_classic_text(
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
     assert sample(text, "ttft_probe_success", target="a") == 1.0
     assert sample(text, "ttft_exporter_config_last_reload_successful") == 1.0
-    assert 'ttft_probe_success{target="a",model="m",protocol="openai-chat"} 1.0\n' in text, (
-        "target labels are target, model, protocol in that order"
-    )
+    assert (
+        'ttft_probe_success{target="a",model="m",protocol="openai-chat",scenario="default"} 1.0\n'
+        in text
+    ), "target labels are target, model, protocol, scenario in that order"
 
 
 async def test_metrics_openmetrics(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
@@ -254,9 +255,9 @@ async def test_every_target_and_reason_exists_at_zero_before_any_probe_ends(
 
     assert state.history.records() == []
     prefixes = {
-        "a": 'target="a",model="m",protocol="openai-chat"',
-        "b": 'target="b",model="m",protocol="openai-chat",env="prod"',
-        "c": 'target="c",model="m",protocol="openai-completions"',
+        "a": 'target="a",model="m",protocol="openai-chat",scenario="default"',
+        "b": 'target="b",model="m",protocol="openai-chat",scenario="default",env="prod"',
+        "c": 'target="c",model="m",protocol="openai-completions",scenario="default"',
     }
     for prefix in prefixes.values():
         for reason in FailureReason:
@@ -544,7 +545,10 @@ async def test_probe_uses_a_fresh_registry(
 
     assert resp.status == 200
     assert resp.headers["Content-Type"] == TEXT_TYPE
-    assert 'ttft_probe_success{target="a",model="m",protocol="openai-chat"} 1.0\n' in text
+    assert (
+        'ttft_probe_success{target="a",model="m",protocol="openai-chat",scenario="default"} 1.0\n'
+        in text
+    )
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
     assert sample(text, f"{TTFT}_count", target="a") == 1.0
     assert sample(text, "ttft_probe_timeout_seconds", target="a") == 5.0
@@ -748,11 +752,12 @@ async def test_probe_debug_failure(make_llm_sim: SimFactory, aiohttp_client: Aio
     )
     assert "\nTarget configuration:\nname: a\n" in text
     assert (
-        'ttft_probe_failures_total{target="a",model="m",protocol="openai-chat",reason="http_status"} 1.0\n'
+        'ttft_probe_failures_total{target="a",model="m",protocol="openai-chat",scenario="default",reason="http_status"} 1.0\n'
         in text
     )
     assert (
-        'ttft_probe_http_status_code{target="a",model="m",protocol="openai-chat"} 503.0\n' in text
+        'ttft_probe_http_status_code{target="a",model="m",protocol="openai-chat",scenario="default"} 503.0\n'
+        in text
     )
 
 
