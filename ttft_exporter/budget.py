@@ -326,10 +326,21 @@ class ProbeBudget:
             for name in (EXHAUSTED, SPENT, SKIPPED):
                 series.clear(name)
             return
-        _set(series, EXHAUSTED, 1.0 if account.exhausted else 0.0)
-        _set(series, SPENT, float(account.tokens))
+        _publish_shared(account, series)
         if series.get(SKIPPED) is None:
             series.inc(SKIPPED, 0.0)
+
+    def share(self, target: BudgetedTarget, series: Series) -> None:
+        """The target-wide budget gauges (spent, exhausted) into another series set of
+        the target (another scenario's), so every one shows the spend as it is now."""
+        account = self._accounts.get(target.name)
+        if account is not None and target.budget is not None:
+            _publish_shared(account, series)
+
+
+def _publish_shared(account: _Account, series: Series) -> None:
+    _set(series, EXHAUSTED, 1.0 if account.exhausted else 0.0)
+    _set(series, SPENT, float(account.tokens))
 
 
 def _over(budget: BudgetConfig | None, account: _Account) -> bool:

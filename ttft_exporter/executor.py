@@ -265,6 +265,9 @@ class ProbeExecutor:
         series = store.ensure(target.name, target_labels(target), target.scenario)
         record_result(series, result, timeout=timeout, drop_suspect=target.on_suspect == "drop")
         self.budget.charge(target, result, series)
+        for other in store.of_target(target.name):
+            if other is not series:  # the target's other scenarios: one budget
+                self.budget.share(target, other)
         self._log(target, result)
         return self.history.add(target.name, result, lines)
 
