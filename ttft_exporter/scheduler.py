@@ -298,7 +298,14 @@ class ProbeScheduler:
             )
 
     def _ensure_series(self, target: TargetConfig) -> None:
-        # Every scenario's series exist (at 0) from the start, as a target's did.
+        # Every scenario's series exist (at 0) from the start, as a target's did, and
+        # those of scenarios the target no longer has go (a restarted target too).
+        wanted = {probed.scenario for probed in target.probe_targets()}
+        if target.cold is not None:
+            wanted.add(COLD_SCENARIO)
+        for name, scenario in list(self._store.series):
+            if name == target.name and scenario not in wanted:
+                self._store.remove(name, scenario)
         for probed in target.probe_targets():
             self._store.ensure(target.name, target_labels(probed), probed.scenario)
 

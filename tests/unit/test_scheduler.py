@@ -530,3 +530,12 @@ async def test_a_reload_restarts_only_the_scenarios_that_changed(
     assert prompts == ["drop", "edit", "edit", "keep", "new"]
     edited = [r for r in chat_requests(sim) if prompt_of(r).endswith(" edit")]
     assert edited[-1].body["max_tokens"] == 3
+
+    # A new session (reuse_connections) restarts the whole target; the series of the
+    # scenarios it dropped go with their loops.
+    restarted = make_config(
+        {**scenario_target(sim, [{"name": "keep", "prompt": "keep"}]), "reuse_connections": True}
+    )
+    await rig.scheduler.apply(restarted)
+    assert rig.scheduler.runners["t"] is not runner and runner.session.closed
+    assert [k for k in rig.store.series if k[0] == "t"] == [("t", "keep")]
