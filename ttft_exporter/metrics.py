@@ -59,7 +59,9 @@ __all__ = [
     "EXPORTER_METRICS",
     "FLUX_METRICS",
     "OPTIONAL_HISTOGRAMS",
+    "PREFILL_OVERHEAD",
     "PROBE_METRICS",
+    "SERVER_TIMING_GAUGES",
     "SUSPECT_CAUSES",
     "ExporterMetrics",
     "Kind",
@@ -325,7 +327,52 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Scheduled probes of the target not started because its daily budget was spent.",
         on_demand=True,
     ),
+    # --- server-reported timings (issue #10 §3): kept together, see SERVER_TIMING_GAUGES.
+    MetricSpec(
+        "ttft_probe_server_load_seconds",
+        Kind.GAUGE,
+        "Model load time the server reported for the last probe (Ollama load_duration); absent when the last probe did not report it.",
+        "s",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_server_prefill_seconds",
+        Kind.GAUGE,
+        "Prompt processing time the server reported for the last probe (Ollama prompt_eval_duration, llama.cpp timings.prompt_ms); absent when the last probe did not report it.",
+        "s",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_server_decode_seconds",
+        Kind.GAUGE,
+        "Generation time the server reported for the last probe (Ollama eval_duration, llama.cpp timings.predicted_ms); absent when the last probe did not report it.",
+        "s",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_server_total_seconds",
+        Kind.GAUGE,
+        "Whole-request time the server reported for the last probe (Ollama total_duration); absent when the last probe did not report it.",
+        "s",
+        on_demand=True,
+    ),
+    MetricSpec(
+        "ttft_probe_prefill_overhead_seconds",
+        Kind.GAUGE,
+        "Client TTFT of the last probe minus the server-reported load + prefill time: network, TLS, queueing and HTTP overhead; may be negative when the server's figures do not fit the client's. Absent when the last probe had no server prefill time or its timings were dropped as suspect.",
+        "s",
+        on_demand=True,
+    ),
 )
+
+# The gauges of the server's own timings, by ServerTimings field.
+SERVER_TIMING_GAUGES: dict[str, str] = {
+    "load": "ttft_probe_server_load_seconds",
+    "prefill": "ttft_probe_server_prefill_seconds",
+    "decode": "ttft_probe_server_decode_seconds",
+    "total": "ttft_probe_server_total_seconds",
+}
+PREFILL_OVERHEAD = "ttft_probe_prefill_overhead_seconds"
 
 # The `component` values of the supervised loops (supervise.Component mirrors them).
 BACKGROUND_COMPONENTS = (
@@ -953,7 +1000,8 @@ def record_result(
 
     The last-value gauges describe the last probe: a figure it did not measure is NaN,
     never an older probe's value or a made-up 0. The exception, as in blackbox, is
-    the HTTP status: 0 when no response came. With `drop_suspect` (`on_suspect: drop`)
+    the HTTP status: 0 when no response came. The server-reported timings follow the
+    same rule with absence for NaN (see _record_server_timings). With `drop_suspect` (`on_suspect: drop`)
     a suspect probe is counted (requests, failures, suspect, finish reasons, bursts,
     tokens) but none of its timings is recorded (see _record_timings), and its
     timing gauges read NaN: a figure the exporter cannot vouch for is not shown.
@@ -976,6 +1024,7 @@ def record_result(
     rate = result.output_tokens_per_second if result.success and timings else None
     series.set("ttft_probe_last_time_to_first_token_seconds", _or_nan(ttft))
     series.set("ttft_probe_last_output_tokens_per_second", _or_nan(rate))
+    _record_server_timings(series, result, timings=timings)
     if not result.success:
         reason = result.reason or FailureReason.INTERNAL
         series.inc("ttft_probe_failures_total", child=(reason.value,))
@@ -994,6 +1043,27 @@ def record_result(
         series.saw_reasoning()
     if timings:
         _record_timings(series, result)
+
+
+def _record_server_timings(series: SeriesSet, result: ProbeResult, *, timings: bool) -> None:
+    """The server's own timings of the last probe, and the client's TTFT less its
+    load + prefill. Each series is absent, not NaN, when the last probe did not report
+    it: most protocols never do, and a NaN series per target for each would cost
+    series everywhere for nothing. The server timed these itself, so an exporter that
+    was starved (`timings` False, `on_suspect: drop`) does not spoil them; the
+    overhead, measured by the client, goes with the other timings."""
+    server = result.server_timings if result.success else None
+    for field, name in SERVER_TIMING_GAUGES.items():
+        value = getattr(server, field) if server is not None else None
+        if value is None:
+            series.clear(name)
+        else:
+            series.set(name, value)
+    overhead = result.prefill_overhead if result.success and timings else None
+    if overhead is None:
+        series.clear(PREFILL_OVERHEAD)
+    else:
+        series.set(PREFILL_OVERHEAD, overhead)
 
 
 def _record_timings(series: SeriesSet, result: ProbeResult) -> None:

@@ -19,7 +19,7 @@ from ttft_exporter.metrics import (
     MetricStore,
     record_result,
 )
-from ttft_exporter.probes.base import FINISH_REASONS, GapHistogram, ProbeResult
+from ttft_exporter.probes.base import FINISH_REASONS, GapHistogram, ProbeResult, ServerTimings
 
 LABELS = {"target": "a", "model": "m", "protocol": "openai-chat", "env": 'we"ird\\\n'}
 INTER_CHUNK = "ttft_probe_inter_chunk_latency_seconds"
@@ -617,3 +617,114 @@ def test_readme_series_table_matches_a_real_render() -> None:
         assert f"| {label} | {count} |" in readme, f"README: {label} should say {count}"
     default = len(series_lines(probed_once(configured({"name": "a"}))))
     assert f"A target exports **{default} series** by default" in readme
+
+
+# --- server-reported timings (issue #10 section 3) ----------------------------------
+
+SERVER_GAUGES = (
+    "ttft_probe_server_load_seconds",
+    "ttft_probe_server_prefill_seconds",
+    "ttft_probe_server_decode_seconds",
+    "ttft_probe_server_total_seconds",
+)
+OVERHEAD = "ttft_probe_prefill_overhead_seconds"
+OLLAMA_TIMINGS = ServerTimings(load=0.05, prefill=0.2, decode=0.3, total=0.56)
+
+
+def server_lines(store: MetricStore) -> list[str]:
+    return [
+        line
+        for line in series_lines(store)
+        if line.startswith(("ttft_probe_server_", "ttft_probe_prefill_overhead"))
+    ]
+
+
+def test_server_timings_and_the_overhead_are_exported_for_the_last_probe() -> None:
+    store = MetricStore()
+    record_result(store.ensure("a", LABELS), success(server_timings=OLLAMA_TIMINGS), timeout=5.0)
+    assert sample(store, "ttft_probe_server_load_seconds") == 0.05
+    assert sample(store, "ttft_probe_server_prefill_seconds") == 0.2
+    assert sample(store, "ttft_probe_server_decode_seconds") == 0.3
+    assert sample(store, "ttft_probe_server_total_seconds") == 0.56
+    # Client TTFT 0.3 s less the server's 0.05 s load and 0.2 s prefill.
+    assert sample(store, OVERHEAD) == pytest.approx(0.05)
+
+
+def test_no_server_timings_means_no_series_not_nan_or_zero() -> None:
+    store = MetricStore()
+    record_result(store.ensure("a", LABELS), success(), timeout=5.0)
+    assert server_lines(store) == []
+
+
+@pytest.mark.parametrize(
+    "later",
+    [
+        success(),  # a probe whose server reported nothing this time
+        ProbeResult(success=False, reason=FailureReason.TIMEOUT, started_at=1700000100.0),
+        # Only part of them: the rest of the earlier report must not linger.
+        success(server_timings=ServerTimings(decode=0.4)),
+    ],
+    ids=["none-reported", "failure", "partial"],
+)
+def test_a_later_probe_removes_the_values_it_did_not_report(later: ProbeResult) -> None:
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    record_result(series, success(server_timings=OLLAMA_TIMINGS), timeout=5.0)
+    assert len(server_lines(store)) == 5
+    record_result(series, later, timeout=5.0)
+    reported = later.server_timings if later.success else None
+    decode = reported.decode if reported is not None else None
+    assert sample(store, "ttft_probe_server_decode_seconds") == decode
+    for name in ("ttft_probe_server_load_seconds", "ttft_probe_server_prefill_seconds"):
+        assert sample(store, name) is None
+    assert sample(store, "ttft_probe_server_total_seconds") is None
+    assert sample(store, OVERHEAD) is None  # no prefill, no overhead
+
+
+def test_a_suspect_probe_keeps_server_timings_but_not_the_client_overhead() -> None:
+    store = MetricStore()
+    result = success(server_timings=OLLAMA_TIMINGS, suspect=("loop_lag",))
+    record_result(store.ensure("a", LABELS), result, timeout=5.0, drop_suspect=True)
+    # The server timed these itself; the exporter's starvation cannot have spoilt them.
+    assert sample(store, "ttft_probe_server_prefill_seconds") == 0.2
+    assert sample(store, OVERHEAD) is None
+
+
+def test_overhead_without_a_load_time_is_ttft_less_prefill_and_not_clamped() -> None:
+    store = MetricStore()
+    series = store.ensure("a", LABELS)
+    record_result(series, success(server_timings=ServerTimings(prefill=0.1)), timeout=5.0)
+    assert sample(store, OVERHEAD) == pytest.approx(0.2)
+    assert sample(store, "ttft_probe_server_load_seconds") is None
+    # A server claiming more prefill than the client's TTFT: shown as it is, below 0.
+    record_result(series, success(server_timings=ServerTimings(prefill=0.45)), timeout=5.0)
+    assert sample(store, OVERHEAD) == pytest.approx(-0.15)
+
+
+def test_server_timing_series_per_target() -> None:
+    # The default (OpenAI-compatible) target stays within the cap: it reports none.
+    default = series_lines(probed_once(configured({"name": "a"})))
+    assert len(default) <= DEFAULT_SERIES_CAP
+    # An Ollama target after a probe that reported all four durations: five more.
+    ollama = configured(
+        {"name": "a", "protocol": "ollama-chat", "url": "http://127.0.0.1:9"},
+    )
+    lines = series_lines(probed_once(ollama, server_timings=OLLAMA_TIMINGS))
+    assert len(lines) == len(default) + 5
+
+
+def test_readme_server_timing_rows_match_a_real_render() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    rows = {
+        "Ollama (load, prefill, decode, total, and the overhead), default `histograms:`": (
+            OLLAMA_TIMINGS
+        ),
+        "llama.cpp `timings` (prefill, decode, and the overhead), default `histograms:`": (
+            ServerTimings(prefill=0.1, decode=0.2)
+        ),
+    }
+    for label, timings in rows.items():
+        count = len(series_lines(probed_once(configured({"name": "a"}), server_timings=timings)))
+        assert f"| {label} | {count} |" in readme, f"README: {label} should say {count}"

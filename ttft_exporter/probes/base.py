@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.framing import Frame, Framer
+from ttft_exporter.probes.server_timings import ServerTimings
 
 if TYPE_CHECKING:
     import aiohttp
@@ -30,6 +31,7 @@ __all__ = [
     "HTTPRequest",
     "ProbeResult",
     "ProtocolSpec",
+    "ServerTimings",
     "StreamDecoder",
     "StreamItem",
     "StreamTimeline",
@@ -225,6 +227,9 @@ class StreamItem:
     usage: Usage | None = None
     finish_reason: str | None = None
     done: bool = False
+    # What the server reported of its own timings (Ollama's final line, llama.cpp's
+    # `timings`), already parsed and bounded by the decoder.
+    server_timings: ServerTimings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +297,9 @@ class ProbeResult:
     # Set by the executor: why the timings may include the exporter's own delay
     # (metrics.SUSPECT_CAUSES: loop_lag, throttled); empty when they are clean.
     suspect: tuple[str, ...] = ()
+    # The server's own timings of this request, where its protocol reports them and
+    # they fit inside the client's elapsed time; None otherwise (and on failures).
+    server_timings: ServerTimings | None = None
 
     @property
     def decode_seconds(self) -> float | None:
@@ -299,6 +307,16 @@ class ProbeResult:
         if self.burst or self.duration is None or self.time_to_first_token is None:
             return None
         return self.duration - self.time_to_first_token
+
+    @property
+    def prefill_overhead(self) -> float | None:
+        """Client TTFT minus the server's load + prefill: what the client waited on
+        beyond the model (network, TLS, queueing, HTTP and framing). None unless both
+        are known. Not clamped: below 0, the server's figures do not fit the client's."""
+        server = self.server_timings.time_to_first_token if self.server_timings else None
+        if server is None or self.time_to_first_token is None:
+            return None
+        return self.time_to_first_token - server
 
     @property
     def output_tokens_per_second(self) -> float | None:
@@ -326,6 +344,7 @@ class StreamTimeline:
         "gaps",
         "max_tokens",
         "reasoning_chunks",
+        "server_timings",
         "start_ns",
         "token_chunks",
         "usage",
@@ -351,6 +370,7 @@ class StreamTimeline:
         self.token_chunks = 0
         self.reasoning_chunks = 0
         self.usage: Usage | None = None
+        self.server_timings: ServerTimings | None = None
         self.done = False
         self.finish_reason: str | None = None
         self._answer: list[str] = []
@@ -366,6 +386,12 @@ class StreamTimeline:
         if item.usage is not None:
             # Merged, not replaced: a later report may carry only some of the counts.
             self.usage = item.usage if self.usage is None else self.usage.merge(item.usage)
+        if item.server_timings is not None:
+            # Merged like usage: a later report updates the durations it gives.
+            timings = self.server_timings
+            self.server_timings = (
+                item.server_timings if timings is None else timings.merge(item.server_timings)
+            )
         if item.done:
             self.done = True
         if item.finish_reason and self.finish_reason is None:
@@ -443,6 +469,10 @@ class StreamTimeline:
         window = (self._last_token_ns - self.first_token_ns) * _NS
         burst = decode_tokens > 0 and window < burst_bound(decode_tokens)
         tpot = (e2e - ttft) / decode_tokens if decode_tokens > 0 and not burst else None
+        elapsed = (end_ns - self.start_ns) * _NS
+        # A server duration longer than the whole request as the client timed it did
+        # not happen inside this request: dropped, as not reported.
+        server = self.server_timings.within(elapsed) if self.server_timings else None
         return ProbeResult(
             success=True,
             started_at=started_at,
@@ -464,10 +494,11 @@ class StreamTimeline:
             token_chunks=self.token_chunks,
             reasoning_chunks=self.reasoning_chunks,
             bytes_received=bytes_received or 0,
-            elapsed=(end_ns - self.start_ns) * _NS,
+            elapsed=elapsed,
             answer_excerpt=self.answer[:200],
             finish_reason=finish_reason_label(self.finish_reason),
             burst=burst,
+            server_timings=server,
         )
 
 

@@ -129,6 +129,8 @@ class StreamProbe:
         )
         if result.usage_rejected is not None:
             self._debug(f"usage rejected, tokens counted as chunks: {result.usage_rejected}")
+        if timeline.server_timings != result.server_timings:
+            self._debug("server timings longer than the request as timed here were dropped")
         if self._expect is not None and not self._expect.search(timeline.answer):
             excerpt = self._redactor.cut(timeline.answer, 80)
             raise ProbeFailure(
@@ -412,5 +414,17 @@ def _summary(result: ProbeResult) -> str:
         f"tokens={result.output_tokens} ({result.usage_source}) chunks={result.token_chunks} "
         f"finish_reason={result.finish_reason} "
         f"{'burst (decode figures not measured) ' if result.burst else ''}"
-        f"bytes={result.bytes_received} phases: {phases}"
+        f"bytes={result.bytes_received} phases: {phases}{_server_summary(result)}"
+    )
+
+
+def _server_summary(result: ProbeResult) -> str:
+    """The server's own timings, when it reported any, for the debug line."""
+    server = result.server_timings
+    if server is None:
+        return ""
+    return (
+        f" server: load={_ms(server.load)} prefill={_ms(server.prefill)}"
+        f" decode={_ms(server.decode)} total={_ms(server.total)}"
+        f" prefill_overhead={_ms(result.prefill_overhead)}"
     )

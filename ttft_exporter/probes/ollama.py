@@ -4,9 +4,9 @@ decoders of `POST {url}/api/chat` and `POST {url}/api/generate` (llm-streaming.m
 with the line carrying `done: true`. Ollama itself has no auth; a key, when set, is sent
 as `Authorization: Bearer <key>` (the TargetBase default) for the proxies in front of it.
 
-The server timings of the final line (`load_duration`, `prompt_eval_duration`, ... in
-nanoseconds) are not read here: the decoder takes the text, the reasoning, the usage
-counts and the end of the stream."""
+The final line also carries the server's timings (`load_duration`,
+`prompt_eval_duration`, `eval_duration`, `total_duration`, in nanoseconds): the decoder
+hands them on parsed and bounded (probes/server_timings.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
 from ttft_exporter.probes.framing import Frame, NDJSONFramer
+from ttft_exporter.probes.server_timings import from_ollama
 from ttft_exporter.targets import ChatMessage, TargetBase
 from ttft_exporter.validation import field_rule
 
@@ -185,8 +186,8 @@ def _number(value: Any) -> int | float | None:
 
 def _end(obj: dict[str, Any], item: StreamItem) -> StreamItem:
     """Fills in the end of the stream when this line is the `done: true` one: its
-    finish reason and its usage (prompt_eval_count is omitted when the prompt was
-    all cached, so it may be absent)."""
+    finish reason, its usage (prompt_eval_count is omitted when the prompt was all
+    cached, so it may be absent) and the server's timings."""
     done = obj.get("done")
     if done is not True:
         if done not in (False, None):
@@ -202,6 +203,7 @@ def _end(obj: dict[str, Any], item: StreamItem) -> StreamItem:
     output = _number(obj.get("eval_count"))
     if prompt is not None or output is not None:
         item.usage = Usage(input_tokens=prompt, output_tokens=output)
+    item.server_timings = from_ollama(obj)
     item.done = True
     return item
 

@@ -1,6 +1,9 @@
 """OpenAI-compatible streaming: the config models, request bodies and pure chunk
 decoders of Chat Completions and legacy Completions (llm-streaming.md §A.1), and their
-registry entries. Auth: `Authorization: Bearer <key>` (the TargetBase default)."""
+registry entries. Auth: `Authorization: Bearer <key>` (the TargetBase default).
+
+llama.cpp's server adds a `timings` object to the last chunk of these streams (§B.4):
+the decoders hand it on as the server's timings (probes/server_timings.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +15,15 @@ import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.base import (
+    HTTPRequest,
+    ProtocolSpec,
+    ServerTimings,
+    StreamItem,
+    Usage,
+)
 from ttft_exporter.probes.framing import Frame, SSEFramer
+from ttft_exporter.probes.server_timings import from_llamacpp
 from ttft_exporter.targets import ChatMessage, TargetBase
 from ttft_exporter.validation import field_rule
 
@@ -181,6 +191,12 @@ def _usage(obj: dict[str, Any]) -> Usage | None:
     )
 
 
+def _timings(obj: dict[str, Any]) -> ServerTimings | None:
+    timings = obj.get("timings")
+    # Only llama.cpp sends it: every other server's chunk costs one dict lookup.
+    return None if timings is None else from_llamacpp(timings)
+
+
 def _number(value: Any) -> int | float | None:
     # Kept as reported, negative or fractional included: check_usage judges it, so an
     # absurd count is rejected and counted rather than silently dropped.
@@ -224,7 +240,7 @@ class ChatDecoder:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj))
+        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
         choice = _choice(obj)
         if choice is not None:
             delta = choice.get("delta")
@@ -246,7 +262,7 @@ class CompletionsDecoder:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj))
+        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
         choice = _choice(obj)
         if choice is not None:
             item.text = _text(choice.get("text"))

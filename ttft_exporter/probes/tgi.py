@@ -3,7 +3,10 @@ request body and pure event decoder of `POST {url}/generate_stream` (llm-streami
 §A.5), and its registry entry. SSE written as `data:{json}` (no space), one event per
 token, no `[DONE]`: the stream ends with the event carrying `generated_text` (and, as
 requested, `details`). Auth: `Authorization: Bearer <key>` (the TargetBase default;
-Hugging Face Inference Endpoints and TGI's `--api-key`)."""
+Hugging Face Inference Endpoints and TGI's `--api-key`).
+
+The stream carries no server timings: `details` holds counts and the finish reason
+only, and TGI's `x-*-time` headers are set on the non-streaming `/generate` route."""
 
 from __future__ import annotations
 

@@ -88,6 +88,13 @@ class ModelBehaviour(BaseModel):
     the first token on and writes them in one write when the last is due, as a
     buffering proxy delivers a stream (or a starved client reads it). These knobs
     shape streams only.
+
+    ``max_concurrency`` is the model's capacity: at most that many streams generate
+    at once, the others wait in line, their TTFT growing by the wait, as a server at
+    capacity answers (`ttft-exporter bench --profile sweep` finds that knee). A
+    request with ``ignore_eos: true`` (vLLM's, to fix the output length) generates
+    ``max_tokens`` answer tokens whatever ``tokens`` says; ``min_tokens`` raises the
+    answer to at least that many (capped by ``max_tokens``).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
@@ -120,6 +127,12 @@ class ModelBehaviour(BaseModel):
     split_writes: bool = False
     token_text: str = "tok"  # noqa: S105 (not a credential)
     prompt_tokens: int | None = Field(default=None, ge=0)
+    # llama.cpp's `timings` object on the last chunk (finish or usage chunk) of the
+    # OpenAI-compatible modes: prompt_ms from the first token's due time less
+    # headers_delay (llama-server does not count time queued for a slot), predicted_ms
+    # from the first to the last token.
+    llamacpp_timings: bool = False
+    max_concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator("status")
     @classmethod
@@ -184,6 +197,19 @@ class LLMSimState:
             maxlen=_MAX_TIMESTAMPS
         )
         self.closing = asyncio.Event()
+        # Per model and capacity (a PATCH may change it): the streams generating now.
+        self._capacity: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    def capacity(
+        self, model: str, behaviour: ModelBehaviour
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """The slot a stream of `model` generates in: its capacity queue, if any."""
+        if behaviour.max_concurrency is None:
+            return contextlib.nullcontext()
+        key = (model, behaviour.max_concurrency)
+        if key not in self._capacity:
+            self._capacity[key] = asyncio.Semaphore(behaviour.max_concurrency)
+        return self._capacity[key]
 
     def set_model(self, name: str, behaviour: ModelBehaviour) -> None:
         """Add or replace a model; requests already streaming keep their knobs."""
@@ -205,6 +231,8 @@ class SimRequest:
     include_usage: bool = False
     continuous_usage_stats: bool = False
     prompt_words: int = 0
+    ignore_eos: bool = False
+    min_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +355,8 @@ def parse_request(api: API, body: object) -> SimRequest:
         include_usage=_opt_bool(options, "include_usage"),
         continuous_usage_stats=_opt_bool(options, "continuous_usage_stats"),
         prompt_words=words,
+        ignore_eos=_opt_bool(body, "ignore_eos"),
+        min_tokens=_opt_int(body, "min_tokens"),
     )
 
 
@@ -411,6 +441,10 @@ def plan_generation(
     """Decide the token chunks, their deadlines and the ending of one generation."""
     reasoning = behaviour.reasoning_tokens if request.api == "chat" else 0
     answer = behaviour.tokens
+    if request.ignore_eos and request.max_tokens is not None:
+        answer = request.max_tokens
+    elif request.min_tokens is not None:
+        answer = max(answer, request.min_tokens)
     finish_reason: str | None = "stop"
     cap = request.max_tokens
     if cap is not None and reasoning + answer > cap:
@@ -531,20 +565,21 @@ class _ChunkEncoder:
         name = self._reasoning_field if field == "reasoning" else "content"
         return self._chunk({name: text}, None, reasoning, emitted)
 
-    def finish(self, reasoning: int, emitted: int) -> str:
+    def finish(self, reasoning: int, emitted: int, timings: dict[str, object] | None = None) -> str:
         delta: dict[str, str] | str = {} if self._request.api == "chat" else ""
-        return self._chunk(delta, self._plan.finish_reason, reasoning, emitted)
+        return self._chunk(delta, self._plan.finish_reason, reasoning, emitted, timings)
 
-    def usage(self) -> str:
+    def usage(self, timings: dict[str, object] | None = None) -> str:
         plan = self._plan
-        return _dumps(
-            {
-                **self._head,
-                "model": self._request.model,
-                "choices": [],
-                "usage": _usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
-            }
-        )
+        chunk: dict[str, object] = {
+            **self._head,
+            "model": self._request.model,
+            "choices": [],
+            "usage": _usage(plan.prompt_tokens, plan.completion_tokens, plan.reasoning_tokens),
+        }
+        if timings is not None:
+            chunk["timings"] = timings
+        return _dumps(chunk)
 
     def _chunk(
         self,
@@ -552,6 +587,7 @@ class _ChunkEncoder:
         finish: str | None,
         reasoning: int,
         emitted: int,
+        timings: dict[str, object] | None = None,
     ) -> str:
         choice: dict[str, object] = {"index": 0}
         if isinstance(delta, str):
@@ -569,6 +605,8 @@ class _ChunkEncoder:
             chunk["usage"] = (
                 _usage(self._plan.prompt_tokens, emitted, reasoning) if self._continuous else None
             )
+        if timings is not None:
+            chunk["timings"] = timings
         return _dumps(chunk)
 
 
@@ -578,6 +616,24 @@ def _usage(prompt: int, completion: int, reasoning: int) -> dict[str, object]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def _llamacpp_timings(behaviour: ModelBehaviour, plan: GenerationPlan) -> dict[str, object]:
+    """llama.cpp's `timings` of a generation that went to its end, from the plan."""
+    first_at = plan.chunks[0].at if plan.chunks else plan.end_at
+    prompt_ms = max(0.0, first_at - behaviour.headers_delay) * 1000
+    predicted_ms = max(0.0, plan.end_at - first_at) * 1000
+    prompt_n, predicted_n = plan.prompt_tokens, plan.completion_tokens
+    return {
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / prompt_n if prompt_n else 0.0,
+        "prompt_per_second": prompt_n / prompt_ms * 1000 if prompt_ms else 0.0,
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / predicted_n if predicted_n else 0.0,
+        "predicted_per_second": predicted_n / predicted_ms * 1000 if predicted_ms else 0.0,
     }
 
 
@@ -648,11 +704,15 @@ def _render(
         error = {"error": {"message": message, "type": "server_error", "code": 500}}
         yield SimEvent(plan.end_at, "data", _dumps(error))
     else:
+        usage = _usage_enabled(behaviour, request)
+        # llama.cpp puts `timings` on the last chunk: the usage chunk when there is one.
+        timings = _llamacpp_timings(behaviour, plan) if behaviour.llamacpp_timings else None
         if plan.finish_reason is not None:
-            yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted))
-        if _usage_enabled(behaviour, request):
+            last = None if usage else timings
+            yield SimEvent(plan.end_at, "data", encoder.finish(reasoning, emitted, last))
+        if usage:
             # After the finish chunk, with `choices: []`, as OpenAI and vLLM send it.
-            yield SimEvent(plan.end_at, "data", encoder.usage())
+            yield SimEvent(plan.end_at, "data", encoder.usage(timings))
     if behaviour.omit_done:
         return
     yield SimEvent(plan.end_at, "data", _DONE)
@@ -845,9 +905,12 @@ async def _handle_generation(request: web.Request, api: API) -> web.StreamRespon
         await _sleep_until(arrival + behaviour.headers_delay)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
-    if not sim_request.stream:
-        return await _respond_whole(request, state, behaviour, sim_request, arrival)
-    return await _stream(request, state, record, behaviour, sim_request, arrival)
+    async with state.capacity(sim_request.model, behaviour):
+        # Generation starts once a slot is free: the wait in line adds to every delay.
+        arrival = asyncio.get_running_loop().time()
+        if not sim_request.stream:
+            return await _respond_whole(request, state, behaviour, sim_request, arrival)
+        return await _stream(request, state, record, behaviour, sim_request, arrival)
 
 
 async def _stream(

@@ -22,10 +22,18 @@ from pytest_aiohttp import AiohttpServer
 
 from tests.conftest import SimFactory, make_target, probe_once
 from tests.helpers import poll
+from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
 from ttft_exporter.metrics import MetricStore, record_result
-from ttft_exporter.probes.base import ProbeResult, StreamItem, Usage, finish_reason_label
+from ttft_exporter.probes import get_prober
+from ttft_exporter.probes.base import (
+    ProbeResult,
+    ServerTimings,
+    StreamItem,
+    Usage,
+    finish_reason_label,
+)
 from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.ollama import (
     DONE_WITHOUT_REASON,
@@ -36,6 +44,7 @@ from ttft_exporter.probes.ollama import (
     build_chat_request,
     build_generate_request,
 )
+from ttft_exporter.probes.session import create_session
 from ttft_exporter.sim.llm import ModelBehaviour
 
 PROTOCOLS = ["ollama-chat", "ollama-generate"]
@@ -97,7 +106,10 @@ def recorded(result: ProbeResult) -> MetricStore:
         (
             CHAT_FINAL,
             StreamItem(
-                usage=Usage(input_tokens=4, output_tokens=64), finish_reason="length", done=True
+                usage=Usage(input_tokens=4, output_tokens=64),
+                finish_reason="length",
+                done=True,
+                server_timings=ServerTimings(load=1e-9, prefill=1e-9, decode=1e-9, total=1e-9),
             ),
         ),
     ],
@@ -113,11 +125,16 @@ def test_chat_decoder(line: str, expected: StreamItem) -> None:
         (GENERATE_LINE, StreamItem(text="That")),
         (GENERATE_THINKING, StreamItem(reasoning="hmm")),
         ('{"model":"m","response":"","done":false}', StreamItem()),
-        # The timings and the `context` ids of the final line are not read (section 3).
+        # The `context` ids of the final line are not read; its timings are, in seconds.
         (
             FINAL,
             StreamItem(
-                usage=Usage(input_tokens=11, output_tokens=18), finish_reason="stop", done=True
+                usage=Usage(input_tokens=11, output_tokens=18),
+                finish_reason="stop",
+                done=True,
+                server_timings=ServerTimings(
+                    load=0.101397084, prefill=0.013074791, decode=0.052479709, total=0.174560334
+                ),
             ),
         ),
     ],
@@ -591,3 +608,135 @@ async def test_a_flooding_ndjson_neighbour_does_not_move_a_healthy_ttft(
     # own TTFT again plus 250 ms, the baseline taken on the same (possibly loaded)
     # machine; as the engine's SSE test of the same rule, it holds under stress-ng.
     assert max(loaded) <= 2 * max(baseline) + 0.25, (baseline, loaded)
+
+
+# --- server-reported timings (issue #10 section 3) ----------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_server_timings_from_the_simulator_are_exported_beside_the_client_figures(
+    make_llm_sim: SimFactory, protocol: str
+) -> None:
+    # The simulator's Ollama mode reports its plan: load = headers_delay (100 ms),
+    # prefill = first token due (300 ms) less the load, decode = the 9 gaps of 20 ms,
+    # total = the whole plan. These are the simulator's configured figures, not
+    # measurements, so they are exact; the client's are measured over 127.0.0.1.
+    sim = await make_llm_sim(m=ModelBehaviour(headers_delay=0.1, ttft=0.3, itl=0.02, tokens=10))
+    result = await probe_once(target(protocol, sim.url))
+    assert result.success, result.detail
+    server = result.server_timings
+    assert server is not None
+    assert server.load == pytest.approx(0.1, abs=1e-9)
+    assert server.prefill == pytest.approx(0.2, abs=1e-9)
+    assert server.decode == pytest.approx(9 * 0.02, abs=1e-9)
+    assert server.total == pytest.approx(0.3 + 9 * 0.02, abs=1e-9)
+    store = recorded(result)
+    series = store.series["t", "default"]
+    assert series.get("ttft_probe_server_prefill_seconds") == server.prefill
+    assert series.get("ttft_probe_server_load_seconds") == server.load
+    overhead = series.get("ttft_probe_prefill_overhead_seconds")
+    assert overhead is not None and overhead == result.prefill_overhead
+    # >= 0: the client stamps its start before it connects and the simulator its
+    # arrival after reading the request, and no token is written before arrival + 300
+    # ms. <= 2 s: loopback, a loaded 2-core box (stress-ng --cpu 2) delays reads by far
+    # less (the SLACK of this file).
+    assert 0.0 <= overhead <= SLACK
+
+
+async def test_hostile_server_timings_are_not_reported_and_never_fail_the_probe(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # A final line whose timings are a string, a negative, 1e300, and a 10 s total for a
+    # request that took milliseconds; only eval_duration (1 us) can be true.
+    final = {
+        "model": "m",
+        "response": "",
+        "done": True,
+        "done_reason": "stop",
+        "load_duration": "100",
+        "prompt_eval_duration": -5,
+        "eval_duration": 1000,
+        "total_duration": 10_000_000_000,
+        "eval_count": 1,
+    }
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"model":"m","response":"Hi","done":false}\n')
+        await response.write(json.dumps(final).encode() + b"\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/generate", handler)
+    server = await aiohttp_server(app)
+    result = await probe_once(target("ollama-generate", f"http://127.0.0.1:{server.port}"))
+    assert result.success, result.detail
+    assert result.server_timings == ServerTimings(decode=1e-6)
+    assert result.prefill_overhead is None
+    store = recorded(result)
+    lines = [
+        line
+        for line in store.render().splitlines()
+        if line.startswith(("ttft_probe_server_", "ttft_probe_prefill_overhead"))
+    ]
+    assert lines == ['ttft_probe_server_decode_seconds{target="t"} 1e-06']
+
+
+async def test_huge_timings_in_the_final_line_do_not_crash(aiohttp_server: AiohttpServer) -> None:
+    # 1e300 ns as a JSON number: finite, above the bound, not reported.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"model":"m","response":"Hi","done":false}\n')
+        await response.write(
+            b'{"model":"m","response":"","done":true,"done_reason":"stop",'
+            b'"load_duration":1e300,"prompt_eval_duration":1.5e308,"eval_duration":-1e300}\n'
+        )
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/generate", handler)
+    server = await aiohttp_server(app)
+    result = await probe_once(target("ollama-generate", f"http://127.0.0.1:{server.port}"))
+    assert result.success, result.detail
+    assert result.server_timings is None
+
+
+async def test_the_probe_log_shows_the_server_timings(make_llm_sim: SimFactory) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(headers_delay=0.1, ttft=0.3, itl=0.02, tokens=3))
+    probe_target = target("ollama-chat", sim.url)
+    async with create_session(probe_target.tls, reuse_connections=False) as session:
+        prepared = get_prober("ollama-chat")(probe_target, session, SystemClock())
+        result = await prepared.run()
+    assert result.success
+    summary = prepared.log[-1]
+    assert "server: load=100.0ms prefill=200.0ms decode=40.0ms total=340.0ms" in summary
+    assert "prefill_overhead=" in summary and "prefill_overhead=-" not in summary
+
+
+async def test_a_server_duration_longer_than_the_request_is_dropped_and_logged(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # A total of 10 s for a request answered at once: it did not happen in this request.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(b'{"model":"m","response":"Hi","done":false}\n')
+        await response.write(
+            b'{"model":"m","response":"","done":true,"done_reason":"stop",'
+            b'"prompt_eval_duration":1000,"total_duration":10000000000}\n'
+        )
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/generate", handler)
+    server = await aiohttp_server(app)
+    probe_target = target("ollama-generate", f"http://127.0.0.1:{server.port}")
+    async with create_session(probe_target.tls, reuse_connections=False) as session:
+        prepared = get_prober("ollama-generate")(probe_target, session, SystemClock())
+        # Answered within the 5 s deadline, so a 10 s server total cannot be true.
+        result = await asyncio.wait_for(prepared.run(), 5.0)
+    assert result.success
+    assert result.server_timings == ServerTimings(prefill=1e-6)
+    assert any("server timings longer than the request" in line for line in prepared.log)

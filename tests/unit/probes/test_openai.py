@@ -1,4 +1,5 @@
-"""OpenAI chunk decoders and request bodies (llm-streaming.md §A.1)."""
+"""OpenAI chunk decoders and request bodies (llm-streaming.md §A.1), and llama.cpp's
+`timings` (§B.4) against the simulator over 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import json
 
 import pytest
 
-from tests.conftest import make_target
+from tests.conftest import SimFactory, make_target, probe_once
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import StreamItem, Usage
+from ttft_exporter.metrics import MetricStore, record_result
+from ttft_exporter.probes.base import ServerTimings, StreamItem, Usage
 from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.openai import (
     ChatDecoder,
@@ -16,6 +18,7 @@ from ttft_exporter.probes.openai import (
     build_chat_request,
     build_completions_request,
 )
+from ttft_exporter.sim.llm import ModelBehaviour
 
 
 def chat(delta: dict[str, object], **extra: object) -> Frame:
@@ -187,3 +190,90 @@ def test_usage_numbers_are_kept_as_reported_for_the_plausibility_check() -> None
     assert item is not None and item.usage == Usage(input_tokens=-2, output_tokens=1e18)
     flag = ChatDecoder().decode(Frame('{"choices":[],"usage":{"completion_tokens":true}}'))
     assert flag is not None and flag.usage == Usage()
+
+
+# --- llama.cpp's `timings` on the last chunk (issue #10 section 3) -------------------
+
+LLAMACPP_TIMINGS = {
+    "prompt_n": 12,
+    "prompt_ms": 40.5,
+    "prompt_per_token_ms": 3.375,
+    "prompt_per_second": 296.3,
+    "predicted_n": 16,
+    "predicted_ms": 250.0,
+    "predicted_per_token_ms": 15.625,
+    "predicted_per_second": 64.0,
+}
+
+
+def test_llamacpp_timings_on_the_usage_chunk_are_server_timings() -> None:
+    usage_chunk = {
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 16},
+        "timings": LLAMACPP_TIMINGS,
+    }
+    item = ChatDecoder().decode(Frame(json.dumps(usage_chunk)))
+    assert item is not None
+    assert item.server_timings == ServerTimings(prefill=0.0405, decode=0.25)
+
+
+def test_llamacpp_timings_on_a_completions_finish_chunk() -> None:
+    finish = {
+        "object": "text_completion",
+        "choices": [{"index": 0, "text": "", "finish_reason": "stop"}],
+        "timings": LLAMACPP_TIMINGS,
+    }
+    item = CompletionsDecoder().decode(Frame(json.dumps(finish)))
+    assert item is not None and item.finish_reason == "stop"
+    assert item.server_timings == ServerTimings(prefill=0.0405, decode=0.25)
+
+
+@pytest.mark.parametrize(
+    "timings",
+    [
+        "fast",
+        [1, 2],
+        {"prompt_ms": "40", "predicted_ms": -1},
+        {"prompt_ms": 1e300, "predicted_ms": True},
+        {"prompt_ms": None},
+    ],
+    ids=["string", "list", "string-and-negative", "huge-and-bool", "null"],
+)
+def test_hostile_llamacpp_timings_are_not_reported(timings: object) -> None:
+    item = ChatDecoder().decode(chat({"content": "x"}, timings=timings))
+    assert item == StreamItem(text="x")
+
+
+def test_chunks_without_timings_carry_none() -> None:
+    item = ChatDecoder().decode(chat({"content": "x"}))
+    assert item is not None and item.server_timings is None
+
+
+@pytest.mark.parametrize("include_usage", [True, False], ids=["on-usage-chunk", "on-finish"])
+async def test_llamacpp_timings_from_the_simulator_give_the_queueing_overhead(
+    make_llm_sim: SimFactory, include_usage: bool
+) -> None:
+    # The simulator plays llama-server: 100 ms waiting for a slot (headers_delay, which
+    # llama.cpp does not count), the first token due at 300 ms, so prompt_ms reports
+    # 200 ms and the 100 ms of queueing shows in the overhead.
+    sim = await make_llm_sim(
+        m=ModelBehaviour(headers_delay=0.1, ttft=0.3, itl=0.02, tokens=10, llamacpp_timings=True)
+    )
+    target = make_target(url=sim.url + "/v1", include_usage=include_usage)
+    result = await probe_once(target)
+    assert result.success, result.detail
+    server = result.server_timings
+    assert server is not None and server.load is None and server.total is None
+    assert server.prefill == pytest.approx(0.2, abs=1e-9)
+    assert server.decode == pytest.approx(9 * 0.02, abs=1e-9)
+    overhead = result.prefill_overhead
+    # Lower bound: no token is written before arrival + 300 ms, and the client started
+    # before the simulator's arrival stamp (1 ms for float rounding). Upper bound:
+    # 100 ms of queueing plus 2 s for reads delayed on a loaded 2-core box
+    # (stress-ng --cpu 2) over loopback.
+    assert overhead is not None and 0.1 - 0.001 <= overhead <= 0.1 + 2.0
+    store = MetricStore()
+    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
+    assert store.series["t", "default"].get("ttft_probe_server_prefill_seconds") == server.prefill
+    assert store.series["t", "default"].get("ttft_probe_server_load_seconds") is None

@@ -914,3 +914,40 @@ async def test_shutdown_releases_held_streams() -> None:
         assert time.perf_counter() - start < 5.0
         with pytest.raises(aiohttp.ClientPayloadError):
             await held.read()
+
+
+@pytest.mark.parametrize(
+    ("extra", "on_usage_chunk"),
+    [({"stream_options": {"include_usage": True}}, True), ({}, False)],
+    ids=["usage-chunk", "finish-chunk"],
+)
+async def test_llamacpp_timings_ride_on_the_last_chunk(
+    aiohttp_client: AiohttpClient, extra: dict[str, Any], on_usage_chunk: bool
+) -> None:
+    # As llama-server's to_json_oaicompat_chat_stream: `timings` on the last chunk
+    # before [DONE], the usage chunk when one is sent. The figures are the plan's: the
+    # first token due at 50 ms less 20 ms of headers_delay (queueing, not prefill),
+    # then 3 gaps of 10 ms.
+    client = await sim_client(
+        aiohttp_client,
+        headers_delay=0.02,
+        ttft=0.05,
+        itl=0.01,
+        tokens=4,
+        prompt_tokens=5,
+        llamacpp_timings=True,
+    )
+    out = [p for p in payloads(await stream(client, chat_body(**extra))) if isinstance(p, dict)]
+    with_timings = [p for p in out if "timings" in p]
+    assert len(with_timings) == 1 and with_timings[0] is out[-1]
+    assert (out[-1]["choices"] == []) is on_usage_chunk
+    timings = out[-1]["timings"]
+    assert timings["prompt_n"] == 5 and timings["predicted_n"] == 4
+    assert timings["prompt_ms"] == pytest.approx(30.0)
+    assert timings["predicted_ms"] == pytest.approx(30.0)
+
+
+async def test_no_llamacpp_timings_by_default(aiohttp_client: AiohttpClient) -> None:
+    client = await sim_client(aiohttp_client, tokens=2)
+    raw = await stream(client, chat_body(stream_options={"include_usage": True}))
+    assert b"timings" not in raw
