@@ -1,6 +1,6 @@
-"""The Kubernetes manifests under deploy/kubernetes validate offline against the API
-schemas (kubernetes-validate, strict: unknown fields are errors), and the bench Job
-runs indexed workers with disjoint seeds."""
+"""The bench Job (deploy/bench/) validates offline against the Kubernetes API schemas
+(kubernetes-validate, strict: unknown fields are errors) and runs indexed workers with
+disjoint seeds. (The chart and the kustomize base: test_helm.py.)"""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[3]
+MANIFESTS = sorted((ROOT / "deploy" / "bench").glob("*.yaml"))
 # A version kubernetes-validate ships schemas for; Indexed Jobs are GA since 1.24.
 K8S_VERSION = "1.30.0"
 
@@ -30,7 +30,7 @@ def test_manifests_validate_strictly(path: Path) -> None:
 def test_a_wrong_field_is_caught() -> None:
     # The check itself: a misspelt field fails.
     job = next(
-        d for d in _documents(ROOT / "deploy/kubernetes/bench-job.yaml") if d["kind"] == "Job"
+        d for d in _documents(ROOT / "deploy/bench/job.yaml") if d["kind"] == "Job"
     )
     job["spec"]["completionMod"] = job["spec"].pop("completionMode")
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -39,7 +39,7 @@ def test_a_wrong_field_is_caught() -> None:
 
 def test_bench_job_is_indexed_and_seeds_workers_apart() -> None:
     job = next(
-        d for d in _documents(ROOT / "deploy/kubernetes/bench-job.yaml") if d["kind"] == "Job"
+        d for d in _documents(ROOT / "deploy/bench/job.yaml") if d["kind"] == "Job"
     )
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
