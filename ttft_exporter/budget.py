@@ -123,8 +123,8 @@ class BudgetedTarget(Protocol):
 
 
 class Series(Protocol):
-    """The part of metrics.SeriesSet the ledger writes (a Protocol: metrics imports the
-    target models, which import this module)."""
+    """The part of sinks.prometheus.series.SeriesSet the ledger writes (a Protocol:
+    the store imports the target models, which import this module)."""
 
     def get(self, name: str, child: tuple[str, ...] = ()) -> float | None: ...
     def set(self, name: str, value: float, child: tuple[str, ...] = ()) -> None: ...
@@ -329,13 +329,6 @@ class ProbeBudget:
         _publish_shared(account, series)
         if series.get(SKIPPED) is None:
             series.inc(SKIPPED, 0.0)
-
-    def share(self, target: BudgetedTarget, series: Series) -> None:
-        """The target-wide budget gauges (spent, exhausted) into another series set of
-        the target (another scenario's), so every one shows the spend as it is now."""
-        account = self._accounts.get(target.name)
-        if account is not None and target.budget is not None:
-            _publish_shared(account, series)
 
 
 def _publish_shared(account: _Account, series: Series) -> None:

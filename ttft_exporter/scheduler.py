@@ -17,12 +17,13 @@ import aiojobs
 from ttft_exporter.clock import AsyncioSleeper, Clock, Sleeper, SystemClock
 from ttft_exporter.cold import ColdCycle, HoldGate
 from ttft_exporter.config import Config, TargetConfig
-from ttft_exporter.executor import ProbeExecutor, target_labels
+from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.logs import fields
-from ttft_exporter.metrics import ExporterMetrics, MetricStore, SeriesSet
 from ttft_exporter.probes import create_session
-from ttft_exporter.scenarios import COLD_SCENARIO, DEFAULT_SCENARIO, ColdConfig
+from ttft_exporter.scenarios import DEFAULT_SCENARIO, ColdConfig
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.shard import Shard
+from ttft_exporter.sinks import Sink, budget_series
 from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["ProbeScheduler", "TargetRunner"]
@@ -56,7 +57,7 @@ class TargetRunner:
         target: TargetConfig,
         *,
         executor: ProbeExecutor,
-        store: MetricStore,
+        sink: Sink,
         jobs: aiojobs.Scheduler,
         metrics: ExporterMetrics,
         supervisor: Supervisor,
@@ -68,7 +69,7 @@ class TargetRunner:
         self.fingerprint = target.fingerprint()
         self.session_fingerprint = target.session_fingerprint()
         self._executor = executor
-        self._store = store
+        self._sink = sink
         self._jobs = jobs
         self._metrics = metrics
         self._supervisor = supervisor
@@ -106,8 +107,6 @@ class TargetRunner:
             if new is None or new.probe_fingerprint() != running.fingerprint:
                 await running.close()
                 del self.loops[scenario]
-                if new is None:
-                    self._store.remove(target.name, scenario)
         for scenario, new in wanted.items():
             if scenario not in self.loops:
                 self.loops[scenario] = await self._spawn_scenario(new)
@@ -118,8 +117,6 @@ class TargetRunner:
             await self.cold.close()
             self.cold = None
             self.gate.held = False
-            if cold is None:
-                self._store.remove(target.name, COLD_SCENARIO)
         if cold is not None and self.cold is None and target.cold is not None:
             self.cold = await self._spawn_cold(cold, target.cold)
 
@@ -142,13 +139,9 @@ class TargetRunner:
         async def probe(idle_seconds: float) -> object:
             # The daily budget holds for the cold probe too (refused: counted, as a
             # regular tick is).
-            if not self._executor.budget.admit(target, self._series(target)):
+            if not self._executor.budget.admit(target, budget_series(self._sink, target)):
                 return None
-            record = await self._run(target)
-            series = self._store.get(target.name, COLD_SCENARIO)
-            if series is not None:
-                series.set("ttft_probe_idle_before_seconds", idle_seconds)
-            return record
+            return await self._run(target, idle_before=idle_seconds)
 
         cycle = ColdCycle(
             target.name,
@@ -197,7 +190,7 @@ class TargetRunner:
                 )
             # A spent daily budget pauses the target (counted by the budget, logged
             # once when it tripped); the loop keeps ticking to resume at 00:00 UTC.
-            elif self._executor.budget.admit(target, self._series(target)):
+            elif self._executor.budget.admit(target, budget_series(self._sink, target)):
                 state.probe_job = await self._jobs.spawn(
                     self._run(target), name=f"probe {_job_name(target)}"
                 )
@@ -208,12 +201,9 @@ class TargetRunner:
                 next_tick = now + interval
             await asyncio.sleep(next_tick - now)
 
-    def _series(self, target: TargetConfig) -> SeriesSet:
-        return self._store.ensure(target.name, target_labels(target), target.scenario)
-
-    async def _run(self, target: TargetConfig) -> object:
+    async def _run(self, target: TargetConfig, idle_before: float | None = None) -> object:
         assert self.session is not None  # noqa: S101 - start() opens it before the loops
-        return await self._executor.run(target, self.session, self._store)
+        return await self._executor.run(target, self.session, self._sink, idle_before=idle_before)
 
 
 def _job_name(target: TargetConfig) -> str:
@@ -230,7 +220,7 @@ class ProbeScheduler:
         self,
         *,
         executor: ProbeExecutor,
-        store: MetricStore,
+        sink: Sink,
         jobs: aiojobs.Scheduler,
         metrics: ExporterMetrics,
         supervisor: Supervisor,
@@ -239,7 +229,7 @@ class ProbeScheduler:
         sleeper: Sleeper | None = None,
     ) -> None:
         self._executor = executor
-        self._store = store
+        self._sink = sink
         self._jobs = jobs
         self._metrics = metrics
         self._supervisor = supervisor
@@ -263,25 +253,26 @@ class ProbeScheduler:
             if target is not None and target.session_fingerprint() == runner.session_fingerprint:
                 # Same session: only the scenarios that changed restart.
                 await runner.update(target)
-                self._ensure_series(target)
+                # Its series follow: new scenarios get theirs, removed ones lose them.
+                self._sink.on_target(target)
                 log.info("updated target", extra=fields(target=name))
                 continue
             await runner.stop()
             del self.runners[name]
             if target is None:
-                self._store.remove(name)
+                self._sink.on_target_removed(name)
                 self._remove_skipped(name)
                 self._executor.forget(name)
             log.info("stopped target", extra=fields(target=name))
         for name, target in wanted.items():
             if name in self.runners:
                 continue
-            self._ensure_series(target)
+            self._sink.on_target(target)
             self._metrics.skipped.labels(name)
             runner = TargetRunner(
                 target,
                 executor=self._executor,
-                store=self._store,
+                sink=self._sink,
                 jobs=self._jobs,
                 metrics=self._metrics,
                 supervisor=self._supervisor,
@@ -299,18 +290,6 @@ class ProbeScheduler:
                     interval_seconds=target.interval,
                 ),
             )
-
-    def _ensure_series(self, target: TargetConfig) -> None:
-        # Every scenario's series exist (at 0) from the start, as a target's did, and
-        # those of scenarios the target no longer has go (a restarted target too).
-        wanted = {probed.scenario for probed in target.probe_targets()}
-        if target.cold is not None:
-            wanted.add(COLD_SCENARIO)
-        for name, scenario in list(self._store.series):
-            if name == target.name and scenario not in wanted:
-                self._store.remove(name, scenario)
-        for probed in target.probe_targets():
-            self._store.ensure(target.name, target_labels(probed), probed.scenario)
 
     def _remove_skipped(self, name: str) -> None:
         with contextlib.suppress(KeyError):

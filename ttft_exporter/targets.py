@@ -68,6 +68,7 @@ __all__ = [
     "proxy_secrets",
     "redacted_headers",
     "redacted_proxy_url",
+    "target_labels",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
@@ -821,3 +822,16 @@ def _sub_digest(base: str, scenario: str, config: StrictModel | None) -> str:
     scenario's own config."""
     dump = config.model_dump(mode="json") if config is not None else None
     return hashlib.sha256(f"{base}\0{scenario}\0{dump!r}".encode()).hexdigest()
+
+
+def target_labels(target: TargetBase) -> dict[str, str]:
+    """The labels of every series of a target: ours first, then static ones sorted."""
+    labels = {
+        "target": target.name,
+        "model": target.model,
+        "protocol": target.protocol,
+        # `default` for a target without scenarios: the same label set everywhere.
+        "scenario": target.scenario,
+    }
+    labels.update(sorted(target.labels.items()))
+    return labels

@@ -19,10 +19,12 @@ from tests.conftest import RunningSim, SimFactory, make_config
 from tests.helpers import ManualTimer
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 from ttft_exporter.supervise import Supervisor
 
 FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
@@ -48,7 +50,7 @@ class ColdRig:
         )
         self.scheduler = ProbeScheduler(
             executor=self.executor,
-            store=self.store,
+            sink=PrometheusSink(self.store),
             jobs=self.jobs,
             metrics=self.metrics,
             supervisor=Supervisor(self.metrics),
@@ -93,7 +95,9 @@ async def adhoc_probe(rig: ColdRig) -> None:
         create_session(target.tls, reuse_connections=False) as session,
         rig.executor.adhoc_slot(target, 5.0) as left,
     ):
-        await rig.executor.run_adhoc(target, session, MetricStore(), deadline=5.0, left=left)
+        await rig.executor.run_adhoc(
+            target, session, PrometheusSink(MetricStore()), deadline=5.0, left=left
+        )
 
 
 def cold_target(sim: RunningSim, **cold: Any) -> dict[str, Any]:
