@@ -274,6 +274,9 @@ class ProbeResult:
     # Set by the executor: why the timings may include the exporter's own delay
     # (metrics.SUSPECT_CAUSES: loop_lag, throttled); empty when they are clean.
     suspect: tuple[str, ...] = ()
+    # A cold probe's (scenario "cold"): how long the target had been idle, as far as
+    # the exporter knows, when it was sent; set by the scheduler, not the probe.
+    idle_before: float | None = None
     # The server's own timings of this request, where its protocol reports them and
     # they fit inside the client's elapsed time; None otherwise (and on failures).
     server_timings: ServerTimings | None = None

@@ -810,7 +810,7 @@ async def test_truncated_stream_is_a_failure(
     assert result.time_to_first_token is None  # no latency from a failed probe
 
     store = _recorded(result)
-    series = store.targets["t"]
+    series = store.series["t", "default"]
     assert series.get("ttft_probe_failures_total", ("truncated",)) == 1.0
     assert series.get("ttft_probe_finish_reasons_total", (finish,)) == 1.0
     assert series.get("ttft_probe_requests_total", ("success",)) == 0.0
@@ -839,7 +839,7 @@ async def test_finish_reason_is_a_bounded_label(
     result = await probe_once(make_target(url=f"{sim.url}/v1"))
     assert result.success, result.detail
     assert result.finish_reason == label and result.usage_source == "usage"
-    series = _recorded(result).targets["t"]
+    series = _recorded(result).series["t", "default"]
     assert series.get("ttft_probe_finish_reasons_total", (label,)) == 1.0
     counted = {f: series.get("ttft_probe_finish_reasons_total", (f,)) for f in FINISH_REASONS}
     assert sum(v or 0.0 for v in counted.values()) == 1.0

@@ -544,7 +544,7 @@ async def test_server_timings_from_the_simulator_are_exported_beside_the_client_
     assert server.decode == pytest.approx(9 * 0.02, abs=1e-9)
     assert server.total == pytest.approx(0.3 + 9 * 0.02, abs=1e-9)
     store = recorded(result)
-    series = store.targets["t"]
+    series = store.series["t", "default"]
     assert series.get("ttft_probe_server_prefill_seconds") == server.prefill
     assert series.get("ttft_probe_server_load_seconds") == server.load
     overhead = series.get("ttft_probe_prefill_overhead_seconds")
