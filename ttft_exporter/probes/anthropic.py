@@ -18,7 +18,13 @@ import orjson
 from pydantic import Field
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.base import (
+    HTTPRequest,
+    ProtocolSpec,
+    StreamItem,
+    Usage,
+    server_text,
+)
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.targets import TargetBase
 
@@ -126,7 +132,7 @@ def _error_text(obj: dict[str, Any]) -> str:
         kind = _text(error.get("type"))
         # Not cut here: the engine redacts secrets first, then bounds the detail.
         return f"error in stream: {message}" + (f" ({kind})" if kind else "")
-    return f"error in stream: {error}" if error else "error event in stream"
+    return f"error in stream: {server_text(error)}" if error else "error event in stream"
 
 
 def _stop_reason(value: Any) -> str | None:

@@ -7,7 +7,9 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+
+import orjson
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.framing import Frame, Framer
@@ -40,6 +42,7 @@ __all__ = [
     "burst_bound",
     "check_usage",
     "finish_reason_label",
+    "server_text",
 ]
 
 PHASES = ("dns", "connect", "tls", "headers")
@@ -119,6 +122,22 @@ def finish_reason_label(raw: str | None) -> FinishReasonLabel:
     if raw is None:
         return "none"
     return _FINISH_ALIASES.get(raw, "other")
+
+
+def server_text(value: Any) -> str:
+    """A JSON value a server sent (an error message, code or object), as text for a
+    failure detail: a string as it is, anything else as compact JSON, or its type name
+    when too deep for that. Never str() or repr(): a server's object may nest as deep
+    as the JSON parser allows (1024 levels), and Python's repr of that raises
+    RecursionError, which would pass for a bug of the exporter (`internal`).
+    Not cut here: the engine redacts secrets first, then bounds the detail."""
+    if isinstance(value, str):
+        return value
+    try:
+        # orjson: C, linear, and it refuses (rather than recurses) past its depth limit.
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return f"<{type(value).__name__}>"
 
 
 def burst_bound(decode_tokens: int) -> float:

@@ -28,7 +28,13 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationInfo, field_valida
 from yarl import URL
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.base import (
+    HTTPRequest,
+    ProtocolSpec,
+    StreamItem,
+    Usage,
+    server_text,
+)
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.redact import Redactor
 from ttft_exporter.targets import TargetBase
@@ -291,13 +297,16 @@ def _number(value: Any) -> int | float | None:
 
 def _error_text(error: Any) -> str:
     if isinstance(error, dict):
-        message = error.get("message") or error.get("status") or "error"
-        code = error.get("code")
-        status = error.get("status")
-        extra = ", ".join(str(v) for v in (code, status) if v and v != message)
+        # As text before any comparison: equality of two deep objects recurses too.
+        message = server_text(error.get("message") or error.get("status") or "error")
+        extra = ", ".join(
+            text
+            for text in (server_text(v) for v in (error.get("code"), error.get("status")) if v)
+            if text != message
+        )
         # Not cut here: the engine redacts secrets first, then bounds the detail.
         return f"error in stream: {message}" + (f" ({extra})" if extra else "")
-    return f"error in stream: {error}"
+    return f"error in stream: {server_text(error)}"
 
 
 class GeminiDecoder:

@@ -18,7 +18,13 @@ import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.base import (
+    HTTPRequest,
+    ProtocolSpec,
+    StreamItem,
+    Usage,
+    server_text,
+)
 from ttft_exporter.probes.framing import Frame, NDJSONFramer
 from ttft_exporter.probes.server_timings import from_ollama
 from ttft_exporter.targets import ChatMessage, TargetBase
@@ -169,7 +175,7 @@ def _parse(frame: Frame) -> dict[str, Any]:
     if error:
         # Ollama's shape is a string; the HTTP status stays 200 once streaming began.
         message = error.get("message", error) if isinstance(error, dict) else error
-        raise ProbeFailure(FailureReason.STREAM_ERROR, f"error in stream: {message}")
+        raise ProbeFailure(FailureReason.STREAM_ERROR, f"error in stream: {server_text(message)}")
     return obj
 
 
@@ -191,7 +197,9 @@ def _end(obj: dict[str, Any], item: StreamItem) -> StreamItem:
     done = obj.get("done")
     if done is not True:
         if done not in (False, None):
-            raise ProbeFailure(FailureReason.PROTOCOL, f"`done` is not a boolean: {done!r:.40}")
+            raise ProbeFailure(
+                FailureReason.PROTOCOL, f"`done` is not a boolean: {server_text(done):.40}"
+            )
         return item
     reason = obj.get("done_reason")
     if reason is None or reason == "":

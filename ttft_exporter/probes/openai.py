@@ -21,6 +21,7 @@ from ttft_exporter.probes.base import (
     ServerTimings,
     StreamItem,
     Usage,
+    server_text,
 )
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.server_timings import from_llamacpp
@@ -174,8 +175,10 @@ def _error_text(error: Any) -> str:
         message = error.get("message") or error.get("type") or "error"
         code = error.get("code") or error.get("http_status_code")
         # Not cut here: the engine redacts secrets first, then bounds the detail.
-        return f"error in stream: {message}" + (f" (code {code})" if code else "")
-    return f"error in stream: {error}"
+        return f"error in stream: {server_text(message)}" + (
+            f" (code {server_text(code)})" if code else ""
+        )
+    return f"error in stream: {server_text(error)}"
 
 
 def _usage(obj: dict[str, Any]) -> Usage | None:

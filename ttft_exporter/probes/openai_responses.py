@@ -19,7 +19,13 @@ import orjson
 from pydantic import Field
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.base import (
+    HTTPRequest,
+    ProtocolSpec,
+    StreamItem,
+    Usage,
+    server_text,
+)
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.targets import TargetBase
 
@@ -112,8 +118,8 @@ def _error_text(error: Any) -> str:
         message = _text(error.get("message")) or "error"
         code = error.get("code")
         # Not cut here: the engine redacts secrets first, then bounds the detail.
-        return f"error in stream: {message}" + (f" (code {code})" if code else "")
-    return f"error in stream: {error}" if error else "error event in stream"
+        return f"error in stream: {message}" + (f" (code {server_text(code)})" if code else "")
+    return f"error in stream: {server_text(error)}" if error else "error event in stream"
 
 
 def _incomplete_reason(response: dict[str, Any]) -> str | None:

@@ -18,6 +18,7 @@ from ttft_exporter.probes.base import (
     burst_bound,
     check_usage,
     finish_reason_label,
+    server_text,
 )
 
 MS = 1_000_000
@@ -389,3 +390,14 @@ def test_hidden_reasoning_is_not_in_the_decode_count() -> None:
     result = finish(streamed)
     assert result.decode_tokens == 4
     assert result.time_per_output_token == pytest.approx(0.010)
+
+
+def test_server_text_never_recurses() -> None:
+    # A server's value as text: strings as sent, the rest as JSON, the too-deep by type.
+    assert server_text("Overloaded") == "Overloaded"
+    assert server_text(529) == "529"
+    assert server_text({"message": "x", "code": [1]}) == '{"message":"x","code":[1]}'
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    assert server_text(deep) == "<list>"

@@ -994,3 +994,84 @@ async def test_a_json_array_instead_of_a_stream_fails_at_once(aiohttp_server: An
     # Decided by the first bytes, not by the 20 s deadline: any bound well below it
     # holds on a loaded 2-core box, and a hang would show as a timeout instead.
     assert result.elapsed < 10.0
+
+
+# --- hostile error payloads: deep JSON inside a 200 stream (issue #10) ---------------
+
+# As deep as the JSON parser takes (orjson: 1024 levels): Python's repr of it raises
+# RecursionError, which passed for an exporter bug (`internal`, traceback at error level).
+DEEP = "[" * 1020 + "]" * 1020
+
+
+@pytest.mark.parametrize(
+    ("protocol", "content_type", "body", "reason"),
+    [
+        (
+            "anthropic",
+            "text/event-stream",
+            f'event: error\ndata: {{"type":"error","error":{DEEP}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "openai-responses",
+            "text/event-stream",
+            f'event: error\ndata: {{"type":"error","message":"m","code":{DEEP}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "openai-responses",
+            "text/event-stream",
+            f'event: error\ndata: {{"type":"error","error":{DEEP}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        ("tgi", "text/event-stream", f'data:{{"error":{DEEP}}}\n\n', FailureReason.STREAM_ERROR),
+        (
+            "gemini",
+            "text/event-stream",
+            f'data: {{"error":{{"message":{DEEP},"code":{DEEP},"status":{DEEP}}}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "ollama-generate",
+            "application/x-ndjson",
+            f'{{"error":{{"message":{DEEP}}}}}\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "ollama-chat",
+            "application/x-ndjson",
+            f'{{"message":{{"content":"x"}},"done":{DEEP}}}\n',
+            FailureReason.PROTOCOL,
+        ),
+        (
+            "openai-chat",
+            "text/event-stream",
+            f'data: {{"error":{{"message":{DEEP},"code":{DEEP}}}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "azure-openai",
+            "text/event-stream",
+            f'data: {{"error":{DEEP}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+    ],
+)
+async def test_deeply_nested_error_payload_is_its_reason_not_internal(
+    aiohttp_server: Any, protocol: str, content_type: str, body: str, reason: FailureReason
+) -> None:
+    # Before: every decoder put the server's value through str()/repr(), which raised
+    # RecursionError: reason `internal`. After: the reason the payload means.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        await response.write(body.encode())
+        return response
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    target = make_target(protocol=protocol, url=f"http://127.0.0.1:{server.port}", model="m")
+    result = await probe_once(target)
+    assert result.reason is reason, result.detail
+    assert "Recursion" not in result.detail
