@@ -4,7 +4,8 @@ which) and hands every frame to the protocol's decoder.
 
 - SSE (OpenAI, Anthropic, TGI, Gemini with `alt=sse`): the WHATWG EventSource rules
   that matter for LLM streams: `data:` with or without one space, CR/LF/CRLF line ends
-  (also split across reads), comment lines, multi-line data and named events.
+  (also split across reads), comment lines, multi-line data and named events; a
+  leading byte order mark is dropped.
 - NDJSON (Ollama): one JSON text per line, blank lines skipped.
 
 Both are linear and bounded: every byte is decoded and scanned once (only the new read
@@ -68,7 +69,11 @@ class _LineSplitter:
     __slots__ = ("_decoder", "_max_line", "_partial", "_partial_chars", "_pending_cr", "_what")
 
     def __init__(self, max_line: int, what: str) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+        # utf-8-sig: one byte order mark at the very start of the body is dropped, as
+        # EventSource does (and as JSON parsers need): kept, it would glue itself to the
+        # first line's field name and lose the first event (or fail the first NDJSON line).
+        # Split across reads too; a BOM anywhere later is content.
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
         self._max_line = max_line
         self._what = what
         # Joined once, at the line's end, so a long line costs its length, not its

@@ -1075,3 +1075,46 @@ async def test_deeply_nested_error_payload_is_its_reason_not_internal(
     result = await probe_once(target)
     assert result.reason is reason, result.detail
     assert "Recursion" not in result.detail
+
+
+# A byte order mark at the start of the body (issue #10)
+
+_TGI_BODY = (
+    b'data:{"token":{"text":"He","special":false},"generated_text":null,"details":null}\n\n'
+    b'data:{"token":{"text":"llo","special":false},"generated_text":null,"details":null}\n\n'
+    b'data:{"token":{"text":"!","special":false},"generated_text":"Hello!",'
+    b'"details":{"finish_reason":"eos_token","generated_tokens":3}}\n\n'
+)
+_OLLAMA_BODY = (
+    b'{"response":"He","done":false}\n{"response":"llo","done":false}\n'
+    b'{"response":"!","done":true,"done_reason":"stop","prompt_eval_count":4,"eval_count":3}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "content_type", "body"),
+    [
+        ("tgi", "text/event-stream", _TGI_BODY),
+        ("ollama-generate", "application/x-ndjson", _OLLAMA_BODY),
+    ],
+)
+async def test_a_leading_byte_order_mark_loses_no_event(
+    aiohttp_server: Any, protocol: str, content_type: str, body: bytes
+) -> None:
+    # Before: TGI's first token event was lost (`\ufeffdata` is no field), so TTFT was
+    # stamped on the second token and the answer read "llo!"; Ollama's first line was
+    # malformed JSON, a `protocol` failure.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        await response.write(b"\xef\xbb\xbf" + body)
+        return response
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    target = make_target(protocol=protocol, url=f"http://127.0.0.1:{server.port}", model="m")
+    result = await probe_once(target)
+    assert result.success, result.detail
+    assert result.answer_excerpt == "Hello!"
+    assert result.token_chunks == 3

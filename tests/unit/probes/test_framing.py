@@ -339,3 +339,22 @@ def test_json_array_sniffer(reads: list[bytes], expected: bool) -> None:
     seen = [sniffer.feed(read) for read in reads]
     assert any(seen) is expected
     assert seen.count(True) <= 1
+
+
+@pytest.mark.parametrize("framer", [SSEFramer, NDJSONFramer])
+def test_leading_byte_order_mark_is_dropped_even_split(
+    framer: type[SSEFramer] | type[NDJSONFramer],
+) -> None:
+    # EventSource drops one BOM at the start of the stream; kept, it glued itself to the
+    # first field name (`\ufeffdata`) and the first event was lost.
+    line = b'data: {"a":1}\n\n' if framer is SSEFramer else b'{"a":1}\n'
+    for reads in ([b"\xef\xbb\xbf" + line], [b"\xef", b"\xbb", b"\xbf" + line]):
+        parser = framer()
+        frames = [f for chunk in reads for f in parser.feed(chunk)]
+        assert frames == [Frame('{"a":1}')]
+    # Only at the very start: later it is content (SSE: part of an unknown field name).
+    later = framer().feed(line + b"\xef\xbb\xbf" + line)
+    if framer is SSEFramer:
+        assert later == [Frame('{"a":1}')]
+    else:
+        assert later == [Frame('{"a":1}'), Frame('\ufeff{"a":1}')]
