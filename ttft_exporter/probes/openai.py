@@ -21,6 +21,7 @@ from ttft_exporter.probes.base import (
     ServerTimings,
     StreamItem,
     Usage,
+    load_event,
     server_text,
 )
 from ttft_exporter.probes.framing import Frame, SSEFramer
@@ -82,8 +83,9 @@ class OpenAICompletionsTarget(_OpenAITarget):
     prompt: str = Field(min_length=1, description="Prompt text.")
 
 
-# orjson parses a chunk about 3x faster than json; it is on the hot path of every token.
-_loads: Callable[[str | bytes], Any] = orjson.loads
+# orjson parses an event about 3x faster than json; it is on the hot path of every token.
+# load_event bounds the containers of one event first (a hostile one blocks the loop).
+_loads: Callable[[str], Any] = load_event
 
 
 def _headers(target: _OpenAITarget) -> dict[str, str]:

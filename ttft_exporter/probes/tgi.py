@@ -23,6 +23,7 @@ from ttft_exporter.probes.base import (
     ProtocolSpec,
     StreamItem,
     Usage,
+    load_event,
     server_text,
 )
 from ttft_exporter.probes.framing import Frame, SSEFramer
@@ -58,8 +59,9 @@ class TGITarget(TargetBase):
         return value
 
 
-# orjson: an event is parsed for every token, on the loop every target shares.
-_loads: Callable[[str | bytes], Any] = orjson.loads
+# orjson parses an event about 3x faster than json; it is on the hot path of every token.
+# load_event bounds the containers of one event first (a hostile one blocks the loop).
+_loads: Callable[[str], Any] = load_event
 
 
 def build_request(target: TGITarget, nonce: str | None) -> HTTPRequest:
