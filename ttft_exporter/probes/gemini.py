@@ -38,7 +38,7 @@ from ttft_exporter.probes.base import (
 )
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.redact import Redactor
-from ttft_exporter.targets import TargetBase
+from ttft_exporter.targets import TargetBase, forbidden_in_header
 from ttft_exporter.validation import (
     SECRET_FILE_LIMIT,
     ConfigPath,
@@ -65,8 +65,9 @@ _ACTION = ":streamGenerateContent"
 
 
 def _bad_header_value(value: str) -> bool:
-    # A header value with a line break would be refused by the client at send time.
-    return any(c in value for c in "\r\n\0")
+    # A header value with a control character would be refused by the client at send
+    # time (a ValueError on every probe, reported as `internal`).
+    return forbidden_in_header(value)
 
 
 class TokenFile:
@@ -96,7 +97,7 @@ class TokenFile:
             token = read_bounded(self._path, SECRET_FILE_LIMIT).decode("utf-8").strip()
             problem = None if token else "file is empty"
             if _bad_header_value(token):
-                problem = "token contains CR, LF or NUL"
+                problem = "token contains CR, LF, NUL or another control character"
         except OSError as exc:
             token, problem = "", f"cannot read: {exc.strerror}"
         except UnicodeDecodeError:
@@ -201,7 +202,9 @@ class GeminiTarget(TargetBase):
         # Read now as well: a missing or empty file is a config error, not a failing probe.
         token = read_file_secret("access_token_file", value, info)
         if token is not None and _bad_header_value(token.get_secret_value()):
-            raise field_rule("access_token_file", "token contains CR, LF or NUL")
+            raise field_rule(
+                "access_token_file", "token contains CR, LF, NUL or another control character"
+            )
         return value
 
     @model_validator(mode="after")

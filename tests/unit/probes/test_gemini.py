@@ -247,8 +247,12 @@ def test_token_file_and_api_key_are_exclusive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file is empty"):
         gemini(access_token_file=token)
     token.write_text("ya29.abc\nInjected: header")
-    with pytest.raises(ConfigError, match="CR, LF or NUL"):
+    with pytest.raises(ConfigError, match="CR, LF, NUL or another control character"):
         gemini(access_token_file=token)
+    token.write_text("ya29.abc\x0bdef")  # any control character the client refuses
+    with pytest.raises(ConfigError, match="CR, LF, NUL or another control character") as info:
+        gemini(access_token_file=token)
+    assert "ya29" not in str(info.value)
 
 
 # The engine against the simulator's Gemini mode
@@ -453,6 +457,27 @@ async def test_vertex_route_with_rotated_token(make_llm_sim: SimFactory, tmp_pat
     result = await probe_once(target)
     assert result.reason is FailureReason.HTTP_STATUS and result.http_status == 401
     assert sim.state.requests[-1].headers["Authorization"] == "Bearer ya29.ROTATED-token-abcdef"
+
+
+@pytest.mark.parametrize("bad", ["\x0b", "\x1f", "\x7f", "\x08"])
+async def test_token_rewritten_with_a_control_character_keeps_the_last_one(
+    make_llm_sim: SimFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str
+) -> None:
+    # Before: only CR, LF and NUL were refused; aiohttp refuses every control character
+    # but HTAB at send time, so each probe failed `internal` with a ValueError
+    # traceback logged as an exporter bug. After: the last good token is sent.
+    sim = await make_llm_sim(api_key="ya29.SIM-token-abcdef", m=ModelBehaviour(ttft=0.0, tokens=2))
+    token = tmp_path / "token"
+    token.write_text("ya29.SIM-token-abcdef")
+    target = gemini(
+        url=f"{sim.url}/v1/projects/p/locations/l/publishers/google", access_token_file=token
+    )
+    token.write_text(f"ya29.NEW-token{bad}abcdef")
+    with caplog.at_level(logging.WARNING):
+        result = await probe_once(target)
+    assert result.success, result.detail
+    assert sim.state.requests[-1].headers["Authorization"] == "Bearer ya29.SIM-token-abcdef"
+    assert "another control character" in caplog.text and "NEW-token" not in caplog.text
 
 
 async def test_gemini_api_key_header_checked_by_the_sim(make_llm_sim: SimFactory) -> None:
