@@ -9,7 +9,7 @@ PY := .venv/bin/python
 	$(PY) -m pip install -q -e . --group dev
 	touch $@
 
-.PHONY: setup fmt lint test test-integration test-under-load rules rules-check rules-test demo bench check
+.PHONY: setup fmt lint test test-integration test-under-load rules rules-check rules-test demo bench load-test check
 setup: .venv/.installed
 
 fmt: setup
@@ -48,6 +48,11 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/bench_flux.py
+
+# `ttft-exporter bench` sweeping the built-in simulator: progress, table, and
+# bench-results/ (results.json, results.csv, plots). ARGS go to bench.
+load-test: setup
+	$(PY) -m benchmarks.load_test $(ARGS)
 
 check:
 	.ci/run

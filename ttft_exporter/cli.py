@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -39,7 +40,11 @@ from ttft_exporter.server import (
     create_app,
     load_state,
 )
+from ttft_exporter.shard import Shard
 from ttft_exporter.webconfig import WebConfig, build_server_ssl_context, load_web_config
+
+if TYPE_CHECKING:
+    from ttft_exporter.rules import RuleOptions
 
 __all__ = ["DEFAULT_LISTEN", "build_parser", "main", "run"]
 
@@ -67,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=(
             "run (default): the exporter; demo: simulator + exporter; "
             "config-schema: print the config JSON Schema; "
-            "rules: print the Prometheus recording and alerting rules for the config"
+            "rules: print the Prometheus recording and alerting rules for the config; "
+            "bench: load-test a target (ttft-exporter bench --help)"
         ),
     )
     parser.add_argument(
@@ -179,9 +185,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--format",
         dest="rules_format",
         default="prometheus",
-        choices=("prometheus", "sloth"),
-        help="rules: Prometheus rule files, or Sloth prometheus/v1 specs of the SLOs "
-        "(default: %(default)s)",
+        choices=("prometheus", "sloth", "helm-values"),
+        help="rules: Prometheus rule files, Sloth prometheus/v1 specs of the SLOs, or "
+        "values for the Helm chart's PrometheusRule (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--helm.values-file",
+        dest="helm_values_files",
+        action="append",
+        default=None,
+        help="rules --format=helm-values: a Helm values file of the chart whose `config:` "
+        "the rules are for; repeat in `helm -f` order (they are merged as Helm merges them)",
+    )
+    parser.add_argument(
+        "--shard.index",
+        dest="shard_index",
+        type=int,
+        default=None,
+        help="this replica's shard, 0 to --shard.count - 1: probe only the targets whose "
+        "name hashes to it (Prometheus hashmod; default: the config's shard.index)",
+    )
+    parser.add_argument(
+        "--shard.count",
+        dest="shard_count",
+        type=int,
+        default=None,
+        help="how many replicas share the targets (default: the config's shard.count)",
     )
     parser.add_argument("--version", action="version", version=f"ttft-exporter {__version__}")
     return parser
@@ -200,6 +229,12 @@ def parse_listen(address: str) -> tuple[str, int]:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        # The load tester has subcommands and flags of its own (ttft_exporter/bench/).
+        from ttft_exporter.bench.cli import run as run_bench
+
+        return run_bench(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging("warning" if args.log_level == "warn" else args.log_level, args.log_format)
     if args.command == "config-schema":
@@ -213,6 +248,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         limits = _limits(args)
         if args.adhoc_concurrency < 1:
             raise ValueError("--probe.adhoc-concurrency must be at least 1")
+        shard = _shard(args)
     except ValueError as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)
         return 2
@@ -228,16 +264,36 @@ def run(argv: Sequence[str] | None = None) -> int:
             history_limit=args.history_limit,
             adhoc_concurrency=args.adhoc_concurrency,
             web_config=web_config,
+            shard_override=shard,
         )
     except ConfigError as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)
         return 1
     if args.config_check:
-        print(f"config file {args.config_file} is ok: {len(state.holder.config.targets)} targets")
+        config = state.holder.config
+        owner = state.shard()
+        shown = f"{len(config.targets)} targets"
+        if owner.sharded:
+            mine = len(owner.select(config.targets, lambda t: t.name))
+            shown += f", {mine} on shard {owner}"
+        print(f"config file {args.config_file} is ok: {shown}")
         if args.web_config_file is not None:
             print(f"web config file {args.web_config_file} is ok")
         return 0
     return serve(state, host, port, limits)
+
+
+def _shard(args: argparse.Namespace) -> Shard | None:
+    """The --shard.* flags, which come as a pair; None leaves it to the config file."""
+    index, count = args.shard_index, args.shard_count
+    if index is None and count is None:
+        return None
+    if index is None or count is None:
+        raise ValueError("--shard.index and --shard.count go together: set both or neither")
+    try:
+        return Shard(index, count)
+    except ValueError as exc:
+        raise ValueError(f"--shard.index/--shard.count: {exc}") from None
 
 
 def _limits(args: argparse.Namespace) -> ListenerLimits:
@@ -264,6 +320,8 @@ def _rules(args: argparse.Namespace) -> int:
 
     config_file: str = args.config_file
     options = RuleOptions(job=args.rules_job, runbook_url=args.rules_runbook_url)
+    if args.rules_format == "helm-values":
+        return _rules_helm_values(args, options)
     try:
         config, _ = load_config(config_file, resolve_secrets=False)
         if args.rules_format == "sloth":
@@ -280,6 +338,34 @@ def _rules(args: argparse.Namespace) -> int:
     except (ConfigError, RulesError, OSError) as exc:
         print(f"ttft-exporter: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _rules_helm_values(args: argparse.Namespace, options: RuleOptions) -> int:
+    """`rules --format=helm-values`: the chart's PrometheusRule values for the `config:`
+    of Helm values files, with the checksum the chart checks them against."""
+    from ttft_exporter.config import parse_config
+    from ttft_exporter.rules import RulesError, render_combined
+    from ttft_exporter.rules.helm import helm_merge, load_values_file, render_helm_values
+
+    files: list[str] = args.helm_values_files or []
+    if not files:
+        print("ttft-exporter: --format=helm-values needs --helm.values-file", file=sys.stderr)
+        return 2
+    merged: dict[str, object] = {}
+    try:
+        for name in files:
+            merged = helm_merge(merged, load_values_file(Path(name)))
+        config_data = merged.get("config") or {}
+        config = parse_config(config_data, source=" + ".join(files), resolve_secrets=False)
+        command = "ttft-exporter rules --format=helm-values " + " ".join(
+            f"--helm.values-file={name}" for name in files
+        )
+        text = render_combined(config, source=files[0], options=options, command=command)
+    except (ConfigError, RulesError) as exc:
+        print(f"ttft-exporter: {exc}", file=sys.stderr)
+        return 1
+    print(render_helm_values(text, config_data), end="")
     return 0
 
 

@@ -21,6 +21,7 @@ from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.probes import PROTOCOL_NAMES, TargetConfig, get_protocol
 from ttft_exporter.probes.openai import OpenAIChatTarget, OpenAICompletionsTarget
+from ttft_exporter.shard import ShardConfig
 from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.targets import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -144,6 +145,13 @@ class Config(StrictModel):
         default_factory=list, description="Flux instances to watch."
     )
     slos: SLOsConfig = Field(default_factory=SLOsConfig, description="Service level objectives.")
+    shard: ShardConfig = Field(
+        default_factory=ShardConfig,
+        description=(
+            "Probe only the targets (and watch only the Flux instances) whose name hashes "
+            "to this replica's shard; the --shard.* flags override it."
+        ),
+    )
     suspect_loop_lag: Duration = Field(
         0.01,
         description=(

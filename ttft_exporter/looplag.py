@@ -82,8 +82,10 @@ class LoopLagMonitor:
 
     `sleep` and `clock` are injectable for tests, as a pair: the lag is the clock's
     time after `sleep(interval)` returns minus the interval, so a fake clock needs a
-    sleep that moves it. `find_cpu_stat` locates the cgroup's `cpu.stat` (once, in a
-    worker thread; None for no throttling counters).
+    sleep that moves it. `observe` gets every lag sample (seconds), for a caller
+    without the exporter's metrics (`ttft-exporter bench`). `find_cpu_stat` locates
+    the cgroup's `cpu.stat` (once, in a worker thread; None for no throttling
+    counters).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class LoopLagMonitor:
         interval: float = DEFAULT_LAG_INTERVAL,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         find_cpu_stat: Callable[[], Path | None] = find_cpu_stat,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         if interval <= 0 or bound < 0:
             raise ValueError(f"interval must be above 0 and bound not below 0: {interval}, {bound}")
@@ -104,6 +107,7 @@ class LoopLagMonitor:
         self._metrics = metrics
         self._sleep = sleep
         self._find = find_cpu_stat
+        self._observe = observe
         self._searched = False
         self.cpu_stat: Path | None = None
         self.throttling: CPUThrottling | None = None
@@ -140,6 +144,8 @@ class LoopLagMonitor:
         self.samples += 1
         if self._metrics is not None:
             self._metrics.loop_lag.observe(lag)
+        if self._observe is not None:
+            self._observe(lag)
         if lag > self.bound:
             self._worst[self.lag_events % _RING] = lag
             self.lag_events += 1

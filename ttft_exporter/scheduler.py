@@ -18,6 +18,7 @@ from ttft_exporter.executor import ProbeExecutor, target_labels
 from ttft_exporter.logs import fields
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
+from ttft_exporter.shard import Shard
 from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["ProbeScheduler", "TargetRunner"]
@@ -128,11 +129,13 @@ class ProbeScheduler:
         self._start_jitter = start_jitter
         self.runners: dict[str, TargetRunner] = {}
 
-    async def apply(self, config: Config) -> None:
+    async def apply(self, config: Config, shard: Shard | None = None) -> None:
         """Make the running loops match `config`: stop removed and changed targets,
-        start new and changed ones, leave the rest (and their series) alone."""
+        start new and changed ones, leave the rest (and their series) alone. With a
+        `shard`, only the targets it owns run here (another shard's are "removed")."""
         self._executor.set_concurrency(config.concurrency)
-        wanted = {t.name: t for t in config.targets}
+        owner = shard or Shard.from_config(config.shard)
+        wanted = {t.name: t for t in config.targets if owner.owns(t.name)}
         for name, runner in list(self.runners.items()):
             target = wanted.get(name)
             if target is None or target.fingerprint() != runner.fingerprint:

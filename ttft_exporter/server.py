@@ -20,6 +20,7 @@ from yarl import URL
 
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import (
+    Config,
     ConfigHolder,
     TargetConfig,
     load_config,
@@ -35,6 +36,7 @@ from ttft_exporter.looplag import LoopLagMonitor
 from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.shard import Shard
 from ttft_exporter.supervise import Component, RestartPolicy, Supervisor
 from ttft_exporter.webauth import BasicAuth, auth_middleware, headers_on_prepare
 from ttft_exporter.webconfig import WebConfig
@@ -59,6 +61,8 @@ class ExporterState:
     adhoc_concurrency: int = DEFAULT_ADHOC_CONCURRENCY
     # --web.config.file: basic auth and response headers here, TLS in the listener.
     web_config: WebConfig | None = None
+    # --shard.index/--shard.count; None: the config file's `shard:` decides.
+    shard_override: Shard | None = None
     clock: Clock = field(default_factory=SystemClock)
     metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
     store: MetricStore = field(default_factory=MetricStore)
@@ -95,6 +99,12 @@ class ExporterState:
         )
         self.store.apply_config(self.holder.config)
 
+    def shard(self, config: Config | None = None) -> Shard:
+        """The shard this replica runs: the flags', else the config file's."""
+        if self.shard_override is not None:
+            return self.shard_override
+        return Shard.from_config((config or self.holder.config).shard)
+
 
 EXPORTER: web.AppKey[ExporterState] = web.AppKey("exporter", ExporterState)
 
@@ -125,7 +135,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         supervisor=state.supervisor,
         start_jitter=state.start_jitter,
     )
-    await state.scheduler.apply(state.holder.config)
+    shard = state.shard()
+    if shard.sharded:
+        log.info(
+            "sharded: probing only the targets and Flux instances this shard owns",
+            extra=fields(shard=str(shard)),
+        )
+    await state.scheduler.apply(state.holder.config, shard)
     state.flux = FluxSupervisor(
         registry=state.metrics.registry,
         jobs=jobs,
@@ -133,7 +149,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         supervisor=state.supervisor,
         buckets=state.store.buckets,
     )
-    await state.flux.apply(state.holder.config.flux)
+    await state.flux.apply(shard.select(state.holder.config.flux, lambda i: i.name))
     state.metrics.reload_successful.set(1)
     state.metrics.reload_timestamp.set(state.clock.wall())
     await jobs.spawn(
@@ -194,10 +210,11 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
         state.executor.set_concurrency(config.concurrency)
         if state.lag_monitor is not None:
             state.lag_monitor.bound = config.suspect_loop_lag
+        shard = state.shard(config)
         if state.scheduler is not None:
-            await state.scheduler.apply(config)
+            await state.scheduler.apply(config, shard)
         if state.flux is not None:
-            await state.flux.apply(config.flux, state.store.buckets)
+            await state.flux.apply(shard.select(config.flux, lambda i: i.name), state.store.buckets)
         state.metrics.reload_successful.set(1)
         state.metrics.reload_timestamp.set(state.clock.wall())
         log.info("configuration reloaded", extra=fields(targets=len(config.targets)))

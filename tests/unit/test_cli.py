@@ -25,6 +25,7 @@ from tests.helpers import free_port
 from ttft_exporter import __version__
 from ttft_exporter.cli import parse_listen, run
 from ttft_exporter.probes import PROTOCOL_NAMES
+from ttft_exporter.shard import hashmod
 from ttft_exporter.sim.llm import ModelBehaviour
 
 # Every protocol name, in registry order, as an unknown protocol's message lists them.
@@ -647,3 +648,48 @@ def test_the_documented_config_check_passes_on_every_shipped_example(
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"config file {example} is ok: ")
     assert proc.stderr == ""
+
+
+# --shard.index / --shard.count
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--shard.index=1"], "--shard.index and --shard.count go together: set both or neither"),
+        (["--shard.count=2"], "--shard.index and --shard.count go together: set both or neither"),
+        (
+            ["--shard.index=2", "--shard.count=2"],
+            "--shard.index/--shard.count: shard index must be between 0 and 1, not 2",
+        ),
+        (
+            ["--shard.index=0", "--shard.count=0"],
+            "--shard.index/--shard.count: shard count must be between 1 and 10000, not 0",
+        ),
+    ],
+    ids=["index-alone", "count-alone", "index-too-big", "no-shards"],
+)
+def test_bad_shard_flags_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    path = write(tmp_path / "good.yml", {"targets": [target("a")]})
+
+    code = run([*argv, "--config.check", "--config.file", str(path)])
+
+    assert code == 2
+    assert capsys.readouterr().err == f"ttft-exporter: {message}\n"
+
+
+def test_config_check_says_how_many_targets_the_shard_owns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = [f"t{i}" for i in range(10)]
+    path = write(tmp_path / "good.yml", {"targets": [target(n) for n in names]})
+    mine = [n for n in names if hashmod(n, 3) == 2]
+
+    code = run(["--shard.index=2", "--shard.count=3", "--config.check", "--config.file", str(path)])
+
+    assert code == 0
+    assert capsys.readouterr().out == (
+        f"config file {path} is ok: 10 targets, {len(mine)} on shard 2/3\n"
+    )

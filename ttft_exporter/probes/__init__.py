@@ -11,7 +11,9 @@ tests (docs/adding-a-protocol.md).
 
 from __future__ import annotations
 
+import asyncio
 import typing
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 from pydantic import Field
@@ -25,22 +27,29 @@ from ttft_exporter.probes import (
     openai_responses,
     tgi,
 )
-from ttft_exporter.probes.base import PreparedProbe, Prober, ProtocolSpec
+from ttft_exporter.probes.base import PreparedProbe, Prober, ProbeResult, ProtocolSpec
 from ttft_exporter.probes.engine import stream_prober
 from ttft_exporter.probes.session import create_session
 from ttft_exporter.targets import TargetBase
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ttft_exporter.clock import Clock
 
 __all__ = [
     "PROBERS",
     "PROTOCOLS",
     "PROTOCOL_NAMES",
     "PreparedProbe",
+    "ProbeResult",
     "Prober",
     "ProtocolSpec",
     "TargetConfig",
     "create_session",
     "get_prober",
     "get_protocol",
+    "measure",
 ]
 
 PROTOCOLS: tuple[ProtocolSpec[Any], ...] = (
@@ -112,3 +121,23 @@ def get_prober(protocol: str) -> Prober:
         raise KeyError(
             f"unknown protocol {protocol!r}; known: {', '.join(sorted(PROBERS))}"
         ) from None
+
+
+async def measure(
+    target: TargetBase,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+    *,
+    timeout: float,
+    gap_bounds: Sequence[float] | None = None,
+) -> ProbeResult:
+    """One probe of `target` under a deadline, every failure turned into data (the
+    probe boundary of the executor, for callers that record results their own way:
+    `ttft-exporter bench`). Raises only CancelledError and the errors of preparing
+    the probe (a target of the wrong model: a bug of the caller)."""
+    prepared = get_prober(target.protocol)(target, session, clock, gap_bounds=gap_bounds)
+    try:
+        async with asyncio.timeout(timeout):
+            return await prepared.run()
+    except Exception as exc:  # noqa: BLE001 - the probe boundary turns every error into data
+        return prepared.failure(exc, timeout)

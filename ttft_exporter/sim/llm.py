@@ -88,6 +88,13 @@ class ModelBehaviour(BaseModel):
     the first token on and writes them in one write when the last is due, as a
     buffering proxy delivers a stream (or a starved client reads it). These knobs
     shape streams only.
+
+    ``max_concurrency`` is the model's capacity: at most that many streams generate
+    at once, the others wait in line, their TTFT growing by the wait, as a server at
+    capacity answers (`ttft-exporter bench --profile sweep` finds that knee). A
+    request with ``ignore_eos: true`` (vLLM's, to fix the output length) generates
+    ``max_tokens`` answer tokens whatever ``tokens`` says; ``min_tokens`` raises the
+    answer to at least that many (capped by ``max_tokens``).
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
@@ -125,6 +132,7 @@ class ModelBehaviour(BaseModel):
     # headers_delay (llama-server does not count time queued for a slot), predicted_ms
     # from the first to the last token.
     llamacpp_timings: bool = False
+    max_concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator("status")
     @classmethod
@@ -189,6 +197,19 @@ class LLMSimState:
             maxlen=_MAX_TIMESTAMPS
         )
         self.closing = asyncio.Event()
+        # Per model and capacity (a PATCH may change it): the streams generating now.
+        self._capacity: dict[tuple[str, int], asyncio.Semaphore] = {}
+
+    def capacity(
+        self, model: str, behaviour: ModelBehaviour
+    ) -> contextlib.AbstractAsyncContextManager[object]:
+        """The slot a stream of `model` generates in: its capacity queue, if any."""
+        if behaviour.max_concurrency is None:
+            return contextlib.nullcontext()
+        key = (model, behaviour.max_concurrency)
+        if key not in self._capacity:
+            self._capacity[key] = asyncio.Semaphore(behaviour.max_concurrency)
+        return self._capacity[key]
 
     def set_model(self, name: str, behaviour: ModelBehaviour) -> None:
         """Add or replace a model; requests already streaming keep their knobs."""
@@ -210,6 +231,8 @@ class SimRequest:
     include_usage: bool = False
     continuous_usage_stats: bool = False
     prompt_words: int = 0
+    ignore_eos: bool = False
+    min_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +355,8 @@ def parse_request(api: API, body: object) -> SimRequest:
         include_usage=_opt_bool(options, "include_usage"),
         continuous_usage_stats=_opt_bool(options, "continuous_usage_stats"),
         prompt_words=words,
+        ignore_eos=_opt_bool(body, "ignore_eos"),
+        min_tokens=_opt_int(body, "min_tokens"),
     )
 
 
@@ -416,6 +441,10 @@ def plan_generation(
     """Decide the token chunks, their deadlines and the ending of one generation."""
     reasoning = behaviour.reasoning_tokens if request.api == "chat" else 0
     answer = behaviour.tokens
+    if request.ignore_eos and request.max_tokens is not None:
+        answer = request.max_tokens
+    elif request.min_tokens is not None:
+        answer = max(answer, request.min_tokens)
     finish_reason: str | None = "stop"
     cap = request.max_tokens
     if cap is not None and reasoning + answer > cap:
@@ -876,9 +905,12 @@ async def _handle_generation(request: web.Request, api: API) -> web.StreamRespon
         await _sleep_until(arrival + behaviour.headers_delay)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
-    if not sim_request.stream:
-        return await _respond_whole(request, state, behaviour, sim_request, arrival)
-    return await _stream(request, state, record, behaviour, sim_request, arrival)
+    async with state.capacity(sim_request.model, behaviour):
+        # Generation starts once a slot is free: the wait in line adds to every delay.
+        arrival = asyncio.get_running_loop().time()
+        if not sim_request.stream:
+            return await _respond_whole(request, state, behaviour, sim_request, arrival)
+        return await _stream(request, state, record, behaviour, sim_request, arrival)
 
 
 async def _stream(

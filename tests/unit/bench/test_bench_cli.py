@@ -1,0 +1,149 @@
+"""`ttft-exporter bench` (bench/cli.py; named apart from tests/unit/test_cli.py, which pytest would
+confuse with it) end to end against the simulator (in a thread of its own:
+the command runs its own event loop), `compare` and `merge` on its files, and usage
+errors: one line naming the flag, exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from ttft_exporter.bench.results import read_results, results_schema
+from ttft_exporter.cli import run
+from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, run_llm_sim
+
+
+@pytest.fixture(scope="module")
+def sim_url() -> Iterator[str]:
+    """The simulator on its own loop in a thread, for the module's runs."""
+    loop = asyncio.new_event_loop()
+    config = LLMSimConfig(models={"m": ModelBehaviour(ttft=0.02, itl=0.005, tokens=2)})
+    runner, port = loop.run_until_complete(run_llm_sim(config))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/v1"
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=30)
+    loop.close()
+
+
+def test_a_run_writes_table_json_csv_and_plots(
+    sim_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ttft.yml"
+    config.write_text(
+        "targets:\n"
+        f"  - {{name: sim, protocol: openai-chat, url: '{sim_url}', model: m, prompt: hi,"
+        " max_tokens: 3}\n"
+    )
+    out_dir = tmp_path / "out"
+    argv = ["bench", "--config.file", str(config), "--target", "sim", "--concurrency", "1,2"]
+    argv += ["--requests", "4", "--slo", "ttft=5s", "--output-dir", str(out_dir), "--seed", "1"]
+    assert run(argv) == 0
+    captured = capsys.readouterr()
+    table = captured.out.splitlines()
+    assert table[0].split()[:2] == ["step", "load"] and len(table) == 3
+    # Not a terminal: plain progress lines, no carriage returns.
+    assert "step 1/2 c=1: started" in captured.err and "\r" not in captured.err
+    assert "approximate token counts" in captured.err
+    doc = json.loads((out_dir / "results.json").read_text())
+    jsonschema.validate(doc, results_schema())
+    results = read_results(out_dir / "results.json")
+    assert [s.stats.requests for s in results.steps] == [4, 4]
+    assert {r.output_tokens for r in results.records} == {3}  # ignore_eos: fixed length
+    assert results.run.fixed_output_tokens == 3 and results.run.seed == 1
+    assert (out_dir / "results.csv").read_text().count("\n") == len(results.records) + 1
+    for name in ("latency", "throughput"):
+        assert (out_dir / f"{name}.png").stat().st_size > 0
+        assert (out_dir / f"{name}.svg").stat().st_size > 0
+
+    # compare: the run against itself, every delta zero.
+    capsys.readouterr()
+    assert (
+        run(["bench", "compare", str(out_dir / "results.json"), str(out_dir / "results.json")]) == 0
+    )
+    text = capsys.readouterr().out
+    assert "ttft p50 ms" in text and "+0.0 (+0%)" in text
+
+
+def test_workers_merge_into_one_run(
+    sim_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    paths = []
+    for index in (0, 1):
+        # As in a Kubernetes Indexed Job: the index comes from the environment.
+        monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
+        out_dir = tmp_path / f"w{index}"
+        argv = ["bench", "--url", sim_url, "--model", "m", "--concurrency", "2", "--requests", "3"]
+        argv += ["--seed", "5", "--output-dir", str(out_dir), "--no-plots", "--max-tokens", "2"]
+        assert run(argv) == 0
+        paths.append(out_dir / "results.json")
+    parts = [read_results(p) for p in paths]
+    # Disjoint seeds per worker: seed + index x 1000003.
+    assert [p.run.seed for p in parts] == [5, 5 + 1_000_003]
+    assert {r.worker for r in parts[1].records} == {1}
+    merged_path = tmp_path / "merged.json"
+    assert run(["bench", "merge", str(merged_path), *map(str, paths)]) == 0
+    merged = read_results(merged_path)
+    assert merged.run.workers == 2 and merged.steps[0].load == 4
+    assert merged.steps[0].stats.requests == 6
+    assert len(merged.records) == sum(len(p.records) for p in parts)
+    assert merged_path.with_suffix(".csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--model", "m"], "--url"),
+        (["--url", "http://127.0.0.1:1/v1"], "--model"),
+        (["--url", "http://h/v1", "--model", "m", "--concurrency", "0"], "--concurrency"),
+        (["--url", "http://h/v1", "--model", "m", "--concurrency", "2,x"], "--concurrency"),
+        (["--url", "http://h/v1", "--model", "m", "--rate", "1", "--concurrency", "2"], "--rate"),
+        (["--url", "http://h/v1", "--model", "m", "--requests", "0"], "--requests"),
+        (["--url", "http://h/v1", "--model", "m", "--duration", "soon"], "--duration"),
+        (
+            ["--url", "http://h/v1", "--model", "m", "--requests", "1", "--duration", "1s"],
+            "--requests",
+        ),
+        (["--url", "http://h/v1", "--model", "m", "--slo", "ttft=fast"], "--slo"),
+        (["--url", "http://h/v1", "--model", "m", "--profile", "sweep"], "--slo"),
+        (["--url", "http://h/v1", "--model", "m", "--warmup", "later"], "--warmup"),
+        (
+            ["--url", "http://h/v1", "--model", "m", "--slo.min-goodput", "150%"],
+            "--slo.min-goodput",
+        ),
+        (["--url", "http://h/v1", "--model", "m", "--timeout", "0s"], "--timeout"),
+        (["--url", "http://h/v1", "--model", "m", "--prompt.tokens", "0"], "--prompt.tokens"),
+        (["--url", "http://h/v1", "--model", "m", "--prompts", "/nonexistent.jsonl"], "--prompts"),
+        (["--url", "http://h/v1", "--model", "m", "--protocol", "smtp"], "protocol"),
+        (["--url", "http://h/v1", "--model", "m", "--bogus"], "--bogus"),
+        (["--config.file", "/nonexistent.yml", "--target", "x"], "--config.file"),
+        (["--config.file", "x.yml"], "--target"),
+        (["compare", "/nonexistent-a.json", "/nonexistent-b.json"], "/nonexistent-a.json"),
+        (["merge", "out.json"], "IN.json"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else v,
+)
+def test_usage_errors_name_the_flag_and_exit_1(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["bench", *argv]) == 1
+    err = capsys.readouterr().err
+    # The first line names the flag (a config file's problems follow it, one a line).
+    first = err.splitlines()[0]
+    assert first.startswith("ttft-exporter bench: ") and flag in first
+
+
+def test_schema_subcommand_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["bench", "schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == results_schema()

@@ -1,0 +1,101 @@
+"""The per-request record of a load test: what one probe measured, flattened for the
+results file. Inter-token gaps are kept as sparse counts over fixed log-spaced
+buckets (about 10 % wide), so pooled ITL percentiles can be merged exactly across
+workers without keeping every gap."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ttft_exporter.probes import ProbeResult
+
+__all__ = ["ITL_BOUNDS", "RequestRecord", "record_from_result"]
+
+# 100 us to about 62 s, each bound 1.1 x the previous one: a pooled ITL percentile is
+# placed within 10 % (interpolated inside its bucket).
+ITL_BOUNDS: tuple[float, ...] = tuple(round(1e-4 * 1.1**k, 9) for k in range(141))
+
+
+class RequestRecord(BaseModel):
+    """One request. Durations in seconds (monotonic clock); None where not measured.
+    `start` is the wall-clock time (Unix seconds) the request started: it orders
+    records across workers (`bench merge`), never measures a duration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step: int = Field(ge=0)
+    worker: int = Field(ge=0, description="Which worker (bench job index) ran it.")
+    warmup: bool
+    start: float
+    success: bool
+    reason: str | None = Field(description="Failure reason (the exporter's bounded enum).")
+    ttft: float | None
+    ttfot: float | None = Field(description="Time to the first answer (non-reasoning) token.")
+    ttfb: float | None
+    tpot: float | None
+    e2e: float | None = Field(description="Request start to the last token.")
+    elapsed: float
+    connect: float | None = Field(
+        description="DNS + connect + TLS of a new connection; None on a reused one."
+    )
+    schedule_lag: float | None = Field(
+        description="Rate steps: how late the request started after its Poisson arrival."
+    )
+    output_tokens: int | None
+    input_tokens: int | None = Field(description="Prompt tokens the server reported.")
+    prompt_tokens: int = Field(description="Prompt tokens the generator counted.")
+    usage_source: str | None
+    itl: list[tuple[int, int]] = Field(
+        default_factory=list, description="Inter-token gaps: [bucket index, count] pairs."
+    )
+    suspect: list[str] = Field(
+        default_factory=list, description="Why the client itself may have delayed the figures."
+    )
+
+
+def _connect(result: ProbeResult) -> float | None:
+    """The opening of a new connection; None on a reused one (every phase 0) or
+    when it was not measured (NaN: the connect failed)."""
+    spans = [result.phases.get(name, math.nan) for name in ("dns", "connect", "tls")]
+    if any(math.isnan(span) for span in spans):
+        return None
+    total = sum(spans)
+    return total if total > 0 else None
+
+
+def record_from_result(
+    result: ProbeResult,
+    *,
+    step: int,
+    worker: int,
+    warmup: bool,
+    prompt_tokens: int,
+    schedule_lag: float | None = None,
+) -> RequestRecord:
+    """The record of one probe result (its gaps counted over ITL_BOUNDS)."""
+    gaps = result.inter_chunk_gaps
+    itl = [(i, n) for i, n in enumerate(gaps.counts) if n] if gaps is not None else []
+    return RequestRecord(
+        step=step,
+        worker=worker,
+        warmup=warmup,
+        start=result.started_at,
+        success=result.success,
+        reason=result.reason.value if result.reason is not None else None,
+        ttft=result.time_to_first_token,
+        ttfot=result.time_to_first_output_token,
+        ttfb=result.time_to_first_byte,
+        tpot=result.time_per_output_token,
+        e2e=result.duration,
+        elapsed=result.elapsed,
+        connect=_connect(result),
+        schedule_lag=schedule_lag,
+        output_tokens=result.output_tokens,
+        input_tokens=result.input_tokens,
+        prompt_tokens=prompt_tokens,
+        usage_source=result.usage_source,
+        itl=itl,
+        suspect=list(result.suspect),
+    )
