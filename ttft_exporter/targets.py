@@ -4,9 +4,11 @@ imports nothing of `config.py` or `probes/`, so both can import it."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -22,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from yarl import URL
 
 from ttft_exporter.budget import BudgetConfig, CostConfig, check_budget_needs_cost
 from ttft_exporter.durations import Duration, format_duration
@@ -35,6 +38,7 @@ from ttft_exporter.validation import (
     check_http_url,
     check_name,
     field_rule,
+    read_bounded,
     read_secret_pair,
     resolving_secrets,
 )
@@ -49,8 +53,12 @@ __all__ = [
     "HistogramsConfig",
     "TLSConfig",
     "TargetBase",
+    "environment_proxy",
     "forbidden_in_header",
+    "prompt_or_messages",
+    "proxy_secrets",
     "redacted_headers",
+    "redacted_proxy_url",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
@@ -86,6 +94,9 @@ HEADER_VALUE_LIMIT = 8 * 1024
 # but HTAB, and DEL). Refused at load instead: at send time it was a ValueError on every
 # probe, reported as `internal` with a traceback.
 _FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# A CA bundle is ~220 KiB (Mozilla's); a certificate chain or key a few KiB.
+TLS_FILE_LIMIT = 4 << 20
+MAX_REDIRECTS_LIMIT = 20
 
 
 def _check_label_name(name: str) -> str:
@@ -161,6 +172,63 @@ def _check_inline_header(value: str) -> str:
     if problem:
         raise ValueError(problem)
     return value
+
+
+def _check_proxy_url(value: str) -> str:
+    # Messages never repeat the value: it may carry the proxy's password.
+    try:
+        url = URL(value)
+    except (ValueError, TypeError):
+        raise ValueError("invalid URL") from None
+    if url.scheme == "https":
+        raise ValueError(
+            "https:// proxies are not supported: use an http:// proxy (an https target "
+            "is tunnelled through it with CONNECT, end to end encrypted)"
+        )
+    if url.scheme != "http" or not url.host:
+        raise ValueError("must be an absolute http:// URL: http://[user:password@]host:port")
+    if url.path not in ("", "/") or url.query_string or url.fragment:
+        raise ValueError("must be http://[user:password@]host:port, with no path or query")
+    return value
+
+
+def proxy_secrets(proxy: str | None) -> list[str]:
+    """The credentials of a proxy URL in every form they travel or show in: the
+    password, `user:password` (raw and percent-decoded) and the Basic token."""
+    if not proxy:
+        return []
+    url = URL(proxy)
+    if url.password is None:
+        return [url.user] if url.user else []
+    pair = f"{url.user or ''}:{url.password}"
+    token = base64.b64encode(pair.encode()).decode()
+    raw = f"{url.raw_user or ''}:{url.raw_password or ''}"
+    return [url.password, url.raw_password or "", pair, raw, token]
+
+
+def redacted_proxy_url(proxy: str | None) -> str | None:
+    """A proxy URL as shown in /config and debug output: credentials as `<secret>`."""
+    if proxy is None:
+        return None
+    url = URL(proxy)
+    if url.user is None and url.password is None:
+        return proxy
+    port = f":{url.explicit_port}" if url.explicit_port else ""
+    return f"{url.scheme}://{PLACEHOLDER}@{url.raw_host}{port}"
+
+
+def environment_proxy(target_url: str) -> str | None:
+    """The proxy HTTP_PROXY / HTTPS_PROXY name for `target_url`, unless NO_PROXY
+    exempts its host (curl's and requests' rules, via urllib). Environment only: unlike
+    aiohttp's `trust_env`, no ~/.netrc credentials are added to the probe's request."""
+    url = URL(target_url)
+    # Environment-only on every platform (proxy_bypass() may ask macOS' system settings);
+    # present at runtime, missing from typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if url.host is None or bypass(url.host):
+        return None
+    proxy = urllib.request.getproxies_environment().get(url.scheme)
+    return proxy or None
 
 
 def _check_header_name(name: str) -> str:
@@ -262,12 +330,24 @@ class TLSConfig(StrictModel):
             )
         return value
 
+    _digest: str = PrivateAttr("")
+
     @model_validator(mode="after")
     def _loads(self, info: ValidationInfo) -> Self:
         # Files that exist but do not load (not PEM, a key that does not match) are a
         # config problem too, reported with the others rather than in a later pass.
         if (self.ca_file is None and self.cert_file is None) or not resolving_secrets(info):
             return self
+        # The files' contents, read at every load: a rotated Kubernetes Secret keeps
+        # its paths, so only the contents tell a reload that the target changed.
+        digest = hashlib.sha256()
+        for path in (self.ca_file, self.cert_file, self.key_file):
+            try:
+                digest.update(b"-" if path is None else read_bounded(path, TLS_FILE_LIMIT))
+            except (OSError, ValueError) as exc:
+                raise field_rule("", f"cannot read TLS file {path}: {exc}") from None
+            digest.update(b"\0")
+        self._digest = digest.hexdigest()
         from ttft_exporter.probes.session import build_ssl_context  # a cycle at import time
 
         try:
@@ -275,6 +355,12 @@ class TLSConfig(StrictModel):
         except (ssl.SSLError, OSError) as exc:
             raise field_rule("", f"cannot load TLS files: {exc}") from None
         return self
+
+    @property
+    def content_digest(self) -> str:
+        """SHA-256 over the CA, certificate and key files as read at load ("" when
+        none is set or files were not read): changes when a file is rotated."""
+        return self._digest
 
 
 class HistogramsConfig(StrictModel):
@@ -305,6 +391,20 @@ class ChatMessage(StrictModel):
 
     role: Literal["system", "user", "assistant", "developer"]
     content: str
+
+
+def prompt_or_messages(
+    value: list[ChatMessage] | None, info: ValidationInfo
+) -> list[ChatMessage] | None:
+    """The `messages` validator of a chat protocol that takes `prompt` or `messages`
+    (declared after `prompt`): exactly one of them, and a message list is not empty.
+    Use as `_prompt_or_messages = field_validator("messages")(prompt_or_messages)`."""
+    # A prompt that failed its own validation is not in info.data: not judged here.
+    if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
+        raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
+    if value is not None and not value:
+        raise ValueError("must not be empty")
+    return value
 
 
 class TargetBase(StrictModel):
@@ -377,6 +477,35 @@ class TargetBase(StrictModel):
         description="Extra JSON fields merged into the request body (ignore_eos, ...).",
     )
     tls: TLSConfig = Field(default_factory=TLSConfig)
+    proxy_url: Annotated[str, AfterValidator(_check_proxy_url)] | None = Field(
+        None,
+        repr=False,
+        description=(
+            "HTTP proxy for this target's probes: http://[user:password@]host:port; "
+            "https targets are tunnelled with CONNECT. Credentials are secret."
+        ),
+    )
+    proxy_from_environment: bool = Field(
+        False,
+        validate_default=True,
+        description=(
+            "Use the proxy HTTP_PROXY/HTTPS_PROXY name for the target's URL, unless "
+            "NO_PROXY exempts its host. Not with proxy_url."
+        ),
+    )
+    follow_redirects: bool = Field(
+        False,
+        description=(
+            "Follow 3xx redirects (off: a redirect is failure http_status, the probe "
+            "measures the endpoint it names). Timings cover the whole chain."
+        ),
+    )
+    max_redirects: int = Field(
+        5,
+        ge=1,
+        le=MAX_REDIRECTS_LIMIT,
+        description="Most redirects one probe follows, with follow_redirects.",
+    )
     on_suspect: Literal["record", "drop"] = Field(
         "record",
         description=(
@@ -460,6 +589,16 @@ class TargetBase(StrictModel):
             )
         return value
 
+    @field_validator("proxy_from_environment")
+    @classmethod
+    def _proxy_source(cls, value: bool, info: ValidationInfo) -> bool:
+        # Validated even when absent: the pair rule is checked with the URL's problems.
+        if value and info.data.get("proxy_url") is not None:
+            raise field_rule(
+                "proxy_url", "set proxy_url or proxy_from_environment, not both", sibling=True
+            )
+        return value
+
     @field_validator("budget")
     @classmethod
     def _budget(cls, value: BudgetConfig | None, info: ValidationInfo) -> BudgetConfig | None:
@@ -482,9 +621,20 @@ class TargetBase(StrictModel):
         )
         self._header_values, header_secrets = _header_values(self.headers)
         api_key = [self._api_key.get_secret_value()] if self._api_key else []
+        proxy = self.proxy_url
+        if self.proxy_from_environment:
+            proxy = environment_proxy(self.url)
         # Built here, in the loader's thread: the loop only uses it.
-        self._redactor = Redactor([*api_key, *header_secrets])
+        self._redactor = Redactor([*api_key, *header_secrets, *proxy_secrets(proxy)])
         return self
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a request to `url` goes through, if any (with its credentials:
+        never log it). Read from the environment per URL: a redirect may leave for a
+        host that NO_PROXY names."""
+        if self.proxy_from_environment:
+            return environment_proxy(url)
+        return self.proxy_url
 
     @property
     def api_key(self) -> SecretStr | None:
@@ -515,6 +665,7 @@ class TargetBase(StrictModel):
         """The target as plain data with secret header values hidden (for debug output)."""
         data = self.model_dump(mode="json", exclude_defaults=False)
         data["headers"] = redacted_headers(self.headers)
+        data["proxy_url"] = redacted_proxy_url(self.proxy_url)
         if self.expect is not None:
             data["expect"] = self.expect.pattern
         return data
@@ -529,4 +680,6 @@ class TargetBase(StrictModel):
         # Values from value_env/value_file: a rotated one restarts the target's loop.
         for name, value in sorted(self._header_values.items()):
             digest.update(f"{name}\0{value}\0".encode())
+        # The TLS files' contents: a rotated certificate, key or CA (same paths) too.
+        digest.update(self.tls.content_digest.encode())
         return digest.hexdigest()

@@ -380,6 +380,12 @@ def test_examples_load_as_shipped(path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert config.targets or config.flux
 
 
+def test_the_providers_example_has_a_target_per_registered_protocol() -> None:
+    config, _ = load_config(ROOT / "examples" / "providers.yml")
+    missing = set(PROTOCOL_NAMES) - {t.protocol for t in config.targets}
+    assert not missing, f"examples/providers.yml has no target for {sorted(missing)}"
+
+
 def test_relative_files_are_relative_to_the_config_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,9 +7,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
-
-import orjson
+from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.framing import Frame, Framer
@@ -26,7 +24,6 @@ __all__ = [
     "BURST_MIN_WINDOW_SECONDS",
     "DEFAULT_INTER_TOKEN_BUCKETS",
     "FINISH_REASONS",
-    "MAX_EVENT_CONTAINERS",
     "MAX_INPUT_TOKENS",
     "PHASES",
     "FinishReasonLabel",
@@ -43,8 +40,6 @@ __all__ = [
     "burst_bound",
     "check_usage",
     "finish_reason_label",
-    "load_event",
-    "server_text",
 ]
 
 PHASES = ("dns", "connect", "tls", "headers")
@@ -124,47 +119,6 @@ def finish_reason_label(raw: str | None) -> FinishReasonLabel:
     if raw is None:
         return "none"
     return _FINISH_ALIASES.get(raw, "other")
-
-
-MAX_EVENT_CONTAINERS = 10_000
-"""Most JSON objects and arrays one stream event may hold. An LLM event holds tens (a
-chunk with top logprobs, a final event with usage details); a hostile one of 1 MiB holds
-350,000 (`[[],[],...]`), and building that many containers runs the garbage collector
-over the whole heap again and again: measured 0.4-0.8 s of a blocked event loop per
-event in a running exporter, against 20 ms for the same bytes without containers."""
-
-
-def load_event(data: str) -> Any:
-    """The JSON value of one stream event (orjson). Raises orjson.JSONDecodeError when
-    it is not JSON, and ProbeFailure(PROTOCOL) when it holds more than
-    MAX_EVENT_CONTAINERS objects and arrays, before building any of them."""
-    # Counted only where there can be that many (each takes 2 characters at least):
-    # the hot path of a small event is one comparison. An over-count from brackets
-    # inside strings needs 10,000 of them in one event, which no answer streams.
-    if len(data) > 2 * MAX_EVENT_CONTAINERS and (
-        data.count("{") + data.count("[") > MAX_EVENT_CONTAINERS
-    ):
-        raise ProbeFailure(
-            FailureReason.PROTOCOL,
-            f"stream event with more than {MAX_EVENT_CONTAINERS} JSON objects and arrays",
-        )
-    return orjson.loads(data)
-
-
-def server_text(value: Any) -> str:
-    """A JSON value a server sent (an error message, code or object), as text for a
-    failure detail: a string as it is, anything else as compact JSON, or its type name
-    when too deep for that. Never str() or repr(): a server's object may nest as deep
-    as the JSON parser allows (1024 levels), and Python's repr of that raises
-    RecursionError, which would pass for a bug of the exporter (`internal`).
-    Not cut here: the engine redacts secrets first, then bounds the detail."""
-    if isinstance(value, str):
-        return value
-    try:
-        # orjson: C, linear, and it refuses (rather than recurses) past its depth limit.
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        return f"<{type(value).__name__}>"
 
 
 def burst_bound(decode_tokens: int) -> float:

@@ -8,11 +8,9 @@ the decoders hand it on as the server's timings (probes/server_timings.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import (
@@ -21,13 +19,11 @@ from ttft_exporter.probes.base import (
     ServerTimings,
     StreamItem,
     Usage,
-    load_event,
-    server_text,
 )
+from ttft_exporter.probes.event_json import number, parse_object, server_text, text
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.server_timings import from_llamacpp
-from ttft_exporter.targets import ChatMessage, TargetBase
-from ttft_exporter.validation import field_rule
+from ttft_exporter.targets import ChatMessage, TargetBase, prompt_or_messages
 
 __all__ = [
     "CHAT",
@@ -63,17 +59,7 @@ class OpenAIChatTarget(_OpenAITarget):
         None, validate_default=True, description="Full message list; or give `prompt`."
     )
 
-    @field_validator("messages")
-    @classmethod
-    def _prompt_or_messages(
-        cls, value: list[ChatMessage] | None, info: ValidationInfo
-    ) -> list[ChatMessage] | None:
-        # A prompt that failed its own validation is not in info.data: not judged here.
-        if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
-            raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
-        if value is not None and not value:
-            raise ValueError("must not be empty")
-        return value
+    _prompt_or_messages = field_validator("messages")(prompt_or_messages)
 
 
 class OpenAICompletionsTarget(_OpenAITarget):
@@ -81,11 +67,6 @@ class OpenAICompletionsTarget(_OpenAITarget):
 
     protocol: Literal["openai-completions"]
     prompt: str = Field(min_length=1, description="Prompt text.")
-
-
-# orjson parses an event about 3x faster than json; it is on the hot path of every token.
-# load_event bounds the containers of one event first (a hostile one blocks the loop).
-_loads: Callable[[str], Any] = load_event
 
 
 def _headers(target: _OpenAITarget) -> dict[str, str]:
@@ -155,17 +136,7 @@ def _parse(event: Frame) -> dict[str, Any] | None:
     data = event.data
     if data == "[DONE]":
         return None
-    try:
-        obj = _loads(data)
-    except orjson.JSONDecodeError:
-        # The data may hold an echoed secret: the engine redacts, then cuts, the excerpt.
-        raise ProbeFailure(
-            FailureReason.PROTOCOL, "malformed JSON in stream", excerpt=data
-        ) from None
-    if not isinstance(obj, dict):
-        raise ProbeFailure(
-            FailureReason.PROTOCOL, "stream event is not a JSON object", excerpt=data
-        )
+    obj = parse_object(data)
     error = obj.get("error")
     if error:
         raise ProbeFailure(FailureReason.STREAM_ERROR, _error_text(error))
@@ -190,9 +161,9 @@ def _usage(obj: dict[str, Any]) -> Usage | None:
     details = usage.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     return Usage(
-        input_tokens=_number(usage.get("prompt_tokens")),
-        output_tokens=_number(usage.get("completion_tokens")),
-        reasoning_tokens=_number(reasoning),
+        input_tokens=number(usage.get("prompt_tokens")),
+        output_tokens=number(usage.get("completion_tokens")),
+        reasoning_tokens=number(reasoning),
     )
 
 
@@ -200,14 +171,6 @@ def _timings(obj: dict[str, Any]) -> ServerTimings | None:
     timings = obj.get("timings")
     # Only llama.cpp sends it: every other server's chunk costs one dict lookup.
     return None if timings is None else from_llamacpp(timings)
-
-
-def _number(value: Any) -> int | float | None:
-    # Kept as reported, negative or fractional included: check_usage judges it, so an
-    # absurd count is rejected and counted rather than silently dropped.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
 
 
 def _choice(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -219,10 +182,6 @@ def _choice(obj: dict[str, Any]) -> dict[str, Any] | None:
         raise ProbeFailure(FailureReason.PROTOCOL, "`choices` is not a list of objects")
     first: dict[str, Any] = choices[0]
     return first
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _finish(value: Any) -> str | None:
@@ -250,8 +209,8 @@ class ChatDecoder:
         if choice is not None:
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                item.text = _text(delta.get("content")) or _text(delta.get("refusal"))
-                item.reasoning = _text(delta.get("reasoning")) or _text(
+                item.text = text(delta.get("content")) or text(delta.get("refusal"))
+                item.reasoning = text(delta.get("reasoning")) or text(
                     delta.get("reasoning_content")
                 )
             item.finish_reason = _finish(choice.get("finish_reason"))
@@ -270,7 +229,7 @@ class CompletionsDecoder:
         item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
         choice = _choice(obj)
         if choice is not None:
-            item.text = _text(choice.get("text"))
+            item.text = text(choice.get("text"))
             item.finish_reason = _finish(choice.get("finish_reason"))
         return item
 

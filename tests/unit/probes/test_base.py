@@ -10,7 +10,6 @@ from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import (
     BURST_MIN_SECONDS_PER_TOKEN,
     BURST_MIN_WINDOW_SECONDS,
-    MAX_EVENT_CONTAINERS,
     GapHistogram,
     ProbeResult,
     StreamItem,
@@ -19,8 +18,6 @@ from ttft_exporter.probes.base import (
     burst_bound,
     check_usage,
     finish_reason_label,
-    load_event,
-    server_text,
 )
 
 MS = 1_000_000
@@ -392,26 +389,3 @@ def test_hidden_reasoning_is_not_in_the_decode_count() -> None:
     result = finish(streamed)
     assert result.decode_tokens == 4
     assert result.time_per_output_token == pytest.approx(0.010)
-
-
-def test_server_text_never_recurses() -> None:
-    # A server's value as text: strings as sent, the rest as JSON, the too-deep by type.
-    assert server_text("Overloaded") == "Overloaded"
-    assert server_text(529) == "529"
-    assert server_text({"message": "x", "code": [1]}) == '{"message":"x","code":[1]}'
-    deep: list[object] = []
-    for _ in range(5000):
-        deep = [deep]
-    assert server_text(deep) == "<list>"
-
-
-def test_load_event_bounds_the_containers_of_one_event() -> None:
-    # At the limit it parses; one container more is refused before anything is built.
-    at_limit = "[" + ",".join(["[]"] * (MAX_EVENT_CONTAINERS - 1)) + "]"
-    assert len(load_event(at_limit)) == MAX_EVENT_CONTAINERS - 1
-    with pytest.raises(ProbeFailure) as info:
-        load_event("[" + ",".join(["{}"] * MAX_EVENT_CONTAINERS) + "]")
-    assert info.value.reason is FailureReason.PROTOCOL
-    assert "more than 10000 JSON objects and arrays" in info.value.detail
-    # Brackets in a short event are never counted, and text of brackets parses.
-    assert load_event('{"text":"[[[{{{"}') == {"text": "[[[{{{"}
