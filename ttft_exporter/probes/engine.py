@@ -345,6 +345,7 @@ class StreamProbe:
                 (self._headers_ns - self._start_ns) * _NS if self._headers_ns is not None else None
             ),
             token_chunks=timeline.token_chunks if timeline else 0,
+            max_tokens=self._max_tokens,
             bytes_received=self._bytes_received,
             finish_reason=(
                 finish_reason_label(timeline.finish_reason)
