@@ -29,7 +29,7 @@ from ttft_exporter.probes.base import (
     StreamTimeline,
     finish_reason_label,
 )
-from ttft_exporter.probes.framing import Framer, JSONArraySniffer, SSEFramer
+from ttft_exporter.probes.framing import BodySniffer, Framer, SSEFramer
 from ttft_exporter.probes.session import PhaseRecorder, recording_phases
 from ttft_exporter.redact import Redactor
 from ttft_exporter.targets import DEFAULT_MAX_RESPONSE_BYTES, TargetBase
@@ -267,7 +267,8 @@ class StreamProbe:
     ) -> bool:
         """Read the stream to its end: True if that was EOF, False at the terminator."""
         framer = self._framer
-        sniffer = JSONArraySniffer()
+        sniffer = BodySniffer()
+        content_type = response.content_type
         now = self._clock.monotonic_ns
         limit = self._max_response_bytes
         async for chunk in response.content.iter_any():
@@ -280,8 +281,8 @@ class StreamProbe:
                     f"response body above max_response_bytes ({limit}) after "
                     f"{timeline.token_chunks} token chunks",
                 )
-            if not sniffer.decided and sniffer.feed(chunk):
-                _reject_json_array(response.content_type)
+            if not sniffer.decided:
+                _check_start(sniffer.feed(chunk), content_type)
             if len(chunk) <= _SLICE:
                 if self._consume(framer, chunk, t_ns, timeline):
                     return False
@@ -295,12 +296,11 @@ class StreamProbe:
                     return False
                 await asyncio.sleep(0)
         framer.close()
-        if timeline.first_chunk_ns is None and response.content_type != framer.media_type:
+        if timeline.first_chunk_ns is None and content_type != framer.media_type:
             # Not a stream that was cut short but no stream at all (a server that
             # ignored `"stream": true` and answered with one JSON body, say).
-            raise ProbeFailure(
-                FailureReason.PROTOCOL,
-                f"the response carried no stream event (Content-Type {response.content_type})",
+            raise _not_streamed(
+                f"the response carried no stream event (Content-Type {content_type})"
             )
         return True
 
@@ -421,21 +421,25 @@ def _is_reset(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionResetError) or isinstance(exc.__cause__, ConnectionResetError)
 
 
-def _reject_json_array(content_type: str) -> None:
-    """Fail at once when a JSON body that is an array came instead of a stream.
+def _not_streamed(what: str) -> ProbeFailure:
+    return ProbeFailure(FailureReason.PROTOCOL, f"server did not stream: {what}")
 
-    Gemini's `:streamGenerateContent` without `alt=sse` streams one JSON array of
-    responses: no framer can split it, and reading it to the end would wait for the
-    whole answer (or the deadline) before failing anyway.
-    The Gemini model (probes/gemini.py) also refuses at load a `url` with a query of its
-    own, naming `alt=sse`; this is the runtime guard for every protocol (a proxy that
-    rewrites the query, a server that ignores it).
+
+def _check_start(first: bytes | None, content_type: str) -> None:
+    """Fail at once when the first significant byte of the body (a BOM and whitespace
+    skipped, whatever the Content-Type) starts a JSON array instead of a stream.
+
+    `[`: no SSE or NDJSON stream starts so. Gemini's `:streamGenerateContent` without
+    `alt=sse` streams one JSON array of responses: no framer can split it, and reading
+    it to the end would wait for the whole answer (or the deadline) before failing
+    anyway. The Gemini model (probes/gemini.py) also refuses at load a `url` with a
+    query of its own, naming `alt=sse`; this is the runtime guard for every protocol (a
+    proxy that rewrites the query, a server that ignores it, a wrong Content-Type).
     """
-    if content_type == "application/json":
-        raise ProbeFailure(
-            FailureReason.PROTOCOL,
-            "the response is a JSON array (Content-Type application/json), not a stream:"
-            " the endpoint ignored the streaming form of the request",
+    if first == b"[":
+        raise _not_streamed(
+            f"the response is a JSON array (Content-Type {content_type}), not a stream:"
+            " the endpoint ignored the streaming form of the request"
         )
 
 

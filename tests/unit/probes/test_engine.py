@@ -34,7 +34,7 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.metrics import MetricStore, SeriesSet, record_result
-from ttft_exporter.probes import create_session, get_prober
+from ttft_exporter.probes import PROTOCOL_NAMES, create_session, get_prober, get_protocol
 from ttft_exporter.probes.base import FINISH_REASONS, ProbeResult
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
 
@@ -1122,3 +1122,60 @@ async def test_a_leading_byte_order_mark_loses_no_event(
     assert result.success, result.detail
     assert result.answer_excerpt == "Hello!"
     assert result.token_chunks == 3
+
+
+# --- a JSON array whatever its Content-Type or BOM, every protocol (issue #10) ------------------------
+
+
+@contextlib.asynccontextmanager
+async def _held_open(aiohttp_server: Any, body: bytes, content_type: str) -> AsyncIterator[str]:
+    """A server answering every POST with `body` under `content_type`, then holding the
+    connection open until the test is done with it; yields its base URL."""
+    released = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        await response.write(body)
+        with contextlib.suppress(asyncio.CancelledError):
+            await released.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        released.set()
+
+
+def _stream_type(protocol: str) -> str:
+    return get_protocol(protocol).new_framer().media_type
+
+
+@pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
+@pytest.mark.parametrize(
+    ("start", "content_type"),
+    [(b"\xef\xbb\xbf", "stream"), (b"", "text/plain"), (b"\xef\xbb\xbf\r\n", "")],
+    ids=["bom-stream-type", "text-plain", "bom-no-type"],
+)
+async def test_a_json_array_is_sniffed_whatever_its_type_and_bom(
+    aiohttp_server: Any, protocol: str, start: bytes, content_type: str
+) -> None:
+    # The array sniffer looked only at application/json bodies, and at their first
+    # byte as sent: a BOM, or the protocol's own stream type (a proxy relabelling the
+    # body), let the array through to the deadline.
+    kind = _stream_type(protocol) if content_type == "stream" else content_type
+    body = start + b'[{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}]},\r\n'
+    async with _held_open(aiohttp_server, body, kind) as url:
+        result = await probe_once(
+            make_target(protocol=protocol, url=url, timeout="20s", interval="30s")
+        )
+    assert result.reason is FailureReason.PROTOCOL, result.detail
+    shown = kind or "application/octet-stream"  # aiohttp's reading of no Content-Type
+    assert f"server did not stream: the response is a JSON array (Content-Type {shown})" in (
+        result.detail
+    )
+    # As above: the first bytes decide, long before the 20 s deadline.
+    assert result.elapsed < 10.0
