@@ -87,6 +87,8 @@ class StreamProbe:
         self._framer = framer if framer is not None else SSEFramer()
         self._expect = expect
         self._terminated = terminated
+        # Set per response: its Content-Type is application/json (see _consume).
+        self._json_body = False
         self._server_name = server_name
         self._redactor = redactor or Redactor()
         self._gap_bounds = gap_bounds
@@ -269,6 +271,9 @@ class StreamProbe:
         framer = self._framer
         sniffer = BodySniffer()
         content_type = response.content_type
+        # A server that ignored the streaming form of the request answers with one
+        # JSON body; its first event carrying the end of the answer is that body.
+        self._json_body = content_type == "application/json"
         now = self._clock.monotonic_ns
         limit = self._max_response_bytes
         async for chunk in response.content.iter_any():
@@ -282,7 +287,7 @@ class StreamProbe:
                     f"{timeline.token_chunks} token chunks",
                 )
             if not sniffer.decided:
-                _check_start(sniffer.feed(chunk), content_type)
+                _check_start(sniffer.feed(chunk), framer, content_type)
             if len(chunk) <= _SLICE:
                 if self._consume(framer, chunk, t_ns, timeline):
                     return False
@@ -321,9 +326,18 @@ class StreamProbe:
                 # A keep-alive event (Anthropic's `ping`): like an SSE comment, not a
                 # chunk, so it never sets the time to first chunk.
                 continue
+            first = timeline.first_chunk_ns is None
             timeline.on_event(t_ns)
             timeline.on_item(t_ns, item)
             if item.done:
+                if first and self._json_body:
+                    # The whole answer in the first event of an application/json body
+                    # (Ollama with streaming off: one object, `done: true`): its TTFT
+                    # would be the whole request time, not a time to first token.
+                    raise _not_streamed(
+                        "the whole answer came in one JSON object (Content-Type "
+                        "application/json), so there is no time to first token"
+                    )
                 # Servers may keep the connection open after the terminator.
                 return True
         return False
@@ -425,9 +439,9 @@ def _not_streamed(what: str) -> ProbeFailure:
     return ProbeFailure(FailureReason.PROTOCOL, f"server did not stream: {what}")
 
 
-def _check_start(first: bytes | None, content_type: str) -> None:
+def _check_start(first: bytes | None, framer: Framer, content_type: str) -> None:
     """Fail at once when the first significant byte of the body (a BOM and whitespace
-    skipped, whatever the Content-Type) starts a JSON array instead of a stream.
+    skipped, whatever the Content-Type) starts one JSON document instead of a stream.
 
     `[`: no SSE or NDJSON stream starts so. Gemini's `:streamGenerateContent` without
     `alt=sse` streams one JSON array of responses: no framer can split it, and reading
@@ -435,11 +449,19 @@ def _check_start(first: bytes | None, content_type: str) -> None:
     anyway. The Gemini model (probes/gemini.py) also refuses at load a `url` with a
     query of its own, naming `alt=sse`; this is the runtime guard for every protocol (a
     proxy that rewrites the query, a server that ignores it, a wrong Content-Type).
+    `{` where SSE was expected: no SSE line starts so (a field name or `:`); the
+    endpoint answered with one JSON object (and may hold the connection open after
+    it). NDJSON lines start with `{`: there, the first event tells (`_consume`).
     """
     if first == b"[":
         raise _not_streamed(
             f"the response is a JSON array (Content-Type {content_type}), not a stream:"
             " the endpoint ignored the streaming form of the request"
+        )
+    if first == b"{" and framer.media_type == SSEFramer.media_type:
+        raise _not_streamed(
+            f"the response is a JSON object (Content-Type {content_type}), not an SSE"
+            " stream: the endpoint ignored the streaming form of the request"
         )
 
 

@@ -864,7 +864,10 @@ async def test_a_body_that_is_no_stream_is_protocol_not_truncated(aiohttp_server
     server = await aiohttp_server(app)
     result = await probe_once(make_target(url=f"http://127.0.0.1:{server.port}/v1"))
     assert result.reason is FailureReason.PROTOCOL, result.detail
-    assert "no stream event (Content-Type application/json)" in result.detail
+    # Told by its first byte (`{` starts no SSE line), no longer only at its end.
+    assert "did not stream: the response is a JSON object (Content-Type application/json)" in (
+        result.detail
+    )
     assert result.finish_reason is None  # its stream never ended: not counted
 
 
@@ -1124,7 +1127,7 @@ async def test_a_leading_byte_order_mark_loses_no_event(
     assert result.token_chunks == 3
 
 
-# --- a JSON array whatever its Content-Type or BOM, every protocol (issue #10) ------------------------
+# --- a server that did not stream, every protocol (issue #10) ------------------------
 
 
 @contextlib.asynccontextmanager
@@ -1152,6 +1155,38 @@ async def _held_open(aiohttp_server: Any, body: bytes, content_type: str) -> Asy
 
 def _stream_type(protocol: str) -> str:
     return get_protocol(protocol).new_framer().media_type
+
+
+# One object that is a whole answer in every protocol's eyes: Ollama's non-streamed
+# reply (a `done: true` line with the text), and a JSON body to the SSE protocols.
+WHOLE_ANSWER = (
+    b'{"model":"m","created_at":"2026-01-01T00:00:00Z","response":"Hello there",'
+    b'"message":{"role":"assistant","content":"Hello there"},"done":true,'
+    b'"done_reason":"stop","eval_count":2}\n'
+)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
+async def test_one_json_object_instead_of_a_stream_fails_at_once(
+    aiohttp_server: Any, protocol: str
+) -> None:
+    # A server that ignored "stream": true: one JSON object (application/json), the
+    # connection then held open. Before: the SSE protocols waited for the deadline
+    # (timeout), and Ollama counted a success whose TTFT was the whole request time.
+    async with _held_open(aiohttp_server, WHOLE_ANSWER, "application/json") as url:
+        result = await probe_once(
+            make_target(protocol=protocol, url=url, timeout="20s", interval="30s")
+        )
+    assert result.reason is FailureReason.PROTOCOL, result.detail
+    assert result.detail.startswith("server did not stream: "), result.detail
+    if _stream_type(protocol) == "text/event-stream":
+        assert "the response is a JSON object (Content-Type application/json)" in result.detail
+    else:
+        assert "the whole answer came in one JSON object" in result.detail
+    assert result.time_to_first_token is None
+    # Decided by the first bytes, not by the 20 s deadline: any bound well below it
+    # holds on a loaded 2-core box, and a hang would show as a timeout instead.
+    assert result.elapsed < 10.0
 
 
 @pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
