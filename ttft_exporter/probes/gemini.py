@@ -298,18 +298,30 @@ class GeminiDecoder:
     """`GenerateContentResponse` events. Text is `candidates[0].content.parts[].text`;
     parts with `thought: true` are reasoning; parts with only a `thoughtSignature` or
     an empty text carry nothing. There is no terminator: a stream is complete with a
-    `finishReason` (or a blocked prompt's `promptFeedback.blockReason`), and ends at EOF.
+    `finishReason` (or a blocked prompt's `promptFeedback.blockReason`), and ends at EOF
+    or at its final event (below).
+
+    The end: Gemini's last event carries the `finishReason` and the final
+    `usageMetadata` together (llm-streaming.md §A.6). That event, after text, ends the
+    stream as `[DONE]` does OpenAI's: a server holding the connection open after it is
+    not read to the deadline. After a `finishReason` without usage in its event, the
+    next event with usage ends it (usage in an event of its own; the budget and the
+    token counters want the server's count), else EOF does, as before. A
+    `finishReason` before any text (a translating proxy marks empty chunks so) ends
+    nothing: the text may still follow.
 
     Usage: `candidatesTokenCount` excludes thinking, while the core's output tokens
     include reasoning (as OpenAI's completion_tokens do), so output is candidates +
     thoughts. Counts are kept across events: a later report that gives only one of
     them must not drop the other from the sum."""
 
-    __slots__ = ("_candidates", "_thoughts")
+    __slots__ = ("_candidates", "_finished", "_text_seen", "_thoughts")
 
     def __init__(self) -> None:
         self._candidates: int | float | None = None
         self._thoughts: int | float | None = None
+        self._text_seen = False
+        self._finished = False  # a finishReason came after text
 
     def decode(self, frame: Frame) -> StreamItem | None:
         obj = _parse(frame.data)
@@ -319,17 +331,25 @@ class GeminiDecoder:
             item.finish_reason = "content_filter"
         candidates = obj.get("candidates")
         if candidates is None or candidates == []:
-            return item
+            return self._end(item)
         if not isinstance(candidates, list) or not isinstance(candidates[0], dict):
             raise ProbeFailure(FailureReason.PROTOCOL, "`candidates` is not a list of objects")
         candidate: dict[str, Any] = candidates[0]
         self._parts(candidate.get("content"), item)
+        self._text_seen = self._text_seen or bool(item.text or item.reasoning)
         finish = candidate.get("finishReason")
         if isinstance(finish, str) and finish:
             item.finish_reason = _FINISH.get(finish, finish)
         elif finish is not None and finish != "":
             # Another JSON type: no known reason matches its type name, so `other`.
             item.finish_reason = f"<{type(finish).__name__}>"
+        return self._end(item)
+
+    def _end(self, item: StreamItem) -> StreamItem:
+        """`item`, marked done when the answer is over and its final usage is in."""
+        if item.finish_reason is not None and self._text_seen:
+            self._finished = True
+        item.done = self._finished and item.usage is not None
         return item
 
     @staticmethod
