@@ -28,12 +28,13 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from benchmarks.common import bench_main, build_config, log, pct
+from ttft_exporter.catalogue import OPTIONAL_HISTOGRAMS
 from ttft_exporter.config import ConfigHolder
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.executor import target_labels
-from ttft_exporter.metrics import OPTIONAL_HISTOGRAMS, record_result
 from ttft_exporter.probes.base import GapHistogram, ProbeResult
 from ttft_exporter.server import EXPORTER, ExporterState, handle_metrics
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.targets import target_labels
 
 TARGETS = 100
 SUCCESSES = 50

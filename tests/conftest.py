@@ -17,7 +17,6 @@ from tests.helpers import LOGGING_ERRORS
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import Config, ConfigHolder, TargetConfig, parse_config
 from ttft_exporter.listener import ConnectionGuard, GatedSite, ListenerLimits
-from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.server import ExporterState, create_app
@@ -29,6 +28,8 @@ from ttft_exporter.sim.llm import (
     create_llm_app,
     run_llm_sim,
 )
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 # --- markers ---------------------------------------------------------------------------
 

@@ -121,8 +121,8 @@ class BudgetedTarget(Protocol):
 
 
 class Series(Protocol):
-    """The part of metrics.SeriesSet the ledger writes (a Protocol: metrics imports the
-    target models, which import this module)."""
+    """The part of sinks.prometheus.series.SeriesSet the ledger writes (a Protocol:
+    the store imports the target models, which import this module)."""
 
     def get(self, name: str, child: tuple[str, ...] = ()) -> float | None: ...
     def set(self, name: str, value: float, child: tuple[str, ...] = ()) -> None: ...

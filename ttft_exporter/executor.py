@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from ttft_exporter.budget import ProbeBudget
+from ttft_exporter.catalogue import DEFAULT_INTER_TOKEN_BUCKETS
 from ttft_exporter.clock import Clock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import AdhocRejectReason, FailureReason, ProbeRejected
@@ -24,11 +25,12 @@ from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.limiter import CapacityLimiter
 from ttft_exporter.logs import fields
 from ttft_exporter.looplag import LoopLagMonitor
-from ttft_exporter.metrics import ExporterMetrics, MetricStore, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks import Sink, budget_series
 
-__all__ = ["DEFAULT_ADHOC_CONCURRENCY", "ProbeExecutor", "target_labels"]
+__all__ = ["DEFAULT_ADHOC_CONCURRENCY", "ProbeExecutor"]
 
 log = logging.getLogger("ttft_exporter.probe")
 
@@ -44,13 +46,6 @@ class _Claim:
     kind: str  # "scheduled" or "ad-hoc"
     until: float  # loop time by which it ends at the latest
     released: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def target_labels(target: TargetConfig) -> dict[str, str]:
-    """The labels of every series of a target: ours first, then static ones sorted."""
-    labels = {"target": target.name, "model": target.model, "protocol": target.protocol}
-    labels.update(sorted(target.labels.items()))
-    return labels
 
 
 class ProbeExecutor:
@@ -108,11 +103,11 @@ class ProbeExecutor:
         self,
         target: TargetConfig,
         session: aiohttp.ClientSession,
-        store: MetricStore,
+        sink: Sink,
         *,
         deadline: float | None = None,
     ) -> ProbeRecord:
-        """A scheduled probe: once, recorded into `store`, kept in history. Never raises
+        """A scheduled probe: once, handed to `sink`, kept in history. Never raises
         but for cancellation: every failure becomes a failed result."""
         timeout = target.timeout if deadline is None else deadline
         await self._wait_for_adhoc(target.name)
@@ -120,7 +115,7 @@ class ProbeExecutor:
         try:
             async with self._limiter:
                 claim.until = asyncio.get_running_loop().time() + timeout
-                return await self._execute(target, session, store, timeout)
+                return await self._execute(target, session, sink, timeout)
         finally:
             self._release(target.name, claim)
 
@@ -178,7 +173,7 @@ class ProbeExecutor:
         self,
         target: TargetConfig,
         session: aiohttp.ClientSession,
-        store: MetricStore,
+        sink: Sink,
         *,
         deadline: float,
         left: float,
@@ -188,7 +183,7 @@ class ProbeExecutor:
         claim = self._claims.get(target.name)
         if claim is None or claim.kind != "ad-hoc":
             raise RuntimeError(f"run_adhoc({target.name!r}) outside adhoc_slot()")
-        return await self._execute(target, session, store, deadline, budget=left)
+        return await self._execute(target, session, sink, deadline, budget=left)
 
     async def _wait_for_adhoc(self, name: str) -> None:
         while (claim := self._claims.get(name)) is not None:
@@ -214,7 +209,7 @@ class ProbeExecutor:
         self,
         target: TargetConfig,
         session: aiohttp.ClientSession,
-        store: MetricStore,
+        sink: Sink,
         timeout: float,
         *,
         budget: float | None = None,
@@ -226,7 +221,7 @@ class ProbeExecutor:
                 target,
                 session,
                 timeout if budget is None else budget,
-                store.layout(target.name).buckets["inter_token"],
+                sink.gap_bounds(target.name) or DEFAULT_INTER_TOKEN_BUCKETS,
             )
         finally:
             self._metrics.in_flight.dec()
@@ -235,9 +230,8 @@ class ProbeExecutor:
             if suspicion is not None:
                 result = dataclasses.replace(result, suspect=suspicion.causes)
                 lines = [*lines, suspicion.describe()]
-        series = store.ensure(target.name, target_labels(target))
-        record_result(series, result, timeout=timeout, drop_suspect=target.on_suspect == "drop")
-        self.budget.charge(target, result, series)
+        sink.on_probe_result(target, result, timeout=timeout)
+        self.budget.charge(target, result, budget_series(sink, target))
         self._log(target, result)
         return self.history.add(target.name, result, lines)
 
@@ -249,7 +243,7 @@ class ProbeExecutor:
         gap_bounds: tuple[float, ...],
     ) -> tuple[ProbeResult, list[str]]:
         try:
-            # The store's own gap buckets, so the probe's gap histogram merges exactly.
+            # The sink's own gap buckets, so the probe's gap histogram merges exactly.
             prepared = get_prober(target.protocol)(
                 target, session, self._clock, gap_bounds=gap_bounds
             )

@@ -17,7 +17,7 @@ from ttft_exporter import __version__
 from ttft_exporter.config import Config, TargetConfig
 from ttft_exporter.flux.supervisor import FluxRunning
 from ttft_exporter.history import ProbeRecord
-from ttft_exporter.metrics import MetricStore
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 __all__ = [
     "RECENT_COLUMNS",

@@ -14,11 +14,12 @@ import aiohttp
 import aiojobs
 
 from ttft_exporter.config import Config, TargetConfig
-from ttft_exporter.executor import ProbeExecutor, target_labels
+from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.logs import fields
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.shard import Shard
+from ttft_exporter.sinks import Sink, budget_series
 from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["ProbeScheduler", "TargetRunner"]
@@ -34,7 +35,7 @@ class TargetRunner:
         target: TargetConfig,
         *,
         executor: ProbeExecutor,
-        store: MetricStore,
+        sink: Sink,
         jobs: aiojobs.Scheduler,
         metrics: ExporterMetrics,
         supervisor: Supervisor,
@@ -43,7 +44,7 @@ class TargetRunner:
         self.target = target
         self.fingerprint = target.fingerprint()
         self._executor = executor
-        self._store = store
+        self._sink = sink
         self._jobs = jobs
         self._metrics = metrics
         self._supervisor = supervisor
@@ -90,9 +91,7 @@ class TargetRunner:
                 )
             # A spent daily budget pauses the target (counted by the budget, logged
             # once when it tripped); the loop keeps ticking to resume at 00:00 UTC.
-            elif self._executor.budget.admit(
-                self.target, self._store.ensure(self.target.name, target_labels(self.target))
-            ):
+            elif self._executor.budget.admit(self.target, budget_series(self._sink, self.target)):
                 self._probe_job = await self._jobs.spawn(
                     self._probe(), name=f"probe {self.target.name}"
                 )
@@ -105,7 +104,7 @@ class TargetRunner:
 
     async def _probe(self) -> object:
         assert self.session is not None  # noqa: S101 - start() opens it before the loop
-        return await self._executor.run(self.target, self.session, self._store)
+        return await self._executor.run(self.target, self.session, self._sink)
 
 
 class ProbeScheduler:
@@ -115,14 +114,14 @@ class ProbeScheduler:
         self,
         *,
         executor: ProbeExecutor,
-        store: MetricStore,
+        sink: Sink,
         jobs: aiojobs.Scheduler,
         metrics: ExporterMetrics,
         supervisor: Supervisor,
         start_jitter: bool = True,
     ) -> None:
         self._executor = executor
-        self._store = store
+        self._sink = sink
         self._jobs = jobs
         self._metrics = metrics
         self._supervisor = supervisor
@@ -142,18 +141,18 @@ class ProbeScheduler:
                 await runner.stop()
                 del self.runners[name]
                 if target is None:
-                    self._store.remove(name)
+                    self._sink.on_target_removed(name)
                     self._remove_skipped(name)
                 log.info("stopped target", extra=fields(target=name))
         for name, target in wanted.items():
             if name in self.runners:
                 continue
-            self._store.ensure(name, target_labels(target))
+            self._sink.on_target(target)
             self._metrics.skipped.labels(name)
             runner = TargetRunner(
                 target,
                 executor=self._executor,
-                store=self._store,
+                sink=self._sink,
                 jobs=self._jobs,
                 metrics=self._metrics,
                 supervisor=self._supervisor,

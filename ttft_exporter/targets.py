@@ -59,6 +59,7 @@ __all__ = [
     "proxy_secrets",
     "redacted_headers",
     "redacted_proxy_url",
+    "target_labels",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
@@ -683,3 +684,10 @@ class TargetBase(StrictModel):
         # The TLS files' contents: a rotated certificate, key or CA (same paths) too.
         digest.update(self.tls.content_digest.encode())
         return digest.hexdigest()
+
+
+def target_labels(target: TargetBase) -> dict[str, str]:
+    """The labels of every series of a target: ours first, then static ones sorted."""
+    labels = {"target": target.name, "model": target.model, "protocol": target.protocol}
+    labels.update(sorted(target.labels.items()))
+    return labels

@@ -39,15 +39,18 @@ from ttft_exporter.budget import (
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.executor import ProbeExecutor, target_labels
+from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.logs import fields_of
-from ttft_exporter.metrics import ExporterMetrics, MetricStore, SeriesSet
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.server import create_app
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.series import MetricStore, SeriesSet
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 from ttft_exporter.supervise import Supervisor
+from ttft_exporter.targets import target_labels
 
 # 2026-02-14 00:00:00 UTC, a whole number of days since the epoch.
 MIDNIGHT = 1_771_027_200.0
@@ -304,7 +307,7 @@ class Rig:
         )
         self.scheduler = ProbeScheduler(
             executor=self.executor,
-            store=self.store,
+            sink=PrometheusSink(self.store),
             jobs=self.jobs,
             metrics=self.metrics,
             supervisor=Supervisor(self.metrics),

@@ -24,7 +24,7 @@ from ttft_exporter.listener import (
     RateLimitedLog,
     install_accept_error_handler,
 )
-from ttft_exporter.metrics import ExporterMetrics
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.server import ExporterState
 from ttft_exporter.webconfig import TLSServerConfig, build_server_ssl_context
 

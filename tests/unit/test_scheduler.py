@@ -24,10 +24,12 @@ from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.logs import fields_of
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import get_prober
 from ttft_exporter.scheduler import ProbeScheduler, TargetRunner
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 from ttft_exporter.supervise import Supervisor
 
 INTERVAL = 0.3
@@ -65,7 +67,7 @@ class Rig:
         )
         self.scheduler = ProbeScheduler(
             executor=self.executor,
-            store=self.store,
+            sink=PrometheusSink(self.store),
             jobs=self.jobs,
             metrics=self.metrics,
             supervisor=Supervisor(self.metrics),

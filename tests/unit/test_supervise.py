@@ -13,10 +13,11 @@ from aiohttp import web
 
 from tests.conftest import SimFactory, make_config, make_state
 from tests.helpers import ManualClock
+from ttft_exporter.catalogue import BACKGROUND_COMPONENTS
 from ttft_exporter.logs import fields_of
-from ttft_exporter.metrics import BACKGROUND_COMPONENTS, ExporterMetrics
 from ttft_exporter.redact import Redactor
 from ttft_exporter.scheduler import TargetRunner
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.server import create_app
 from ttft_exporter.supervise import Component, RestartPolicy, Supervisor
 

@@ -33,10 +33,11 @@ from tests.helpers import StampCountingClock, free_port, poll
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.metrics import MetricStore, SeriesSet, record_result
 from ttft_exporter.probes import PROTOCOL_NAMES, create_session, get_prober, get_protocol
 from ttft_exporter.probes.base import FINISH_REASONS, ProbeResult
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore, SeriesSet
 
 # Bounds against the simulator's real sleeps. Lower: the server writes nothing before
 # its sleep ends, so a measured latency never undershoots the injected one (1 ms below

@@ -9,7 +9,6 @@ import pytest
 
 from tests.conftest import SimFactory, make_target, probe_once
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes.base import ServerTimings, StreamItem, Usage
 from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.openai import (
@@ -19,6 +18,8 @@ from ttft_exporter.probes.openai import (
     build_completions_request,
 )
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 
 def chat(delta: dict[str, object], **extra: object) -> Frame:
