@@ -158,7 +158,11 @@ def probe_charge(result: ProbeResult, last_input: int | None) -> ProbeCharge:
     - Output: the probe's output tokens (server usage, which counts reasoning as output
       in every protocol this exporter speaks, else one per streamed text chunk). A
       failed probe is charged the text chunks it streamed before failing (a lower
-      bound: the server may have generated more).
+      bound: the server may have generated more). A chunk count is capped at the
+      bound the usage check uses (2 x max_tokens + 16): no request generates more,
+      and a stream that never ends (a broken or hostile server) sends chunks without
+      end; uncapped, one such probe was charged 80,000 tokens for max_tokens 64 and
+      spent a day's budget. Usage above the bound was already rejected.
     - Input: the usage's prompt tokens; without them, the last prompt count the server
       reported for this target (the prompt is the same every probe), else 0. A probe
       that got no 2xx response is charged nothing: providers do not bill a rejected
@@ -173,6 +177,9 @@ def probe_charge(result: ProbeResult, last_input: int | None) -> ProbeCharge:
     else:
         output = result.token_chunks
         estimated = True
+    limit = result.output_token_limit
+    if limit is not None and output > limit:
+        output = limit
     if result.success and result.input_tokens is not None:
         return ProbeCharge(result.input_tokens, output, estimated)
     return ProbeCharge(last_input or 0, output, estimated=True)

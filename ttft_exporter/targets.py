@@ -64,6 +64,7 @@ __all__ = [
     "TLSConfig",
     "TargetBase",
     "environment_proxy",
+    "forbidden_in_header",
     "prompt_or_messages",
     "proxy_secrets",
     "redacted_headers",
@@ -101,6 +102,10 @@ RESERVED_LABELS = frozenset(
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 MAX_HEADERS = 64
 HEADER_VALUE_LIMIT = 8 * 1024
+# What aiohttp refuses in a header value at send time (RFC 9110 §5.5: control characters
+# but HTAB, and DEL). Refused at load instead: at send time it was a ValueError on every
+# probe, reported as `internal` with a traceback.
+_FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # A CA bundle is ~220 KiB (Mozilla's); a certificate chain or key a few KiB.
 TLS_FILE_LIMIT = 4 << 20
 MAX_REDIRECTS_LIMIT = 20
@@ -163,9 +168,15 @@ class HeaderValue(StrictModel):
 def _header_value_problem(value: str) -> str | None:
     if len(value) > HEADER_VALUE_LIMIT:
         return f"longer than {HEADER_VALUE_LIMIT} characters"
-    if any(c in value for c in "\r\n\0"):
-        return "must not contain CR, LF or NUL"
+    if forbidden_in_header(value):
+        return "must not contain CR, LF, NUL or another control character"
     return None
+
+
+def forbidden_in_header(value: str) -> bool:
+    """Whether a header value holds a character no HTTP client may send (the value is
+    never quoted in a message: it is usually a secret)."""
+    return _FORBIDDEN_HEADER_CHARS.search(value) is not None
 
 
 def _check_inline_header(value: str) -> str:
@@ -599,7 +610,13 @@ class TargetBase(StrictModel):
                 f"{auth} is set by api_key_env/api_key_file; do not set both",
                 sibling=True,
             )
-        read_secret_pair("api_key_env", env, "api_key_file", value, info, sibling=True)
+        key = read_secret_pair("api_key_env", env, "api_key_file", value, info, sibling=True)
+        if key is not None and forbidden_in_header(key.get_secret_value()):
+            raise field_rule(
+                "api_key_env" if env else "api_key_file",
+                "the key contains CR, LF, NUL or another control character",
+                sibling=True,
+            )
         return value
 
     @field_validator("scenarios")

@@ -431,7 +431,8 @@ def test_relative_files_are_relative_to_the_config_file(
     assert loaded.request_headers() == {"X-Token": "header-token-123456"}
     # An absolute path stays as it is.
     absolute = parse_config(
-        {"targets": [{**_TARGET, "api_key_file": str(path)}]}, base_dir=Path("/x")
+        {"targets": [{**_TARGET, "api_key_file": str(tmp_path / "secrets" / "key")}]},
+        base_dir=Path("/x"),
     )
     assert absolute.targets[0].api_key is not None
 
@@ -598,3 +599,32 @@ def test_histograms_in_defaults_merge_key_by_key() -> None:
     assert (a.histograms.time_to_first_byte, a.histograms.inter_chunk_latency) == (False, True)
     assert (b.histograms.time_to_first_byte, b.histograms.inter_chunk_latency) == (True, True)
     assert a.histograms.time_to_first_output_token == "auto"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "url"),
+    [
+        ("openai-chat", "http://h/v1"),
+        ("anthropic", "http://h"),
+        ("azure-openai", "http://h"),
+        ("gemini", "http://h/v1beta"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["\x0b", "\x1f", "\x7f", "\r"])
+def test_api_key_or_header_with_a_control_character_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, url: str, bad: str
+) -> None:
+    # Before: only CR, LF and NUL were refused in header values, and nothing inside an
+    # api key (its ends are stripped); aiohttp refuses every control character but HTAB
+    # at send time, so every probe failed `internal` with a traceback. Now: a config
+    # error naming the field, never the value.
+    monkeypatch.setenv("TTFT_TEST_BAD_KEY", f"sk-SENTINEL{bad}5f2a9c")
+    base = {"name": "a", "protocol": protocol, "url": url, "model": "m", "prompt": "x"}
+    with pytest.raises(ConfigError, match="api_key_env: the key contains CR, LF, NUL") as info:
+        parse_config({"targets": [{**base, "api_key_env": "TTFT_TEST_BAD_KEY"}]})
+    assert "SENTINEL" not in str(info.value)
+    with pytest.raises(ConfigError, match="another control character") as info:
+        parse_config({"targets": [{**base, "headers": {"X-Team": f"ml-SENTINEL{bad}x"}}]})
+    assert "SENTINEL" not in str(info.value)
+    # A tab is a legal header character: accepted.
+    parse_config({"targets": [{**base, "headers": {"X-Team": "ml\tx"}}]})
