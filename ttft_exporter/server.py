@@ -65,6 +65,9 @@ class ExporterState:
     web_config: WebConfig | None = None
     # --shard.index/--shard.count; None: the config file's `shard:` decides.
     shard_override: Shard | None = None
+    # Give every probe a trace id and span id (exemplars, the OTel span). Set from
+    # `otel.traces`; the executor holds the live switch (state.executor.trace_ids).
+    trace_ids: bool = False
     clock: Clock = field(default_factory=SystemClock)
     metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
     store: MetricStore = field(default_factory=MetricStore)
@@ -103,6 +106,7 @@ class ExporterState:
             history=self.history,
             adhoc_concurrency=self.adhoc_concurrency,
             lag_monitor=self.lag_monitor,
+            trace_ids=self.trace_ids,
         )
         self.store.apply_config(self.holder.config)
         self.prometheus = PrometheusSink(self.store, self.metrics.registry)
@@ -143,6 +147,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics=state.metrics,
         supervisor=state.supervisor,
         start_jitter=state.start_jitter,
+        clock=state.clock,
     )
     shard = state.shard()
     if shard.sharded:
@@ -291,6 +296,18 @@ async def handle_probe(request: web.Request) -> web.Response:
             status=400,
             text=f"unknown target {name!r}: only configured target names can be probed\n",
         )
+    scenario = request.query.get("scenario")
+    if scenario is not None or target.scenarios:
+        # A target with scenarios is probed as one of them: the named one, else its
+        # first (the cold probe only runs from its own cycle).
+        probed = target.probe_target(scenario) if scenario else target.probe_targets()[0]
+        if probed is None:
+            names = ", ".join(t.scenario for t in target.probe_targets())
+            return web.Response(
+                status=400,
+                text=f"target {name!r} has no scenario {scenario!r}; it has: {names}\n",
+            )
+        target = probed
     deadline = _deadline(request, target, state.timeout_offset)
     store = MetricStore()
     # The target's own layout, as the background store has it (same boundaries, so the

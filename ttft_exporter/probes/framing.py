@@ -4,7 +4,8 @@ which) and hands every frame to the protocol's decoder.
 
 - SSE (OpenAI, Anthropic, TGI, Gemini with `alt=sse`): the WHATWG EventSource rules
   that matter for LLM streams: `data:` with or without one space, CR/LF/CRLF line ends
-  (also split across reads), comment lines, multi-line data and named events.
+  (also split across reads), comment lines, multi-line data and named events; a
+  leading byte order mark is dropped.
 - NDJSON (Ollama): one JSON text per line, blank lines skipped.
 
 Both are linear and bounded: every byte is decoded and scanned once (only the new read
@@ -24,9 +25,9 @@ from ttft_exporter.errors import FailureReason, ProbeFailure
 
 __all__ = [
     "MAX_LINE_CHARS",
+    "BodySniffer",
     "Frame",
     "Framer",
-    "JSONArraySniffer",
     "NDJSONFramer",
     "SSEFramer",
 ]
@@ -68,7 +69,11 @@ class _LineSplitter:
     __slots__ = ("_decoder", "_max_line", "_partial", "_partial_chars", "_pending_cr", "_what")
 
     def __init__(self, max_line: int, what: str) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+        # utf-8-sig: one byte order mark at the very start of the body is dropped, as
+        # EventSource does (and as JSON parsers need): kept, it would glue itself to the
+        # first line's field name and lose the first event (or fail the first NDJSON line).
+        # Split across reads too; a BOM anywhere later is content.
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
         self._max_line = max_line
         self._what = what
         # Joined once, at the line's end, so a long line costs its length, not its
@@ -214,26 +219,39 @@ class NDJSONFramer:
 
 
 _JSON_WHITESPACE = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
 
 
-class JSONArraySniffer:
-    """Tells, from the first non-whitespace byte of a body, whether a server answered
-    a streaming request with a JSON array: Gemini without `alt=sse` streams a JSON
-    array of responses (`[{...},\\r\\n{...}]`) that no framer can split, and would
-    otherwise be read to its end (or the deadline) before failing. Pure and O(1) per
-    read: it stops looking at the first non-whitespace byte."""
+class BodySniffer:
+    """The first significant byte of a body: after one leading byte order mark (split
+    across reads too) and JSON whitespace, whatever the Content-Type. From it the
+    engine tells a server that answered a streaming request with one JSON document
+    (`[`: Gemini without `alt=sse` streams a JSON array no framer can split; `{` where
+    SSE was expected: the endpoint ignored `"stream": true`) at its first byte, rather
+    than reading it to its end or the deadline. Pure and O(1) per read: it keeps at
+    most the bytes of a BOM and stops looking at the first significant byte."""
 
-    __slots__ = ("decided",)
+    __slots__ = ("_head", "decided")
 
     def __init__(self) -> None:
         self.decided = False
+        # The start of the body while it may still be a BOM; None once past it.
+        self._head: bytes | None = b""
 
-    def feed(self, chunk: bytes) -> bool:
-        """True when this read starts a JSON array (checked once per body)."""
+    def feed(self, chunk: bytes) -> bytes | None:
+        """The first significant byte, once, from the read that brings it; None
+        before (and after)."""
         if self.decided:
-            return False
+            return None
+        if self._head is not None:
+            head = self._head + chunk
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._head = head  # a BOM split across reads: wait for the rest
+                return None
+            chunk = head.removeprefix(_BOM)
+            self._head = None
         rest = chunk.lstrip(_JSON_WHITESPACE)
         if not rest:
-            return False
+            return None
         self.decided = True
-        return rest[:1] == b"["
+        return rest[:1]

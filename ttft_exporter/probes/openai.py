@@ -20,7 +20,7 @@ from ttft_exporter.probes.base import (
     StreamItem,
     Usage,
 )
-from ttft_exporter.probes.event_json import number, parse_object, text
+from ttft_exporter.probes.event_json import number, parse_object, server_text, text
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.server_timings import from_llamacpp
 from ttft_exporter.targets import ChatMessage, TargetBase, prompt_or_messages
@@ -148,8 +148,10 @@ def _error_text(error: Any) -> str:
         message = error.get("message") or error.get("type") or "error"
         code = error.get("code") or error.get("http_status_code")
         # Not cut here: the engine redacts secrets first, then bounds the detail.
-        return f"error in stream: {message}" + (f" (code {code})" if code else "")
-    return f"error in stream: {error}"
+        return f"error in stream: {server_text(message)}" + (
+            f" (code {server_text(code)})" if code else ""
+        )
+    return f"error in stream: {server_text(error)}"
 
 
 def _usage(obj: dict[str, Any]) -> Usage | None:

@@ -23,6 +23,7 @@ from ttft_exporter.catalogue import (
     Kind,
     MetricSpec,
 )
+from ttft_exporter.scenarios import DEFAULT_SCENARIO
 from ttft_exporter.sinks.prometheus.render import (
     family_header,
     format_float,
@@ -34,6 +35,7 @@ from ttft_exporter.targets import HistogramsConfig
 if TYPE_CHECKING:
     from ttft_exporter.config import Config
     from ttft_exporter.probes.base import GapHistogram
+    from ttft_exporter.sinks.prometheus.exemplars import Exemplar
 
 __all__ = [
     "HistogramSwitch",
@@ -78,19 +80,27 @@ def _merge_buckets(
 
 
 class _Histogram:
-    __slots__ = ("bounds", "count", "counts", "sum")
+    __slots__ = ("bounds", "count", "counts", "exemplars", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
         self.count = 0
+        # The latest exemplar of each bucket; None until the first one (tracing off:
+        # never), so a histogram without exemplars costs nothing more.
+        self.exemplars: list[Exemplar | None] | None = None
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, exemplar: Exemplar | None = None) -> None:
         # bisect_left: a value equal to a boundary belongs to that bucket (le semantics).
-        self.counts[bisect_left(self.bounds, value)] += 1
+        index = bisect_left(self.bounds, value)
+        self.counts[index] += 1
         self.sum += value
         self.count += 1
+        if exemplar is not None:
+            if self.exemplars is None:
+                self.exemplars = [None] * len(self.counts)
+            self.exemplars[index] = exemplar
 
     def merge(self, other: GapHistogram) -> None:
         """Add a probe's histogram. With the same boundaries (the executor passes the
@@ -135,6 +145,10 @@ class SeriesSet:
         # so scrapes between probes (HA Prometheus pairs, short scrape intervals) are cheap.
         self.version = 0
         self._rendered: dict[str, tuple[int, str]] = {}
+        # Families that got an exemplar: only their OpenMetrics text differs from the
+        # classic one, and has a cache of its own. Empty while tracing is off.
+        self._exemplified: set[str] = set()
+        self._rendered_om: dict[str, tuple[int, str]] = {}
         for spec in PROBE_METRICS:
             children = self.values.setdefault(spec.name, {})
             for child in spec.children:
@@ -217,15 +231,24 @@ class SeriesSet:
             children.clear()
             self.version += 1
 
-    def observe(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
-        """Observe into a histogram (nothing if the histogram is switched off)."""
+    def observe(
+        self,
+        name: str,
+        value: float,
+        child: tuple[str, ...] = (),
+        exemplar: Exemplar | None = None,
+    ) -> None:
+        """Observe into a histogram (nothing if the histogram is switched off); an
+        exemplar becomes the latest of the bucket the value falls in."""
         if name in self._off:
             return
         children = self.values[name]
         hist = children.get(child)
         if not isinstance(hist, _Histogram):
             hist = children[child] = _Histogram(self._bounds(_SPECS[name]))
-        hist.observe(value)
+        hist.observe(value, exemplar)
+        if exemplar is not None:
+            self._exemplified.add(name)
         self.version += 1
 
     def merge(self, name: str, hist: GapHistogram, child: tuple[str, ...] = ()) -> None:
@@ -259,8 +282,14 @@ class SeriesSet:
             self._prefix[key] = found
         return found
 
+    @property
+    def has_exemplars(self) -> bool:
+        """Whether some family holds an exemplar (never, with tracing off)."""
+        return bool(self._exemplified)
+
     def render(self, spec: MetricSpec, out: list[str]) -> None:
-        """Append the sample lines of one family of this target to `out`."""
+        """Append the sample lines of one family of this target to `out`, without
+        exemplars: the classic text, and OpenMetrics while there are none."""
         name = spec.name
         cached = self._rendered.get(name)
         if cached is not None and cached[0] == self.version:
@@ -272,9 +301,29 @@ class SeriesSet:
         self._rendered[name] = (self.version, text)
         out.append(text)
 
-    def samples(self, spec: MetricSpec) -> Iterator[tuple[str, dict[str, str], float]]:
-        """The samples of one family of this target as (name, labels, value), the
-        same ones `render` writes (for the prometheus_client Collector adapter)."""
+    def render_openmetrics(self, spec: MetricSpec, out: list[str]) -> None:
+        """render() with the exemplars of the family's buckets, for OpenMetrics; its
+        own cache, since the text differs from the classic one."""
+        name = spec.name
+        if name not in self._exemplified:
+            self.render(spec, out)
+            return
+        cached = self._rendered_om.get(name)
+        if cached is not None and cached[0] == self.version:
+            out.append(cached[1])
+            return
+        lines: list[str] = []
+        self._render(spec, lines, exemplars=True)
+        text = "".join(lines)
+        self._rendered_om[name] = (self.version, text)
+        out.append(text)
+
+    def samples(
+        self, spec: MetricSpec
+    ) -> Iterator[tuple[str, dict[str, str], float, Exemplar | None]]:
+        """The samples of one family of this target as (name, labels, value,
+        exemplar), the same ones `render` writes (for the prometheus_client Collector
+        adapter)."""
         name = spec.name
         for child, value in self.values[name].items():
             if value is None:
@@ -282,15 +331,18 @@ class SeriesSet:
             labels = {**self.labels, **dict(zip(spec.labels, child, strict=True))}
             if isinstance(value, _Histogram):
                 cumulative = 0
-                for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
+                exemplars = value.exemplars or [None] * len(value.counts)
+                for le, count, exemplar in zip(
+                    le_strings(value.bounds), value.counts, exemplars, strict=True
+                ):
                     cumulative += count
-                    yield f"{name}_bucket", {**labels, "le": le}, float(cumulative)
-                yield f"{name}_sum", labels, value.sum
-                yield f"{name}_count", labels, float(value.count)
+                    yield f"{name}_bucket", {**labels, "le": le}, float(cumulative), exemplar
+                yield f"{name}_sum", labels, value.sum, None
+                yield f"{name}_count", labels, float(value.count), None
             else:
-                yield name, labels, value
+                yield name, labels, value, None
 
-    def _render(self, spec: MetricSpec, out: list[str]) -> None:
+    def _render(self, spec: MetricSpec, out: list[str], *, exemplars: bool = False) -> None:
         name = spec.name
         for child, value in self.values[name].items():
             if value is None:
@@ -299,9 +351,17 @@ class SeriesSet:
             if isinstance(value, _Histogram):
                 sep = "," if labels else ""
                 cumulative = 0
-                for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
-                    cumulative += count
-                    out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}\n')
+                if exemplars and value.exemplars is not None:
+                    for le, count, exemplar in zip(
+                        le_strings(value.bounds), value.counts, value.exemplars, strict=True
+                    ):
+                        cumulative += count
+                        text = exemplar.text if exemplar is not None else ""
+                        out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}{text}\n')
+                else:
+                    for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
+                        cumulative += count
+                        out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}\n')
                 out.append(f"{name}_sum{{{labels}}} {format_float(value.sum)}\n")
                 out.append(f"{name}_count{{{labels}}} {value.count}\n")
             else:
@@ -309,10 +369,12 @@ class SeriesSet:
 
 
 class MetricStore:
-    """The per-target series of every configured target, rendered on scrape."""
+    """The series of every configured target, one set per scenario it probes (a
+    target without scenarios has one, `default`), rendered on scrape."""
 
     def __init__(self, buckets: Mapping[str, Sequence[float]] | None = None) -> None:
-        self.targets: dict[str, SeriesSet] = {}
+        # By (target name, scenario).
+        self.series: dict[tuple[str, str], SeriesSet] = {}
         # The shared boundaries: defaults, overrides and every threshold of the
         # config. Flux uses them, and so does a target without a layout of its own.
         self.buckets = _merge_buckets({**DEFAULT_BUCKETS, **(buckets or {})})
@@ -336,9 +398,9 @@ class MetricStore:
         self.buckets = _merge_buckets({**DEFAULT_BUCKETS, **overrides}, thresholds)
         self._layouts = dict(layouts or {})
         restarted = []
-        for name, series in self.targets.items():
+        for (name, _scenario), series in self.series.items():
             layout = self.layout(name)
-            if series.layout != layout and series.relayout(layout):
+            if series.layout != layout and series.relayout(layout) and name not in restarted:
                 restarted.append(name)
         return restarted
 
@@ -356,25 +418,44 @@ class MetricStore:
         }
         return self.configure(overrides, config.thresholds(), layouts)
 
-    def ensure(self, name: str, labels: Mapping[str, str]) -> SeriesSet:
-        """The series of a target, created (every closed-enum child at 0) if new or if
-        its labels changed."""
-        series = self.targets.get(name)
+    def ensure(
+        self, name: str, labels: Mapping[str, str], scenario: str = DEFAULT_SCENARIO
+    ) -> SeriesSet:
+        """The series of a target's scenario, created (every closed-enum child at 0) if
+        new or if its labels changed."""
+        key = (name, scenario)
+        series = self.series.get(key)
         if series is None or series.labels != dict(labels):
             layout = self.layout(name)
-            series = self.targets[name] = SeriesSet(labels, layout.buckets, layout.histograms)
+            series = self.series[key] = SeriesSet(labels, layout.buckets, layout.histograms)
         return series
 
-    def remove(self, name: str) -> None:
-        """Forget a target that left the config."""
-        self.targets.pop(name, None)
+    def get(self, name: str, scenario: str = DEFAULT_SCENARIO) -> SeriesSet | None:
+        """The series of a target's scenario, if it has any."""
+        return self.series.get((name, scenario))
+
+    def of_target(self, name: str) -> list[SeriesSet]:
+        """Every series set of a target, one per scenario."""
+        return [series for (target, _), series in self.series.items() if target == name]
+
+    def remove(self, name: str, scenario: str | None = None) -> None:
+        """Forget a target that left the config (every scenario), or one scenario of
+        it."""
+        for key in [k for k in self.series if k[0] == name]:
+            if scenario is None or key[1] == scenario:
+                del self.series[key]
 
     def render(self, *, openmetrics: bool = False) -> str:
         """The text (or OpenMetrics, without `# EOF`) exposition of every target."""
         out: list[str] = []
-        series_sets = list(self.targets.values())
+        # Picked once per series set: one without exemplars (all, with tracing off)
+        # renders exactly as in the classic format, at the same cost.
+        renders = [
+            series.render_openmetrics if openmetrics and series.has_exemplars else series.render
+            for series in self.series.values()
+        ]
         for spec in PROBE_METRICS:
             out.append(family_header(spec, openmetrics))
-            for series in series_sets:
-                series.render(spec, out)
+            for render in renders:
+                render(spec, out)
         return "".join(out)
