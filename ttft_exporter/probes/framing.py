@@ -37,7 +37,9 @@ An LLM chunk is a few hundred bytes; anything near this is a broken or hostile s
 and buffering it further would only cost memory."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field,
+# 3x the cost of a plain one, once per stream event (issue #14). Treat it as immutable.
+@dataclass(slots=True)
 class Frame:
     """One framed message: its text (SSE: the joined data lines; NDJSON: the line) and
     its event name (SSE `event:`; None when unnamed and always for NDJSON)."""
@@ -141,10 +143,26 @@ class SSEFramer:
         """Frame one read. Raises UnicodeDecodeError on bytes that are not UTF-8 and
         ProbeFailure(PROTOCOL) on a line or event longer than the limit."""
         frames: list[Frame] = []
+        data = self._data
+        # The two lines of almost every LLM event (`data: {...}` and the blank line
+        # ending it) are handled inline, without a call per line (issue #14: per-event
+        # work is the client's cost); every other line takes the general path.
         for line in self._lines.lines(chunk):
-            frame = self._line(line)
-            if frame is not None:
-                frames.append(frame)
+            if not line:
+                if data:
+                    frames.append(self._emit())
+                else:
+                    self._event = None
+            elif line.startswith("data:"):
+                value = line[6:] if line.startswith(" ", 5) else line[5:]
+                self._data_chars += len(value) + 1
+                if self._data_chars > self._max_line:
+                    raise self._lines.too_long("event")
+                data.append(value)
+            else:
+                frame = self._line(line)
+                if frame is not None:
+                    frames.append(frame)
         return frames
 
     def close(self) -> None:
@@ -174,11 +192,17 @@ class SSEFramer:
         return None
 
     def _dispatch(self) -> Frame | None:
-        event_name, self._event = self._event, None
         if not self._data:
+            self._event = None
             return None
-        data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
-        self._data.clear()
+        return self._emit()
+
+    def _emit(self) -> Frame:
+        """The event whose data lines were collected (there is at least one)."""
+        event_name, self._event = self._event, None
+        pieces = self._data
+        data = pieces[0] if len(pieces) == 1 else "\n".join(pieces)
+        pieces.clear()
         self._data_chars = 0
         return Frame(data, event_name)
 
