@@ -237,20 +237,32 @@ class ChatDecoder:
     __slots__ = ()
 
     def decode(self, event: Frame) -> StreamItem | None:
+        # Once per stream event: the helpers' rules written inline (issue #14), the
+        # common chunk (a text delta, `usage` and `timings` absent or null) costs a few
+        # dict lookups and one StreamItem.
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
+        get = obj.get
+        usage = None if get("usage") is None else _usage(obj)
+        timings = None if get("timings") is None else _timings(obj)
+        text = reasoning = ""
+        finish = None
         choice = _choice(obj)
         if choice is not None:
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                item.text = _text(delta.get("content")) or _text(delta.get("refusal"))
-                item.reasoning = _text(delta.get("reasoning")) or _text(
-                    delta.get("reasoning_content")
-                )
-            item.finish_reason = _finish(choice.get("finish_reason"))
-        return item
+                # `a or b` of _text(): the first field that is a non-empty string.
+                text = delta.get("content")
+                if not (text and isinstance(text, str)):
+                    text = _text(delta.get("refusal"))
+                reasoning = delta.get("reasoning")
+                if not (reasoning and isinstance(reasoning, str)):
+                    reasoning = _text(delta.get("reasoning_content"))
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                finish = _finish(finish)
+        return StreamItem(text, reasoning, usage, finish, False, timings)
 
 
 class CompletionsDecoder:
@@ -262,12 +274,19 @@ class CompletionsDecoder:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
+        get = obj.get
+        usage = None if get("usage") is None else _usage(obj)
+        timings = None if get("timings") is None else _timings(obj)
         choice = _choice(obj)
-        if choice is not None:
-            item.text = _text(choice.get("text"))
-            item.finish_reason = _finish(choice.get("finish_reason"))
-        return item
+        if choice is None:
+            return StreamItem(usage=usage, server_timings=timings)
+        finish = choice.get("finish_reason")
+        return StreamItem(
+            text=_text(choice.get("text")),
+            usage=usage,
+            finish_reason=None if finish is None else _finish(finish),
+            server_timings=timings,
+        )
 
 
 CHAT = ProtocolSpec(
