@@ -253,11 +253,15 @@ class ChatDecoder:
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 # `a or b` of _text(): the first field that is a non-empty string.
-                text = delta.get("content")
-                if not (text and isinstance(text, str)):
+                content = delta.get("content")
+                if content and isinstance(content, str):
+                    text = content
+                else:
                     text = _text(delta.get("refusal"))
-                reasoning = delta.get("reasoning")
-                if not (reasoning and isinstance(reasoning, str)):
+                thought = delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    reasoning = thought
+                else:
                     reasoning = _text(delta.get("reasoning_content"))
             finish = choice.get("finish_reason")
             if finish is not None:
