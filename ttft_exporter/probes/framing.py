@@ -96,14 +96,18 @@ class _LineSplitter:
         lines = text.split("\n")
         tail = lines.pop()
         if lines:
+            max_line = self._max_line
             if self._partial:
                 self._partial.append(lines[0])
                 lines[0] = "".join(self._partial)
                 self._partial.clear()
                 self._partial_chars = 0
-            for line in lines:
-                if len(line) > self._max_line:
+                if len(lines[0]) > max_line:
                     raise self.too_long("line")
+            # Every other line is a piece of this read's text: none can be longer than
+            # the limit unless the text is (one comparison per read, not per line).
+            if len(text) > max_line and any(len(line) > max_line for line in lines):
+                raise self.too_long("line")
         if tail:
             self._partial.append(tail)
             self._partial_chars += len(tail)
