@@ -1,7 +1,7 @@
 """Benchmark: the per-event CPU of the probe engine's own read path (issue #14), with no
 network and no event loop: bytes of a stream, one read per event as a paced server
-delivers them, through `StreamProbe._consume` (SSE framer, protocol decoder, timeline)
-and the timeline's result, as the engine runs them.
+delivers them, through the probe the registry builds for an `openai-chat` target and its
+`_consume` (SSE framer, protocol decoder, timeline), then the timeline's result.
 
 Two streams, each the wire shape of the simulator's OpenAI chunks (`usage: null` on
 every chunk, a role-only chunk, keep-alive comments, the finish chunk, the usage chunk,
@@ -23,12 +23,11 @@ import json
 import time
 from typing import Any, cast
 
-from benchmarks.common import bench_main, log
+from benchmarks.common import bench_main, build_config, log
 from ttft_exporter.bench.records import ITL_BOUNDS
 from ttft_exporter.clock import SystemClock
-from ttft_exporter.probes.base import HTTPRequest, StreamTimeline
-from ttft_exporter.probes.engine import StreamProbe
-from ttft_exporter.probes.openai import ChatDecoder
+from ttft_exporter.probes import get_prober
+from ttft_exporter.probes.base import StreamTimeline
 
 _HEAD = {
     "id": "chatcmpl-0123456789abcdef0123456789abcdef",
@@ -65,17 +64,12 @@ def stream_reads(chunks: int, tokens_per_chunk: int) -> list[bytes]:
     return reads
 
 
-def _one(reads: list[bytes], max_tokens: int) -> int:
+def _one(target: Any, reads: list[bytes], max_tokens: int) -> int:
     """One stream through the engine's read path; its output tokens."""
     clock = SystemClock()
-    probe = StreamProbe(
-        session=cast(Any, None),  # never used: no request is sent
-        clock=clock,
-        request=HTTPRequest("http://127.0.0.1/v1/chat/completions", {}, b""),
-        decoder=ChatDecoder(),
-        gap_bounds=ITL_BOUNDS,
-        max_tokens=max_tokens,
-    )
+    # The registry's prober builds the probe as the exporter does (the protocol's
+    # framer and decoder); the session is never used: no request is sent.
+    probe: Any = get_prober(target.protocol)(target, cast(Any, None), clock, gap_bounds=ITL_BOUNDS)
     start = clock.monotonic_ns()
     timeline = StreamTimeline(start, gap_bounds=ITL_BOUNDS, max_tokens=max_tokens)
     framer = probe._framer
@@ -93,12 +87,16 @@ def _one(reads: list[bytes], max_tokens: int) -> int:
 def _measure(name: str, chunks: int, per_chunk: int, streams: int, repeats: int) -> dict[str, Any]:
     reads = stream_reads(chunks, per_chunk)
     events = len(reads)
+    config = build_config(
+        [{"name": name, "url": "http://127.0.0.1:9/v1", "model": "ref", "max_tokens": chunks}]
+    )
+    target = config.targets[0]
     best = float("inf")
     tokens = 0
     for _ in range(repeats):
         cpu0 = time.process_time()
         for _ in range(streams):
-            tokens = _one(reads, chunks * per_chunk)
+            tokens = _one(target, reads, chunks * per_chunk)
         best = min(best, (time.process_time() - cpu0) / streams)
     row = {
         "stream": name,
