@@ -9,7 +9,7 @@ PY := .venv/bin/python
 	$(PY) -m pip install -q -e . --group dev
 	touch $@
 
-.PHONY: setup fmt lint test test-integration test-under-load rules rules-check rules-test demo bench load-test check
+.PHONY: setup fmt lint test test-integration test-under-load rules rules-check rules-test dashboards dashboards-check dashboards-preview demo bench load-test check
 setup: .venv/.installed
 
 fmt: setup
@@ -41,6 +41,23 @@ rules-check:
 
 rules-test:
 	promtool test rules alerts/tests/*_test.yaml
+
+# Grafana dashboards from code (dashboards/generate): writes dashboards/*.json and the
+# alert-to-panel map dashboards/runbook-panels.yaml, then their copies in deploy/.
+dashboards: setup
+	$(PY) -m dashboards.generate
+	$(PY) deploy/sync.py
+
+# Committed JSON matches the generator, validates against Grafana's schema (generated
+# by .ci/grafana-schema with npm), and every panel returns data from a live stack.
+dashboards-check: setup
+	$(PY) -m dashboards.generate --check
+	.ci/grafana-schema
+	$(PY) -m pytest tests/dashboards
+
+# PNG previews from any Prometheus that scrapes the exporter: make dashboards-preview PROM=http://...
+dashboards-preview: setup
+	$(PY) -m dashboards.render --prometheus $(PROM) --out build/dashboard-previews
 
 demo: setup
 	.venv/bin/ttft-exporter demo

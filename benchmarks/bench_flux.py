@@ -22,11 +22,14 @@ import time
 import aiohttp
 from prometheus_client import CollectorRegistry
 
+from ttft_exporter.catalogue import DEFAULT_BUCKETS
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import parse_config
-from ttft_exporter.flux.metrics import FluxMetrics
+from ttft_exporter.flux.events import FluxStarted
 from ttft_exporter.flux.monitor import FluxMonitor
-from ttft_exporter.metrics import DEFAULT_BUCKETS
+from ttft_exporter.sinks import FanOut
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 
 
 async def measure(seconds: float) -> dict[str, float]:
@@ -52,7 +55,7 @@ async def measure(seconds: float) -> dict[str, float]:
             {"flux": [{"name": "bench", "url": f"http://127.0.0.1:{port}", "groups": ["sensor-"]}]}
         ).flux[0]
         registry = CollectorRegistry()
-        metrics = FluxMetrics(registry, DEFAULT_BUCKETS).instance("bench", config.groups)
+        metrics = _flux_sink(registry, "bench", config.groups)
         async with aiohttp.ClientSession() as session:
             monitor = FluxMonitor(config, metrics, session, SystemClock())
             task = asyncio.create_task(monitor.run())
@@ -90,6 +93,15 @@ async def measure(seconds: float) -> dict[str, float]:
     }
 
 
+def _flux_sink(registry: CollectorRegistry, name: str, groups: list[str]) -> FanOut:
+    """The exporter's path: a fan-out to the Prometheus sink, the instance announced."""
+    prometheus = PrometheusSink(MetricStore(), registry)
+    prometheus.configure_flux(DEFAULT_BUCKETS)
+    sinks = FanOut([prometheus])
+    sinks.on_flux_event(FluxStarted(name, tuple(groups)))
+    return sinks
+
+
 def rss_bytes() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -122,7 +134,7 @@ async def soak(rate: int, seconds: float) -> dict[str, float]:
             {"flux": [{"name": "soak", "url": f"http://127.0.0.1:{port}", "stale_after": "5s"}]}
         ).flux[0]
         registry = CollectorRegistry()
-        metrics = FluxMetrics(registry, DEFAULT_BUCKETS).instance("soak", config.groups)
+        metrics = _flux_sink(registry, "soak", config.groups)
 
         def value(name: str, **labels: str) -> float:
             found = registry.get_sample_value(name, {"flux": "soak", **labels})

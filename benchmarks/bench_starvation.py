@@ -25,8 +25,10 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.looplag import LoopLagMonitor
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 
 MODEL = {"ttft": 0.1, "itl": 0.01, "tokens": 20}
 HEAVY = {"ttft": 0.1, "itl": 0.003, "tokens": 100}
@@ -106,6 +108,7 @@ async def _scenario(
         clock=SystemClock(), concurrency=16, metrics=metrics, history=history, lag_monitor=monitor
     )
     store = MetricStore()
+    sink = PrometheusSink(store)
     stop = asyncio.Event()
 
     async def loop(target: Any, offset: float) -> None:
@@ -113,7 +116,7 @@ async def _scenario(
         async with create_session(target.tls, reuse_connections=False) as session:
             while not stop.is_set():
                 started = time.monotonic()
-                await executor.run(target, session, store)
+                await executor.run(target, session, sink)
                 await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
 
     sampler = asyncio.create_task(monitor.run())

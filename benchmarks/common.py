@@ -24,8 +24,10 @@ from ttft_exporter.config import Config, TargetConfig, parse_config
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.logs import setup_logging
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 
 __all__ = [
     "REFERENCE",
@@ -262,7 +264,7 @@ class BenchExecutor:
 
     async def probe(self, target: TargetConfig, session: aiohttp.ClientSession) -> ProbeResult:
         """One probe of `target` on the target's own session; never raises."""
-        record = await self.executor.run(target, session, self.store)
+        record = await self.executor.run(target, session, PrometheusSink(self.store))
         return record.result
 
 

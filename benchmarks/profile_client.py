@@ -37,7 +37,7 @@ _BUCKETS = (
     ("timeline", "probes/base.py"),
     ("StreamProbe engine", "probes/engine.py"),
     ("sessions/TLS", "probes/session.py"),
-    ("record_result/metrics", "ttft_exporter/metrics.py"),
+    ("record_result/metrics", "ttft_exporter/sinks/prometheus/"),
     ("executor/history", "ttft_exporter/executor.py"),
     ("aiohttp", "aiohttp/"),
     ("asyncio event loop", "asyncio/"),

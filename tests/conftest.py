@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from tests.helpers import LOGGING_ERRORS
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import Config, ConfigHolder, TargetConfig, parse_config
 from ttft_exporter.listener import ConnectionGuard, GatedSite, ListenerLimits
-from ttft_exporter.metrics import MetricStore
 from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.server import ExporterState, create_app
@@ -25,8 +25,11 @@ from ttft_exporter.sim.llm import (
     LLMSimConfig,
     LLMSimState,
     ModelBehaviour,
+    create_llm_app,
     run_llm_sim,
 )
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 # --- markers ---------------------------------------------------------------------------
 
@@ -130,6 +133,21 @@ async def make_llm_sim() -> AsyncIterator[SimFactory]:
         await sim.runner.cleanup()
 
 
+SimClient = TestClient[web.Request, web.Application]
+
+
+async def sim_client(
+    aiohttp_client: Callable[[web.Application], Awaitable[SimClient]],
+    api_key: str | None = None,
+    **knobs: Any,
+) -> SimClient:
+    """A test client of a simulator app serving model `m` with `knobs`, instant unless
+    they say otherwise (ttft and itl 0)."""
+    behaviour = ModelBehaviour(**{"ttft": 0.0, "itl": 0.0, **knobs})
+    config = LLMSimConfig(models={"m": behaviour}, api_key=api_key)
+    return await aiohttp_client(create_llm_app(config))
+
+
 def make_config(*targets: dict[str, Any], **top: Any) -> Config:
     """A validated Config from target dicts; fills in sensible test defaults."""
     full = []
@@ -168,6 +186,20 @@ async def probe_once(
                 return await prepared.run()
         except Exception as exc:  # noqa: BLE001 - mirrors the executor's boundary
             return prepared.failure(exc, deadline)
+
+
+def within(measured: float | None, injected: float, *, slack: float = 2.0) -> bool:
+    """A measured duration against the simulator's injected one: never early (1 ms
+    off for clock rounding), late by up to `slack` (scheduling on a loaded shared box,
+    `stress-ng --cpu 2`)."""
+    return measured is not None and injected - 0.001 <= measured <= injected + slack
+
+
+def recorded(result: ProbeResult) -> MetricStore:
+    """The metric store after recording one probe result for target `t`."""
+    store = MetricStore()
+    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
+    return store
 
 
 def make_state(config: Config, **kwargs: Any) -> ExporterState:

@@ -118,11 +118,13 @@ class BudgetedTarget(Protocol):
     def cost(self) -> CostConfig | None: ...
     @property
     def budget(self) -> BudgetConfig | None: ...
+    @property
+    def scenario(self) -> str: ...
 
 
 class Series(Protocol):
-    """The part of metrics.SeriesSet the ledger writes (a Protocol: metrics imports the
-    target models, which import this module)."""
+    """The part of sinks.prometheus.series.SeriesSet the ledger writes (a Protocol:
+    the store imports the target models, which import this module)."""
 
     def get(self, name: str, child: tuple[str, ...] = ()) -> float | None: ...
     def set(self, name: str, value: float, child: tuple[str, ...] = ()) -> None: ...
@@ -194,7 +196,9 @@ class _Account:
     cost: Decimal = Decimal(0)
     exhausted: bool = False
     last_input: int | None = None
-    cost_total: dict[str, Decimal] = field(default_factory=dict)
+    # By (scenario, currency): each scenario's series counts its own probes' cost, so
+    # the target's is their sum; the budget (tokens, cost) is the target's, shared.
+    cost_total: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
 
 class ProbeBudget:
@@ -248,7 +252,8 @@ class ProbeBudget:
             price = probe_cost(charge, target.cost)
             account.cost += price
             currency = target.cost.currency
-            account.cost_total[currency] = account.cost_total.get(currency, Decimal(0)) + price
+            key = (target.scenario, currency)
+            account.cost_total[key] = account.cost_total.get(key, Decimal(0)) + price
         self._update(target, account)
         self._publish(target, account, series)
 
@@ -312,7 +317,7 @@ class ProbeBudget:
             series.clear(COST)
         else:
             currency = target.cost.currency
-            total = float(account.cost_total.get(currency, Decimal(0)))
+            total = float(account.cost_total.get((target.scenario, currency), Decimal(0)))
             if series.get(COST, (currency,)) != total:
                 # Another currency's child (before a reload) goes: one series.
                 series.clear(COST)
@@ -321,10 +326,14 @@ class ProbeBudget:
             for name in (EXHAUSTED, SPENT, SKIPPED):
                 series.clear(name)
             return
-        _set(series, EXHAUSTED, 1.0 if account.exhausted else 0.0)
-        _set(series, SPENT, float(account.tokens))
+        _publish_shared(account, series)
         if series.get(SKIPPED) is None:
             series.inc(SKIPPED, 0.0)
+
+
+def _publish_shared(account: _Account, series: Series) -> None:
+    _set(series, EXHAUSTED, 1.0 if account.exhausted else 0.0)
+    _set(series, SPENT, float(account.tokens))
 
 
 def _over(budget: BudgetConfig | None, account: _Account) -> bool:

@@ -8,6 +8,7 @@ shared target pieces of `targets.py`."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from ttft_exporter.budget import BudgetConfig, CostConfig
 from ttft_exporter.durations import Duration
 from ttft_exporter.errors import ConfigError, ConfigProblem
 from ttft_exporter.flux.config import FluxInstanceConfig
+from ttft_exporter.logs import fields as log_fields
 from ttft_exporter.probes import PROTOCOL_NAMES, TargetConfig, get_protocol
 from ttft_exporter.probes.openai import OpenAIChatTarget, OpenAICompletionsTarget
 from ttft_exporter.shard import ShardConfig
@@ -26,6 +28,7 @@ from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.targets import (
     DEFAULT_MAX_RESPONSE_BYTES,
     HEADER_UNION_TAGS,
+    MAX_REDIRECTS_LIMIT,
     ChatMessage,
     HeaderSpec,
     HeaderValue,
@@ -57,6 +60,8 @@ __all__ = [
     "validation_problems",
 ]
 
+log = logging.getLogger("ttft_exporter.config")
+
 # Fields a `defaults:` block may set for every target; values in a target win. A
 # protocol's own field (include_usage) is applied only to targets of the protocols
 # whose model has it.
@@ -76,6 +81,9 @@ _DEFAULTABLE = (
     "max_response_bytes",
     "on_suspect",
     "histograms",
+    "proxy_from_environment",
+    "follow_redirects",
+    "max_redirects",
     "cost",
     "budget",
 )
@@ -101,6 +109,9 @@ class TargetDefaults(StrictModel):
     max_response_bytes: int | None = Field(None, ge=1024, le=1 << 30)
     on_suspect: Literal["record", "drop"] | None = None
     histograms: HistogramsConfig | None = None
+    proxy_from_environment: bool | None = None
+    follow_redirects: bool | None = None
+    max_redirects: int | None = Field(None, ge=1, le=MAX_REDIRECTS_LIMIT)
     cost: CostConfig | None = None
     budget: BudgetConfig | None = None
 
@@ -190,6 +201,9 @@ class Config(StrictModel):
                 if key in ("api_key_env", "api_key_file") and (
                     "api_key_env" in target or "api_key_file" in target
                 ):
+                    continue
+                if key == "proxy_from_environment" and target.get("proxy_url") is not None:
+                    # The target names its own proxy: the pair rule is not broken.
                     continue
                 if key not in out:
                     out[key] = value
@@ -362,7 +376,19 @@ def parse_config(
         raise ConfigError(source, _sorted_problems(data, located)) from None
     if located:
         raise ConfigError(source, _sorted_problems(data, located))
+    _warn_insecure(config)
     return config
+
+
+def _warn_insecure(config: Config) -> None:
+    """One warning line per target that does not verify its server's certificate, at
+    every load: a test setting must not reach production unnoticed."""
+    for target in config.targets:
+        if target.tls.insecure_skip_verify:
+            log.warning(
+                "TLS certificate verification disabled (tls.insecure_skip_verify)",
+                extra=log_fields(target=target.name),
+            )
 
 
 def _duplicate_names(targets: Any, section: str) -> list[tuple[Loc, str]]:

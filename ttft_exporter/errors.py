@@ -35,6 +35,9 @@ class FailureReason(enum.StrEnum):
     DNS = "dns"
     CONNECT = "connect"
     TLS = "tls"
+    # The proxy (proxy_url or the environment's) refused the connection, refused the
+    # CONNECT tunnel, or asked for credentials (407).
+    PROXY = "proxy"
     HTTP_STATUS = "http_status"
     TIMEOUT = "timeout"
     STREAM_ERROR = "stream_error"

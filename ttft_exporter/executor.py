@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from ttft_exporter.budget import ProbeBudget
+from ttft_exporter.catalogue import DEFAULT_INTER_TOKEN_BUCKETS
 from ttft_exporter.clock import Clock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import AdhocRejectReason, FailureReason, ProbeRejected
@@ -24,11 +25,13 @@ from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.limiter import CapacityLimiter
 from ttft_exporter.logs import fields
 from ttft_exporter.looplag import LoopLagMonitor
-from ttft_exporter.metrics import ExporterMetrics, MetricStore, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks import Sink, budget_series
+from ttft_exporter.traceids import format_trace_id, new_span_id, new_trace_id
 
-__all__ = ["DEFAULT_ADHOC_CONCURRENCY", "ProbeExecutor", "target_labels"]
+__all__ = ["DEFAULT_ADHOC_CONCURRENCY", "ProbeExecutor"]
 
 log = logging.getLogger("ttft_exporter.probe")
 
@@ -44,13 +47,6 @@ class _Claim:
     kind: str  # "scheduled" or "ad-hoc"
     until: float  # loop time by which it ends at the latest
     released: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-def target_labels(target: TargetConfig) -> dict[str, str]:
-    """The labels of every series of a target: ours first, then static ones sorted."""
-    labels = {"target": target.name, "model": target.model, "protocol": target.protocol}
-    labels.update(sorted(target.labels.items()))
-    return labels
 
 
 class ProbeExecutor:
@@ -74,8 +70,13 @@ class ProbeExecutor:
         adhoc_concurrency: int = DEFAULT_ADHOC_CONCURRENCY,
         lag_monitor: LoopLagMonitor | None = None,
         budget: ProbeBudget | None = None,
+        trace_ids: bool = False,
     ) -> None:
         self._clock = clock
+        # Tracing on (`otel.traces`): every probe gets a trace id and a span id, which
+        # the sinks turn into its span and its exemplars. Off, nothing is drawn.
+        # A plain attribute: a reload may flip it, the next probe follows.
+        self.trace_ids = trace_ids
         # The cost guard's ledger: the runners ask it before each probe, every result
         # (scheduled or ad-hoc) is charged to it. Lives as long as the app, like the
         # limiters, so a reload keeps what each target spent today.
@@ -85,8 +86,12 @@ class ProbeExecutor:
         self._adhoc = CapacityLimiter(adhoc_concurrency)
         self._metrics = metrics
         self._claims: dict[str, _Claim] = {}
-        # Targets whose scheduled probe waits for their ad-hoc probe to end.
-        self._scheduled_waiting: set[str] = set()
+        # Targets with scheduled probes waiting for another probe of theirs to end
+        # (an ad-hoc one, or another scenario's), and how many.
+        self._scheduled_waiting: dict[str, int] = {}
+        # When the last probe of each target ended (clock.monotonic_ns), scheduled or
+        # ad-hoc: how long a target has been idle, for its cold probe.
+        self._last_end: dict[str, int] = {}
         self.history = history
 
     @property
@@ -108,19 +113,21 @@ class ProbeExecutor:
         self,
         target: TargetConfig,
         session: aiohttp.ClientSession,
-        store: MetricStore,
+        sink: Sink,
         *,
         deadline: float | None = None,
+        idle_before: float | None = None,
     ) -> ProbeRecord:
-        """A scheduled probe: once, recorded into `store`, kept in history. Never raises
-        but for cancellation: every failure becomes a failed result."""
+        """A scheduled probe: once, handed to `sink`, kept in history. Never raises
+        but for cancellation: every failure becomes a failed result. `idle_before`:
+        a cold probe's idle time, carried in its result."""
         timeout = target.timeout if deadline is None else deadline
-        await self._wait_for_adhoc(target.name)
+        await self._wait_for_release(target.name)
         claim = self._claim(target.name, "scheduled", timeout)
         try:
             async with self._limiter:
                 claim.until = asyncio.get_running_loop().time() + timeout
-                return await self._execute(target, session, store, timeout)
+                return await self._execute(target, session, sink, timeout, idle_before=idle_before)
         finally:
             self._release(target.name, claim)
 
@@ -178,7 +185,7 @@ class ProbeExecutor:
         self,
         target: TargetConfig,
         session: aiohttp.ClientSession,
-        store: MetricStore,
+        sink: Sink,
         *,
         deadline: float,
         left: float,
@@ -188,15 +195,32 @@ class ProbeExecutor:
         claim = self._claims.get(target.name)
         if claim is None or claim.kind != "ad-hoc":
             raise RuntimeError(f"run_adhoc({target.name!r}) outside adhoc_slot()")
-        return await self._execute(target, session, store, deadline, budget=left)
+        return await self._execute(target, session, sink, deadline, budget=left)
 
-    async def _wait_for_adhoc(self, name: str) -> None:
+    async def _wait_for_release(self, name: str) -> None:
+        # One probe per target at a time: a scheduled probe waits for the target's
+        # probe in flight (ad-hoc, or another scenario's), bounded by its deadline.
         while (claim := self._claims.get(name)) is not None:
-            self._scheduled_waiting.add(name)
+            self._scheduled_waiting[name] = self._scheduled_waiting.get(name, 0) + 1
             try:
                 await claim.released.wait()
             finally:
-                self._scheduled_waiting.discard(name)
+                left = self._scheduled_waiting.pop(name) - 1
+                if left:
+                    self._scheduled_waiting[name] = left
+
+    async def wait_idle(self, name: str) -> None:
+        """Return once the target has no probe in flight (each ends by its deadline)."""
+        while (claim := self._claims.get(name)) is not None:
+            await claim.released.wait()
+
+    def last_probe_end_ns(self, name: str) -> int | None:
+        """When the target's last probe ended (clock.monotonic_ns), if it had one."""
+        return self._last_end.get(name)
+
+    def forget(self, name: str) -> None:
+        """Drop what is kept about a target that left the config."""
+        self._last_end.pop(name, None)
 
     def _claim(self, name: str, kind: str, timeout: float) -> _Claim:
         if name in self._claims:
@@ -214,30 +238,38 @@ class ProbeExecutor:
         self,
         target: TargetConfig,
         session: aiohttp.ClientSession,
-        store: MetricStore,
+        sink: Sink,
         timeout: float,
         *,
         budget: float | None = None,
+        idle_before: float | None = None,
     ) -> ProbeRecord:
         self._metrics.in_flight.inc()
         mark = self._lag.mark() if self._lag is not None else None
+        # Drawn before the probe runs, so an id is there however it ends.
+        ids = (new_trace_id(), new_span_id()) if self.trace_ids else None
         try:
             result, lines = await self._attempt(
                 target,
                 session,
                 timeout if budget is None else budget,
-                store.layout(target.name).buckets["inter_token"],
+                sink.gap_bounds(target.name) or DEFAULT_INTER_TOKEN_BUCKETS,
             )
         finally:
             self._metrics.in_flight.dec()
+            self._last_end[target.name] = self._clock.monotonic_ns()
         if self._lag is not None and mark is not None:
             suspicion = self._lag.check(mark)
             if suspicion is not None:
                 result = dataclasses.replace(result, suspect=suspicion.causes)
                 lines = [*lines, suspicion.describe()]
-        series = store.ensure(target.name, target_labels(target))
-        record_result(series, result, timeout=timeout, drop_suspect=target.on_suspect == "drop")
-        self.budget.charge(target, result, series)
+        if ids is not None:
+            result = dataclasses.replace(result, trace_id=ids[0], span_id=ids[1])
+            lines = [*lines, f"trace id {format_trace_id(ids[0])}"]
+        if idle_before is not None:
+            result = dataclasses.replace(result, idle_before=idle_before)
+        sink.on_probe_result(target, result, timeout=timeout)
+        self.budget.charge(target, result, budget_series(sink, target))
         self._log(target, result)
         return self.history.add(target.name, result, lines)
 
@@ -249,7 +281,7 @@ class ProbeExecutor:
         gap_bounds: tuple[float, ...],
     ) -> tuple[ProbeResult, list[str]]:
         try:
-            # The store's own gap buckets, so the probe's gap histogram merges exactly.
+            # The sink's own gap buckets, so the probe's gap histogram merges exactly.
             prepared = get_prober(target.protocol)(
                 target, session, self._clock, gap_bounds=gap_bounds
             )
@@ -286,6 +318,7 @@ class ProbeExecutor:
                     duration_seconds=round(result.duration or 0.0, 6),
                     output_tokens=result.output_tokens,
                     **_suspect_field(result),
+                    **_trace_field(result),
                 ),
             )
         else:
@@ -297,8 +330,14 @@ class ProbeExecutor:
                     err=result.detail,
                     duration_seconds=round(result.elapsed, 6),
                     **_suspect_field(result),
+                    **_trace_field(result),
                 ),
             )
+
+
+def _trace_field(result: ProbeResult) -> dict[str, str]:
+    # With tracing on, the log line names its trace, so logs, spans and exemplars meet.
+    return {"trace_id": format_trace_id(result.trace_id)} if result.trace_id else {}
 
 
 def _suspect_field(result: ProbeResult) -> dict[str, str]:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ttft_exporter.errors import HTTPDropReason
 from ttft_exporter.logs import fields
-from ttft_exporter.metrics import ExporterMetrics
+from ttft_exporter.selfmetrics import ExporterMetrics
 
 __all__ = [
     "BoundSockets",

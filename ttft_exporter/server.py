@@ -14,8 +14,6 @@ from pathlib import Path
 import aiojobs
 import yaml
 from aiohttp import web
-from prometheus_client import generate_latest
-from prometheus_client.openmetrics import exposition as om_exposition
 from yarl import URL
 
 from ttft_exporter.clock import Clock, SystemClock
@@ -33,10 +31,14 @@ from ttft_exporter.history import History, ProbeRecord
 from ttft_exporter.index import render_index
 from ttft_exporter.logs import fields
 from ttft_exporter.looplag import LoopLagMonitor
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.probes import create_session
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.shard import Shard
+from ttft_exporter.sinks import FanOut, Sink
+from ttft_exporter.sinks.prometheus.exposition import exposition
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 from ttft_exporter.supervise import Component, RestartPolicy, Supervisor
 from ttft_exporter.webauth import BasicAuth, auth_middleware, headers_on_prepare
 from ttft_exporter.webconfig import WebConfig
@@ -63,9 +65,17 @@ class ExporterState:
     web_config: WebConfig | None = None
     # --shard.index/--shard.count; None: the config file's `shard:` decides.
     shard_override: Shard | None = None
+    # Give every probe a trace id and span id (exemplars, the OTel span). Set from
+    # `otel.traces`; the executor holds the live switch (state.executor.trace_ids).
+    trace_ids: bool = False
     clock: Clock = field(default_factory=SystemClock)
     metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
     store: MetricStore = field(default_factory=MetricStore)
+    # Sinks beyond the Prometheus one (e.g. OTel), attached before the app starts.
+    extra_sinks: list[Sink] = field(default_factory=list)
+    prometheus: PrometheusSink = field(init=False)
+    # Every scheduled probe's result and every Flux event goes through here.
+    sinks: FanOut = field(init=False)
     history: History = field(init=False)
     executor: ProbeExecutor = field(init=False)
     scheduler: ProbeScheduler | None = None
@@ -96,8 +106,11 @@ class ExporterState:
             history=self.history,
             adhoc_concurrency=self.adhoc_concurrency,
             lag_monitor=self.lag_monitor,
+            trace_ids=self.trace_ids,
         )
         self.store.apply_config(self.holder.config)
+        self.prometheus = PrometheusSink(self.store, self.metrics.registry)
+        self.sinks = FanOut([self.prometheus, *self.extra_sinks])
 
     def shard(self, config: Config | None = None) -> Shard:
         """The shard this replica runs: the flags', else the config file's."""
@@ -129,11 +142,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         )
     state.scheduler = ProbeScheduler(
         executor=state.executor,
-        store=state.store,
+        sink=state.sinks,
         jobs=jobs,
         metrics=state.metrics,
         supervisor=state.supervisor,
         start_jitter=state.start_jitter,
+        clock=state.clock,
     )
     shard = state.shard()
     if shard.sharded:
@@ -142,12 +156,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             extra=fields(shard=str(shard)),
         )
     await state.scheduler.apply(state.holder.config, shard)
+    state.prometheus.configure_flux(state.store.buckets)
     state.flux = FluxSupervisor(
-        registry=state.metrics.registry,
-        jobs=jobs,
-        clock=state.clock,
-        supervisor=state.supervisor,
-        buckets=state.store.buckets,
+        sink=state.sinks, jobs=jobs, clock=state.clock, supervisor=state.supervisor
     )
     await state.flux.apply(shard.select(state.holder.config.flux, lambda i: i.name))
     state.metrics.reload_successful.set(1)
@@ -214,7 +225,12 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
         if state.scheduler is not None:
             await state.scheduler.apply(config, shard)
         if state.flux is not None:
-            await state.flux.apply(shard.select(config.flux, lambda i: i.name), state.store.buckets)
+            if state.prometheus.flux_buckets_differ(state.store.buckets):
+                # Histogram boundaries are fixed per family: stop every monitor (no
+                # event in flight), start the families again, then every instance.
+                await state.flux.close()
+                state.prometheus.configure_flux(state.store.buckets)
+            await state.flux.apply(shard.select(config.flux, lambda i: i.name))
         state.metrics.reload_successful.set(1)
         state.metrics.reload_timestamp.set(state.clock.wall())
         log.info("configuration reloaded", extra=fields(targets=len(config.targets)))
@@ -236,17 +252,9 @@ def _accepts_gzip(request: web.Request) -> bool:
 async def handle_metrics(request: web.Request) -> web.Response:
     """Exporter metrics plus every target's series, classic text or OpenMetrics."""
     state = request.app[EXPORTER]
-    if _wants_openmetrics(request):
-        core = om_exposition.generate_latest(state.metrics.registry)  # type: ignore[no-untyped-call]
-        body = (
-            core.removesuffix(b"# EOF\n")
-            + state.store.render(openmetrics=True).encode()
-            + b"# EOF\n"
-        )
-        content_type = OPENMETRICS_CONTENT_TYPE
-    else:
-        body = generate_latest(state.metrics.registry) + state.store.render().encode()
-        content_type = TEXT_CONTENT_TYPE
+    openmetrics = _wants_openmetrics(request)
+    body = exposition(state.metrics.registry, state.store, openmetrics=openmetrics)
+    content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
     headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
     if _accepts_gzip(request):
         # Level 1: a few MB compress ~5x faster than at zlib's default level for ~15%
@@ -288,6 +296,18 @@ async def handle_probe(request: web.Request) -> web.Response:
             status=400,
             text=f"unknown target {name!r}: only configured target names can be probed\n",
         )
+    scenario = request.query.get("scenario")
+    if scenario is not None or target.scenarios:
+        # A target with scenarios is probed as one of them: the named one, else its
+        # first (the cold probe only runs from its own cycle).
+        probed = target.probe_target(scenario) if scenario else target.probe_targets()[0]
+        if probed is None:
+            names = ", ".join(t.scenario for t in target.probe_targets())
+            return web.Response(
+                status=400,
+                text=f"target {name!r} has no scenario {scenario!r}; it has: {names}\n",
+            )
+        target = probed
     deadline = _deadline(request, target, state.timeout_offset)
     store = MetricStore()
     # The target's own layout, as the background store has it (same boundaries, so the
@@ -314,16 +334,18 @@ async def _run_adhoc(
     state: ExporterState, target: TargetConfig, deadline: float, store: MetricStore
 ) -> ProbeRecord:
     """One ad-hoc probe inside the executor's ad-hoc pool (raises ProbeRejected), on the
-    target's own session when its loop has one."""
+    target's own session when its loop has one. Its result goes to `store` only (no
+    other sink: an ad-hoc probe is an answer to one request, not a sample)."""
+    sink = PrometheusSink(store)
     async with state.executor.adhoc_slot(target, deadline) as left:
         runner = state.scheduler.runners.get(target.name) if state.scheduler else None
         if runner is not None and runner.session is not None and not runner.session.closed:
             return await state.executor.run_adhoc(
-                target, runner.session, store, deadline=deadline, left=left
+                target, runner.session, sink, deadline=deadline, left=left
             )
         async with create_session(target.tls, reuse_connections=False) as session:
             return await state.executor.run_adhoc(
-                target, session, store, deadline=deadline, left=left
+                target, session, sink, deadline=deadline, left=left
             )
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.logs import fields
-from ttft_exporter.metrics import ExporterMetrics
 from ttft_exporter.redact import Redactor
+from ttft_exporter.selfmetrics import ExporterMetrics
 
 __all__ = ["Component", "RestartPolicy", "Supervisor"]
 

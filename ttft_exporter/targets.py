@@ -4,9 +4,11 @@ imports nothing of `config.py` or `probes/`, so both can import it."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -18,14 +20,25 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     Tag,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
+from yarl import URL
 
 from ttft_exporter.budget import BudgetConfig, CostConfig, check_budget_needs_cost
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.redact import PLACEHOLDER, Redactor
+from ttft_exporter.scenarios import (
+    COLD_SCENARIO,
+    DEFAULT_SCENARIO,
+    MAX_SCENARIOS,
+    ChatMessage,
+    ColdConfig,
+    ScenarioConfig,
+)
 from ttft_exporter.validation import (
     LABEL_NAME,
     ConfigPath,
@@ -35,6 +48,7 @@ from ttft_exporter.validation import (
     check_http_url,
     check_name,
     field_rule,
+    read_bounded,
     read_secret_pair,
     resolving_secrets,
 )
@@ -49,7 +63,12 @@ __all__ = [
     "HistogramsConfig",
     "TLSConfig",
     "TargetBase",
+    "environment_proxy",
+    "prompt_or_messages",
+    "proxy_secrets",
     "redacted_headers",
+    "redacted_proxy_url",
+    "target_labels",
 ]
 
 DEFAULT_MAX_RESPONSE_BYTES = 4 << 20
@@ -75,12 +94,16 @@ RESERVED_LABELS = frozenset(
         "flux",
         "type",
         "group",
+        "scenario",
     }
 )
 # RFC 9110 token: what a header name may be.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 MAX_HEADERS = 64
 HEADER_VALUE_LIMIT = 8 * 1024
+# A CA bundle is ~220 KiB (Mozilla's); a certificate chain or key a few KiB.
+TLS_FILE_LIMIT = 4 << 20
+MAX_REDIRECTS_LIMIT = 20
 
 
 def _check_label_name(name: str) -> str:
@@ -150,6 +173,63 @@ def _check_inline_header(value: str) -> str:
     if problem:
         raise ValueError(problem)
     return value
+
+
+def _check_proxy_url(value: str) -> str:
+    # Messages never repeat the value: it may carry the proxy's password.
+    try:
+        url = URL(value)
+    except (ValueError, TypeError):
+        raise ValueError("invalid URL") from None
+    if url.scheme == "https":
+        raise ValueError(
+            "https:// proxies are not supported: use an http:// proxy (an https target "
+            "is tunnelled through it with CONNECT, end to end encrypted)"
+        )
+    if url.scheme != "http" or not url.host:
+        raise ValueError("must be an absolute http:// URL: http://[user:password@]host:port")
+    if url.path not in ("", "/") or url.query_string or url.fragment:
+        raise ValueError("must be http://[user:password@]host:port, with no path or query")
+    return value
+
+
+def proxy_secrets(proxy: str | None) -> list[str]:
+    """The credentials of a proxy URL in every form they travel or show in: the
+    password, `user:password` (raw and percent-decoded) and the Basic token."""
+    if not proxy:
+        return []
+    url = URL(proxy)
+    if url.password is None:
+        return [url.user] if url.user else []
+    pair = f"{url.user or ''}:{url.password}"
+    token = base64.b64encode(pair.encode()).decode()
+    raw = f"{url.raw_user or ''}:{url.raw_password or ''}"
+    return [url.password, url.raw_password or "", pair, raw, token]
+
+
+def redacted_proxy_url(proxy: str | None) -> str | None:
+    """A proxy URL as shown in /config and debug output: credentials as `<secret>`."""
+    if proxy is None:
+        return None
+    url = URL(proxy)
+    if url.user is None and url.password is None:
+        return proxy
+    port = f":{url.explicit_port}" if url.explicit_port else ""
+    return f"{url.scheme}://{PLACEHOLDER}@{url.raw_host}{port}"
+
+
+def environment_proxy(target_url: str) -> str | None:
+    """The proxy HTTP_PROXY / HTTPS_PROXY name for `target_url`, unless NO_PROXY
+    exempts its host (curl's and requests' rules, via urllib). Environment only: unlike
+    aiohttp's `trust_env`, no ~/.netrc credentials are added to the probe's request."""
+    url = URL(target_url)
+    # Environment-only on every platform (proxy_bypass() may ask macOS' system settings);
+    # present at runtime, missing from typeshed.
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if url.host is None or bypass(url.host):
+        return None
+    proxy = urllib.request.getproxies_environment().get(url.scheme)
+    return proxy or None
 
 
 def _check_header_name(name: str) -> str:
@@ -251,12 +331,24 @@ class TLSConfig(StrictModel):
             )
         return value
 
+    _digest: str = PrivateAttr("")
+
     @model_validator(mode="after")
     def _loads(self, info: ValidationInfo) -> Self:
         # Files that exist but do not load (not PEM, a key that does not match) are a
         # config problem too, reported with the others rather than in a later pass.
         if (self.ca_file is None and self.cert_file is None) or not resolving_secrets(info):
             return self
+        # The files' contents, read at every load: a rotated Kubernetes Secret keeps
+        # its paths, so only the contents tell a reload that the target changed.
+        digest = hashlib.sha256()
+        for path in (self.ca_file, self.cert_file, self.key_file):
+            try:
+                digest.update(b"-" if path is None else read_bounded(path, TLS_FILE_LIMIT))
+            except (OSError, ValueError) as exc:
+                raise field_rule("", f"cannot read TLS file {path}: {exc}") from None
+            digest.update(b"\0")
+        self._digest = digest.hexdigest()
         from ttft_exporter.probes.session import build_ssl_context  # a cycle at import time
 
         try:
@@ -264,6 +356,12 @@ class TLSConfig(StrictModel):
         except (ssl.SSLError, OSError) as exc:
             raise field_rule("", f"cannot load TLS files: {exc}") from None
         return self
+
+    @property
+    def content_digest(self) -> str:
+        """SHA-256 over the CA, certificate and key files as read at load ("" when
+        none is set or files were not read): changes when a file is rotated."""
+        return self._digest
 
 
 class HistogramsConfig(StrictModel):
@@ -289,11 +387,18 @@ class HistogramsConfig(StrictModel):
     )
 
 
-class ChatMessage(StrictModel):
-    """One chat message of a probe prompt."""
-
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str
+def prompt_or_messages(
+    value: list[ChatMessage] | None, info: ValidationInfo
+) -> list[ChatMessage] | None:
+    """The `messages` validator of a chat protocol that takes `prompt` or `messages`
+    (declared after `prompt`): exactly one of them, and a message list is not empty.
+    Use as `_prompt_or_messages = field_validator("messages")(prompt_or_messages)`."""
+    # A prompt that failed its own validation is not in info.data: not judged here.
+    if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
+        raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
+    if value is not None and not value:
+        raise ValueError("must not be empty")
+    return value
 
 
 class TargetBase(StrictModel):
@@ -366,6 +471,35 @@ class TargetBase(StrictModel):
         description="Extra JSON fields merged into the request body (ignore_eos, ...).",
     )
     tls: TLSConfig = Field(default_factory=TLSConfig)
+    proxy_url: Annotated[str, AfterValidator(_check_proxy_url)] | None = Field(
+        None,
+        repr=False,
+        description=(
+            "HTTP proxy for this target's probes: http://[user:password@]host:port; "
+            "https targets are tunnelled with CONNECT. Credentials are secret."
+        ),
+    )
+    proxy_from_environment: bool = Field(
+        False,
+        validate_default=True,
+        description=(
+            "Use the proxy HTTP_PROXY/HTTPS_PROXY name for the target's URL, unless "
+            "NO_PROXY exempts its host. Not with proxy_url."
+        ),
+    )
+    follow_redirects: bool = Field(
+        False,
+        description=(
+            "Follow 3xx redirects (off: a redirect is failure http_status, the probe "
+            "measures the endpoint it names). Timings cover the whole chain."
+        ),
+    )
+    max_redirects: int = Field(
+        5,
+        ge=1,
+        le=MAX_REDIRECTS_LIMIT,
+        description="Most redirects one probe follows, with follow_redirects.",
+    )
     on_suspect: Literal["record", "drop"] = Field(
         "record",
         description=(
@@ -377,6 +511,22 @@ class TargetBase(StrictModel):
     histograms: HistogramsConfig = Field(
         default_factory=HistogramsConfig,
         description="Optional histograms of this target (series count per target).",
+    )
+    scenarios: list[ScenarioConfig] = Field(
+        default_factory=list,
+        max_length=MAX_SCENARIOS,
+        description=(
+            "Named scenarios, each probed as its own series (`scenario` label) with "
+            "its own prompt, max_tokens, interval, timeout or cache_bust; without "
+            'any, the target is probed as `scenario="default"`.'
+        ),
+    )
+    cold: ColdConfig | None = Field(
+        None,
+        description=(
+            "Cold probe: every `every`, hold the target's other probes off until it "
+            'was idle for `idle`, then probe it once as `scenario="cold"`.'
+        ),
     )
     cost: CostConfig | None = Field(
         None,
@@ -397,6 +547,15 @@ class TargetBase(StrictModel):
     _api_key: SecretStr | None = PrivateAttr(None)
     _header_values: dict[str, str] = PrivateAttr(default_factory=dict)
     _redactor: Redactor = PrivateAttr(default_factory=Redactor)
+    # The scenario a probe of this target measures: a copy made by `_plan` for each
+    # configured scenario (and the cold probe) carries its name; the target itself is
+    # the default scenario.
+    _scenario: str = PrivateAttr(DEFAULT_SCENARIO)
+    _plans: tuple[TargetBase, ...] = PrivateAttr(())
+    _cold_plan: TargetBase | None = PrivateAttr(None)
+    _probe_fingerprint: str = PrivateAttr("")
+    # What debug output shows instead of a generated prompt (up to 800 KB).
+    _prompt_note: str | None = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -443,6 +602,52 @@ class TargetBase(StrictModel):
         read_secret_pair("api_key_env", env, "api_key_file", value, info, sibling=True)
         return value
 
+    @field_validator("scenarios")
+    @classmethod
+    def _scenarios(cls, value: list[ScenarioConfig], info: ValidationInfo) -> list[ScenarioConfig]:
+        # The rules that need the target: unique names, messages only where the
+        # protocol has them, each scenario's deadline below its cadence. Every problem
+        # is reported, each at its own scenario field.
+        problems: list[InitErrorDetails] = []
+
+        def problem(index: int, field: str, message: str) -> None:
+            error = PydanticCustomError("field_rule", message, {"field": "", "sibling": False})
+            problems.append(InitErrorDetails(type=error, loc=(index, field), input=None))
+
+        interval = info.data.get("interval")
+        timeout = info.data.get("timeout")
+        seen: set[str] = set()
+        for index, scenario in enumerate(value):
+            if scenario.name in seen:
+                problem(index, "name", f"duplicate scenario name {scenario.name!r}")
+            seen.add(scenario.name)
+            if scenario.messages is not None and "messages" not in cls.model_fields:
+                problem(index, "messages", "this protocol takes a prompt, not messages")
+            own_interval = scenario.interval if scenario.interval is not None else interval
+            own_timeout = scenario.timeout if scenario.timeout is not None else timeout
+            if own_interval is None or own_timeout is None or own_timeout < own_interval:
+                continue
+            where = "timeout" if scenario.timeout is not None else "interval"
+            problem(
+                index,
+                where,
+                f"the scenario's timeout ({format_duration(own_timeout)}) must be below "
+                f"its interval ({format_duration(own_interval)})",
+            )
+        if problems:
+            raise ValidationError.from_exception_data("scenarios", problems)
+        return value
+
+    @field_validator("proxy_from_environment")
+    @classmethod
+    def _proxy_source(cls, value: bool, info: ValidationInfo) -> bool:
+        # Validated even when absent: the pair rule is checked with the URL's problems.
+        if value and info.data.get("proxy_url") is not None:
+            raise field_rule(
+                "proxy_url", "set proxy_url or proxy_from_environment, not both", sibling=True
+            )
+        return value
+
     @field_validator("budget")
     @classmethod
     def _budget(cls, value: BudgetConfig | None, info: ValidationInfo) -> BudgetConfig | None:
@@ -465,9 +670,98 @@ class TargetBase(StrictModel):
         )
         self._header_values, header_secrets = _header_values(self.headers)
         api_key = [self._api_key.get_secret_value()] if self._api_key else []
+        proxy = self.proxy_url
+        if self.proxy_from_environment:
+            proxy = environment_proxy(self.url)
         # Built here, in the loader's thread: the loop only uses it.
-        self._redactor = Redactor([*api_key, *header_secrets])
+        self._redactor = Redactor([*api_key, *header_secrets, *proxy_secrets(proxy)])
+        self._plan()
         return self
+
+    def _plan(self) -> None:
+        """The copies of this target that are probed, one per scenario (prompt and
+        overrides applied) and one for the cold probe; made once, at load."""
+        base = self._digest(exclude={"scenarios", "cold"})
+        self._probe_fingerprint = _sub_digest(base, DEFAULT_SCENARIO, None)
+        fields = type(self).model_fields
+        plans = []
+        for scenario in self.scenarios:
+            update: dict[str, Any] = {**scenario.overrides(), "scenarios": [], "cold": None}
+            prompt = scenario.effective_prompt
+            if prompt is not None and "prompt" in fields:
+                update["prompt"] = prompt
+                if "messages" in fields:
+                    update["messages"] = None
+            elif scenario.messages is not None and "messages" in fields:
+                update["messages"] = scenario.messages
+                update["prompt"] = None
+            copy = self._copy_for(update, scenario.name, _sub_digest(base, scenario.name, scenario))
+            if scenario.prompt_tokens is not None and prompt is not None:
+                copy._prompt_note = (
+                    f"<generated: {scenario.prompt_tokens} words, {len(prompt)} characters>"
+                )
+            plans.append(copy)
+        self._plans = tuple(plans)
+        if self.cold is not None:
+            update = {
+                "timeout": self.cold.timeout,
+                "interval": self.cold.every,
+                "scenarios": [],
+                "cold": None,
+            }
+            self._cold_plan = self._copy_for(
+                update, COLD_SCENARIO, _sub_digest(base, COLD_SCENARIO, self.cold)
+            )
+
+    def _copy_for(self, update: dict[str, Any], scenario: str, fingerprint: str) -> Self:
+        # Not validated again: every value was validated where the user wrote it.
+        copy = self.model_copy(update=update)
+        copy._scenario = scenario
+        copy._plans = ()
+        copy._cold_plan = None
+        copy._probe_fingerprint = fingerprint
+        return copy
+
+    @property
+    def scenario(self) -> str:
+        """The `scenario` label of this target's probes (see probe_targets)."""
+        return self._scenario
+
+    def probe_targets(self) -> tuple[TargetBase, ...]:
+        """What the scheduler probes on a cadence: one copy per configured scenario, or
+        the target itself as the `default` scenario."""
+        return self._plans or (self,)
+
+    def cold_target(self) -> TargetBase | None:
+        """The copy probed by the cold probe (timeout and interval from `cold:`)."""
+        return self._cold_plan
+
+    def probe_target(self, scenario: str) -> TargetBase | None:
+        """The regular scenario of that name (as /probe selects it), if any."""
+        return next((t for t in self.probe_targets() if t.scenario == scenario), None)
+
+    def probe_fingerprint(self) -> str:
+        """Changes whenever anything that affects the probes of this scenario changes
+        (a reload restarts only the scenarios whose fingerprint moved)."""
+        return self._probe_fingerprint
+
+    def session_fingerprint(self) -> str:
+        """Changes whenever the target's HTTP session must be rebuilt: its TLS settings
+        or their files' contents (a rotated certificate), connection reuse."""
+        data = {
+            "tls": self.tls.model_dump(mode="json"),
+            "tls_files": self.tls.content_digest,
+            "reuse": self.reuse_connections,
+        }
+        return hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy a request to `url` goes through, if any (with its credentials:
+        never log it). Read from the environment per URL: a redirect may leave for a
+        host that NO_PROXY names."""
+        if self.proxy_from_environment:
+            return environment_proxy(url)
+        return self.proxy_url
 
     @property
     def api_key(self) -> SecretStr | None:
@@ -498,13 +792,19 @@ class TargetBase(StrictModel):
         """The target as plain data with secret header values hidden (for debug output)."""
         data = self.model_dump(mode="json", exclude_defaults=False)
         data["headers"] = redacted_headers(self.headers)
+        if self._prompt_note is not None:
+            data["prompt"] = self._prompt_note
+        data["proxy_url"] = redacted_proxy_url(self.proxy_url)
         if self.expect is not None:
             data["expect"] = self.expect.pattern
         return data
 
     def fingerprint(self) -> str:
         """Changes whenever anything that affects probing changes (secrets included)."""
-        data = self.model_dump(mode="json")
+        return self._digest(exclude=set())
+
+    def _digest(self, *, exclude: set[str]) -> str:
+        data = self.model_dump(mode="json", exclude=exclude)
         data["expect"] = self.expect.pattern if self.expect else None
         digest = hashlib.sha256(repr(sorted(data.items())).encode())
         if self._api_key is not None:
@@ -512,4 +812,26 @@ class TargetBase(StrictModel):
         # Values from value_env/value_file: a rotated one restarts the target's loop.
         for name, value in sorted(self._header_values.items()):
             digest.update(f"{name}\0{value}\0".encode())
+        # The TLS files' contents: a rotated certificate, key or CA (same paths) too.
+        digest.update(self.tls.content_digest.encode())
         return digest.hexdigest()
+
+
+def _sub_digest(base: str, scenario: str, config: StrictModel | None) -> str:
+    """The fingerprint of one scenario: the target's (without its scenarios) and the
+    scenario's own config."""
+    dump = config.model_dump(mode="json") if config is not None else None
+    return hashlib.sha256(f"{base}\0{scenario}\0{dump!r}".encode()).hexdigest()
+
+
+def target_labels(target: TargetBase) -> dict[str, str]:
+    """The labels of every series of a target: ours first, then static ones sorted."""
+    labels = {
+        "target": target.name,
+        "model": target.model,
+        "protocol": target.protocol,
+        # `default` for a target without scenarios: the same label set everywhere.
+        "scenario": target.scenario,
+    }
+    labels.update(sorted(target.labels.items()))
+    return labels

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import bcrypt
 from aiohttp import web
 
-from ttft_exporter.metrics import ExporterMetrics
+from ttft_exporter.selfmetrics import ExporterMetrics
 
 __all__ = ["BasicAuth", "auth_middleware", "headers_on_prepare"]
 

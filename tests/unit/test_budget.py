@@ -29,15 +29,18 @@ from ttft_exporter.budget import (
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.executor import ProbeExecutor, target_labels
+from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.logs import fields_of
-from ttft_exporter.metrics import ExporterMetrics, MetricStore, SeriesSet
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.server import create_app
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.series import MetricStore, SeriesSet
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 from ttft_exporter.supervise import Supervisor
+from ttft_exporter.targets import target_labels
 
 # 2026-02-14 00:00:00 UTC, a whole number of days since the epoch.
 MIDNIGHT = 1_771_027_200.0
@@ -294,7 +297,7 @@ class Rig:
         )
         self.scheduler = ProbeScheduler(
             executor=self.executor,
-            store=self.store,
+            sink=PrometheusSink(self.store),
             jobs=self.jobs,
             metrics=self.metrics,
             supervisor=Supervisor(self.metrics),
@@ -302,7 +305,7 @@ class Rig:
         )
 
     def get(self, target: str, name: str, child: tuple[str, ...] = ()) -> float:
-        series = self.store.targets.get(target)
+        series = self.store.get(target)
         return (series.get(name, child) if series else None) or 0.0
 
 
@@ -429,7 +432,7 @@ async def test_probe_endpoint_refuses_a_spent_target_until_midnight(
     wall = ManualClock(wall=MIDNIGHT + DAY - 3600)
     state.executor.budget = ProbeBudget(wall)
     client = await aiohttp_client(create_app(state))
-    series = state.store.targets["paid"]
+    series = state.store.series["paid", "default"]
     await wait_for(
         lambda: series.get("ttft_probe_budget_exhausted") == 1.0, "the scheduled probe to trip it"
     )
@@ -448,8 +451,9 @@ async def test_probe_endpoint_refuses_a_spent_target_until_midnight(
         == 1.0
     )
     metrics = await (await client.get("/metrics")).text()
-    assert 'ttft_probe_budget_exhausted{target="paid",model="paid",protocol="openai-chat"} 1.0' in (
-        metrics
+    assert (
+        'ttft_probe_budget_exhausted{target="paid",model="paid",protocol="openai-chat",scenario="default"} 1.0'
+        in (metrics)
     )
 
     wall.advance(3600)
@@ -458,3 +462,47 @@ async def test_probe_endpoint_refuses_a_spent_target_until_midnight(
     assert requests(sim, "paid") == 2
     # Charged to the ledger: the new day's budget is spent again by this one probe.
     assert state.executor.budget.exhausted(state.holder.config.targets[0])
+
+
+async def test_scenarios_share_the_budget_and_count_their_own_cost(
+    rig: Rig, make_llm_sim: SimFactory
+) -> None:
+    # One probe per scenario (interval 1h): the simulator reports usage, prompt words as
+    # input tokens and 2 output tokens (FAST).
+    sim = await make_llm_sim(paid=FAST)
+    config = make_config(
+        {
+            "name": "paid",
+            "model": "paid",
+            "url": f"{sim.url}/v1",
+            "interval": "1h",
+            "cache_bust": False,
+            "cost": {"input_per_million": "1000000", "output_per_million": "0"},
+            "budget": {"daily_tokens": 1_000_000},
+            "scenarios": [
+                {"name": "short", "prompt": "one two"},
+                {"name": "long", "prompt_tokens": 100},
+            ],
+        }
+    )
+    await rig.scheduler.apply(config)
+
+    def value(scenario: str, name: str, child: tuple[str, ...] = ()) -> float | None:
+        series = rig.store.get("paid", scenario)
+        return series.get(name, child) if series is not None else None
+
+    await wait_for(
+        lambda: all(
+            value(s, "ttft_probe_requests_total", ("success",)) == 1.0 for s in ("short", "long")
+        ),
+        "one probe per scenario",
+    )
+    await wait_for(
+        lambda: value("short", "ttft_probe_budget_spent_tokens") == 2 + 2 + 100 + 2,
+        "both charged",
+    )
+    # 1 per input token: each scenario's own prompt, not the target's total.
+    assert value("short", "ttft_probe_cost_total", ("USD",)) == 2.0
+    assert value("long", "ttft_probe_cost_total", ("USD",)) == 100.0
+    # The budget is the target's: the same spend on every scenario's series.
+    assert value("long", "ttft_probe_budget_spent_tokens") == 106.0

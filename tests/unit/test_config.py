@@ -136,6 +136,30 @@ INVALID = {
         "targets[0].prompt: must be a string; quote it "
         "(YAML reads yes, no, on, off, true, false as booleans)",
     ],
+    # Scenarios and the cold probe (#10): each problem at its scenario's field.
+    "scenarios": [
+        "targets[0].scenarios[0].name: must start with a lower-case letter or digit and use "
+        "only a-z, 0-9, '_', '.' or '-' (at most 32 characters)",
+        "targets[0].scenarios[1].name: 'cold' is reserved (set by the exporter)",
+        "targets[0].scenarios[2].prompt_tokens: set at most one of prompt, messages or "
+        "prompt_tokens, not prompt, prompt_tokens",
+        "targets[0].scenarios[3].prompt_tokens: must be less than or equal to 200000",
+        "targets[0].scenarios[4].bogus: unknown field",
+    ],
+    "scenarios-target": [
+        "targets[0].scenarios[0].interval: the scenario's timeout (10s) must be below its "
+        "interval (5s)",
+        "targets[0].scenarios[1].name: duplicate scenario name 'short'",
+        "targets[0].scenarios[1].messages: this protocol takes a prompt, not messages",
+        "targets[0].scenarios[2].timeout: the scenario's timeout (30s) must be below its "
+        "interval (15s)",
+    ],
+    "cold": [
+        "targets[0].cold.every: must be at least idle (2h)",
+        "targets[1].cold.idle: must be between 1s and 7d",
+        "targets[1].cold.timeout: must be below every (1h)",
+        "targets[2].labels.scenario: reserved label name (set by the exporter or by Prometheus)",
+    ],
     "cost-budget": [
         "targets[0].cost.input_per_million: must be greater than or equal to 0",
         "targets[0].cost.output_per_million: must be a finite number",
@@ -378,6 +402,12 @@ def test_examples_load_as_shipped(path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.chdir("/")
     config, _ = load_config(path)
     assert config.targets or config.flux
+
+
+def test_the_providers_example_has_a_target_per_registered_protocol() -> None:
+    config, _ = load_config(ROOT / "examples" / "providers.yml")
+    missing = set(PROTOCOL_NAMES) - {t.protocol for t in config.targets}
+    assert not missing, f"examples/providers.yml has no target for {sorted(missing)}"
 
 
 def test_relative_files_are_relative_to_the_config_file(

@@ -9,7 +9,7 @@ import inspect
 import pytest
 
 import ttft_exporter.errors as errors
-from ttft_exporter import metrics
+from ttft_exporter import catalogue as metrics
 
 
 @pytest.mark.parametrize(

@@ -21,12 +21,13 @@ from pytest_aiohttp import AiohttpClient
 
 from tests.conftest import SimFactory, make_config, make_state, make_target
 from tests.helpers import ManualClock
+from ttft_exporter.catalogue import LOOP_LAG_BUCKETS
 from ttft_exporter.cgroup import CPUThrottling
 from ttft_exporter.config import Config
 from ttft_exporter.history import ProbeRecord
 from ttft_exporter.looplag import LoopLagMonitor
-from ttft_exporter.metrics import LOOP_LAG_BUCKETS, ExporterMetrics
 from ttft_exporter.probes import create_session
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import ModelBehaviour
 
@@ -405,7 +406,7 @@ async def test_a_cpu_hog_beside_the_exporter(
     try:
         async with create_session(target.tls, reuse_connections=False) as session:
             before = monitor.mark()
-            record = await state.executor.run(target, session, state.store)
+            record = await state.executor.run(target, session, state.sinks)
             # No await between the executor's check and here: the same lag events.
             after = monitor.mark()
     finally:

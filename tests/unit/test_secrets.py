@@ -22,11 +22,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from tests.conftest import RunningSim, SimFactory, make_config, make_state
+from tests.forward_proxy import ForwardProxy
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import Config, TargetConfig, load_config, parse_config
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
 from ttft_exporter.logs import JSONFormatter, LogfmtFormatter
-from ttft_exporter.probes import create_session, get_prober, get_protocol
+from ttft_exporter.probes import PROTOCOL_NAMES, create_session, get_prober, get_protocol
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import ModelBehaviour
@@ -591,23 +592,12 @@ async def hostile_server(aiohttp_server: AiohttpServer, echo: str) -> TestServer
     return await aiohttp_server(app)
 
 
-@pytest.mark.parametrize("source", HEADER_SOURCES)
-@pytest.mark.parametrize("echo", list(ECHOES))
-async def test_echoed_key_never_leaks_in_any_form(
-    aiohttp_server: AiohttpServer,
-    aiohttp_client: AiohttpClient,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    source: str,
-    echo: str,
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    server = await hostile_server(aiohttp_server, echo)
-    url = str(server.make_url(_GEMINI_PATHS.get(source, "/v1")))
-    config = make_config(
-        {"name": "echo", "url": url, **_source_fields(source, monkeypatch, tmp_path)}
-    )
+async def echo_surfaces(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture, config: Config
+) -> tuple[ProbeResult, ProbeResult, dict[str, str]]:
+    """Serve `config` (one target, `echo`) until its first probe, then probe once more
+    directly: both results, and every text a user or a log could see (the pages, the
+    probe's detail, answer and log, the exception, the log output) by where."""
     state = make_state(config)
     client = await aiohttp_client(create_app(state))
     await wait_for(lambda: len(state.history.records()) == 1, "the first probe")
@@ -626,13 +616,34 @@ async def test_echoed_key_never_leaks_in_any_form(
         texts[f"exception {index}"] = text
     for index, text in enumerate(formatted_logs(caplog)):
         texts[f"log output {index}"] = text
+    return record.result, result, texts
+
+
+@pytest.mark.parametrize("source", HEADER_SOURCES)
+@pytest.mark.parametrize("echo", list(ECHOES))
+async def test_echoed_key_never_leaks_in_any_form(
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    source: str,
+    echo: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = await hostile_server(aiohttp_server, echo)
+    url = str(server.make_url(_GEMINI_PATHS.get(source, "/v1")))
+    config = make_config(
+        {"name": "echo", "url": url, **_source_fields(source, monkeypatch, tmp_path)}
+    )
+    first, _, texts = await echo_surfaces(aiohttp_client, caplog, config)
 
     expected = FailureReason.HTTP_STATUS if ECHOES[echo][0] != 200 else None
-    assert record.result.reason in (
+    assert first.reason in (
         {expected} if expected else {FailureReason.PROTOCOL, FailureReason.STREAM_ERROR}
     )
     # The key was either replaced, or beyond a cut made after redaction.
-    assert "<secret>" in record.result.detail or record.result.detail.endswith("…")
+    assert "<secret>" in first.detail or first.detail.endswith("…")
     for where, text in texts.items():
         assert_no_prefix(text, where)
 
@@ -675,14 +686,165 @@ async def test_every_header_value_is_masked_unless_public(
 
 
 # Every protocol's own auth header (issue #10): the key a protocol sends in its header
-# is hidden on every surface, whatever the stage a probe fails at. One line per
-# protocol: its name -> the path after the simulator's root that is its base URL.
+# (named by its model in the registry: `auth_header`, `auth_scheme`) reaches the server
+# there and is hidden on every surface, whatever the stage a probe fails at, and when a
+# server echoes it back in the protocol's own error and malformed events. One table,
+# one entry per registered protocol: test_every_registered_protocol_has_a_sentinel_case
+# fails when a protocol is added to PROTOCOLS without one.
 
-PROTOCOL_BASES: dict[str, str] = {
-    "ollama-chat": "",
-    "ollama-generate": "",
-    "tgi": "",
+
+def _ndjson(*lines: str) -> bytes:
+    return "".join(f"{line}\n" for line in lines).encode()
+
+
+def _data(*events: str, space: str = " ") -> bytes:
+    # TGI writes `data:` without the space.
+    return "".join(f"data:{space}{e}\n\n" for e in events).encode()
+
+
+def _named(name: str, data: str) -> bytes:
+    return f"event: {name}\ndata: {data}\n\n".encode()
+
+
+def _long(k: str) -> str:
+    """An error message with the key past the excerpt limit, trailing spaces after it."""
+    return "z" * 1990 + k + " " * 50
+
+
+def _cut(k: str) -> str:
+    """The start of a JSON object, cut with the key straddling the old 80-character
+    excerpt of a malformed event."""
+    return '{"x": "' + "y" * 70 + k + '", '
+
+
+def _openai_error(k: str) -> bytes:
+    return _data(ROLE, json.dumps({"error": {"message": _long(k)}}))
+
+
+def _openai_malformed(k: str) -> bytes:
+    return _data(ROLE, _cut(k))
+
+
+TGI_TOKEN = '{"index":1,"token":{"id":5,"text":"Hi","special":false}}'
+OLLAMA_ECHOES: dict[str, Callable[[str], bytes]] = {
+    "error-event": lambda k: _ndjson(
+        '{"response":"","done":false}', json.dumps({"error": _long(k)})
+    ),
+    "error-event-short": lambda k: _ndjson(json.dumps({"error": f"bad key {k}"})),
+    "malformed-event": lambda k: _ndjson(_cut(k)),
 }
+
+
+@dataclass(frozen=True)
+class ProtocolCase:
+    """How the sentinel tests reach one protocol: the base its target URL names under a
+    server's root, the path its probe posts to there (the simulator mode's route), and
+    how its server writes the key back inside a 200 stream: `echoes` names a body per
+    echo, with at least an error event and a malformed event."""
+
+    base: str
+    path: str
+    echoes: dict[str, Callable[[str], bytes]]
+    content_type: str = "text/event-stream"
+
+
+PROTOCOL_CASES: dict[str, ProtocolCase] = {
+    "openai-chat": ProtocolCase(
+        "/v1",
+        "/v1/chat/completions",
+        {"error-event": _openai_error, "malformed-event": _openai_malformed},
+    ),
+    "openai-completions": ProtocolCase(
+        "/v1",
+        "/v1/completions",
+        {"error-event": _openai_error, "malformed-event": _openai_malformed},
+    ),
+    "gemini": ProtocolCase(
+        "/v1beta",
+        "/v1beta/models/m:streamGenerateContent",
+        {
+            "error-event": lambda k: _data(
+                json.dumps({"error": {"code": 500, "message": _long(k), "status": "INTERNAL"}})
+            ),
+            "malformed-event": lambda k: _data(_cut(k)),
+        },
+    ),
+    "azure-openai": ProtocolCase(
+        "",
+        "/openai/deployments/m/chat/completions",
+        {"error-event": _openai_error, "malformed-event": _openai_malformed},
+    ),
+    "ollama-chat": ProtocolCase("", "/api/chat", OLLAMA_ECHOES, "application/x-ndjson"),
+    "ollama-generate": ProtocolCase("", "/api/generate", OLLAMA_ECHOES, "application/x-ndjson"),
+    "tgi": ProtocolCase(
+        "",
+        "/generate_stream",
+        {
+            "error-event": lambda k: _data(
+                TGI_TOKEN,
+                json.dumps({"error": _long(k), "error_type": "generation"}),
+                space="",
+            ),
+            "error-event-short": lambda k: _data(
+                json.dumps({"error": f"Authorization {k} refused", "error_type": "validation"}),
+                space="",
+            ),
+            "malformed-event": lambda k: _data(TGI_TOKEN, _cut(k), space=""),
+        },
+    ),
+    "anthropic": ProtocolCase(
+        "",
+        "/v1/messages",
+        {
+            "error-event": lambda k: _named(
+                "error",
+                json.dumps(
+                    {"type": "error", "error": {"type": "api_error", "message": "z" * 1990 + k}}
+                ),
+            ),
+            "malformed-event": lambda k: _named(
+                "content_block_delta",
+                '{"type":"content_block_delta","delta":{"text":"' + "y" * 70 + k,
+            ),
+        },
+    ),
+    "openai-responses": ProtocolCase(
+        "/v1",
+        "/v1/responses",
+        {
+            "error-event": lambda k: _named(
+                "error",
+                json.dumps({"type": "error", "code": "server_error", "message": "z" * 1990 + k}),
+            ),
+            "malformed-event": lambda k: _named(
+                "response.output_text.delta",
+                '{"type":"response.output_text.delta","delta":"' + "y" * 70 + k,
+            ),
+        },
+    ),
+}
+# The stages a probe fails at whatever the key source; the rest run with api_key_env.
+SOURCE_STAGES = ["http-status", "timeout-stream", "stream-error", "dropped", "malformed"]
+STAGE_CASES = [
+    pytest.param(protocol, stage, source, id=f"{protocol}-{stage}-{source}")
+    for protocol in PROTOCOL_CASES
+    for stage in STAGES
+    for source in ("env", "file", "header")
+    if source == "env" or stage in SOURCE_STAGES
+]
+ECHO_CASES = [
+    pytest.param(protocol, echo, id=f"{protocol}-{echo}")
+    for protocol, case in PROTOCOL_CASES.items()
+    for echo in ["error-body", *case.echoes]
+]
+
+
+def test_every_registered_protocol_has_a_sentinel_case() -> None:
+    # A protocol added to the registry without a case here would send its key in a
+    # header no sentinel test ever looked at.
+    assert set(PROTOCOL_CASES) == set(PROTOCOL_NAMES)
+    for protocol, case in PROTOCOL_CASES.items():
+        assert {"error-event", "malformed-event"} <= set(case.echoes), protocol
 
 
 def protocol_key_fields(
@@ -701,7 +863,7 @@ def sent_auth(sim: RunningSim, protocol: str) -> set[str | None]:
 
 
 @pytest.mark.parametrize("source", ["env", "file", "header"])
-@pytest.mark.parametrize("protocol", list(PROTOCOL_BASES))
+@pytest.mark.parametrize("protocol", list(PROTOCOL_CASES))
 async def test_protocol_key_is_hidden_on_every_surface(
     make_llm_sim: SimFactory,
     aiohttp_client: AiohttpClient,
@@ -713,7 +875,7 @@ async def test_protocol_key_is_hidden_on_every_surface(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sim = await make_llm_sim(api_key=SENTINEL, m=FAST)
-    url = f"{sim.url}{PROTOCOL_BASES[protocol]}"
+    url = f"{sim.url}{PROTOCOL_CASES[protocol].base}"
     targets = [
         {
             "name": name,
@@ -753,195 +915,8 @@ async def test_protocol_key_is_hidden_on_every_surface(
         assert_hidden(text, where)
 
 
-@pytest.mark.parametrize("stage", list(STAGES))
-@pytest.mark.parametrize("protocol", list(PROTOCOL_BASES))
+@pytest.mark.parametrize(("protocol", "stage", "source"), STAGE_CASES)
 async def test_protocol_probe_failing_at_every_stage_never_shows_the_key(
-    make_llm_sim: SimFactory,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    protocol: str,
-    stage: str,
-) -> None:
-    behaviour, fields, reason = STAGES[stage]
-    sim = await make_llm_sim(api_key=SENTINEL, m=behaviour) if behaviour is not None else None
-    base = PROTOCOL_BASES[protocol]
-    fields = {"url": f"{sim.url}{base}" if sim else "", **fields}
-    fields["url"] = fields["url"].format(refused=_refused_port(), sim=sim.port if sim else 0)
-    target = make_config(
-        {
-            "name": "a",
-            "protocol": protocol,
-            **fields,
-            **protocol_key_fields(protocol, "env", SENTINEL, tmp_path, monkeypatch, "a"),
-        }
-    ).targets[0]
-
-    exc, result, log = await run_probe(target, deadline=0.3)
-
-    assert result.reason is reason, result.detail
-    if sim is not None and stage != "tls":
-        assert sent_auth(sim, protocol) == {f"{target.auth_scheme}{SENTINEL}"}
-    for text in [*exception_texts(exc), result.detail, *log]:
-        assert_hidden(text, f"{protocol} {stage} failure")
-
-
-def _ndjson(*lines: str) -> bytes:
-    return "".join(f"{line}\n" for line in lines).encode()
-
-
-# protocol -> (path, echo name -> NDJSON body from the key); a server echoing the key
-# inside its own mid-stream error shape, or in a line the decoder cannot parse.
-NDJSON_ECHOES: dict[str, Callable[[str], bytes]] = {
-    "error-line": lambda k: _ndjson(
-        '{"response":"","done":false}', json.dumps({"error": "z" * 1990 + k + " " * 50})
-    ),
-    "error-line-short": lambda k: _ndjson(json.dumps({"error": f"bad key {k}"})),
-    "malformed-line": lambda k: _ndjson('{"x": "' + "y" * 70 + k + '", '),
-}
-
-
-@pytest.mark.parametrize("echo", list(NDJSON_ECHOES))
-@pytest.mark.parametrize("protocol", ["ollama-chat", "ollama-generate"])
-async def test_ollama_key_echoed_in_the_stream_never_leaks(
-    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, protocol: str, echo: str
-) -> None:
-    async def handler(request: web.Request) -> web.Response:
-        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        assert key == KEY, "the probe did not send the key"
-        body = NDJSON_ECHOES[echo](key)
-        return web.Response(body=body, content_type="application/x-ndjson")
-
-    app = web.Application()
-    app.router.add_post("/api/chat", handler)
-    app.router.add_post("/api/generate", handler)
-    server = await aiohttp_server(app)
-    monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
-    target = make_config(
-        {
-            "name": "echo",
-            "protocol": protocol,
-            "url": str(server.make_url("")).rstrip("/"),
-            "api_key_env": "TTFT_TEST_ECHO_KEY",
-        }
-    ).targets[0]
-
-    exc, result, log = await run_probe(target, deadline=2.0)
-
-    assert result.reason in {FailureReason.STREAM_ERROR, FailureReason.PROTOCOL}, result.detail
-    assert "<secret>" in result.detail or result.detail.endswith("…")
-    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
-        assert_no_prefix(text, f"text {index}")
-
-
-def _tgi_sse(*events: str) -> bytes:
-    # TGI writes `data:` without the space.
-    return "".join(f"data:{e}\n\n" for e in events).encode()
-
-
-TGI_TOKEN = '{"index":1,"token":{"id":5,"text":"Hi","special":false}}'
-TGI_ECHOES: dict[str, Callable[[str], bytes]] = {
-    "error-event": lambda k: _tgi_sse(
-        TGI_TOKEN, json.dumps({"error": "z" * 1990 + k + " " * 50, "error_type": "generation"})
-    ),
-    "error-event-short": lambda k: _tgi_sse(
-        json.dumps({"error": f"Authorization {k} refused", "error_type": "validation"})
-    ),
-    "malformed-event": lambda k: _tgi_sse(TGI_TOKEN, '{"x": "' + "y" * 70 + k + '", '),
-}
-
-
-@pytest.mark.parametrize("echo", list(TGI_ECHOES))
-async def test_tgi_key_echoed_in_the_stream_never_leaks(
-    aiohttp_server: AiohttpServer, monkeypatch: pytest.MonkeyPatch, echo: str
-) -> None:
-    async def handler(request: web.Request) -> web.Response:
-        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        assert key == KEY, "the probe did not send the key"
-        return web.Response(body=TGI_ECHOES[echo](key), content_type="text/event-stream")
-
-    app = web.Application()
-    app.router.add_post("/generate_stream", handler)
-    server = await aiohttp_server(app)
-    monkeypatch.setenv("TTFT_TEST_ECHO_KEY", KEY)
-    target = make_config(
-        {
-            "name": "echo",
-            "protocol": "tgi",
-            "url": str(server.make_url("")).rstrip("/"),
-            "api_key_env": "TTFT_TEST_ECHO_KEY",
-        }
-    ).targets[0]
-
-    exc, result, log = await run_probe(target, deadline=2.0)
-
-    assert result.reason in {FailureReason.STREAM_ERROR, FailureReason.PROTOCOL}, result.detail
-    assert "<secret>" in result.detail or result.detail.endswith("…")
-    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
-        assert_no_prefix(text, f"text {index}")
-
-
-# Every protocol's auth header (#10). One entry per protocol other than the OpenAI
-# Chat/Completions ones above: the key, given through api_key_env, api_key_file or that header,
-# must reach the server there and never show in a failure, even echoed back.
-
-
-@dataclass(frozen=True)
-class ProtocolCase:
-    """Where a protocol's probe posts (the simulator mode's path) and how its server
-    writes an error event and a malformed event inside a 200 stream."""
-
-    path: str
-    error_event: Callable[[str], bytes]
-    malformed_event: Callable[[str], bytes]
-    # What the target's `url` adds to the server's root (OpenAI-style bases end in /v1).
-    base: str = ""
-
-
-def _named(name: str, data: str) -> bytes:
-    return f"event: {name}\ndata: {data}\n\n".encode()
-
-
-PROTOCOL_CASES: dict[str, ProtocolCase] = {
-    "anthropic": ProtocolCase(
-        path="/v1/messages",
-        error_event=lambda k: _named(
-            "error",
-            json.dumps(
-                {"type": "error", "error": {"type": "api_error", "message": "z" * 1990 + k}}
-            ),
-        ),
-        malformed_event=lambda k: _named(
-            "content_block_delta", '{"type":"content_block_delta","delta":{"text":"' + "y" * 70 + k
-        ),
-    ),
-}
-PROTOCOL_CASES["openai-responses"] = ProtocolCase(
-    path="/v1/responses",
-    base="/v1",
-    error_event=lambda k: _named(
-        "error", json.dumps({"type": "error", "code": "server_error", "message": "z" * 1990 + k})
-    ),
-    malformed_event=lambda k: _named(
-        "response.output_text.delta",
-        '{"type":"response.output_text.delta","delta":"' + "y" * 70 + k,
-    ),
-)
-PROTOCOL_STAGES = ["http-status", "timeout-stream", "stream-error", "dropped", "malformed"]
-
-
-def _protocol_key_fields(
-    protocol: str, source: str, key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, Any]:
-    if source == "header":
-        model = get_protocol(protocol).model
-        return {"headers": {model.auth_header: f"{model.auth_scheme}{key}"}}
-    return key_fields(source, key, tmp_path, monkeypatch, protocol.replace("-", "_"))
-
-
-@pytest.mark.parametrize("source", ["env", "file", "header"])
-@pytest.mark.parametrize("stage", PROTOCOL_STAGES)
-@pytest.mark.parametrize("protocol", list(PROTOCOL_CASES))
-async def test_protocol_auth_header_never_shows_the_key(
     make_llm_sim: SimFactory,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -950,15 +925,18 @@ async def test_protocol_auth_header_never_shows_the_key(
     source: str,
 ) -> None:
     behaviour, fields, reason = STAGES[stage]
-    assert behaviour is not None
-    sim = await make_llm_sim(api_key=SENTINEL, m=behaviour)
+    sim = await make_llm_sim(api_key=SENTINEL, m=behaviour) if behaviour is not None else None
+    case = PROTOCOL_CASES[protocol]
+    fields = {"url": f"{sim.url}{case.base}" if sim else "", **fields}
+    fields["url"] = fields["url"].format(refused=_refused_port(), sim=sim.port if sim else 0)
     target = make_config(
         {
             "name": "a",
             "protocol": protocol,
-            "url": sim.url + PROTOCOL_CASES[protocol].base,
             **fields,
-            **_protocol_key_fields(protocol, source, SENTINEL, tmp_path, monkeypatch),
+            **protocol_key_fields(
+                protocol, source, SENTINEL, tmp_path, monkeypatch, protocol.replace("-", "_")
+            ),
         }
     ).targets[0]
 
@@ -966,17 +944,17 @@ async def test_protocol_auth_header_never_shows_the_key(
 
     # The simulator checks the key in the protocol's header: a wrong one is HTTP 401.
     assert result.reason is reason, result.detail
-    model = get_protocol(protocol).model
-    recorded = sim.state.requests[-1]
-    assert recorded.path == PROTOCOL_CASES[protocol].path
-    assert recorded.headers[model.auth_header] == f"{model.auth_scheme}{SENTINEL}"
-    assert_hidden(json.dumps(recorded.to_json()), "/sim/requests")
+    if sim is not None and stage != "tls":
+        model = get_protocol(protocol).model
+        assert sent_auth(sim, protocol) == {f"{model.auth_scheme}{SENTINEL}"}
+        recorded = sim.state.requests[-1]
+        assert recorded.path == case.path
+        assert_hidden(json.dumps(recorded.to_json()), "/sim/requests")
     for text in [*exception_texts(exc), result.detail, *log]:
         assert_hidden(text, f"{protocol} {stage} failure")
 
 
-@pytest.mark.parametrize("echo", ["error-body", "error-event", "malformed-event"])
-@pytest.mark.parametrize("protocol", list(PROTOCOL_CASES))
+@pytest.mark.parametrize(("protocol", "echo"), ECHO_CASES)
 async def test_protocol_key_echoed_by_the_server_never_leaks(
     aiohttp_server: AiohttpServer,
     aiohttp_client: AiohttpClient,
@@ -995,8 +973,7 @@ async def test_protocol_key_echoed_by_the_server_never_leaks(
         if echo == "error-body":
             body = json.dumps({"type": "error", "error": {"message": f"bad key {key}"}})
             return web.Response(status=401, text=body, content_type="application/json")
-        event = case.error_event(key) if echo == "error-event" else case.malformed_event(key)
-        return web.Response(body=event, content_type="text/event-stream")
+        return web.Response(body=case.echoes[echo](key), content_type=case.content_type)
 
     app = web.Application()
     app.router.add_post(case.path, handler)
@@ -1006,34 +983,88 @@ async def test_protocol_key_echoed_by_the_server_never_leaks(
         {
             "name": "echo",
             "protocol": protocol,
-            "url": str(server.make_url(case.base)),
+            "url": str(server.make_url(case.base)).rstrip("/"),
             "api_key_env": "TTFT_TEST_ECHO_KEY",
         }
     )
-    state = make_state(config)
-    client = await aiohttp_client(create_app(state))
-    await wait_for(lambda: len(state.history.records()) == 1, "the first probe")
+    first, result, texts = await echo_surfaces(aiohttp_client, caplog, config)
 
-    texts: dict[str, str] = {}
-    for page in ("/probe?target=echo&debug=true", "/config", "/metrics", "/"):
-        resp = await client.get(page)
-        assert resp.status == 200, page
-        texts[page] = await resp.text()
-    record = state.history.records()[-1]
-    texts["/logs"] = await (await client.get(f"/logs?id={record.id}")).text()
-    texts["detail"] = record.result.detail
-    exc, result, log = await run_probe(config.targets[0], deadline=2.0)
-    for index, text in enumerate([*exception_texts(exc), result.detail, *log]):
-        texts[f"exception {index}"] = text
-    for index, text in enumerate(formatted_logs(caplog)):
-        texts[f"log output {index}"] = text
-
-    expected = {
-        "error-body": FailureReason.HTTP_STATUS,
-        "error-event": FailureReason.STREAM_ERROR,
-        "malformed-event": FailureReason.PROTOCOL,
-    }[echo]
-    assert record.result.reason is expected, record.result.detail
-    assert "<secret>" in record.result.detail or record.result.detail.endswith("…")
+    expected = (
+        FailureReason.HTTP_STATUS
+        if echo == "error-body"
+        else FailureReason.PROTOCOL
+        if echo == "malformed-event"
+        else FailureReason.STREAM_ERROR
+    )
+    assert first.reason is expected, first.detail
+    assert result.reason is expected, result.detail
+    # The key was either replaced, or beyond a cut made after redaction.
+    for detail in (first.detail, result.detail):
+        assert "<secret>" in detail or detail.endswith("…"), detail
     for where, text in texts.items():
         assert_no_prefix(text, where)
+
+
+# Proxy credentials (issue #10 §5)
+
+
+@pytest.mark.parametrize("source", ["proxy_url", "environment"])
+async def test_proxy_password_is_hidden_on_every_surface(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+) -> None:
+    """A real forward proxy that accepts SENTINEL and refuses WRONG (407): both
+    passwords are secrets, on every surface of a running exporter."""
+    caplog.set_level(logging.DEBUG)
+    proxy = await ForwardProxy(credentials=("probe", SENTINEL)).start()
+    try:
+        sim = await make_llm_sim(m=FAST)
+        url = f"{sim.url}/v1"
+        for name in ("http_proxy", "https_proxy", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+            monkeypatch.delenv(name.upper(), raising=False)
+        if source == "proxy_url":
+            good = {"proxy_url": proxy.url_with("probe", SENTINEL)}
+            wrong = {"proxy_url": proxy.url_with("probe", WRONG)}
+            config = make_config(
+                {"name": "good", "url": url, **good}, {"name": "wrong", "url": url, **wrong}
+            )
+        else:
+            # One environment for the whole process: the wrong password is a second run.
+            monkeypatch.setenv("HTTP_PROXY", proxy.url_with("probe", SENTINEL))
+            config = make_config({"name": "good", "url": url, "proxy_from_environment": True})
+        state = make_state(config)
+        client = await aiohttp_client(create_app(state))
+        expected = len(config.targets)
+        await wait_for(lambda: len(state.history.records()) == expected, "the first probes")
+
+        pages = ["/metrics", "/config", "/"] + [
+            f"/probe?target={t.name}&debug=true" for t in config.targets
+        ]
+        texts: dict[str, str] = {}
+        for page in pages:
+            resp = await client.get(page)
+            assert resp.status == 200, page
+            texts[page] = await resp.text()
+        for record in state.history.records():
+            texts[f"detail of probe {record.id}"] = record.result.detail
+            texts[f"log of probe {record.id}"] = "\n".join(record.log)
+        for index, text in enumerate(formatted_logs(caplog)):
+            texts[f"log output {index}"] = text
+        for target in config.targets:
+            texts[f"repr of {target.name}"] = f"{target!r} {target}"
+    finally:
+        await proxy.close()
+
+    results = {r.target: r.result for r in state.history.records()}
+    assert results["good"].success, results["good"].detail
+    if "wrong" in results:
+        assert results["wrong"].reason is FailureReason.PROXY
+    assert all(r.proxy_authorization for r in proxy.requests)
+    if source == "proxy_url":
+        assert f"http://<secret>@127.0.0.1:{proxy.port}" in texts["/config"]
+    for where, text in texts.items():
+        assert_hidden(text, where)

@@ -54,7 +54,7 @@ async def wait_for(predicate: Callable[[], bool], what: str, cap: float = POLL_C
 
 def successes(state: ExporterState, target: str) -> float:
     """The background store's success counter of a target (0 if it has no series)."""
-    series = state.store.targets.get(target)
+    series = state.store.get(target)
     if series is None:
         return 0.0
     return series.get("ttft_probe_requests_total", ("success",)) or 0.0
@@ -151,9 +151,10 @@ async def test_metrics_classic_text(
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
     assert sample(text, "ttft_probe_success", target="a") == 1.0
     assert sample(text, "ttft_exporter_config_last_reload_successful") == 1.0
-    assert 'ttft_probe_success{target="a",model="m",protocol="openai-chat"} 1.0\n' in text, (
-        "target labels are target, model, protocol in that order"
-    )
+    assert (
+        'ttft_probe_success{target="a",model="m",protocol="openai-chat",scenario="default"} 1.0\n'
+        in text
+    ), "target labels are target, model, protocol, scenario in that order"
 
 
 async def test_metrics_openmetrics(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
@@ -186,6 +187,60 @@ async def test_metrics_openmetrics(make_llm_sim: SimFactory, aiohttp_client: Aio
     }
     assert values == {"success": 1.0, "failure": 0.0}
     assert families[TTFT].type == "histogram"
+
+
+def _exemplars(text: str, family: str, target: str) -> dict[str, Any]:
+    """le -> exemplar of the buckets of `family` for `target` that carry one, read by
+    the strict OpenMetrics parser."""
+    return {
+        s.labels["le"]: s.exemplar
+        for f in parse_openmetrics(text)  # type: ignore[no-untyped-call]
+        for s in f.samples
+        if s.name == f"{family}_bucket" and s.labels["target"] == target and s.exemplar
+    }
+
+
+async def test_trace_ids_become_exemplars_in_openmetrics_only(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=SIM_TTFT, itl=0.0, tokens=3))
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)), trace_ids=True)
+    await wait_probed(state, "a")
+    om = await get_text(client, "/metrics", headers={"Accept": "application/openmetrics-text"})
+    classic = await get_text(client, "/metrics")
+
+    (record,) = [r for r in state.history.records() if r.target == "a"]
+    result = record.result
+    assert result.trace_id is not None and result.span_id is not None
+    measured = result.time_to_first_token
+    assert measured is not None
+    found = _exemplars(om, TTFT, "a")
+    # Exactly one exemplar: on the bucket the measured TTFT falls in (the smallest
+    # bound not below it), naming this probe's trace and carrying its value.
+    (le,) = found
+    bounds = [float(b) for b in bucket_bounds(classic, TTFT, target="a")]
+    assert float(le) == min(b for b in bounds if measured <= b)
+    assert found[le].labels == {
+        "trace_id": f"{result.trace_id:032x}",
+        "span_id": f"{result.span_id:016x}",
+    }
+    assert found[le].value == pytest.approx(measured, rel=1e-9)
+    assert float(found[le].timestamp) == pytest.approx(result.started_at, abs=0.001)
+    (duration_le,) = _exemplars(om, "ttft_probe_duration_seconds", "a")
+    assert result.duration is not None and result.duration <= float(duration_le)
+    # The classic text format has no exemplars.
+    assert "trace_id" not in classic
+
+
+async def test_no_exemplars_with_trace_ids_off(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)))
+    await wait_probed(state, "a")
+    om = await get_text(client, "/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert _exemplars(om, TTFT, "a") == {}
+    assert " # {" not in om
 
 
 async def test_ttfot_histogram_appears_only_for_a_target_that_streams_reasoning(
@@ -254,9 +309,9 @@ async def test_every_target_and_reason_exists_at_zero_before_any_probe_ends(
 
     assert state.history.records() == []
     prefixes = {
-        "a": 'target="a",model="m",protocol="openai-chat"',
-        "b": 'target="b",model="m",protocol="openai-chat",env="prod"',
-        "c": 'target="c",model="m",protocol="openai-completions"',
+        "a": 'target="a",model="m",protocol="openai-chat",scenario="default"',
+        "b": 'target="b",model="m",protocol="openai-chat",scenario="default",env="prod"',
+        "c": 'target="c",model="m",protocol="openai-completions",scenario="default"',
     }
     for prefix in prefixes.values():
         for reason in FailureReason:
@@ -544,7 +599,10 @@ async def test_probe_uses_a_fresh_registry(
 
     assert resp.status == 200
     assert resp.headers["Content-Type"] == TEXT_TYPE
-    assert 'ttft_probe_success{target="a",model="m",protocol="openai-chat"} 1.0\n' in text
+    assert (
+        'ttft_probe_success{target="a",model="m",protocol="openai-chat",scenario="default"} 1.0\n'
+        in text
+    )
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
     assert sample(text, f"{TTFT}_count", target="a") == 1.0
     assert sample(text, "ttft_probe_timeout_seconds", target="a") == 5.0
@@ -606,6 +664,33 @@ async def test_probe_unknown_target_makes_no_request(
 
     assert len(sim.state.requests) == requests_before == 1
     assert len(state.history.records()) == 1
+
+
+async def test_probe_picks_a_scenario(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    scenarios = [{"name": "short", "prompt": "one"}, {"name": "long", "prompt": "two"}]
+    client, state = await start(
+        aiohttp_client, make_config(chat_target(sim, interval="60s", scenarios=scenarios))
+    )
+    await wait_for(
+        lambda: all(state.store.get("a", s) is not None for s in ("short", "long")),
+        "the scenario series",
+    )
+    await wait_for(lambda: len(sim.state.requests) == 2, "one probe per scenario")
+
+    text = await get_text(client, "/probe", params={"target": "a", "scenario": "long"})
+    assert sample(text, "ttft_probe_success", scenario="long") == 1.0
+    assert 'scenario="short"' not in text
+    assert sim.state.requests[-1].body["messages"][0]["content"].endswith(" two")
+    # Without `scenario`: the first one.
+    text = await get_text(client, "/probe", params={"target": "a"})
+    assert sample(text, "ttft_probe_success", scenario="short") == 1.0
+    resp = await client.get("/probe", params={"target": "a", "scenario": "cold"})
+    assert resp.status == 400
+    assert await resp.text() == "target 'a' has no scenario 'cold'; it has: short, long\n"
+    assert len(sim.state.requests) == 4
 
 
 @pytest.mark.parametrize("query", ["", "?target=", "?debug=true"], ids=["none", "empty", "debug"])
@@ -721,11 +806,12 @@ async def test_probe_debug_failure(make_llm_sim: SimFactory, aiohttp_client: Aio
     )
     assert "\nTarget configuration:\nname: a\n" in text
     assert (
-        'ttft_probe_failures_total{target="a",model="m",protocol="openai-chat",reason="http_status"} 1.0\n'
+        'ttft_probe_failures_total{target="a",model="m",protocol="openai-chat",scenario="default",reason="http_status"} 1.0\n'
         in text
     )
     assert (
-        'ttft_probe_http_status_code{target="a",model="m",protocol="openai-chat"} 503.0\n' in text
+        'ttft_probe_http_status_code{target="a",model="m",protocol="openai-chat",scenario="default"} 503.0\n'
+        in text
     )
 
 
@@ -988,7 +1074,7 @@ async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
     )
     stall_peak = counting_llm.total_peak - counting_llm.peak.get("ok", 0)
     assert stall_peak <= 2, "no more ad-hoc probes at once than the pool holds"
-    series = state.store.targets["ok"]
+    series = state.store.series["ok", "default"]
     assert (series.get("ttft_probe_requests_total", ("failure",)) or 0.0) == 0.0
     assert adhoc_rejected(state, "target_busy") == statuses.count(429)
     assert adhoc_rejected(state, "pool_timeout") == statuses.count(503)

@@ -20,10 +20,12 @@ from ttft_exporter.config import parse_config
 from ttft_exporter.errors import ConfigError
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
-from ttft_exporter.metrics import ExporterMetrics, MetricStore
 from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.shard import MAX_SHARDS, Shard, hashmod
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 from ttft_exporter.supervise import Supervisor
 
 ALPHABET = string.ascii_letters + string.digits + "-_.:/é漢🙂"
@@ -124,15 +126,17 @@ async def test_each_replica_runs_only_its_shard(
         *({"name": n, "model": "m", "url": f"{sim.url}/v1", "interval": 60.0} for n in names)
     )
     schedulers = []
+    stores = []
     for _ in range(3):
         metrics = ExporterMetrics()
+        stores.append(MetricStore())
         executor = ProbeExecutor(
             clock=SystemClock(), concurrency=16, metrics=metrics, history=History(10)
         )
         schedulers.append(
             ProbeScheduler(
                 executor=executor,
-                store=MetricStore(),
+                sink=PrometheusSink(stores[-1]),
                 jobs=jobs,
                 metrics=metrics,
                 supervisor=Supervisor(metrics),
@@ -153,7 +157,7 @@ async def test_each_replica_runs_only_its_shard(
         moved = running[1][0]
         await schedulers[1].apply(config, Shard(0, 2) if hashmod(moved, 2) else Shard(1, 2))
         assert moved not in schedulers[1].runners
-        assert moved not in schedulers[1]._store.targets
+        assert stores[1].of_target(moved) == []
     finally:
         for scheduler in schedulers:
             await scheduler.close()

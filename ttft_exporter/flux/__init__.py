@@ -1,1 +1,2 @@
-"""Flux event-stream monitoring: WebSocket subscriber, canary and their metrics."""
+"""Flux event-stream monitoring: WebSocket subscriber, canary and read check; they emit
+Flux events (events.py) and write no metric."""

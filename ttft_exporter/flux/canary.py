@@ -14,7 +14,7 @@ import orjson
 from ttft_exporter.clock import Clock
 from ttft_exporter.errors import CanaryFailureError, FluxCanaryReason
 from ttft_exporter.flux.config import FluxInstanceConfig
-from ttft_exporter.flux.metrics import FluxInstanceMetrics
+from ttft_exporter.flux.events import CanaryChecked, CanaryPublished, FluxEventSink, ReadChecked
 from ttft_exporter.flux.monitor import FluxMonitor
 from ttft_exporter.logs import fields
 
@@ -63,7 +63,7 @@ class FluxCanary:
         self,
         config: FluxInstanceConfig,
         monitor: FluxMonitor,
-        metrics: FluxInstanceMetrics,
+        sink: FluxEventSink,
         session: aiohttp.ClientSession,
         clock: Clock,
     ) -> None:
@@ -73,7 +73,7 @@ class FluxCanary:
         self.canary = config.canary
         self.entity = config.canary_entity
         self._monitor = monitor
-        self.m = metrics
+        self._sink = sink
         self._session = session
         self._clock = clock
         # Start from the wall clock in ms: after an exporter restart the property must
@@ -102,8 +102,7 @@ class FluxCanary:
         try:
             propagation = await self._check()
         except CanaryFailureError as exc:
-            self.m.canary_failures[exc.reason].inc()
-            self.m.canary_checks["failure"].inc()
+            self._sink.on_flux_event(CanaryChecked(self.config.name, None, exc.reason))
             self.last = CanaryOutcome(self._clock.wall(), None, exc.reason)
             if exc.retry_after is not None:
                 # Honour Flux's Retry-After: publishing again sooner only burns tokens.
@@ -117,9 +116,7 @@ class FluxCanary:
                 ),
             )
             return None
-        self.m.canary_checks["success"].inc()
-        self.m.canary_propagation.observe(propagation)
-        self.m.canary_last.set(propagation)
+        self._sink.on_flux_event(CanaryChecked(self.config.name, propagation, None))
         self.last = CanaryOutcome(self._clock.wall(), propagation, None)
         return propagation
 
@@ -192,7 +189,7 @@ class FluxCanary:
             raise CanaryFailureError(
                 FluxCanaryReason.PROTOCOL, detail or type(exc).__name__
             ) from None
-        self.m.canary_publish.observe((acked_ns - start_ns) * _NS)
+        self._sink.on_flux_event(CanaryPublished(self.config.name, (acked_ns - start_ns) * _NS))
 
 
 class FluxQuery:
@@ -201,7 +198,7 @@ class FluxQuery:
     def __init__(
         self,
         config: FluxInstanceConfig,
-        metrics: FluxInstanceMetrics,
+        sink: FluxEventSink,
         session: aiohttp.ClientSession,
         clock: Clock,
     ) -> None:
@@ -209,7 +206,7 @@ class FluxQuery:
             raise ValueError(f"flux instance {config.name!r} has no query check configured")
         self.config = config
         self.query = config.query
-        self.m = metrics
+        self._sink = sink
         self._session = session
         self._clock = clock
 
@@ -233,12 +230,12 @@ class FluxQuery:
                     if not isinstance(orjson.loads(body), list):
                         raise ValueError("not a JSON array")
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            self.m.query_failures.inc()
+            self._sink.on_flux_event(ReadChecked(self.config.name, None))
             log.warning(
                 "flux read check failed",
                 extra=fields(flux=self.config.name, err=self.config.redactor.cut(str(exc), 200)),
             )
             return None
         seconds = (self._clock.monotonic_ns() - start) * _NS
-        self.m.query.observe(seconds)
+        self._sink.on_flux_event(ReadChecked(self.config.name, seconds))
         return seconds

@@ -20,12 +20,21 @@ from ttft_exporter.errors import FluxReconnectReason
 from ttft_exporter.flux.config import FluxInstanceConfig
 from ttft_exporter.flux.decoder import (
     EntityDeleted,
-    Malformed,
     MetricsUpdate,
     StateUpdate,
     decode_frame,
 )
-from ttft_exporter.flux.metrics import FluxInstanceMetrics
+from ttft_exporter.flux.decoder import Malformed as BadFrame
+from ttft_exporter.flux.events import (
+    ConnectionState,
+    EventsProcessed,
+    FluxEventSink,
+    FluxReport,
+    FluxRestarted,
+    FrameReceived,
+    Malformed,
+    Reconnected,
+)
 from ttft_exporter.logs import fields
 
 __all__ = ["FluxMonitor", "backoff_delay"]
@@ -48,14 +57,15 @@ class FluxMonitor:
     def __init__(
         self,
         config: FluxInstanceConfig,
-        metrics: FluxInstanceMetrics,
+        sink: FluxEventSink,
         session: aiohttp.ClientSession,
         clock: Clock,
         *,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        self.m = metrics
+        self._name = config.name
+        self._sink = sink
         self._session = session
         self._clock = clock
         self._rng = rng or random.Random()
@@ -70,10 +80,8 @@ class FluxMonitor:
         self._frame_error_logged = False
         self.connected = False
         self.stale = False
-        self._groups = sorted(
-            ((g, metrics.state_updates[g]) for g in config.groups), key=lambda p: -len(p[0])
-        )
-        self._other = metrics.state_updates["other"]
+        # Longest prefix first: an entity counts in its most specific group.
+        self._groups = sorted(config.groups, key=lambda g: -len(g))
         self._canary_entity = config.canary_entity
         # Canary sequence -> future resolved with the monotonic ns of its state_update.
         self.canary_waiters: dict[int, asyncio.Future[int]] = {}
@@ -86,7 +94,7 @@ class FluxMonitor:
         while True:
             opened_ns = self._clock.monotonic_ns()
             reason = await self._connect_and_read()
-            self.m.reconnects[reason].inc()
+            self._sink.on_flux_event(Reconnected(self._name, reason))
             lived = (self._clock.monotonic_ns() - opened_ns) * _NS
             # A connection that lived a while resets the backoff; a flapping one grows it.
             attempt = (
@@ -142,7 +150,7 @@ class FluxMonitor:
                         await asyncio.sleep(0)
                 elif msg.type is aiohttp.WSMsgType.BINARY:
                     self._received()
-                    self.m.malformed.inc()
+                    self._sink.on_flux_event(Malformed(self._name))
                 elif msg.type is aiohttp.WSMsgType.CLOSE:
                     closed_by_server = True
                 elif msg.type is aiohttp.WSMsgType.ERROR:
@@ -168,11 +176,10 @@ class FluxMonitor:
 
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
-        self.m.connected.set(1 if connected else 0)
-        self._update_up()
+        self._emit_state()
 
-    def _update_up(self) -> None:
-        self.m.up.set(1 if self.connected and not self.stale else 0)
+    def _emit_state(self) -> None:
+        self._sink.on_flux_event(ConnectionState(self._name, self.connected, self.stale))
 
     async def watch_staleness(self) -> None:
         """Mark the stream stale after `stale_after` without a message, and drop a
@@ -211,8 +218,7 @@ class FluxMonitor:
         stale = (now - since) * _NS > self.config.stale_after
         if stale != self.stale:
             self.stale = stale
-            self.m.stale.set(1 if stale else 0)
-            self._update_up()
+            self._emit_state()
             if stale:
                 log.warning("flux stream stale", extra=fields(flux=self.config.name))
         return stale
@@ -224,8 +230,7 @@ class FluxMonitor:
         self._last_message_ns = now
         if self.stale:
             self.stale = False
-            self.m.stale.set(0)
-            self._update_up()
+            self._emit_state()
         return now
 
     def _on_frame_guarded(self, frame: str | bytes) -> None:
@@ -234,7 +239,7 @@ class FluxMonitor:
         try:
             self.on_frame(frame)
         except Exception:
-            self.m.malformed.inc()
+            self._sink.on_flux_event(Malformed(self._name))
             if not self._frame_error_logged:
                 self._frame_error_logged = True
                 log.exception(
@@ -243,36 +248,34 @@ class FluxMonitor:
                 )
 
     def on_frame(self, frame: str | bytes) -> None:
-        """Record one text frame."""
+        """Decode one text frame and emit what it says."""
         now_ns = self._received()
         wall = self._clock.wall()
-        self.m.last_message.set(wall)
         message = decode_frame(frame)
-        if isinstance(message, Malformed):
-            self.m.malformed.inc()
+        sink = self._sink
+        if isinstance(message, BadFrame):
+            sink.on_flux_event(FrameReceived(self._name, wall, "malformed"))
             log.debug("malformed flux frame", extra=fields(flux=self.config.name, why=message.why))
             return
         if isinstance(message, StateUpdate):
-            self.m.messages["state_update"].inc()
             self._on_state_update(message, now_ns, wall)
         elif isinstance(message, MetricsUpdate):
-            self.m.messages["metrics_update"].inc()
+            sink.on_flux_event(FrameReceived(self._name, wall, "metrics_update"))
             self._on_metrics(message)
         elif isinstance(message, EntityDeleted):
-            self.m.messages["entity_deleted"].inc()
-            self.m.deleted.inc()
+            sink.on_flux_event(FrameReceived(self._name, wall, "entity_deleted"))
         else:
-            self.m.messages["other"].inc()
+            sink.on_flux_event(FrameReceived(self._name, wall, "other"))
 
     def _on_state_update(self, update: StateUpdate, now_ns: int, wall: float) -> None:
         entity = update.entity_id
-        for prefix, counter in self._groups:
+        group = "other"
+        for prefix in self._groups:
             if entity.startswith(prefix):
-                counter.inc()
+                group = prefix
                 break
-        else:
-            self._other.inc()
-        self.m.lag.observe(max(0.0, wall - update.sent))
+        lag = max(0.0, wall - update.sent)
+        self._sink.on_flux_event(FrameReceived(self._name, wall, "state_update", group, lag))
         if entity == self._canary_entity and update.property == "seq":
             value = update.value
             waiter = self.canary_waiters.get(value) if isinstance(value, int) else None
@@ -282,23 +285,24 @@ class FluxMonitor:
     def _on_metrics(self, update: MetricsUpdate) -> None:
         if not update.complete:
             # Fields missing: protocol drift worth seeing; apply what is there.
-            self.m.malformed.inc()
+            self._sink.on_flux_event(Malformed(self._name))
         total = update.events_total
         if total is not None:
             last = self._last_total
             if last is not None:
                 if total >= last:
-                    self.m.events.inc(total - last)
+                    self._sink.on_flux_event(EventsProcessed(self._name, total - last))
                 else:
                     # Flux restarted: its counter began again at 0 (then replayed).
-                    self.m.resets.inc()
-                    self.m.events.inc(total)
+                    self._sink.on_flux_event(FluxRestarted(self._name))
+                    self._sink.on_flux_event(EventsProcessed(self._name, total))
             self._last_total = total
-        if update.rate_per_second is not None:
-            self.m.reported_rate.set(update.rate_per_second)
-        if update.entities is not None:
-            self.m.entities.set(update.entities)
-        if update.websocket_connections is not None:
-            self.m.ws_connections.set(update.websocket_connections)
-        if update.publishers_active is not None:
-            self.m.publishers.set(update.publishers_active)
+        self._sink.on_flux_event(
+            FluxReport(
+                self._name,
+                update.rate_per_second,
+                update.entities,
+                update.websocket_connections,
+                update.publishers_active,
+            )
+        )

@@ -5,20 +5,18 @@ under the exporter's Supervisor, so an unexpected error restarts it with backoff
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 import aiojobs
-from prometheus_client import CollectorRegistry
 
 from ttft_exporter.clock import Clock
 from ttft_exporter.flux.canary import FluxCanary, FluxQuery
 from ttft_exporter.flux.config import FluxInstanceConfig
-from ttft_exporter.flux.metrics import FluxMetrics
+from ttft_exporter.flux.events import FluxEventSink, FluxStarted, FluxStopped
 from ttft_exporter.flux.monitor import FluxMonitor
 from ttft_exporter.logs import fields
-from ttft_exporter.metrics import DEFAULT_BUCKETS
 from ttft_exporter.supervise import Component, Supervisor
 
 __all__ = ["FluxRunning", "FluxSupervisor"]
@@ -44,61 +42,47 @@ class FluxSupervisor:
     def __init__(
         self,
         *,
-        registry: CollectorRegistry,
+        sink: FluxEventSink,
         jobs: aiojobs.Scheduler,
         clock: Clock,
         supervisor: Supervisor,
-        buckets: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
-        self._registry = registry
+        self._sink = sink
         self._jobs = jobs
         self._clock = clock
         self._supervisor = supervisor
-        self._metrics = FluxMetrics(registry, buckets or DEFAULT_BUCKETS)
         self.running: dict[str, FluxRunning] = {}
 
-    async def apply(
-        self,
-        instances: Sequence[FluxInstanceConfig],
-        buckets: Mapping[str, Sequence[float]] | None = None,
-    ) -> None:
+    async def apply(self, instances: Sequence[FluxInstanceConfig]) -> None:
         """Make the running monitors match the config."""
-        if (
-            buckets is not None
-            and {k: tuple(v) for k, v in buckets.items()} != self._metrics.buckets
-        ):
-            # Histogram boundaries are fixed per family: start the families again.
-            await self.close()
-            self._metrics.unregister()
-            self._metrics = FluxMetrics(self._registry, buckets)
         wanted = {i.name: i for i in instances}
         for name, running in list(self.running.items()):
             config = wanted.get(name)
             if config is None or config.fingerprint() != running.fingerprint:
                 await self._stop(running)
                 del self.running[name]
-                self._metrics.remove(name, running.config.groups)
+                self._sink.on_flux_event(FluxStopped(name, tuple(running.config.groups)))
         for name, config in wanted.items():
             if name not in self.running:
                 self.running[name] = await self._start(config)
 
     async def _start(self, config: FluxInstanceConfig) -> FluxRunning:
-        metrics = self._metrics.instance(config.name, config.groups)
+        self._sink.on_flux_event(FluxStarted(config.name, tuple(config.groups)))
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout)
         )
-        monitor = FluxMonitor(config, metrics, session, self._clock)
+        monitor = FluxMonitor(config, self._sink, session, self._clock)
         running = FluxRunning(config, config.fingerprint(), monitor, session)
         loops: list[tuple[Component, Callable[[], Awaitable[None]]]] = [
             (Component.FLUX_MONITOR, monitor.run),
             (Component.FLUX_STALENESS, monitor.watch_staleness),
         ]
         if config.canary is not None:
-            canary = FluxCanary(config, monitor, metrics, session, self._clock)
+            canary = FluxCanary(config, monitor, self._sink, session, self._clock)
             running.canary = canary
             loops.append((Component.FLUX_CANARY, canary.run))
         if config.query is not None:
-            query = FluxQuery(config, metrics, session, self._clock)
+            query = FluxQuery(config, self._sink, session, self._clock)
             loops.append((Component.FLUX_READ_CHECK, query.run))
         for component, loop in loops:
             supervised = self._supervisor.run(

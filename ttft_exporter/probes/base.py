@@ -9,6 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, Protocol, TypeVar
 
+from ttft_exporter.catalogue import (
+    DEFAULT_INTER_TOKEN_BUCKETS,
+    FINISH_REASONS,
+    PHASES,
+    FinishReasonLabel,
+)
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.framing import Frame, Framer
 from ttft_exporter.probes.server_timings import ServerTimings
@@ -42,28 +48,9 @@ __all__ = [
     "finish_reason_label",
 ]
 
-PHASES = ("dns", "connect", "tls", "headers")
 UsageSource = Literal["usage", "chunks"]
 _NS = 1e-9
 
-# The default inter-token bucket boundaries (seconds), here so that a probe can bucket
-# its gaps without importing the metric store; metrics.DEFAULT_BUCKETS uses them.
-# TPOT and decode gaps, 10 boundaries (issue #9: a production-sized series count):
-# 2.5 ms (speculative decoding, > 400 tokens/s) to 1 s (a stall), about 1.5-2x apart
-# where decode rates of served models sit (10-100 ms: 100 to 10 tokens/s). A TPOT SLO
-# threshold off these boundaries is added for the targets the SLO selects.
-DEFAULT_INTER_TOKEN_BUCKETS: tuple[float, ...] = (
-    0.0025,
-    0.005,
-    0.01,
-    0.02,
-    0.03,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    1.0,
-)
 
 # Server-reported usage beyond these cannot be true (see check_usage). Prompt tokens
 # are bounded only absolutely: servers add templates and system prompts of their own.
@@ -83,16 +70,6 @@ _OUTPUT_SLACK = 16
 BURST_MIN_WINDOW_SECONDS = 0.001
 BURST_MIN_SECONDS_PER_TOKEN = 0.0001
 
-FinishReasonLabel = Literal["stop", "length", "content_filter", "tool_calls", "other", "none"]
-# The bounded values of the `finish_reason` label; `none` is a stream that gave none.
-FINISH_REASONS: tuple[FinishReasonLabel, ...] = (
-    "stop",
-    "length",
-    "content_filter",
-    "tool_calls",
-    "other",
-    "none",
-)
 # Server spellings of the same ends. OpenAI's deprecated `function_call` is a tool call;
 # TGI and Anthropic name a natural stop `eos_token`, `stop_sequence` or `end_turn`,
 # the token limit `max_tokens`, a tool call `tool_use` and a refusal `refusal`.
@@ -300,9 +277,17 @@ class ProbeResult:
     # Set by the executor: why the timings may include the exporter's own delay
     # (metrics.SUSPECT_CAUSES: loop_lag, throttled); empty when they are clean.
     suspect: tuple[str, ...] = ()
+    # A cold probe's (scenario "cold"): how long the target had been idle, as far as
+    # the exporter knows, when it was sent; set by the scheduler, not the probe.
+    idle_before: float | None = None
     # The server's own timings of this request, where its protocol reports them and
     # they fit inside the client's elapsed time; None otherwise (and on failures).
     server_timings: ServerTimings | None = None
+    # Set by the executor when tracing is on (None otherwise): the W3C trace id
+    # (128-bit) and span id (64-bit) of this probe, both nonzero. The OTel sink makes
+    # the probe's span with them; the Prometheus sink attaches them as exemplars.
+    trace_id: int | None = None
+    span_id: int | None = None
 
     @property
     def decode_seconds(self) -> float | None:

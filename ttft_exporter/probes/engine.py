@@ -10,7 +10,7 @@ import dataclasses
 import math
 import secrets as _secrets
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -42,6 +42,13 @@ _EXCERPT_LIMIT = 200  # characters of response text inside a detail
 _LOG_LINE_LIMIT = 1000
 # Bytes parsed between two yields to the event loop when a read is large.
 _SLICE = 32 << 10
+# The redirects a probe follows (with follow_redirects); the others are failures.
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Headers that carry credentials whatever their value: dropped when a redirect leaves
+# for another host (with every header holding one of the target's secrets).
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-goog-api-key"}
+)
 
 
 def make_nonce() -> str:
@@ -70,6 +77,8 @@ class StreamProbe:
         gap_bounds: Sequence[float] = DEFAULT_INTER_TOKEN_BUCKETS,
         max_tokens: int | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        proxy: Callable[[str], str | None] | None = None,
+        max_redirects: int = 0,
     ) -> None:
         self._session = session
         self._clock = clock
@@ -83,6 +92,9 @@ class StreamProbe:
         self._gap_bounds = gap_bounds
         self._max_tokens = max_tokens
         self._max_response_bytes = max_response_bytes
+        self._proxy = proxy
+        self._max_redirects = max_redirects
+        self._proxied = False
         self._bytes_received = 0
         self._recorder = PhaseRecorder(clock)
         self._timeline: StreamTimeline | None = None
@@ -143,46 +155,112 @@ class StreamProbe:
     async def _exchange(
         self, request: HTTPRequest, headers: dict[str, str], timeline: StreamTimeline
     ) -> None:
-        """The request and its response, read to the end of the stream."""
+        """The request and its response, read to the end of the stream; with
+        follow_redirects, every redirect on the way (timings cover the whole chain:
+        the clock started before the first request)."""
         clock = self._clock
-        async with self._session.post(
-            request.url,
-            data=request.body,
-            headers=headers,
-            trace_request_ctx=self._recorder,
-            server_hostname=self._server_name,
-            # Never follow: a redirect would resend the body and every header
-            # (API keys included) to whatever host it names, and measure that host.
-            allow_redirects=False,
-        ) as response:
-            self._headers_ns = clock.monotonic_ns()
-            self._status = response.status
-            self._debug(f"response headers: HTTP {response.status} {response.content_type}")
-            if response.status // 100 == 3:
-                # The host only: a Location's path and query may carry tokens.
-                where = _location_host(response.headers.get("Location"), request.url)
-                raise ProbeFailure(
-                    FailureReason.HTTP_STATUS,
-                    f"HTTP {response.status}: redirect to {where} not followed",
-                )
-            if response.status // 100 != 2:
-                # A bounded read; whitespace is collapsed only after redaction,
-                # which also takes any 8+ character prefix of a key cut by the read.
-                body = (await response.content.read(4096)).decode("utf-8", "replace")
-                raise ProbeFailure(
-                    FailureReason.HTTP_STATUS, f"HTTP {response.status}", excerpt=body
-                )
-            eof = await self._read_stream(response, timeline)
-            self._ended = True
-            finish = timeline.finish_reason
-            self._debug(
-                f"stream {'ended at EOF' if eof else 'terminated'} after "
-                f"{timeline.token_chunks} token chunks, finish reason "
-                f"{'none' if finish is None else repr(finish)}"
+        url = request.url
+        for hop in range(self._max_redirects + 1):
+            if hop:
+                self._recorder.new_hop()
+            proxy = self._proxy(url) if self._proxy is not None else None
+            self._proxied = proxy is not None
+            if proxy is not None:
+                self._debug(f"via proxy {_location_host(proxy, proxy)}")
+            async with self._session.post(
+                url,
+                data=request.body,
+                headers=headers,
+                trace_request_ctx=self._recorder,
+                server_hostname=self._server_name,
+                proxy=proxy,
+                # Never let aiohttp follow: it would resend every header (API keys
+                # included) to whatever host a redirect names. _next_hop decides.
+                allow_redirects=False,
+            ) as response:
+                self._headers_ns = clock.monotonic_ns()
+                self._status = response.status
+                self._debug(f"response headers: HTTP {response.status} {response.content_type}")
+                if response.status // 100 == 3:
+                    url, headers = self._next_hop(response, url, headers, hop)
+                    continue
+                await self._read_response(response, timeline)
+                return
+        # Not reached: _next_hop raises on the hop after the last one allowed.
+        raise ProbeFailure(FailureReason.HTTP_STATUS, "too many redirects")
+
+    def _next_hop(
+        self, response: aiohttp.ClientResponse, url: str, headers: dict[str, str], hop: int
+    ) -> tuple[str, dict[str, str]]:
+        """The URL and headers of the request a redirect asks for, or the failure."""
+        status = response.status
+        location = response.headers.get("Location")
+        # The host only: a Location's path and query may carry tokens.
+        where = _location_host(location, url)
+        if self._max_redirects == 0:
+            raise ProbeFailure(
+                FailureReason.HTTP_STATUS,
+                f"HTTP {status}: redirect to {where} not followed (follow_redirects is off)",
             )
-            truncated = timeline.truncation(terminated=self._terminated, eof=eof)
-            if truncated is not None:
-                raise ProbeFailure(FailureReason.TRUNCATED, truncated)
+        if status not in _REDIRECTS or not location:
+            raise ProbeFailure(FailureReason.HTTP_STATUS, f"HTTP {status}: not a redirect")
+        if hop >= self._max_redirects:
+            raise ProbeFailure(
+                FailureReason.HTTP_STATUS,
+                f"HTTP {status}: more than {self._max_redirects} redirects (max_redirects)",
+            )
+        try:
+            source = URL(url)
+            target = source.join(URL(location))
+        except (ValueError, TypeError):
+            target = None
+        if target is None or target.scheme not in ("http", "https") or not target.host:
+            raise ProbeFailure(
+                FailureReason.HTTP_STATUS, f"HTTP {status}: redirect to a non-HTTP URL"
+            )
+        # Credentials stay with the host they were configured for: kept for the same
+        # host (an http -> https upgrade included), never sent to another host or
+        # over a downgrade to plain http.
+        same_host = (target.host or "").lower() == (source.host or "").lower()
+        downgrade = source.scheme == "https" and target.scheme == "http"
+        if not same_host or downgrade:
+            secrets = self._redactor.secrets
+            headers = {
+                name: value
+                for name, value in headers.items()
+                if name.lower() not in _CREDENTIAL_HEADERS
+                and not any(secret in value for secret in secrets)
+            }
+            self._debug(f"HTTP {status}: redirect to {where}, credentials not sent there")
+        else:
+            self._debug(f"HTTP {status}: redirect to {where}")
+        return str(target), headers
+
+    async def _read_response(
+        self, response: aiohttp.ClientResponse, timeline: StreamTimeline
+    ) -> None:
+        """The final response of the chain: its status, then its stream to the end."""
+        if response.status == 407 and self._proxied:
+            # Only a proxy asks for proxy credentials (plain http forwarding).
+            raise ProbeFailure(
+                FailureReason.PROXY, "HTTP 407: the proxy requires (other) credentials"
+            )
+        if response.status // 100 != 2:
+            # A bounded read; whitespace is collapsed only after redaction,
+            # which also takes any 8+ character prefix of a key cut by the read.
+            body = (await response.content.read(4096)).decode("utf-8", "replace")
+            raise ProbeFailure(FailureReason.HTTP_STATUS, f"HTTP {response.status}", excerpt=body)
+        eof = await self._read_stream(response, timeline)
+        self._ended = True
+        finish = timeline.finish_reason
+        self._debug(
+            f"stream {'ended at EOF' if eof else 'terminated'} after "
+            f"{timeline.token_chunks} token chunks, finish reason "
+            f"{'none' if finish is None else repr(finish)}"
+        )
+        truncated = timeline.truncation(terminated=self._terminated, eof=eof)
+        if truncated is not None:
+            raise ProbeFailure(FailureReason.TRUNCATED, truncated)
 
     async def _read_stream(
         self, response: aiohttp.ClientResponse, timeline: StreamTimeline
@@ -280,6 +358,12 @@ class StreamProbe:
             elapsed=(self._clock.monotonic_ns() - self._start_ns) * _NS if self._start_ns else 0.0,
         )
 
+    def _reset_after_handshake(self, exc: BaseException) -> bool:
+        """A reset on a connection this probe opened and finished its TLS handshake on."""
+        rec = self._recorder
+        done = rec.tls_start is not None and rec.conn_end is not None and not rec.reused
+        return done and _is_reset(exc)
+
     def _classify(self, exc: BaseException, timeout: float) -> tuple[FailureReason, str]:
         chunks = self._timeline.token_chunks if self._timeline else 0
         if isinstance(exc, ProbeFailure):
@@ -294,6 +378,10 @@ class StreamProbe:
                 FailureReason.TIMEOUT,
                 f"deadline of {timeout:g}s passed waiting for {stage}",
             )
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return FailureReason.PROXY, f"cannot connect to the proxy: {exc.os_error}"
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            return FailureReason.PROXY, f"proxy refused the tunnel: HTTP {exc.status}"
         if isinstance(exc, aiohttp.ClientConnectorDNSError):
             return FailureReason.DNS, f"cannot resolve host: {exc.os_error}"
         if isinstance(
@@ -312,6 +400,14 @@ class StreamProbe:
         if isinstance(exc, UnicodeDecodeError):
             return FailureReason.PROTOCOL, "stream is not valid UTF-8"
         if isinstance(exc, aiohttp.ClientError | OSError):
+            if self._headers_ns is None and self._reset_after_handshake(exc):
+                # TLS 1.3 servers check the client certificate after the client's side
+                # of the handshake is done: a refusal arrives as a reset, not an alert.
+                return (
+                    FailureReason.TLS,
+                    "connection reset right after the TLS handshake, before the response "
+                    "(a server that requires a client certificate refuses this way)",
+                )
             if self._headers_ns is None:
                 return (
                     FailureReason.CONNECT,
@@ -322,6 +418,10 @@ class StreamProbe:
                 f"stream broken after {chunks} token chunks: {_short(exc)}",
             )
         return FailureReason.INTERNAL, f"{type(exc).__name__}: {_short(exc)}"
+
+
+def _is_reset(exc: BaseException) -> bool:
+    return isinstance(exc, ConnectionResetError) or isinstance(exc.__cause__, ConnectionResetError)
 
 
 def _reject_json_array(content_type: str) -> None:
@@ -388,6 +488,8 @@ def stream_prober(spec: ProtocolSpec[Any]) -> Prober:
             gap_bounds=DEFAULT_INTER_TOKEN_BUCKETS if gap_bounds is None else gap_bounds,
             max_tokens=_requested_tokens(target),
             max_response_bytes=target.max_response_bytes,
+            proxy=target.proxy_for,
+            max_redirects=target.max_redirects if target.follow_redirects else 0,
         )
 
     return prober

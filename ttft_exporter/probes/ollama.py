@@ -11,18 +11,16 @@ hands them on parsed and bounded (probes/server_timings.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.event_json import number, parse_object, text
 from ttft_exporter.probes.framing import Frame, NDJSONFramer
 from ttft_exporter.probes.server_timings import from_ollama
-from ttft_exporter.targets import ChatMessage, TargetBase
-from ttft_exporter.validation import field_rule
+from ttft_exporter.targets import ChatMessage, TargetBase, prompt_or_messages
 
 __all__ = [
     "CHAT",
@@ -78,17 +76,7 @@ class OllamaChatTarget(_OllamaTarget):
         None, validate_default=True, description="Full message list; or give `prompt`."
     )
 
-    @field_validator("messages")
-    @classmethod
-    def _prompt_or_messages(
-        cls, value: list[ChatMessage] | None, info: ValidationInfo
-    ) -> list[ChatMessage] | None:
-        # A prompt that failed its own validation is not in info.data: not judged here.
-        if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
-            raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
-        if value is not None and not value:
-            raise ValueError("must not be empty")
-        return value
+    _prompt_or_messages = field_validator("messages")(prompt_or_messages)
 
 
 class OllamaGenerateTarget(_OllamaTarget):
@@ -97,10 +85,6 @@ class OllamaGenerateTarget(_OllamaTarget):
     protocol: Literal["ollama-generate"]
     prompt: str = Field(min_length=1, description="Prompt text.")
     system: str | None = Field(None, description="System prompt (Ollama's `system`).")
-
-
-# orjson: a line is parsed for every token, on the loop every target shares.
-_loads: Callable[[str | bytes], Any] = orjson.loads
 
 
 def _endpoint(base: str, suffix: str) -> str:
@@ -156,32 +140,13 @@ def build_generate_request(target: OllamaGenerateTarget, nonce: str | None) -> H
 def _parse(frame: Frame) -> dict[str, Any]:
     """The JSON object of one line; an `{"error": ...}` line is a stream error."""
     data = frame.data
-    try:
-        obj = _loads(data)
-    except orjson.JSONDecodeError:
-        # The line may hold an echoed secret: the engine redacts, then cuts, the excerpt.
-        raise ProbeFailure(
-            FailureReason.PROTOCOL, "malformed JSON in stream", excerpt=data
-        ) from None
-    if not isinstance(obj, dict):
-        raise ProbeFailure(FailureReason.PROTOCOL, "stream line is not a JSON object", excerpt=data)
+    obj = parse_object(data, unit="stream line")
     error = obj.get("error")
     if error:
         # Ollama's shape is a string; the HTTP status stays 200 once streaming began.
         message = error.get("message", error) if isinstance(error, dict) else error
         raise ProbeFailure(FailureReason.STREAM_ERROR, f"error in stream: {message}")
     return obj
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _number(value: Any) -> int | float | None:
-    # Kept as reported, negative or fractional included: check_usage judges it.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
 
 
 def _end(obj: dict[str, Any], item: StreamItem) -> StreamItem:
@@ -199,8 +164,8 @@ def _end(obj: dict[str, Any], item: StreamItem) -> StreamItem:
     else:
         # A value of another JSON type is kept as its type name: counted as `other`.
         item.finish_reason = reason if isinstance(reason, str) else f"<{type(reason).__name__}>"
-    prompt = _number(obj.get("prompt_eval_count"))
-    output = _number(obj.get("eval_count"))
+    prompt = number(obj.get("prompt_eval_count"))
+    output = number(obj.get("eval_count"))
     if prompt is not None or output is not None:
         item.usage = Usage(input_tokens=prompt, output_tokens=output)
     item.server_timings = from_ollama(obj)
@@ -219,8 +184,8 @@ class OllamaChatDecoder:
         item = StreamItem()
         message = obj.get("message")
         if isinstance(message, dict):
-            item.text = _text(message.get("content"))
-            item.reasoning = _text(message.get("thinking"))
+            item.text = text(message.get("content"))
+            item.reasoning = text(message.get("thinking"))
         return _end(obj, item)
 
 
@@ -231,7 +196,7 @@ class OllamaGenerateDecoder:
 
     def decode(self, frame: Frame) -> StreamItem:
         obj = _parse(frame)
-        item = StreamItem(text=_text(obj.get("response")), reasoning=_text(obj.get("thinking")))
+        item = StreamItem(text=text(obj.get("response")), reasoning=text(obj.get("thinking")))
         return _end(obj, item)
 
 

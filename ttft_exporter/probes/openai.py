@@ -8,11 +8,9 @@ the decoders hand it on as the server's timings (probes/server_timings.py)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import (
@@ -22,10 +20,10 @@ from ttft_exporter.probes.base import (
     StreamItem,
     Usage,
 )
+from ttft_exporter.probes.event_json import number, parse_object, text
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.server_timings import from_llamacpp
-from ttft_exporter.targets import ChatMessage, TargetBase
-from ttft_exporter.validation import field_rule
+from ttft_exporter.targets import ChatMessage, TargetBase, prompt_or_messages
 
 __all__ = [
     "CHAT",
@@ -61,17 +59,7 @@ class OpenAIChatTarget(_OpenAITarget):
         None, validate_default=True, description="Full message list; or give `prompt`."
     )
 
-    @field_validator("messages")
-    @classmethod
-    def _prompt_or_messages(
-        cls, value: list[ChatMessage] | None, info: ValidationInfo
-    ) -> list[ChatMessage] | None:
-        # A prompt that failed its own validation is not in info.data: not judged here.
-        if "prompt" in info.data and (info.data["prompt"] is None) == (value is None):
-            raise field_rule("prompt", "set exactly one of prompt or messages", sibling=True)
-        if value is not None and not value:
-            raise ValueError("must not be empty")
-        return value
+    _prompt_or_messages = field_validator("messages")(prompt_or_messages)
 
 
 class OpenAICompletionsTarget(_OpenAITarget):
@@ -79,10 +67,6 @@ class OpenAICompletionsTarget(_OpenAITarget):
 
     protocol: Literal["openai-completions"]
     prompt: str = Field(min_length=1, description="Prompt text.")
-
-
-# orjson parses a chunk about 3x faster than json; it is on the hot path of every token.
-_loads: Callable[[str | bytes], Any] = orjson.loads
 
 
 def _headers(target: _OpenAITarget) -> dict[str, str]:
@@ -152,17 +136,7 @@ def _parse(event: Frame) -> dict[str, Any] | None:
     data = event.data
     if data == "[DONE]":
         return None
-    try:
-        obj = _loads(data)
-    except orjson.JSONDecodeError:
-        # The data may hold an echoed secret: the engine redacts, then cuts, the excerpt.
-        raise ProbeFailure(
-            FailureReason.PROTOCOL, "malformed JSON in stream", excerpt=data
-        ) from None
-    if not isinstance(obj, dict):
-        raise ProbeFailure(
-            FailureReason.PROTOCOL, "stream event is not a JSON object", excerpt=data
-        )
+    obj = parse_object(data)
     error = obj.get("error")
     if error:
         raise ProbeFailure(FailureReason.STREAM_ERROR, _error_text(error))
@@ -185,9 +159,9 @@ def _usage(obj: dict[str, Any]) -> Usage | None:
     details = usage.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
     return Usage(
-        input_tokens=_number(usage.get("prompt_tokens")),
-        output_tokens=_number(usage.get("completion_tokens")),
-        reasoning_tokens=_number(reasoning),
+        input_tokens=number(usage.get("prompt_tokens")),
+        output_tokens=number(usage.get("completion_tokens")),
+        reasoning_tokens=number(reasoning),
     )
 
 
@@ -195,14 +169,6 @@ def _timings(obj: dict[str, Any]) -> ServerTimings | None:
     timings = obj.get("timings")
     # Only llama.cpp sends it: every other server's chunk costs one dict lookup.
     return None if timings is None else from_llamacpp(timings)
-
-
-def _number(value: Any) -> int | float | None:
-    # Kept as reported, negative or fractional included: check_usage judges it, so an
-    # absurd count is rejected and counted rather than silently dropped.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
 
 
 def _choice(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -214,10 +180,6 @@ def _choice(obj: dict[str, Any]) -> dict[str, Any] | None:
         raise ProbeFailure(FailureReason.PROTOCOL, "`choices` is not a list of objects")
     first: dict[str, Any] = choices[0]
     return first
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _finish(value: Any) -> str | None:
@@ -246,27 +208,27 @@ class ChatDecoder:
         get = obj.get
         usage = None if get("usage") is None else _usage(obj)
         timings = None if get("timings") is None else _timings(obj)
-        text = reasoning = ""
+        answer = reasoning = ""
         finish = None
         choice = _choice(obj)
         if choice is not None:
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                # `a or b` of _text(): the first field that is a non-empty string.
+                # `text(a) or text(b)`: the first field that is a non-empty string.
                 content = delta.get("content")
                 if content and isinstance(content, str):
-                    text = content
+                    answer = content
                 else:
-                    text = _text(delta.get("refusal"))
+                    answer = text(delta.get("refusal"))
                 thought = delta.get("reasoning")
                 if thought and isinstance(thought, str):
                     reasoning = thought
                 else:
-                    reasoning = _text(delta.get("reasoning_content"))
+                    reasoning = text(delta.get("reasoning_content"))
             finish = choice.get("finish_reason")
             if finish is not None:
                 finish = _finish(finish)
-        return StreamItem(text, reasoning, usage, finish, False, timings)
+        return StreamItem(answer, reasoning, usage, finish, False, timings)
 
 
 class CompletionsDecoder:
@@ -286,7 +248,7 @@ class CompletionsDecoder:
             return StreamItem(usage=usage, server_timings=timings)
         finish = choice.get("finish_reason")
         return StreamItem(
-            text=_text(choice.get("text")),
+            text=text(choice.get("text")),
             usage=usage,
             finish_reason=None if finish is None else _finish(finish),
             server_timings=timings,

@@ -12,14 +12,13 @@ no `[DONE]`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.event_json import as_object, error_text, named_event, number, text
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.targets import TargetBase
 
@@ -41,9 +40,6 @@ class OpenAIResponsesTarget(TargetBase):
         None, min_length=1, description="Optional instructions (the system prompt)."
     )
 
-
-# orjson parses an event about 3x faster than json; it is on the hot path of every token.
-_loads: Callable[[str | bytes], Any] = orjson.loads
 
 _TEXT_EVENTS = frozenset({"response.output_text.delta", "response.refusal.delta"})
 _REASONING_EVENTS = frozenset(
@@ -80,46 +76,31 @@ def build_request(target: OpenAIResponsesTarget, nonce: str | None) -> HTTPReque
     )
 
 
-def _number(value: Any) -> int | float | None:
-    # Kept as reported, negative or fractional included: check_usage judges it.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
-def _object(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def _usage(response: dict[str, Any]) -> Usage | None:
     usage = response.get("usage")
     if not isinstance(usage, dict):
         return None
-    details = _object(usage.get("output_tokens_details"))
+    details = as_object(usage.get("output_tokens_details"))
     return Usage(
-        input_tokens=_number(usage.get("input_tokens")),
-        output_tokens=_number(usage.get("output_tokens")),
-        reasoning_tokens=_number(details.get("reasoning_tokens")),
+        input_tokens=number(usage.get("input_tokens")),
+        output_tokens=number(usage.get("output_tokens")),
+        reasoning_tokens=number(details.get("reasoning_tokens")),
     )
 
 
 def _error_text(error: Any) -> str:
-    if isinstance(error, dict):
-        message = _text(error.get("message")) or "error"
-        code = error.get("code")
-        # Not cut here: the engine redacts secrets first, then bounds the detail.
-        return f"error in stream: {message}" + (f" (code {code})" if code else "")
-    return f"error in stream: {error}" if error else "error event in stream"
+    return error_text(error, _code)
+
+
+def _code(error: dict[str, Any]) -> str:
+    code = error.get("code")
+    return f"code {code}" if code else ""
 
 
 def _incomplete_reason(response: dict[str, Any]) -> str | None:
     """`incomplete_details.reason` as a finish reason; None when it gives none, so the
     stream counts as truncated."""
-    reason = _object(response.get("incomplete_details")).get("reason")
+    reason = as_object(response.get("incomplete_details")).get("reason")
     if not isinstance(reason, str) or not reason:
         return None
     return _INCOMPLETE.get(reason, reason)
@@ -134,36 +115,23 @@ class ResponsesDecoder:
     __slots__ = ()
 
     def decode(self, frame: Frame) -> StreamItem | None:
-        try:
-            obj = _loads(frame.data)
-        except orjson.JSONDecodeError:
-            # The data may hold an echoed secret: the engine redacts, then cuts, the excerpt.
-            raise ProbeFailure(
-                FailureReason.PROTOCOL, "malformed JSON in stream", excerpt=frame.data
-            ) from None
-        if not isinstance(obj, dict):
-            raise ProbeFailure(
-                FailureReason.PROTOCOL, "stream event is not a JSON object", excerpt=frame.data
-            )
-        kind = frame.event or obj.get("type")
-        if kind == "error" or obj.get("type") == "error":
-            # The error event carries code and message at the top level.
-            raise ProbeFailure(FailureReason.STREAM_ERROR, _error_text(obj.get("error", obj)))
+        # The error event carries code and message at the top level.
+        kind, obj = named_event(frame, lambda obj: _error_text(obj.get("error", obj)))
         if kind in _TEXT_EVENTS:
-            return StreamItem(text=_text(obj.get("delta")))
+            return StreamItem(text=text(obj.get("delta")))
         if kind in _REASONING_EVENTS:
-            return StreamItem(reasoning=_text(obj.get("delta")))
+            return StreamItem(reasoning=text(obj.get("delta")))
         if kind == "response.completed":
-            response = _object(obj.get("response"))
+            response = as_object(obj.get("response"))
             # `completed` is a natural end; tool calls show as output items, not here.
             return StreamItem(usage=_usage(response), finish_reason="stop", done=True)
         if kind == "response.incomplete":
-            response = _object(obj.get("response"))
+            response = as_object(obj.get("response"))
             return StreamItem(
                 usage=_usage(response), finish_reason=_incomplete_reason(response), done=True
             )
         if kind == "response.failed":
-            response = _object(obj.get("response"))
+            response = as_object(obj.get("response"))
             raise ProbeFailure(
                 FailureReason.STREAM_ERROR,
                 _error_text(response.get("error") or "response.failed"),

@@ -63,6 +63,13 @@ class PhaseRecorder:
         self.tls_start: int | None = None
         self.reused = False
 
+    def new_hop(self) -> None:
+        """Forget the connection stamps before the next request of a redirect chain:
+        the phases describe the connection of the final response."""
+        self.dns_start = self.dns_end = self.conn_start = self.conn_end = None
+        self.tls_start = None
+        self.reused = False
+
     def phases(self, start_ns: int, headers_ns: int | None) -> dict[str, float]:
         """dns, connect, tls and headers (connection ready to response headers) in
         seconds, each one of: its duration; 0 when the probe did not need it (every
@@ -113,7 +120,7 @@ class _TimedSSLContext(ssl.SSLContext):
         return super().wrap_bio(*args, **kwargs)
 
 
-_CONTEXTS: dict[tuple[TLSConfig, tuple[float, ...]], ssl.SSLContext] = {}
+_CONTEXTS: dict[tuple[TLSConfig, str, tuple[float, ...]], ssl.SSLContext] = {}
 
 
 def shared_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
@@ -121,12 +128,14 @@ def shared_ssl_context(tls: TLSConfig) -> ssl.SSLContext:
 
     Loading the system trust store costs ~18 ms of CPU and ~0.8 MB per context; with
     one per target, startup and reloads of many targets would stall the event loop (and
-    the probes in flight). Keyed on the files' modification times too, so a reload
-    picks up a rotated CA or client certificate.
+    the probes in flight). Keyed on the files' contents as read at load and their
+    modification times too, so a reload picks up a rotated CA or client certificate.
     """
     files = (tls.ca_file, tls.cert_file, tls.key_file)
     mtimes = tuple(os.stat(f).st_mtime if f is not None else 0.0 for f in files)
-    key = (tls, mtimes)
+    # The contents read at load as well: a file rewritten within the clock's
+    # granularity keeps its mtime.
+    key = (tls, tls.content_digest, mtimes)
     context = _CONTEXTS.get(key)
     if context is None:
         if len(_CONTEXTS) > 256:

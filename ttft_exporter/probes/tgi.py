@@ -11,14 +11,13 @@ only, and TGI's `x-*-time` headers are set on the non-streaming `/generate` rout
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any, Literal
 
-import orjson
 from pydantic import Field, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
+from ttft_exporter.probes.event_json import number, parse_object
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.targets import TargetBase
 
@@ -52,10 +51,6 @@ class TGITarget(TargetBase):
         return value
 
 
-# orjson: an event is parsed for every token, on the loop every target shares.
-_loads: Callable[[str | bytes], Any] = orjson.loads
-
-
 def build_request(target: TGITarget, nonce: str | None) -> HTTPRequest:
     """The `/generate_stream` request for one probe."""
     extra = dict(target.extra_body)
@@ -79,13 +74,6 @@ def build_request(target: TGITarget, nonce: str | None) -> HTTPRequest:
     )
 
 
-def _number(value: Any) -> int | float | None:
-    # Kept as reported, negative or fractional included: check_usage judges it.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value
-
-
 class TGIDecoder:
     """`/generate_stream` events: text in `token.text`, except special tokens (`<s>`,
     `</s>`, template tokens: `token.special: true`), which are not generated text. The
@@ -95,18 +83,7 @@ class TGIDecoder:
     __slots__ = ()
 
     def decode(self, frame: Frame) -> StreamItem:
-        data = frame.data
-        try:
-            obj = _loads(data)
-        except orjson.JSONDecodeError:
-            # The data may hold an echoed secret: the engine redacts, then cuts, it.
-            raise ProbeFailure(
-                FailureReason.PROTOCOL, "malformed JSON in stream", excerpt=data
-            ) from None
-        if not isinstance(obj, dict):
-            raise ProbeFailure(
-                FailureReason.PROTOCOL, "stream event is not a JSON object", excerpt=data
-            )
+        obj = parse_object(frame.data)
         error = obj.get("error")
         if error:
             kind = obj.get("error_type")
@@ -130,8 +107,8 @@ class TGIDecoder:
         else:
             # A value of another JSON type is kept as its type name: counted as `other`.
             item.finish_reason = f"<{type(reason).__name__}>"
-        generated = _number(details.get("generated_tokens"))
-        prompt = _number(details.get("input_length"))
+        generated = number(details.get("generated_tokens"))
+        prompt = number(details.get("input_length"))
         if generated is not None or prompt is not None:
             item.usage = Usage(input_tokens=prompt, output_tokens=generated)
         return item

@@ -36,6 +36,7 @@ PROBE_ALERTS = (
     "LLMUsageImplausible",
     "LLMStreamsBuffered",
     "TTFTExporterStarved",
+    "LLMProbeBudgetExhausted",
 )
 EXPORTER_ALERTS = (
     "TTFTExporterDown",
@@ -171,9 +172,28 @@ def _buffered(ctx: Context) -> Rule:
     )
 
 
+def _budget(ctx: Context) -> Rule:
+    sel = ctx.everything()
+    return alert(
+        ctx,
+        "LLMProbeBudgetExhausted",
+        # max: one series per replica; any replica paused is a paused target.
+        f"max {without()} ({sel.series('ttft_probe_budget_exhausted')}) == 1",
+        for_=ctx(300),
+        severity="warning",
+        summary="A target's daily probe budget is spent: it is not probed until 00:00 UTC",
+        description=(
+            "The probes of {{ $labels.target }} ({{ $labels.model }}) spent the target's "
+            "daily token or cost budget: probing is paused until 00:00 UTC, so its TTFT, "
+            "availability and SLO figures stand still until then. Raise budget.daily_tokens "
+            "or budget.daily_cost, or probe less often, if this happens every day."
+        ),
+    )
+
+
 def probe_alerts(res: Resolution, slos: SLOsConfig, ctx: Context) -> Group:
     """The probe health group."""
-    rules = [_failing(slos, ctx), _usage(ctx), _buffered(ctx), _starved(ctx)]
+    rules = [_failing(slos, ctx), _usage(ctx), _buffered(ctx), _starved(ctx), _budget(ctx)]
     absent = _absent(res, ctx)
     if absent is not None:
         rules.append(absent)

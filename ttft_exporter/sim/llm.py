@@ -7,9 +7,8 @@ Serves Chat Completions and legacy Completions over SSE (llm-streaming.md §A.1)
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import itertools
+import dataclasses
 import json
 import random
 import secrets
@@ -17,10 +16,31 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
+
+# The data every mode shares and the one stream-writing loop, re-exported here (in
+# __all__) for the callers that know the simulator as this module.
+from ttft_exporter.sim.llm_state import (
+    DEFAULT_MODEL,
+    LLM_SIM_STATE,
+    EventKind,
+    LLMSimConfig,
+    LLMSimState,
+    ModelBehaviour,
+    RecordedRequest,
+    SimEvent,
+)
+from ttft_exporter.sim.stream_writer import (
+    SSEFramer,
+    StreamContext,
+    abort,
+    hold,
+    sleep_until,
+    write_stream,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -30,6 +50,7 @@ __all__ = [
     "LLMSimConfig",
     "LLMSimState",
     "ModelBehaviour",
+    "Received",
     "RecordedRequest",
     "SSEFramer",
     "SimEvent",
@@ -38,29 +59,18 @@ __all__ = [
     "iter_events",
     "parse_request",
     "plan_generation",
+    "receive",
     "run_llm_sim",
 ]
 
-DEFAULT_MODEL = "sim-model"
-
 API = Literal["chat", "completions"]
-EventKind = Literal["data", "comment", "stall", "hold", "drop"]
 Fault = Literal["error", "stall", "drop", "truncate"]
 TokenField = Literal["reasoning", "content"]
 
 _DONE = "[DONE]"
 _MALFORMED = '{"choices": ['
 _KEEPALIVE = "keep-alive"
-_REDACTED = "REDACTED"
-# The headers the protocol modes take a key in, redacted in the request log.
-_KEY_HEADERS = frozenset({"authorization", "x-goog-api-key", "api-key", "x-api-key"})
 _OWNER = "ttft-exporter-sim"
-# Spacing of the pieces of a split event; the last piece lands on the event's deadline.
-_SPLIT_GAP = 0.002
-# Fallback for servers without handler_cancellation: how often a held stream checks
-# whether the client is still there.
-_DISCONNECT_POLL = 0.1
-_MAX_TIMESTAMPS = 100_000
 _BACKLOG = 1024
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -71,153 +81,6 @@ _ERROR_TYPES = {
     422: "invalid_request_error",
     429: "rate_limit_error",
 }
-
-
-class ModelBehaviour(BaseModel):
-    """Timing and fault knobs of one simulated model; durations are float seconds.
-
-    Fault knobs ``*_after`` count generated tokens (reasoning + answer); a fault whose
-    count exceeds the tokens the request will generate never fires.
-
-    How a stream ends: ``finish_reason`` is ``"auto"`` (``stop``, or ``length`` when
-    ``max_tokens`` cuts the answer), any other string (sent as is), or None: no finish
-    chunk at all, then ``[DONE]``, as llama-cpp-python ends a generation another
-    request interrupted. ``omit_done`` leaves out ``[DONE]`` and closes the stream
-    cleanly instead; ``truncate_after`` closes it cleanly after that many tokens,
-    with no finish chunk, usage or ``[DONE]``. ``burst`` holds back every event from
-    the first token on and writes them in one write when the last is due, as a
-    buffering proxy delivers a stream (or a starved client reads it). These knobs
-    shape streams only.
-
-    ``max_concurrency`` is the model's capacity: at most that many streams generate
-    at once, the others wait in line, their TTFT growing by the wait, as a server at
-    capacity answers (`ttft-exporter bench --profile sweep` finds that knee). A
-    request with ``ignore_eos: true`` (vLLM's, to fix the output length) generates
-    ``max_tokens`` answer tokens whatever ``tokens`` says; ``min_tokens`` raises the
-    answer to at least that many (capped by ``max_tokens``).
-    """
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_assignment=True)
-
-    ttft: float = Field(default=0.05, ge=0)
-    itl: float = Field(default=0.01, ge=0)
-    jitter: float = Field(default=0.0, ge=0)
-    seed: int | None = None
-    tokens: int = Field(default=16, ge=0)
-    tokens_per_chunk: int = Field(default=1, ge=1)
-    role_chunk: bool = True
-    keepalive_interval: float | None = Field(default=None, gt=0)
-    reasoning_tokens: int = Field(default=0, ge=0)
-    reasoning_field: Literal["reasoning", "reasoning_content"] = "reasoning"
-    usage: Literal["auto", "always", "never"] = "auto"
-    continuous_usage: bool = False
-    status: int = 200
-    headers_delay: float = Field(default=0.0, ge=0)
-    error_after: int | None = Field(default=None, ge=0)
-    stall_after: int | None = Field(default=None, ge=0)
-    drop_after: int | None = Field(default=None, ge=0)
-    malformed_after: int | None = Field(default=None, ge=0)
-    keep_open_after_done: bool = False
-    finish_reason: str | None = "auto"
-    omit_done: bool = False
-    truncate_after: int | None = Field(default=None, ge=0)
-    burst: bool = False
-    data_space: bool = True
-    crlf: bool = False
-    split_writes: bool = False
-    token_text: str = "tok"  # noqa: S105 (not a credential)
-    prompt_tokens: int | None = Field(default=None, ge=0)
-    # llama.cpp's `timings` object on the last chunk (finish or usage chunk) of the
-    # OpenAI-compatible modes: prompt_ms from the first token's due time less
-    # headers_delay (llama-server does not count time queued for a slot), predicted_ms
-    # from the first to the last token.
-    llamacpp_timings: bool = False
-    max_concurrency: int | None = Field(default=None, ge=1)
-
-    @field_validator("status")
-    @classmethod
-    def _check_status(cls, value: int) -> int:
-        if value != 200 and not 400 <= value <= 599:
-            msg = "status must be 200 (stream) or an error status from 400 to 599"
-            raise ValueError(msg)
-        return value
-
-
-def _default_models() -> dict[str, ModelBehaviour]:
-    return {DEFAULT_MODEL: ModelBehaviour()}
-
-
-class LLMSimConfig(BaseModel):
-    """The simulated models, the optional API key and the request-log size."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    models: dict[str, ModelBehaviour] = Field(default_factory=_default_models)
-    api_key: str | None = None
-    record_requests: int = Field(default=100, ge=0)
-
-
-@dataclass(slots=True)
-class RecordedRequest:
-    """One request as the simulator received it (``arrival`` is a perf_counter)."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    arrival: float
-    first_text_written: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """Return a JSON-ready view with the key headers' values redacted."""
-        headers = {
-            name: _REDACTED if name.lower() in _KEY_HEADERS else value
-            for name, value in self.headers.items()
-        }
-        return {
-            "method": self.method,
-            "path": self.path,
-            "headers": headers,
-            "body": self.body,
-            "arrival": self.arrival,
-            "first_text_written": self.first_text_written,
-        }
-
-
-class LLMSimState:
-    """Mutable runtime state of one simulator app, stored under ``LLM_SIM_STATE``."""
-
-    def __init__(self, config: LLMSimConfig) -> None:
-        self.config = config
-        self.requests: collections.deque[RecordedRequest] = collections.deque(
-            maxlen=config.record_requests
-        )
-        # perf_counter() right after each stream's first text write, for benchmarks.
-        self.first_token_written: collections.deque[float] = collections.deque(
-            maxlen=_MAX_TIMESTAMPS
-        )
-        self.closing = asyncio.Event()
-        # Per model and capacity (a PATCH may change it): the streams generating now.
-        self._capacity: dict[tuple[str, int], asyncio.Semaphore] = {}
-
-    def capacity(
-        self, model: str, behaviour: ModelBehaviour
-    ) -> contextlib.AbstractAsyncContextManager[object]:
-        """The slot a stream of `model` generates in: its capacity queue, if any."""
-        if behaviour.max_concurrency is None:
-            return contextlib.nullcontext()
-        key = (model, behaviour.max_concurrency)
-        if key not in self._capacity:
-            self._capacity[key] = asyncio.Semaphore(behaviour.max_concurrency)
-        return self._capacity[key]
-
-    def set_model(self, name: str, behaviour: ModelBehaviour) -> None:
-        """Add or replace a model; requests already streaming keep their knobs."""
-        models = {**self.config.models, name: behaviour}
-        self.config = self.config.model_copy(update={"models": models})
-
-
-LLM_SIM_STATE: web.AppKey[LLMSimState] = web.AppKey("llm_sim_state", LLMSimState)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,21 +96,6 @@ class SimRequest:
     prompt_words: int = 0
     ignore_eos: bool = False
     min_tokens: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SimEvent:
-    """One step of a stream, due ``at`` seconds after the request arrived.
-
-    ``data`` events carry an SSE data payload, ``comment`` events an SSE comment;
-    ``stall`` and ``hold`` keep the connection open without writing until the client
-    leaves; ``drop`` aborts the TCP connection.
-    """
-
-    at: float
-    kind: EventKind
-    data: str = ""
-    text: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -740,117 +588,36 @@ def _with_keepalives(
             interval = None
 
 
-class SSEFramer:
-    """Turns events into bytes: ``data:`` spacing, line ends and split writes."""
-
-    def __init__(
-        self,
-        *,
-        data_space: bool = True,
-        crlf: bool = False,
-        split_writes: bool = False,
-        rng: random.Random | None = None,
-    ) -> None:
-        self._prefix = "data: " if data_space else "data:"
-        self._end = "\r\n\r\n" if crlf else "\n\n"
-        self._split = split_writes
-        self._rng = rng or random.Random()
-
-    def frame(self, event: SimEvent) -> list[bytes]:
-        """Return the pieces to write, in order (one piece unless split_writes)."""
-        if event.kind == "comment":
-            text = f": {event.data}{self._end}"
-        else:
-            text = f"{self._prefix}{event.data}{self._end}"
-        raw = text.encode()
-        return self._pieces(raw) if self._split else [raw]
-
-    def _pieces(self, raw: bytes) -> list[bytes]:
-        """Cut at 1-2 random offsets, one inside a multibyte character if any."""
-        continuation = [i for i, byte in enumerate(raw) if byte & 0xC0 == 0x80]
-        offsets = {self._rng.choice(continuation)} if continuation else set()
-        cuts = self._rng.choice((1, 2))
-        while len(offsets) < cuts:
-            offsets.add(self._rng.randrange(1, len(raw)))
-        bounds = [0, *sorted(offsets), len(raw)]
-        return [raw[lo:hi] for lo, hi in itertools.pairwise(bounds)]
-
-
 # HTTP handlers
 
 
-def _client_gone(request: web.BaseRequest) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A generation request as every mode starts answering it: logged in the request
+    log (`record`), its body parsed if it is JSON (None otherwise), and its arrival
+    (loop time), from which every deadline of the answer counts."""
+
+    request: web.Request
+    state: LLMSimState
+    record: RecordedRequest
+    body: object
+    arrival: float
+
+    async def headers_delay(self, behaviour: ModelBehaviour) -> None:
+        """Wait until the model's `headers_delay` passed since the arrival."""
+        await sleep_until(self.arrival + behaviour.headers_delay)
+
+    def stream_context(self, behaviour: ModelBehaviour) -> StreamContext:
+        """What the stream writer needs to answer this request with `behaviour`."""
+        return StreamContext(self.request, self.state, self.record, behaviour, self.arrival)
 
 
-def _abort(request: web.BaseRequest) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-
-
-async def _sleep_until(deadline: float) -> None:
-    delay = deadline - asyncio.get_running_loop().time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
-async def _hold(request: web.BaseRequest, state: LLMSimState) -> None:
-    """Wait without writing until the client leaves or the app shuts down."""
-    while not (state.closing.is_set() or _client_gone(request)):
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_DISCONNECT_POLL):
-                await state.closing.wait()
-    _abort(request)
-
-
-async def _write_event(
-    response: web.StreamResponse, framer: SSEFramer, event: SimEvent, deadline: float
-) -> None:
-    pieces = framer.frame(event)
-    last = len(pieces) - 1
-    for index, piece in enumerate(pieces):
-        await _sleep_until(deadline - (last - index) * _SPLIT_GAP)
-        await response.write(piece)
-
-
-def _first_text_written(state: LLMSimState, record: RecordedRequest) -> None:
-    if record.first_text_written is None:
-        record.first_text_written = time.perf_counter()
-        state.first_token_written.append(record.first_text_written)
-
-
-class _Burst:
-    """Events held back by the ``burst`` knob, written in one write when the last
-    of them is due."""
-
-    def __init__(
-        self, response: web.StreamResponse, state: LLMSimState, record: RecordedRequest
-    ) -> None:
-        self._response = response
-        self._state = state
-        self._record = record
-        self._pieces: list[bytes] = []
-        self._due = 0.0
-        self._text = False
-
-    def __bool__(self) -> bool:
-        return bool(self._pieces)
-
-    def hold(self, framer: SSEFramer, event: SimEvent, deadline: float) -> None:
-        self._pieces.extend(framer.frame(event))
-        self._due = max(self._due, deadline)
-        self._text = self._text or event.text
-
-    async def flush(self) -> None:
-        if not self._pieces:
-            return
-        await _sleep_until(self._due)
-        await self._response.write(b"".join(self._pieces))
-        self._pieces.clear()
-        if self._text:
-            _first_text_written(self._state, self._record)
+async def receive(request: web.Request) -> Received:
+    """Stamp the arrival of a generation request, log it and parse its body."""
+    arrival = asyncio.get_running_loop().time()
+    state = request.app[LLM_SIM_STATE]
+    record, body = await _record(request, state)
+    return Received(request, state, record, body, arrival)
 
 
 async def _record(request: web.Request, state: LLMSimState) -> tuple[RecordedRequest, object]:
@@ -886,9 +653,8 @@ async def _handle_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def _handle_generation(request: web.Request, api: API) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     try:
         _check_auth(request, state)
         if body is None:
@@ -902,25 +668,19 @@ async def _handle_generation(request: web.Request, api: API) -> web.StreamRespon
     except _RequestError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
     async with state.capacity(sim_request.model, behaviour):
         # Generation starts once a slot is free: the wait in line adds to every delay.
-        arrival = asyncio.get_running_loop().time()
+        got = dataclasses.replace(got, arrival=asyncio.get_running_loop().time())
         if not sim_request.stream:
-            return await _respond_whole(request, state, behaviour, sim_request, arrival)
-        return await _stream(request, state, record, behaviour, sim_request, arrival)
+            return await _respond_whole(request, state, behaviour, sim_request, got.arrival)
+        return await _stream(got.stream_context(behaviour), sim_request)
 
 
-async def _stream(
-    request: web.Request,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    sim_request: SimRequest,
-    arrival: float,
-) -> web.StreamResponse:
+async def _stream(ctx: StreamContext, sim_request: SimRequest) -> web.StreamResponse:
+    behaviour = ctx.behaviour
     prefix = "chatcmpl" if sim_request.api == "chat" else "cmpl"
     events = iter_events(
         behaviour,
@@ -929,44 +689,7 @@ async def _stream(
         created=int(time.time()),
         rng=random.Random(behaviour.seed),
     )
-    framer = SSEFramer(
-        data_space=behaviour.data_space,
-        crlf=behaviour.crlf,
-        split_writes=behaviour.split_writes,
-        rng=random.Random(behaviour.seed),
-    )
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await _sleep_until(arrival + behaviour.headers_delay)
-    burst = _Burst(response, state, record)
-    try:
-        await response.prepare(request)
-        for event in events:
-            if state.closing.is_set():
-                # Shutting down: a stall with keep-alives would otherwise ping forever.
-                _abort(request)
-                return response
-            if behaviour.burst and event.kind in ("data", "comment") and (burst or event.text):
-                burst.hold(framer, event, arrival + event.at)
-                continue
-            await burst.flush()
-            if event.kind == "drop":
-                await _sleep_until(arrival + event.at)
-                _abort(request)
-                return response
-            if event.kind in ("stall", "hold"):
-                await _hold(request, state)
-                return response
-            await _write_event(response, framer, event, arrival + event.at)
-            if event.text:
-                _first_text_written(state, record)
-        await burst.flush()
-        await response.write_eof()
-    except ConnectionResetError:
-        # The client went away mid-stream; that is its business, not a server error.
-        pass
-    return response
+    return await write_stream(ctx, events, SSEFramer.for_model(behaviour))
 
 
 async def _respond_whole(
@@ -977,12 +700,12 @@ async def _respond_whole(
     arrival: float,
 ) -> web.StreamResponse:
     plan = plan_generation(behaviour, sim_request, random.Random(behaviour.seed))
-    await _sleep_until(arrival + max(plan.end_at, behaviour.headers_delay))
+    await sleep_until(arrival + max(plan.end_at, behaviour.headers_delay))
     if plan.fault == "stall":
-        await _hold(request, state)
+        await hold(request, state)
         return web.Response(status=504)
     if plan.fault == "drop":
-        _abort(request)
+        abort(request)
         return web.Response(status=502)
     if plan.fault == "error":
         msg = f"Simulated server error after {sum(c.tokens for c in plan.chunks)} tokens."
@@ -1086,7 +809,7 @@ def create_llm_app(config: LLMSimConfig | None = None) -> web.Application:
     app.router.add_get("/sim/models", _handle_sim_models)
     app.router.add_patch("/sim/models/{name}", _handle_patch_model)
     app.router.add_get("/sim/requests", _handle_sim_requests)
-    # Imported here: the protocol modes build on this module's plan and writers.
+    # Imported here: the protocol modes build on this module's plan and request parsing.
     from ttft_exporter.sim.protocols import ROUTES
 
     for add_routes in ROUTES:

@@ -29,18 +29,14 @@ def test_manifests_validate_strictly(path: Path) -> None:
 
 def test_a_wrong_field_is_caught() -> None:
     # The check itself: a misspelt field fails.
-    job = next(
-        d for d in _documents(ROOT / "deploy/bench/job.yaml") if d["kind"] == "Job"
-    )
+    job = next(d for d in _documents(ROOT / "deploy/bench/job.yaml") if d["kind"] == "Job")
     job["spec"]["completionMod"] = job["spec"].pop("completionMode")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
 
 
 def test_bench_job_is_indexed_and_seeds_workers_apart() -> None:
-    job = next(
-        d for d in _documents(ROOT / "deploy/bench/job.yaml") if d["kind"] == "Job"
-    )
+    job = next(d for d in _documents(ROOT / "deploy/bench/job.yaml") if d["kind"] == "Job")
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
     assert spec["parallelism"] == spec["completions"]

@@ -13,14 +13,17 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from ttft_exporter.catalogue import DEFAULT_BUCKETS
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.config import parse_config
 from ttft_exporter.flux.canary import FluxCanary, FluxQuery
 from ttft_exporter.flux.config import FluxInstanceConfig
-from ttft_exporter.flux.metrics import FluxMetrics
+from ttft_exporter.flux.events import FluxStarted
 from ttft_exporter.flux.monitor import FluxMonitor
-from ttft_exporter.metrics import DEFAULT_BUCKETS
 from ttft_exporter.sim.flux import FLUX_SIM, FluxSim, FluxSimConfig, run_flux_sim
+from ttft_exporter.sinks import FanOut
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
 
 
 @dataclass
@@ -104,7 +107,11 @@ async def watch() -> AsyncIterator[WatchFactory]:
         """`clock`: an injected clock; then the staleness watchdog is not started
         (the test drives check_staleness() and connection_silent() itself)."""
         registry = CollectorRegistry()
-        metrics = FluxMetrics(registry, DEFAULT_BUCKETS).instance(config.name, config.groups)
+        # The exporter's path: a fan-out to the Prometheus sink, the instance announced.
+        prometheus = PrometheusSink(MetricStore(), registry)
+        prometheus.configure_flux(DEFAULT_BUCKETS)
+        metrics = FanOut([prometheus])
+        metrics.on_flux_event(FluxStarted(config.name, tuple(config.groups)))
         session = aiohttp.ClientSession()
         watchdog = clock is None
         clock = clock or SystemClock()

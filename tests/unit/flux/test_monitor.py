@@ -35,8 +35,8 @@ from aiohttp import web
 
 from tests.helpers import ManualClock, free_port
 from tests.unit.flux.conftest import FluxFactory, WatchFactory, flux_config
+from ttft_exporter.catalogue import FLUX_RECONNECT_REASONS as REASONS
 from ttft_exporter.flux.config import FluxInstanceConfig
-from ttft_exporter.metrics import FLUX_RECONNECT_REASONS as REASONS
 
 
 def event(entity: str, **props: object) -> dict[str, object]:

@@ -97,3 +97,36 @@ async def test_bad_flux_reload_keeps_running_monitor(
     text = await scrape(client)
     assert flux_value(text, "ttft_exporter_config_last_reload_successful") == 0.0
     assert flux_value(text, "ttft_flux_up", flux="main") == 1.0
+
+
+async def test_a_bucket_change_restarts_flux_families_and_monitors(
+    make_flux_sim: FluxFactory, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    """Histogram boundaries are fixed per prometheus_client family: a reload that moves
+    the shared boundaries stops the monitors, registers the Flux families again and
+    starts the monitors, which come back up in the new families."""
+    flux = await make_flux_sim()
+    path = tmp_path / "ttft.yml"
+    instance = {"name": "main", "url": flux.url, "stale_after": "1s"}
+    path.write_text(yaml.safe_dump({"flux": [instance]}))
+    config, _ = load_config(path)
+    client = await aiohttp_client(create_app(make_state(config, path=path)))
+    await wait_metric(client, "ttft_flux_up", 1.0, flux="main")
+    state = client.app[EXPORTER]
+    assert state.flux is not None
+    running = state.flux.running["main"]
+    families = state.prometheus.flux
+
+    path.write_text(yaml.safe_dump({"flux": [instance], "buckets": {"latency": [0.1, 0.2]}}))
+    assert (await client.post("/-/reload")).status == 200
+    assert state.flux.running["main"] is not running
+    assert state.prometheus.flux is not families
+    await wait_metric(client, "ttft_flux_up", 1.0, flux="main")
+    # One family per name in the exposition: the old ones left the registry.
+    text = await scrape(client)
+    assert text.count("# TYPE ttft_flux_up gauge") == 1
+
+    # The same boundaries again: nothing restarts.
+    running = state.flux.running["main"]
+    assert (await client.post("/-/reload")).status == 200
+    assert state.flux.running["main"] is running

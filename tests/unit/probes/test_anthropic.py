@@ -1,6 +1,7 @@
 """Anthropic Messages streaming (llm-streaming.md §A.3): the pure event decoder on the
 spec's shapes, the request builder, and the engine against the simulator's Anthropic
-mode over real HTTP, through the core trap matrix.
+mode and hostile servers over real HTTP. The core trap matrix, shared with the other
+protocols, is parametrized over them in test_trap_matrix.py.
 
 Timing bounds hold on a loaded 2-core machine (`stress-ng --cpu 2`): lower bounds come
 from the simulator's own sleeps (it never writes an event before its deadline), upper
@@ -193,14 +194,6 @@ def test_error_event_is_stream_error(frame: Frame) -> None:
     assert "error in stream" in info.value.detail
 
 
-@pytest.mark.parametrize("data", ['{"type":"content_block_delta","delta":{', "[1, 2]", "nope"])
-def test_malformed_is_protocol(data: str) -> None:
-    with pytest.raises(ProbeFailure) as info:
-        MessagesDecoder().decode(Frame(data, "content_block_delta"))
-    assert info.value.reason is FailureReason.PROTOCOL
-    assert info.value.excerpt == data
-
-
 def test_usage_is_merged_across_events_by_the_timeline() -> None:
     # The wire bytes of the spec's example through the real framer and decoder.
     from ttft_exporter.probes.base import StreamTimeline
@@ -355,130 +348,6 @@ async def test_ping_before_anything_is_not_the_first_chunk(
     assert result.time_to_first_byte is not None
     assert result.time_to_first_byte < result.time_to_first_chunk
     assert result.output_tokens == 1 and result.input_tokens == 3
-
-
-async def test_reasoning_before_the_answer(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.1, itl=0.05, tokens=3, reasoning_tokens=4))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
-    assert result.success, result.detail
-    assert result.time_to_first_token is not None and result.time_to_first_output_token is not None
-    assert 0.1 <= result.time_to_first_token < 0.1 + SLACK
-    # Four thinking chunks 50 ms apart come first: the first answer text is written at
-    # 0.1 + 4 x 0.05 s at the earliest.
-    assert result.time_to_first_output_token >= 0.3
-    assert result.reasoning_chunks == 4 and result.token_chunks == 7
-    assert result.output_tokens == 7  # usage counts thinking and answer tokens
-    assert result.answer_excerpt.startswith("tok tok tok")
-
-
-async def test_multi_token_events_use_usage(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.05, itl=0.02, tokens=20, tokens_per_chunk=4))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
-    assert result.success, result.detail
-    assert result.token_chunks == 5
-    assert result.output_tokens == 20 and result.usage_source == "usage"
-    # The last chunk is written at 0.05 + 4 x 0.02 s at the earliest (a bound from the
-    # request start; the decode window alone has none: a late first read shrinks it).
-    assert result.duration is not None and result.duration >= 0.05 + 4 * 0.02
-    assert result.time_per_output_token is not None and result.time_per_output_token > 0
-
-
-async def test_without_usage_tokens_are_counted_from_chunks(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=6, usage="never"))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
-    assert result.success, result.detail
-    assert result.output_tokens == 6 and result.usage_source == "chunks"
-    assert result.input_tokens is None
-
-
-async def test_max_tokens_is_a_length_end(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=50))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url, max_tokens=5))
-    assert result.success, result.detail
-    assert result.finish_reason == "length" and result.output_tokens == 5
-    assert sim.state.requests[-1].body["max_tokens"] == 5
-
-
-async def test_error_event_inside_a_200_stream(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=10, error_after=3))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
-    assert result.reason is FailureReason.STREAM_ERROR, result.detail
-    assert result.http_status == 200
-    assert "Overloaded (overloaded_error)" in result.detail
-    assert result.token_chunks == 3 and result.finish_reason is None
-
-
-async def test_stall_is_timeout(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.02, itl=0.01, tokens=10, stall_after=2))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url, timeout="0.5s"))
-    assert result.reason is FailureReason.TIMEOUT, result.detail
-    assert "2 token chunks" in result.detail
-    assert 0.5 <= result.elapsed < 0.5 + SLACK
-
-
-async def test_stall_with_pings_is_timeout(make_llm_sim: SimFactory) -> None:
-    # A server that pings forever but never finishes: pings do not keep a probe alive.
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.02, itl=0.01, tokens=10, stall_after=2, keepalive_interval=0.05)
-    )
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url, timeout="0.5s"))
-    assert result.reason is FailureReason.TIMEOUT, result.detail
-
-
-async def test_connection_drop_is_protocol(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, drop_after=3))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
-    assert result.reason is FailureReason.PROTOCOL, result.detail
-    assert "stream broken after 3 token chunks" in result.detail
-
-
-@pytest.mark.parametrize(
-    ("knobs", "why"),
-    [
-        # The response ends cleanly mid-generation: no message_delta, no message_stop.
-        ({"truncate_after": 4}, "before its terminator"),
-        # message_delta with its stop reason, but no message_stop.
-        ({"omit_done": True}, "before its terminator"),
-        # message_stop, but the stop reason was null.
-        ({"finish_reason": None}, "without a finish reason"),
-    ],
-    ids=["cut", "no-message_stop", "null-stop_reason"],
-)
-async def test_truncation(make_llm_sim: SimFactory, knobs: dict[str, Any], why: str) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=8, **knobs))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
-    assert result.reason is FailureReason.TRUNCATED, result.detail
-    assert why in result.detail
-
-
-async def test_malformed_event_is_protocol(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=10, malformed_after=2))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
-    assert result.reason is FailureReason.PROTOCOL, result.detail
-    assert "malformed JSON" in result.detail
-
-
-async def test_server_keeping_the_connection_open_after_message_stop(
-    make_llm_sim: SimFactory,
-) -> None:
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=3, keep_open_after_done=True)
-    )
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url, timeout="3s"))
-    assert result.success, result.detail
-    assert result.elapsed < 3.0  # ended at message_stop, not at the deadline
-
-
-@pytest.mark.parametrize(
-    "knobs",
-    [{"crlf": True}, {"data_space": False}, {"split_writes": True, "seed": 7}],
-    ids=["crlf", "no-space", "split-writes"],
-)
-async def test_framing_quirks(make_llm_sim: SimFactory, knobs: dict[str, Any]) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.005, tokens=5, **knobs))
-    result = await probe_once(make_target(protocol="anthropic", url=sim.url))
-    assert result.success, result.detail
-    assert result.output_tokens == 5 and result.finish_reason == "stop"
 
 
 @pytest.mark.parametrize(

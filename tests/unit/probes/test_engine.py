@@ -33,10 +33,11 @@ from tests.helpers import StampCountingClock, free_port, poll
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.metrics import MetricStore, SeriesSet, record_result
 from ttft_exporter.probes import create_session, get_prober
 from ttft_exporter.probes.base import FINISH_REASONS, ProbeResult
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore, SeriesSet
 
 # Bounds against the simulator's real sleeps. Lower: the server writes nothing before
 # its sleep ends, so a measured latency never undershoots the injected one (1 ms below
@@ -809,7 +810,7 @@ async def test_truncated_stream_is_a_failure(
     assert result.time_to_first_token is None  # no latency from a failed probe
 
     store = _recorded(result)
-    series = store.targets["t"]
+    series = store.series["t", "default"]
     assert series.get("ttft_probe_failures_total", ("truncated",)) == 1.0
     assert series.get("ttft_probe_finish_reasons_total", (finish,)) == 1.0
     assert series.get("ttft_probe_requests_total", ("success",)) == 0.0
@@ -838,7 +839,7 @@ async def test_finish_reason_is_a_bounded_label(
     result = await probe_once(make_target(url=f"{sim.url}/v1"))
     assert result.success, result.detail
     assert result.finish_reason == label and result.usage_source == "usage"
-    series = _recorded(result).targets["t"]
+    series = _recorded(result).series["t", "default"]
     assert series.get("ttft_probe_finish_reasons_total", (label,)) == 1.0
     counted = {f: series.get("ttft_probe_finish_reasons_total", (f,)) for f in FINISH_REASONS}
     assert sum(v or 0.0 for v in counted.values()) == 1.0

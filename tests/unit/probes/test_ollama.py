@@ -1,8 +1,9 @@
 """Ollama's native API (llm-streaming.md §A.4): the line decoders on the wire shapes,
 the request bodies, and the engine against the simulator's Ollama mode over real HTTP
-(the core trap matrix: role/empty lines, keep-alives, reasoning before the answer,
-multi-token lines, usage only in the final line, an error line inside a 200 stream,
-stall, drop, truncation, a malformed line).
+(role/empty lines, keep-alives, reasoning before the answer, multi-token lines, usage
+only in the final line). The traps shared with the other protocols (an error line
+inside a 200 stream, stall, drop, truncation, a malformed line, no tokens, a connection
+kept open after the done line) are parametrized over them in test_trap_matrix.py.
 
 Timing bounds: lower bounds come from the simulator's own sleeps (a measurement can
 be late under load, never early; 1 ms off for clock rounding); upper bounds are
@@ -20,12 +21,11 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from tests.conftest import SimFactory, make_target, probe_once
+from tests.conftest import SimFactory, make_target, probe_once, recorded, within
 from tests.helpers import poll
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import (
     ProbeResult,
@@ -48,7 +48,6 @@ from ttft_exporter.probes.session import create_session
 from ttft_exporter.sim.llm import ModelBehaviour
 
 PROTOCOLS = ["ollama-chat", "ollama-generate"]
-EARLY = 0.001  # clock rounding
 SLACK = 2.0  # scheduling on a loaded shared box: late by up to this much
 
 # The shapes of §A.4, as Ollama writes them.
@@ -78,18 +77,8 @@ CHAT_FINAL = (
 )
 
 
-def within(measured: float | None, injected: float) -> bool:
-    return measured is not None and injected - EARLY <= measured <= injected + SLACK
-
-
 def target(protocol: str, url: str, **fields: Any) -> TargetConfig:
     return make_target(protocol=protocol, url=url, **fields)
-
-
-def recorded(result: ProbeResult) -> MetricStore:
-    store = MetricStore()
-    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
-    return store
 
 
 # --- decoders ------------------------------------------------------------------------
@@ -399,18 +388,6 @@ async def test_done_without_done_reason_is_complete_and_other(make_llm_sim: SimF
     assert result.finish_reason == "other"
 
 
-async def test_stops_at_done_when_the_server_keeps_the_connection_open(
-    make_llm_sim: SimFactory,
-) -> None:
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=4, keep_open_after_done=True)
-    )
-    result = await probe_once(target("ollama-chat", sim.url, timeout="8s"))
-    assert result.success, result.detail
-    # Well under the deadline: the probe ended at the done line, not at EOF.
-    assert result.elapsed < 6.0
-
-
 @pytest.mark.parametrize(
     "framing",
     [{"crlf": True}, {"split_writes": True, "token_text": "héllo🙂"}],
@@ -422,67 +399,6 @@ async def test_framing_variants(make_llm_sim: SimFactory, framing: dict[str, Any
     assert result.success, result.detail
     assert result.output_tokens == 6 and result.token_chunks == 6
     assert result.answer_excerpt.startswith(f"{framing.get('token_text', 'tok')} ")
-
-
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_error_line_inside_a_200_stream(make_llm_sim: SimFactory, protocol: str) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, error_after=3))
-    result = await probe_once(target(protocol, sim.url))
-    assert result.reason is FailureReason.STREAM_ERROR and result.http_status == 200
-    assert "an error was encountered while running the model" in result.detail
-    assert result.time_to_first_token is None and result.finish_reason is None
-    assert recorded(result).targets["t"].get("ttft_probe_failures_total", ("stream_error",)) == 1.0
-
-
-@pytest.mark.parametrize("keepalive", [None, 0.05], ids=["silent", "with-keepalives"])
-async def test_stall_is_timeout(make_llm_sim: SimFactory, keepalive: float | None) -> None:
-    # Blank keep-alive lines during a stall neither end the stream nor count as tokens.
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, stall_after=2, keepalive_interval=keepalive)
-    )
-    result = await probe_once(target("ollama-chat", sim.url, timeout="0.5s"))
-    assert result.reason is FailureReason.TIMEOUT, result.detail
-    assert "2 token chunks" in result.detail
-    assert result.elapsed >= 0.5 - EARLY
-
-
-async def test_connection_drop_is_protocol(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, drop_after=3))
-    result = await probe_once(target("ollama-generate", sim.url))
-    assert result.reason is FailureReason.PROTOCOL, result.detail
-    assert result.finish_reason is None
-
-
-@pytest.mark.parametrize(
-    ("knobs", "chunks"),
-    [({"truncate_after": 5}, 5), ({"omit_done": True}, 10), ({"truncate_after": 0}, 0)],
-    ids=["cut-mid-answer", "no-done-line", "cut-before-any-token"],
-)
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-async def test_a_stream_without_its_done_line_is_truncated(
-    make_llm_sim: SimFactory, protocol: str, knobs: dict[str, Any], chunks: int
-) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=10, **knobs))
-    result = await probe_once(target(protocol, sim.url))
-    assert result.reason is FailureReason.TRUNCATED, result.detail
-    assert "(EOF) before its terminator" in result.detail
-    assert f"after {chunks} token chunks" in result.detail
-    assert result.finish_reason == "none" and result.http_status == 200
-    series = recorded(result).targets["t"]
-    assert series.get("ttft_probe_failures_total", ("truncated",)) == 1.0
-
-
-async def test_a_malformed_line_in_the_stream_is_protocol(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, malformed_after=2))
-    result = await probe_once(target("ollama-chat", sim.url))
-    assert result.reason is FailureReason.PROTOCOL
-    assert "malformed JSON" in result.detail
-
-
-async def test_no_tokens(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, tokens=0))
-    result = await probe_once(target("ollama-generate", sim.url))
-    assert result.reason is FailureReason.NO_TOKENS
 
 
 async def test_a_whole_json_answer_is_protocol(make_llm_sim: SimFactory) -> None:
@@ -628,7 +544,7 @@ async def test_server_timings_from_the_simulator_are_exported_beside_the_client_
     assert server.decode == pytest.approx(9 * 0.02, abs=1e-9)
     assert server.total == pytest.approx(0.3 + 9 * 0.02, abs=1e-9)
     store = recorded(result)
-    series = store.targets["t"]
+    series = store.series["t", "default"]
     assert series.get("ttft_probe_server_prefill_seconds") == server.prefill
     assert series.get("ttft_probe_server_load_seconds") == server.load
     overhead = series.get("ttft_probe_prefill_overhead_seconds")

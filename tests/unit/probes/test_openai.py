@@ -9,7 +9,6 @@ import pytest
 
 from tests.conftest import SimFactory, make_target, probe_once
 from ttft_exporter.errors import FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
 from ttft_exporter.probes.base import ServerTimings, StreamItem, Usage
 from ttft_exporter.probes.framing import Frame
 from ttft_exporter.probes.openai import (
@@ -19,6 +18,8 @@ from ttft_exporter.probes.openai import (
     build_completions_request,
 )
 from ttft_exporter.sim.llm import ModelBehaviour
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 
 def chat(delta: dict[str, object], **extra: object) -> Frame:
@@ -275,5 +276,5 @@ async def test_llamacpp_timings_from_the_simulator_give_the_queueing_overhead(
     assert overhead is not None and 0.1 - 0.001 <= overhead <= 0.1 + 2.0
     store = MetricStore()
     record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
-    assert store.targets["t"].get("ttft_probe_server_prefill_seconds") == server.prefill
-    assert store.targets["t"].get("ttft_probe_server_load_seconds") is None
+    assert store.series["t", "default"].get("ttft_probe_server_prefill_seconds") == server.prefill
+    assert store.series["t", "default"].get("ttft_probe_server_load_seconds") is None

@@ -1,6 +1,7 @@
 """OpenAI Responses streaming (llm-streaming.md §A.2): the pure event decoder on the
 spec's shapes, the request builder, and the engine against the simulator's Responses
-mode over real HTTP, through the core trap matrix.
+mode and a hostile server over real HTTP. The core trap matrix, shared with the other
+protocols, is parametrized over them in test_trap_matrix.py.
 
 Timing bounds hold on a loaded 2-core machine (`stress-ng --cpu 2`): lower bounds come
 from the simulator's own sleeps measured from the request start (it never writes an
@@ -164,14 +165,6 @@ def test_error_shapes_are_stream_error(frame: Frame, text: str) -> None:
     assert text in info.value.detail
 
 
-@pytest.mark.parametrize("data", ['{"type":"response.output_text.delta","delta":', "[]", "x"])
-def test_malformed_is_protocol(data: str) -> None:
-    with pytest.raises(ProbeFailure) as info:
-        ResponsesDecoder().decode(Frame(data, "response.output_text.delta"))
-    assert info.value.reason is FailureReason.PROTOCOL
-    assert info.value.excerpt == data
-
-
 def test_wire_bytes_through_the_framer() -> None:
     raw = (
         b'event: response.created\ndata: {"type":"response.created","response":{}}\n\n'
@@ -260,118 +253,6 @@ async def test_happy_path_with_keepalives(make_llm_sim: SimFactory) -> None:
     assert result.token_chunks == 10
     recorded = sim.state.requests[-1]
     assert recorded.path == "/v1/responses" and recorded.body["max_output_tokens"] == 64
-
-
-async def test_reasoning_before_the_answer(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.1, itl=0.05, tokens=3, reasoning_tokens=4))
-    result = await probe_once(make_target(protocol="openai-responses", url=f"{sim.url}/v1"))
-    assert result.success, result.detail
-    assert result.time_to_first_token is not None and result.time_to_first_output_token is not None
-    assert 0.1 <= result.time_to_first_token < 0.1 + SLACK
-    assert result.time_to_first_output_token >= 0.1 + 4 * 0.05
-    assert result.reasoning_chunks == 4 and result.token_chunks == 7
-    assert result.output_tokens == 7 and result.reasoning_tokens == 4
-
-
-async def test_multi_token_events_use_usage(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.05, itl=0.02, tokens=20, tokens_per_chunk=4))
-    result = await probe_once(make_target(protocol="openai-responses", url=f"{sim.url}/v1"))
-    assert result.success, result.detail
-    assert result.token_chunks == 5 and result.output_tokens == 20
-    assert result.usage_source == "usage"
-    assert result.duration is not None and result.duration >= 0.05 + 4 * 0.02
-
-
-async def test_without_usage_tokens_are_counted_from_chunks(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=6, usage="never"))
-    result = await probe_once(make_target(protocol="openai-responses", url=f"{sim.url}/v1"))
-    assert result.success, result.detail
-    assert result.output_tokens == 6 and result.usage_source == "chunks"
-
-
-async def test_max_output_tokens_is_a_length_end(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=50))
-    result = await probe_once(
-        make_target(protocol="openai-responses", url=f"{sim.url}/v1", max_tokens=5)
-    )
-    assert result.success, result.detail
-    assert result.finish_reason == "length" and result.output_tokens == 5
-
-
-async def test_error_event_inside_a_200_stream(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=10, error_after=3))
-    result = await probe_once(make_target(protocol="openai-responses", url=f"{sim.url}/v1"))
-    assert result.reason is FailureReason.STREAM_ERROR, result.detail
-    assert result.http_status == 200 and "after 3 tokens" in result.detail
-    assert result.token_chunks == 3
-
-
-async def test_stall_is_timeout(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.02, itl=0.01, tokens=10, stall_after=2, keepalive_interval=0.05)
-    )
-    result = await probe_once(
-        make_target(protocol="openai-responses", url=f"{sim.url}/v1", timeout="0.5s")
-    )
-    assert result.reason is FailureReason.TIMEOUT, result.detail
-    assert "2 token chunks" in result.detail
-    assert 0.5 <= result.elapsed < 0.5 + SLACK
-
-
-async def test_connection_drop_is_protocol(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, drop_after=3))
-    result = await probe_once(make_target(protocol="openai-responses", url=f"{sim.url}/v1"))
-    assert result.reason is FailureReason.PROTOCOL, result.detail
-    assert "stream broken after 3 token chunks" in result.detail
-
-
-@pytest.mark.parametrize(
-    ("knobs", "why"),
-    [
-        ({"truncate_after": 4}, "before its terminator"),
-        ({"omit_done": True}, "before its terminator"),
-        # response.incomplete with incomplete_details: null.
-        ({"finish_reason": None}, "without a finish reason"),
-    ],
-    ids=["cut", "no-terminal-event", "incomplete-without-reason"],
-)
-async def test_truncation(make_llm_sim: SimFactory, knobs: dict[str, Any], why: str) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=8, **knobs))
-    result = await probe_once(make_target(protocol="openai-responses", url=f"{sim.url}/v1"))
-    assert result.reason is FailureReason.TRUNCATED, result.detail
-    assert why in result.detail
-
-
-async def test_malformed_event_is_protocol(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=10, malformed_after=2))
-    result = await probe_once(make_target(protocol="openai-responses", url=f"{sim.url}/v1"))
-    assert result.reason is FailureReason.PROTOCOL, result.detail
-    assert "malformed JSON" in result.detail
-
-
-async def test_server_keeping_the_connection_open_after_completed(
-    make_llm_sim: SimFactory,
-) -> None:
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=3, keep_open_after_done=True)
-    )
-    result = await probe_once(
-        make_target(protocol="openai-responses", url=f"{sim.url}/v1", timeout="3s")
-    )
-    assert result.success, result.detail
-    assert result.elapsed < 3.0  # ended at response.completed, not at the deadline
-
-
-@pytest.mark.parametrize(
-    "knobs",
-    [{"crlf": True}, {"data_space": False}, {"split_writes": True, "seed": 11}],
-    ids=["crlf", "no-space", "split-writes"],
-)
-async def test_framing_quirks(make_llm_sim: SimFactory, knobs: dict[str, Any]) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.005, tokens=5, **knobs))
-    result = await probe_once(make_target(protocol="openai-responses", url=f"{sim.url}/v1"))
-    assert result.success, result.detail
-    assert result.output_tokens == 5 and result.finish_reason == "stop"
 
 
 async def test_wrong_key_is_http_status(make_llm_sim: SimFactory) -> None:

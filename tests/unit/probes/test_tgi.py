@@ -1,8 +1,9 @@
 """Hugging Face TGI's native API (llm-streaming.md §A.5): the event decoder on the wire
 shapes, the request body, and the engine against the simulator's TGI mode over real
-HTTP (the core trap matrix: special and empty tokens, keep-alive comments, multi-token
-events, usage only in the final event, an error event inside a 200 stream, stall,
-drop, truncation, a malformed event).
+HTTP (special and empty tokens, keep-alive comments, multi-token events, usage only in
+the final event). The traps shared with the other protocols (an error event inside a
+200 stream, stall, drop, truncation, a malformed event, no tokens, a connection kept
+open after the final event) are parametrized over them in test_trap_matrix.py.
 
 Timing bounds: lower bounds come from the simulator's own sleeps (a measurement can
 be late under load, never early; 1 ms off for clock rounding); upper bounds are
@@ -15,17 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SimFactory, make_target, probe_once
+from tests.conftest import SimFactory, make_target, probe_once, within
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import ConfigError, FailureReason, ProbeFailure
-from ttft_exporter.metrics import MetricStore, record_result
-from ttft_exporter.probes.base import ProbeResult, StreamItem, Usage, finish_reason_label
+from ttft_exporter.probes.base import StreamItem, Usage, finish_reason_label
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.tgi import FINAL_WITHOUT_DETAILS, TGIDecoder, TGITarget, build_request
 from ttft_exporter.sim.llm import ModelBehaviour
-
-EARLY = 0.001  # clock rounding
-SLACK = 2.0  # scheduling on a loaded shared box: late by up to this much
 
 # The shapes of §A.5, as TGI writes them (`data:` without the space).
 TOKEN = (
@@ -56,18 +53,8 @@ def frame(wire: str) -> Frame:
     return frames[0]
 
 
-def within(measured: float | None, injected: float) -> bool:
-    return measured is not None and injected - EARLY <= measured <= injected + SLACK
-
-
 def target(url: str, **fields: Any) -> TargetConfig:
     return make_target(protocol="tgi", url=url, **fields)
-
-
-def recorded(result: ProbeResult) -> MetricStore:
-    store = MetricStore()
-    record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
-    return store
 
 
 # --- decoder ---------------------------------------------------------------------------
@@ -278,17 +265,6 @@ async def test_reasoning_is_plain_text_in_tgi(make_llm_sim: SimFactory) -> None:
     assert result.time_to_first_output_token == result.time_to_first_token
 
 
-async def test_stops_at_the_final_event_when_the_connection_stays_open(
-    make_llm_sim: SimFactory,
-) -> None:
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=4, keep_open_after_done=True)
-    )
-    result = await probe_once(target(sim.url, timeout="8s"))
-    assert result.success, result.detail
-    assert result.elapsed < 6.0  # ended at the final event, not at the deadline or EOF
-
-
 @pytest.mark.parametrize(
     "framing",
     [{"crlf": True}, {"split_writes": True, "token_text": "héllo🙂"}],
@@ -300,62 +276,6 @@ async def test_framing_variants(make_llm_sim: SimFactory, framing: dict[str, Any
     assert result.success, result.detail
     assert result.token_chunks == 6 and result.output_tokens == 7
     assert result.answer_excerpt.startswith(f"{framing.get('token_text', 'tok')} ")
-
-
-async def test_error_event_inside_a_200_stream(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, error_after=3))
-    result = await probe_once(target(sim.url))
-    assert result.reason is FailureReason.STREAM_ERROR and result.http_status == 200
-    assert "Request failed during generation" in result.detail and "(generation)" in result.detail
-    assert result.time_to_first_token is None and result.finish_reason is None
-    assert recorded(result).targets["t"].get("ttft_probe_failures_total", ("stream_error",)) == 1.0
-
-
-@pytest.mark.parametrize("keepalive", [None, 0.05], ids=["silent", "with-keepalives"])
-async def test_stall_is_timeout(make_llm_sim: SimFactory, keepalive: float | None) -> None:
-    sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, stall_after=2, keepalive_interval=keepalive)
-    )
-    result = await probe_once(target(sim.url, timeout="0.5s"))
-    assert result.reason is FailureReason.TIMEOUT, result.detail
-    assert "2 token chunks" in result.detail
-    assert result.elapsed >= 0.5 - EARLY
-
-
-async def test_connection_drop_is_protocol(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, drop_after=3))
-    result = await probe_once(target(sim.url))
-    assert result.reason is FailureReason.PROTOCOL, result.detail
-
-
-@pytest.mark.parametrize(
-    ("knobs", "chunks"),
-    [({"truncate_after": 5}, 5), ({"omit_done": True}, 10), ({"truncate_after": 0}, 0)],
-    ids=["cut-mid-answer", "no-final-event", "cut-before-any-token"],
-)
-async def test_a_stream_without_its_final_event_is_truncated(
-    make_llm_sim: SimFactory, knobs: dict[str, Any], chunks: int
-) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.0, tokens=10, **knobs))
-    result = await probe_once(target(sim.url))
-    assert result.reason is FailureReason.TRUNCATED, result.detail
-    assert "(EOF) before its terminator" in result.detail
-    assert f"after {chunks} token chunks" in result.detail
-    assert result.finish_reason == "none" and result.http_status == 200
-
-
-async def test_a_malformed_event_in_the_stream_is_protocol(make_llm_sim: SimFactory) -> None:
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, itl=0.01, tokens=10, malformed_after=2))
-    result = await probe_once(target(sim.url))
-    assert result.reason is FailureReason.PROTOCOL
-    assert "malformed JSON" in result.detail
-
-
-async def test_no_tokens(make_llm_sim: SimFactory) -> None:
-    # Only the special EOS token: a finished stream without generated text.
-    sim = await make_llm_sim(m=ModelBehaviour(ttft=0.0, tokens=0))
-    result = await probe_once(target(sim.url))
-    assert result.reason is FailureReason.NO_TOKENS, result.detail
 
 
 async def test_http_status_and_bearer_key(

@@ -18,7 +18,6 @@ from tests.unit.rules.conftest import EXAMPLE_SOURCE, ROOT
 from ttft_exporter.config import Config, parse_config
 from ttft_exporter.durations import parse_duration
 from ttft_exporter.errors import ConfigError
-from ttft_exporter.metrics import MetricStore
 from ttft_exporter.rules import (
     ALERT_NAMES,
     BURN_WINDOWS,
@@ -39,10 +38,12 @@ from ttft_exporter.rules.common import (
     prom_float,
 )
 from ttft_exporter.rules.slo import burn_factor
+from ttft_exporter.sinks.prometheus.series import MetricStore
 from ttft_exporter.slo import SLOsConfig
 
 STATE_ALERTS = {
     "LLMProbeAbsent",
+    "LLMProbeBudgetExhausted",
     "TTFTExporterDown",
     "TTFTExporterConfigReloadFailed",
     "FluxStreamDown",

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from tests.unit.rules.conftest import ALERTS, DATA
+from ttft_exporter.catalogue import EXPORTER_METRICS, FLUX_METRICS, PROBE_METRICS, Kind
 from ttft_exporter.config import Config
-from ttft_exporter.metrics import EXPORTER_METRICS, FLUX_METRICS, PROBE_METRICS, Kind
 from ttft_exporter.rules import ALERT_NAMES, RULE_FILE_NAMES, write_rule_files
 
 RULE_FILES = [ALERTS / name for name in RULE_FILE_NAMES]

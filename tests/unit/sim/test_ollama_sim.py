@@ -7,24 +7,12 @@ import json
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from ttft_exporter.sim import LLMSimConfig, ModelBehaviour, create_llm_app
-
-Client = TestClient[web.Request, web.Application]
-FAST: dict[str, Any] = {"ttft": 0.0, "itl": 0.0}
+from tests.conftest import SimClient, sim_client
 
 
-async def client_for(
-    aiohttp_client: AiohttpClient, api_key: str | None = None, **knobs: Any
-) -> Client:
-    config = LLMSimConfig(models={"m": ModelBehaviour(**{**FAST, **knobs})}, api_key=api_key)
-    return await aiohttp_client(create_llm_app(config))
-
-
-async def lines(client: Client, path: str, body: dict[str, Any], **headers: str) -> list[Any]:
+async def lines(client: SimClient, path: str, body: dict[str, Any], **headers: str) -> list[Any]:
     resp = await client.post(path, json=body, headers=headers)
     assert resp.status == 200, await resp.text()
     assert resp.content_type == "application/x-ndjson"
@@ -34,7 +22,7 @@ async def lines(client: Client, path: str, body: dict[str, Any], **headers: str)
 
 
 async def test_chat_stream_shape(aiohttp_client: AiohttpClient) -> None:
-    client = await client_for(aiohttp_client, tokens=3, reasoning_tokens=2, prompt_tokens=9)
+    client = await sim_client(aiohttp_client, tokens=3, reasoning_tokens=2, prompt_tokens=9)
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     out = await lines(client, "/api/chat", body)
     assert out[0]["message"] == {"role": "assistant", "content": ""}  # the empty first line
@@ -52,7 +40,7 @@ async def test_chat_stream_shape(aiohttp_client: AiohttpClient) -> None:
 async def test_generate_stream_shape_num_predict_and_think_false(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    client = await client_for(aiohttp_client, tokens=10, reasoning_tokens=4, role_chunk=False)
+    client = await sim_client(aiohttp_client, tokens=10, reasoning_tokens=4, role_chunk=False)
     body = {"model": "m", "prompt": "hi", "think": False, "options": {"num_predict": 3}}
     out = await lines(client, "/api/generate", body)
     assert [o["response"] for o in out[:-1]] == ["tok "] * 3
@@ -73,20 +61,20 @@ async def test_generate_stream_shape_num_predict_and_think_false(
 async def test_endings(
     aiohttp_client: AiohttpClient, knobs: dict[str, Any], present: set[str], absent: set[str]
 ) -> None:
-    client = await client_for(aiohttp_client, tokens=2, **knobs)
+    client = await sim_client(aiohttp_client, tokens=2, **knobs)
     out = await lines(client, "/api/generate", {"model": "m", "prompt": "x"})
     assert present <= set(out[-1]) and not absent & set(out[-1])
 
 
 async def test_keepalives_are_blank_lines(aiohttp_client: AiohttpClient) -> None:
-    client = await client_for(aiohttp_client, ttft=0.12, tokens=1, keepalive_interval=0.05)
+    client = await sim_client(aiohttp_client, ttft=0.12, tokens=1, keepalive_interval=0.05)
     resp = await client.post("/api/generate", json={"model": "m", "prompt": "x"})
     text = await resp.text()
     assert "\n\n" in text and all(json.loads(line) for line in text.split("\n") if line)
 
 
 async def test_stream_false_is_one_object(aiohttp_client: AiohttpClient) -> None:
-    client = await client_for(aiohttp_client, tokens=2, reasoning_tokens=1)
+    client = await sim_client(aiohttp_client, tokens=2, reasoning_tokens=1)
     resp = await client.post(
         "/api/chat",
         json={"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": False},
@@ -116,7 +104,7 @@ async def test_errors_are_ollama_shaped(
     status: int,
     error: str,
 ) -> None:
-    client = await client_for(aiohttp_client)
+    client = await sim_client(aiohttp_client)
     resp = await client.post("/api/generate", json=body, headers=headers)
     assert resp.status == status
     payload = await resp.json()
@@ -126,7 +114,7 @@ async def test_errors_are_ollama_shaped(
 async def test_a_key_set_on_the_simulator_is_checked_as_a_bearer_token(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    client = await client_for(aiohttp_client, api_key="k-1", tokens=1)
+    client = await sim_client(aiohttp_client, api_key="k-1", tokens=1)
     body = {"model": "m", "prompt": "x"}
     refused = await client.post("/api/generate", json=body, headers={"Authorization": "Bearer no"})
     assert refused.status == 401 and await refused.json() == {"error": "unauthorized"}

@@ -7,25 +7,14 @@ import json
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
-from ttft_exporter.sim import LLMSimConfig, ModelBehaviour, create_llm_app
+from tests.conftest import SimClient, sim_client
 
-Client = TestClient[web.Request, web.Application]
-FAST: dict[str, Any] = {"ttft": 0.0, "itl": 0.0}
 DETAILS = {"inputs": "a b c", "parameters": {"max_new_tokens": 20, "details": True}}
 
 
-async def client_for(
-    aiohttp_client: AiohttpClient, api_key: str | None = None, **knobs: Any
-) -> Client:
-    config = LLMSimConfig(models={"m": ModelBehaviour(**{**FAST, **knobs})}, api_key=api_key)
-    return await aiohttp_client(create_llm_app(config))
-
-
-async def events(client: Client, body: dict[str, Any], **headers: str) -> tuple[str, list[Any]]:
+async def events(client: SimClient, body: dict[str, Any], **headers: str) -> tuple[str, list[Any]]:
     resp = await client.post("/generate_stream", json=body, headers=headers)
     assert resp.status == 200, await resp.text()
     assert resp.content_type == "text/event-stream"
@@ -36,7 +25,7 @@ async def events(client: Client, body: dict[str, Any], **headers: str) -> tuple[
 
 
 async def test_stream_shape(aiohttp_client: AiohttpClient) -> None:
-    client = await client_for(aiohttp_client, tokens=3)
+    client = await sim_client(aiohttp_client, tokens=3)
     text, out = await events(client, DETAILS)
     assert "data: " not in text and "[DONE]" not in text  # TGI's framing
     assert out[0]["token"]["special"] is True  # <s>
@@ -55,7 +44,7 @@ async def test_stream_shape(aiohttp_client: AiohttpClient) -> None:
 
 
 async def test_length_and_no_details_unless_asked(aiohttp_client: AiohttpClient) -> None:
-    client = await client_for(aiohttp_client, tokens=10, role_chunk=False)
+    client = await sim_client(aiohttp_client, tokens=10, role_chunk=False)
     _, out = await events(client, {"inputs": "x", "parameters": {"max_new_tokens": 2}})
     assert len(out) == 2 and out[-1]["token"]["special"] is False
     assert out[-1]["generated_text"] == "tok tok " and out[-1]["details"] is None
@@ -64,7 +53,7 @@ async def test_length_and_no_details_unless_asked(aiohttp_client: AiohttpClient)
 
 
 async def test_error_event(aiohttp_client: AiohttpClient) -> None:
-    client = await client_for(aiohttp_client, tokens=5, error_after=1)
+    client = await sim_client(aiohttp_client, tokens=5, error_after=1)
     _, out = await events(client, DETAILS)
     assert out[-1]["error_type"] == "generation" and "error" in out[-1]
 
@@ -87,7 +76,7 @@ async def test_errors_are_tgi_shaped(
     status: int,
     error: str,
 ) -> None:
-    client = await client_for(aiohttp_client)
+    client = await sim_client(aiohttp_client)
     resp = await client.post("/generate_stream", json=body, headers=headers)
     assert resp.status == status
     payload = await resp.json()
@@ -95,7 +84,7 @@ async def test_errors_are_tgi_shaped(
 
 
 async def test_a_key_set_on_the_simulator_is_checked(aiohttp_client: AiohttpClient) -> None:
-    client = await client_for(aiohttp_client, api_key="hf_1", tokens=1)
+    client = await sim_client(aiohttp_client, api_key="hf_1", tokens=1)
     refused = await client.post("/generate_stream", json=DETAILS)
     assert refused.status == 401
     assert (await events(client, DETAILS, Authorization="Bearer hf_1"))[1]

@@ -14,7 +14,6 @@ null. Auth: `x-api-key`, and `anthropic-version` is required, as the API does.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 import uuid
@@ -23,21 +22,19 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    LLMSimState,
-    ModelBehaviour,
-    SimEvent,
     SimRequest,
     _dumps,
-    _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer, stream_named_events
+from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import fault_ending
+from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer
+from ttft_exporter.sim.stream_writer import write_stream
 
 __all__ = ["PATH", "add_routes", "iter_anthropic_events"]
 
@@ -59,6 +56,14 @@ _ERROR_TYPES = {
 
 def _event(at: float, name: str, payload: dict[str, object], *, text: bool = False) -> NamedEvent:
     return NamedEvent(at, "data", _dumps({"type": name, **payload}), text=text, name=name)
+
+
+def _malformed(at: float) -> NamedEvent:
+    return NamedEvent(at, "data", _MALFORMED, name="content_block_delta")
+
+
+def _stream_error(at: float, _emitted: int) -> NamedEvent:
+    return _event(at, "error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
 
 
 def _error_body(status: int, message: str) -> web.Response:
@@ -152,7 +157,7 @@ def _render(
                 # Anthropic sends a ping right after the first block starts.
                 yield _event(at, "ping", {})
         if plan.malformed_after == emitted:
-            yield NamedEvent(chunk.at, "data", _MALFORMED, name="content_block_delta")
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         text = (behaviour.token_text + " ") * chunk.tokens
         delta = (
@@ -161,16 +166,8 @@ def _render(
             else {"type": "text_delta", "text": text}
         )
         yield _event(chunk.at, "content_block_delta", {"index": block, "delta": delta}, text=True)
-    if plan.malformed_after == emitted:
-        yield NamedEvent(plan.end_at, "data", _MALFORMED, name="content_block_delta")
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return
-    if plan.fault == "error":
-        error = {"type": "overloaded_error", "message": "Overloaded"}
-        yield _event(plan.end_at, "error", {"error": error})
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=_stream_error)
+    if plan.fault is not None:
         return
     if block_type:
         yield from _close_block(plan.end_at, block, block_type)
@@ -199,9 +196,8 @@ def _close_block(at: float, index: int, block_type: str) -> Iterator[SimEvent]:
 
 
 async def _handle_messages(request: web.Request) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     try:
         _check_auth(request, state)
         if body is None:
@@ -214,7 +210,7 @@ async def _handle_messages(request: web.Request) -> web.StreamResponse:
     except _RequestError as exc:
         return _error_body(exc.status, exc.message)
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         return _error_body(behaviour.status, f"Simulated error (HTTP {behaviour.status}).")
     events = iter_anthropic_events(
         behaviour,
@@ -222,8 +218,8 @@ async def _handle_messages(request: web.Request) -> web.StreamResponse:
         message_id=f"msg_{uuid.uuid4().hex[:24]}",
         rng=random.Random(behaviour.seed),
     )
-    framer = new_framer(behaviour, _PING)
-    return await stream_named_events(request, state, record, behaviour, events, framer, arrival)
+    ctx = got.stream_context(behaviour)
+    return await write_stream(ctx, events, new_framer(behaviour, _PING))
 
 
 def add_routes(app: web.Application) -> None:

@@ -12,7 +12,6 @@ asynchronous filter sends it). A missing `api-version` is a 404, as Azure answer
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import secrets
@@ -24,18 +23,15 @@ from typing import Any
 from aiohttp import web
 
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
-    LLMSimState,
-    SimEvent,
     _error_response,
-    _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     iter_events,
     parse_request,
+    receive,
 )
-from ttft_exporter.sim.protocols.stream import write_sse
+from ttft_exporter.sim.llm_state import LLMSimState, SimEvent
+from ttft_exporter.sim.stream_writer import SSEFramer, write_stream
 
 __all__ = ["add_routes", "azure_events"]
 
@@ -91,9 +87,8 @@ def _check_key(request: web.Request, state: LLMSimState) -> None:
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     deployment = request.match_info["deployment"]
     try:
         if not request.query.get("api-version"):
@@ -111,7 +106,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     except _RequestError as exc:
         return _error_response(exc.status, exc.message, exc.code)
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
     if not sim_request.stream:
@@ -123,18 +118,12 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         created=int(time.time()),
         rng=random.Random(behaviour.seed),
     )
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    ctx = got.stream_context(behaviour)
+    writer = SSEFramer.for_model(behaviour)
+    # As before the shared loop, this mode does not read the `burst` knob.
+    return await write_stream(
+        ctx, azure_events(events, behaviour.headers_delay), writer, honour_burst=False
     )
-    await _sleep_until(arrival + behaviour.headers_delay)
-    try:
-        await response.prepare(request)
-        events = azure_events(events, behaviour.headers_delay)
-        await write_sse(request, response, state, record, behaviour, events, arrival)
-        await response.write_eof()
-    except ConnectionResetError:
-        pass  # the client went away mid-stream: its business, not a server error
-    return response
 
 
 def add_routes(app: web.Application) -> None:

@@ -22,7 +22,6 @@ no finishReason. `burst` is not supported in this mode.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import secrets
@@ -34,20 +33,17 @@ from aiohttp import web
 # The OpenAI mode's machinery: the plan, keep-alives, the SSE writer, the request log
 # and the fault helpers are shared by every mode, so a knob means the same everywhere.
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    LLMSimState,
-    ModelBehaviour,
-    SimEvent,
     SimRequest,
-    _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.protocols.stream import write_sse
+from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import fault_ending
+from ttft_exporter.sim.stream_writer import SSEFramer, sleep_until, write_stream
 
 __all__ = ["add_routes", "gemini_events", "parse_gemini_request"]
 
@@ -134,6 +130,15 @@ def gemini_events(
     return _with_keepalives(events, behaviour.headers_delay, behaviour.keepalive_interval)
 
 
+def _malformed(at: float) -> SimEvent:
+    return SimEvent(at, "data", _MALFORMED)
+
+
+def _stream_error(at: float, emitted: int) -> SimEvent:
+    message = f"Simulated server error after {emitted} tokens."
+    return SimEvent(at, "data", _dumps(_error_body(500, message)))
+
+
 def _render(
     behaviour: ModelBehaviour,
     request: SimRequest,
@@ -152,7 +157,7 @@ def _render(
     emitted = answer = thoughts = 0
     for chunk in plan.chunks:
         if plan.malformed_after == emitted:
-            yield SimEvent(chunk.at, "data", _MALFORMED)
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         text = (behaviour.token_text + " ") * chunk.tokens
         if chunk.field == "reasoning":
@@ -166,16 +171,8 @@ def _render(
         if behaviour.continuous_usage:
             obj["usageMetadata"] = _usage(plan, answer, thoughts)
         yield SimEvent(chunk.at, "data", _dumps(obj), text=True)
-    if plan.malformed_after == emitted:
-        yield SimEvent(plan.end_at, "data", _MALFORMED)
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return  # a clean end of the response, mid-generation
-    if plan.fault == "error":
-        message = f"Simulated server error after {emitted} tokens."
-        yield SimEvent(plan.end_at, "data", _dumps(_error_body(500, message)))
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=_stream_error)
+    if plan.fault is not None:
         return
     usage = _usage(plan, plan.answer_tokens, plan.reasoning_tokens)
     if plan.finish_reason is not None:
@@ -217,9 +214,8 @@ async def _handle_vertex(request: web.Request) -> web.StreamResponse:
 
 
 async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     model, _, action = request.match_info["action"].partition(":")
     if f":{action}" != _ACTION:
         return _error(404, f"Method {action!r} not found (this simulator streams only).")
@@ -233,7 +229,7 @@ async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
     except _RequestError as exc:
         return _error(exc.status, exc.message)
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         return _error(behaviour.status, f"Simulated error (HTTP {behaviour.status}).")
     events = gemini_events(
         behaviour,
@@ -242,20 +238,18 @@ async def _handle(request: web.Request, *, vertex: bool) -> web.StreamResponse:
         response_id=uuid.uuid4().hex[:22],
         rng=random.Random(behaviour.seed),
     )
-    sse = request.query.get("alt") == "sse"
+    if request.query.get("alt") == "sse":
+        ctx = got.stream_context(behaviour)
+        writer = SSEFramer.for_model(behaviour)
+        # `burst` is not supported in this mode (see above).
+        return await write_stream(ctx, events, writer, honour_burst=False)
     response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream" if sse else "application/json",
-            "Cache-Control": "no-cache",
-        }
+        headers={"Content-Type": "application/json", "Cache-Control": "no-cache"}
     )
-    await _sleep_until(arrival + behaviour.headers_delay)
+    await got.headers_delay(behaviour)
     try:
         await response.prepare(request)
-        if sse:
-            await write_sse(request, response, state, record, behaviour, events, arrival)
-        else:
-            await _write_array(response, events, arrival)
+        await _write_array(response, events, got.arrival)
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client went away mid-stream: its business, not a server error
@@ -270,7 +264,7 @@ async def _write_array(
     for event in events:
         if event.kind != "data":
             break
-        await _sleep_until(arrival + event.at)
+        await sleep_until(arrival + event.at)
         await response.write(separator + event.data.encode())
         separator = b",\r\n"
     await response.write(b"]" if separator != b"[" else b"[]")

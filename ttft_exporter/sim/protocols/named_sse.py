@@ -1,25 +1,16 @@
 """The shared half of the simulator modes whose streams are SSE with named events
-(Anthropic Messages, OpenAI Responses): the event type, its writer and the write loop,
-on the OpenAI mode's timing, burst, fault and request-log machinery."""
+(Anthropic Messages, OpenAI Responses): the event type and its writer, written through
+the simulator's one stream loop (sim/stream_writer.py)."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from aiohttp import web
+from ttft_exporter.sim.llm_state import ModelBehaviour, SimEvent
+from ttft_exporter.sim.stream_writer import SSEFramer
 
-from ttft_exporter.sim.llm import (
-    LLMSimState,
-    ModelBehaviour,
-    RecordedRequest,
-    SimEvent,
-    SSEFramer,
-)
-from ttft_exporter.sim.protocols.streaming import write_stream
-
-__all__ = ["NamedEvent", "NamedSSEFramer", "new_framer", "stream_named_events"]
+__all__ = ["NamedEvent", "NamedSSEFramer", "new_framer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +28,7 @@ class NamedSSEFramer(SSEFramer):
     def __init__(
         self,
         *,
-        ping: str | None,
+        ping: str | None = None,
         data_space: bool = True,
         crlf: bool = False,
         split_writes: bool = False,
@@ -67,30 +58,4 @@ def new_framer(behaviour: ModelBehaviour, ping: str | None) -> NamedSSEFramer:
         crlf=behaviour.crlf,
         split_writes=behaviour.split_writes,
         rng=random.Random(behaviour.seed),
-    )
-
-
-async def stream_named_events(
-    request: web.Request,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    events: Iterator[SimEvent],
-    framer: NamedSSEFramer,
-    arrival: float,
-) -> web.StreamResponse:
-    """Write `events` at their deadlines (from `arrival`), honouring the burst, stall,
-    hold and drop events as the OpenAI mode does."""
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    return await write_stream(
-        request,
-        response,
-        state=state,
-        record=record,
-        behaviour=behaviour,
-        events=events,
-        writer=framer,
-        arrival=arrival,
     )

@@ -15,9 +15,7 @@ first line with empty content, a keep-alive (`keepalive_interval`) is a blank li
 
 from __future__ import annotations
 
-import asyncio
 import random
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,23 +27,18 @@ from aiohttp import web
 # every protocol mode shares one request log, one set of knobs and one writer (made
 # public once the protocol modes written side by side have landed).
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    LLMSimState,
-    ModelBehaviour,
-    RecordedRequest,
-    SimEvent,
     SimRequest,
-    SSEFramer,
     _dumps,
-    _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.protocols.streaming import write_stream
+from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import ModeError, bearer_matches, fault_ending
+from ttft_exporter.sim.stream_writer import SSEFramer, sleep_until, write_stream
 
 __all__ = ["NDJSONWriter", "OllamaRequest", "add_routes", "iter_ollama_events", "parse_request"]
 
@@ -79,16 +72,11 @@ class OllamaRequest:
         )
 
 
-class _OllamaError(Exception):
+class _OllamaError(ModeError):
     """An error answered before streaming: Ollama's `{"error": "..."}` body."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-    def response(self) -> web.Response:
-        return web.json_response({"error": self.message}, status=self.status, dumps=_dumps)
+        super().__init__(status, message, {"error": message})
 
 
 def parse_request(endpoint: Endpoint, body: object) -> OllamaRequest:
@@ -203,6 +191,15 @@ def iter_ollama_events(
     return _with_keepalives(events, behaviour.headers_delay, behaviour.keepalive_interval)
 
 
+def _malformed(at: float) -> SimEvent:
+    return SimEvent(at, "data", MALFORMED)
+
+
+def _stream_error(at: float, emitted: int) -> SimEvent:
+    message = f"an error was encountered while running the model: simulated after {emitted} tokens"
+    return SimEvent(at, "data", _dumps({"error": message}))
+
+
 def _render(
     behaviour: ModelBehaviour, plan: GenerationPlan, encoder: _LineEncoder
 ) -> Iterator[SimEvent]:
@@ -211,22 +208,12 @@ def _render(
     emitted = 0
     for chunk in plan.chunks:
         if plan.malformed_after == emitted:
-            yield SimEvent(chunk.at, "data", MALFORMED)
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         text = (behaviour.token_text + " ") * chunk.tokens
         yield SimEvent(chunk.at, "data", encoder.token(chunk.field, text), text=True)
-    if plan.malformed_after == emitted:
-        yield SimEvent(plan.end_at, "data", MALFORMED)
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return
-    if plan.fault == "error":
-        message = (
-            f"an error was encountered while running the model: simulated after {emitted} tokens"
-        )
-        yield SimEvent(plan.end_at, "data", _dumps({"error": message}))
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=_stream_error)
+    if plan.fault is not None:
         return
     if behaviour.omit_done:
         return
@@ -248,18 +235,13 @@ class NDJSONWriter(SSEFramer):
 
 def _check_auth(request: web.Request, state: LLMSimState) -> None:
     # Ollama has no auth; a key configured on the simulator plays the proxy in front.
-    key = state.config.api_key
-    if key is None:
-        return
-    given = request.headers.get("Authorization", "")
-    if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
+    if not bearer_matches(request.headers, state):
         raise _OllamaError(401, "unauthorized")
 
 
 async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     try:
         _check_auth(request, state)
         if body is None:
@@ -275,36 +257,18 @@ async def _handle(request: web.Request, endpoint: Endpoint) -> web.StreamRespons
     except _OllamaError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         return _OllamaError(
             behaviour.status, f"simulated error (HTTP {behaviour.status})"
         ).response()
     if not parsed.stream:
-        return await _respond_whole(behaviour, parsed, arrival)
-    return await _stream(request, state, record, behaviour, parsed, arrival)
-
-
-async def _stream(
-    request: web.Request,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    parsed: OllamaRequest,
-    arrival: float,
-) -> web.StreamResponse:
+        return await _respond_whole(behaviour, parsed, got.arrival)
+    ctx = got.stream_context(behaviour)
     return await write_stream(
-        request,
-        web.StreamResponse(headers={"Content-Type": "application/x-ndjson"}),
-        state=state,
-        record=record,
-        behaviour=behaviour,
-        events=iter_ollama_events(behaviour, parsed, random.Random(behaviour.seed)),
-        writer=NDJSONWriter(
-            crlf=behaviour.crlf,
-            split_writes=behaviour.split_writes,
-            rng=random.Random(behaviour.seed),
-        ),
-        arrival=arrival,
+        ctx,
+        iter_ollama_events(behaviour, parsed, random.Random(behaviour.seed)),
+        NDJSONWriter.for_model(behaviour),
+        headers={"Content-Type": "application/x-ndjson"},
     )
 
 
@@ -313,7 +277,7 @@ async def _respond_whole(
 ) -> web.Response:
     """`"stream": false`: one JSON object with the whole answer (faults not simulated)."""
     plan = plan_generation(behaviour, parsed.sim_request(), random.Random(behaviour.seed))
-    await _sleep_until(arrival + max(plan.end_at, behaviour.headers_delay))
+    await sleep_until(arrival + max(plan.end_at, behaviour.headers_delay))
     whole = _LineEncoder(parsed, behaviour).final(
         plan,
         plan.completion_tokens,

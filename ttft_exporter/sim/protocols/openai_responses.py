@@ -16,7 +16,6 @@ leaves out the terminal event. Keep-alives are SSE comments. Auth: Bearer.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections.abc import Iterator
@@ -25,22 +24,21 @@ from typing import Any
 from aiohttp import web
 
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    ModelBehaviour,
-    SimEvent,
     SimRequest,
     _check_auth,
     _dumps,
     _error_response,
-    _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer, stream_named_events
+from ttft_exporter.sim.llm_state import ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import fault_ending
+from ttft_exporter.sim.protocols.named_sse import NamedEvent, new_framer
+from ttft_exporter.sim.stream_writer import write_stream
 
 __all__ = ["PATH", "add_routes", "iter_responses_events"]
 
@@ -60,6 +58,15 @@ class _Sequence:
         data = _dumps({"type": name, "sequence_number": self.next, **payload})
         self.next += 1
         return NamedEvent(at, "data", data, text=text, name=name)
+
+    def error(self, at: float, emitted: int) -> NamedEvent:
+        """The `error` event inside the 200 stream (the error_after fault)."""
+        message = f"Simulated server error after {emitted} tokens."
+        return self.event(at, "error", {"code": "server_error", "message": message, "param": None})
+
+
+def _malformed(at: float) -> NamedEvent:
+    return NamedEvent(at, "data", _MALFORMED, name="response.output_text.delta")
 
 
 def _parse(body: object) -> SimRequest:
@@ -128,7 +135,7 @@ def _render(
             item_type = wanted
             yield from _open_item(seq, chunk.at, item, item_type)
         if plan.malformed_after == emitted:
-            yield NamedEvent(chunk.at, "data", _MALFORMED, name="response.output_text.delta")
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         text = (behaviour.token_text + " ") * chunk.tokens
         if wanted == "reasoning":
@@ -138,18 +145,8 @@ def _render(
             payload = {"item_id": f"msg_{item}", "output_index": item, "content_index": 0}
             name = "response.output_text.delta"
         yield seq.event(chunk.at, name, {**payload, "delta": text}, text=True)
-    if plan.malformed_after == emitted:
-        yield NamedEvent(plan.end_at, "data", _MALFORMED, name="response.output_text.delta")
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return
-    if plan.fault == "error":
-        message = f"Simulated server error after {emitted} tokens."
-        yield seq.event(
-            plan.end_at, "error", {"code": "server_error", "message": message, "param": None}
-        )
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=seq.error)
+    if plan.fault is not None:
         return
     if item_type:
         yield from _close_item(seq, plan.end_at, item, item_type)
@@ -216,9 +213,8 @@ def _close_item(seq: _Sequence, at: float, index: int, item_type: str) -> Iterat
 
 
 async def _handle_responses(request: web.Request) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     try:
         _check_auth(request, state)
         if body is None:
@@ -232,7 +228,7 @@ async def _handle_responses(request: web.Request) -> web.StreamResponse:
     except _RequestError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         msg = f"Simulated error (HTTP {behaviour.status})."
         return _error_response(behaviour.status, msg, behaviour.status)
     events = iter_responses_events(
@@ -241,8 +237,8 @@ async def _handle_responses(request: web.Request) -> web.StreamResponse:
         response_id=f"resp_{uuid.uuid4().hex}",
         rng=random.Random(behaviour.seed),
     )
-    framer = new_framer(behaviour, None)
-    return await stream_named_events(request, state, record, behaviour, events, framer, arrival)
+    ctx = got.stream_context(behaviour)
+    return await write_stream(ctx, events, new_framer(behaviour, None))
 
 
 def add_routes(app: web.Application) -> None:

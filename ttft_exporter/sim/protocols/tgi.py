@@ -16,9 +16,7 @@ Reasoning is not a TGI field: reasoning tokens are streamed as plain tokens.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,23 +26,22 @@ from aiohttp import web
 # NOTE: the private helpers of sim/llm.py are imported rather than copied, so that
 # every protocol mode shares one request log, one set of knobs and one writer.
 from ttft_exporter.sim.llm import (
-    LLM_SIM_STATE,
     GenerationPlan,
-    LLMSimState,
-    ModelBehaviour,
-    RecordedRequest,
-    SimEvent,
     SimRequest,
-    SSEFramer,
     _dumps,
-    _record,
     _request_behaviour,
     _RequestError,
-    _sleep_until,
     _with_keepalives,
     plan_generation,
+    receive,
 )
-from ttft_exporter.sim.protocols.streaming import write_stream
+from ttft_exporter.sim.llm_state import LLMSimState, ModelBehaviour, SimEvent
+from ttft_exporter.sim.protocols.mode import ModeError, bearer_matches, fault_ending
+from ttft_exporter.sim.stream_writer import (
+    SSE_HEADERS,
+    SSEFramer,
+    write_stream,
+)
 
 __all__ = ["TGIRequest", "add_routes", "iter_tgi_events", "parse_request"]
 
@@ -72,18 +69,11 @@ class TGIRequest:
         )
 
 
-class _TGIError(Exception):
+class _TGIError(ModeError):
     """An error answered before streaming: TGI's `{"error", "error_type"}` body."""
 
     def __init__(self, status: int, message: str, error_type: str = "validation") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.error_type = error_type
-
-    def response(self) -> web.Response:
-        body = {"error": self.message, "error_type": self.error_type}
-        return web.json_response(body, status=self.status, dumps=_dumps)
+        super().__init__(status, message, {"error": message, "error_type": error_type})
 
 
 def parse_request(body: object) -> TGIRequest:
@@ -145,6 +135,15 @@ def _final(
     return final
 
 
+def _malformed(at: float) -> SimEvent:
+    return SimEvent(at, "data", MALFORMED)
+
+
+def _stream_error(at: float, emitted: int) -> SimEvent:
+    message = f"Request failed during generation: simulated after {emitted} tokens"
+    return SimEvent(at, "data", _dumps({"error": message, "error_type": "generation"}))
+
+
 def _render(
     behaviour: ModelBehaviour, request: TGIRequest, plan: GenerationPlan
 ) -> Iterator[SimEvent]:
@@ -160,7 +159,7 @@ def _render(
     )
     for number, chunk in enumerate(chunks):
         if plan.malformed_after == emitted:
-            yield SimEvent(chunk.at, "data", MALFORMED)
+            yield _malformed(chunk.at)
         emitted += chunk.tokens
         index += 1
         token = _token((behaviour.token_text + " ") * chunk.tokens, index)
@@ -168,17 +167,8 @@ def _render(
         if last_is_final and number == len(chunks) - 1:
             final = _final(behaviour, request, plan, emitted)
         yield SimEvent(chunk.at, "data", _event(index, token, final), text=True)
-    if plan.malformed_after == emitted:
-        yield SimEvent(plan.end_at, "data", MALFORMED)
-    if plan.fault in ("stall", "drop"):
-        yield SimEvent(plan.end_at, plan.fault)
-        return
-    if plan.fault == "truncate":
-        return
-    if plan.fault == "error":
-        message = f"Request failed during generation: simulated after {emitted} tokens"
-        error = {"error": message, "error_type": "generation"}
-        yield SimEvent(plan.end_at, "data", _dumps(error))
+    yield from fault_ending(plan, emitted, malformed=_malformed, error=_stream_error)
+    if plan.fault is not None:
         return
     if behaviour.omit_done:
         return
@@ -193,18 +183,13 @@ def _render(
 
 def _check_auth(request: web.Request, state: LLMSimState) -> None:
     # TGI's `--api-key`: a Bearer token; 401 without a body otherwise.
-    key = state.config.api_key
-    if key is None:
-        return
-    given = request.headers.get("Authorization", "")
-    if not secrets.compare_digest(given.encode(), f"Bearer {key}".encode()):
+    if not bearer_matches(request.headers, state):
         raise _TGIError(401, "Unauthorized", "authentication")
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
-    arrival = asyncio.get_running_loop().time()
-    state = request.app[LLM_SIM_STATE]
-    record, body = await _record(request, state)
+    got = await receive(request)
+    state, body = got.state, got.body
     # TGI serves one model: the first configured one (X-Sim-Model picks another).
     model = request.headers.get("X-Sim-Model") or next(iter(state.config.models), "")
     try:
@@ -223,43 +208,16 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     except _TGIError as exc:
         return exc.response()
     if behaviour.status != 200:
-        await _sleep_until(arrival + behaviour.headers_delay)
+        await got.headers_delay(behaviour)
         message = f"simulated error (HTTP {behaviour.status})"
         return _TGIError(behaviour.status, message, "generation").response()
-    return await _stream(request, state, record, behaviour, parsed, model, arrival)
-
-
-async def _stream(
-    request: web.Request,
-    state: LLMSimState,
-    record: RecordedRequest,
-    behaviour: ModelBehaviour,
-    parsed: TGIRequest,
-    model: str,
-    arrival: float,
-) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
+    ctx = got.stream_context(behaviour)
     return await write_stream(
-        request,
-        response,
-        state=state,
-        record=record,
-        behaviour=behaviour,
-        events=iter_tgi_events(behaviour, parsed, model, random.Random(behaviour.seed)),
+        ctx,
+        iter_tgi_events(behaviour, parsed, model, random.Random(behaviour.seed)),
         # TGI's axum server never writes the space after `data:` (knob data_space unused).
-        writer=SSEFramer(
-            data_space=False,
-            crlf=behaviour.crlf,
-            split_writes=behaviour.split_writes,
-            rng=random.Random(behaviour.seed),
-        ),
-        arrival=arrival,
+        SSEFramer.for_model(behaviour, data_space=False),
+        headers={**SSE_HEADERS, "X-Accel-Buffering": "no"},
     )
 
 

@@ -1,18 +1,34 @@
-"""prometheus_client objects for the Flux families of the catalogue, and the per
-instance children resolved once (no label lookups on the message hot path)."""
+"""The Flux families of the catalogue as prometheus_client objects, fed by Flux events:
+the per-instance children are resolved once (no label lookups on the frame hot path)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ttft_exporter.metrics import (
+from ttft_exporter.catalogue import (
     FLUX_CANARY_REASONS,
     FLUX_MESSAGE_TYPES,
     FLUX_METRICS,
     FLUX_RECONNECT_REASONS,
     Kind,
+)
+from ttft_exporter.flux.events import (
+    CanaryChecked,
+    CanaryPublished,
+    ConnectionState,
+    EventsProcessed,
+    FluxEvent,
+    FluxReport,
+    FluxRestarted,
+    FluxStarted,
+    FluxStopped,
+    FrameReceived,
+    Malformed,
+    ReadChecked,
+    Reconnected,
 )
 
 __all__ = ["FluxInstanceMetrics", "FluxMetrics"]
@@ -21,12 +37,29 @@ _Metric = Counter | Gauge | Histogram
 
 
 class FluxMetrics:
-    """The Flux families, registered once in the exporter's registry."""
+    """The Flux families, registered once in the exporter's registry, and the Flux
+    event handler of the Prometheus sink."""
 
     def __init__(self, registry: CollectorRegistry, buckets: Mapping[str, Sequence[float]]) -> None:
         self.registry = registry
         self.buckets = {k: tuple(v) for k, v in buckets.items()}
         self.families: dict[str, _Metric] = {}
+        self.instances: dict[str, FluxInstanceMetrics] = {}
+        # By exact event type: one dict lookup per event on the frame hot path.
+        self._handlers: dict[type[Any], Callable[[Any], None]] = {
+            FrameReceived: self._frame,
+            Malformed: lambda e: self.instances[e.instance].malformed.inc(),
+            ConnectionState: self._connection,
+            Reconnected: lambda e: self.instances[e.instance].reconnects[e.reason].inc(),
+            EventsProcessed: lambda e: self.instances[e.instance].events.inc(e.count),
+            FluxRestarted: lambda e: self.instances[e.instance].resets.inc(),
+            FluxReport: self._report,
+            CanaryChecked: self._canary,
+            CanaryPublished: lambda e: self.instances[e.instance].canary_publish.observe(e.seconds),
+            ReadChecked: self._read,
+            FluxStarted: self._started,
+            FluxStopped: self._stopped,
+        }
         for spec in FLUX_METRICS:
             labels = ("flux", *spec.labels)
             metric: _Metric
@@ -46,7 +79,69 @@ class FluxMetrics:
 
     def instance(self, name: str, groups: Sequence[str]) -> FluxInstanceMetrics:
         """The children of one instance, every enum value created at 0."""
-        return FluxInstanceMetrics(self, name, groups)
+        found = self.instances[name] = FluxInstanceMetrics(self, name, groups)
+        return found
+
+    def on_flux_event(self, event: FluxEvent) -> None:
+        """Record one event of a started instance."""
+        self._handlers[type(event)](event)
+
+    def _started(self, event: FluxStarted) -> None:
+        self.instance(event.instance, event.groups)
+
+    def _stopped(self, event: FluxStopped) -> None:
+        self.instances.pop(event.instance, None)
+        self.remove(event.instance, event.groups)
+
+    def _frame(self, event: FrameReceived) -> None:
+        m = self.instances[event.instance]
+        m.last_message.set(event.at)
+        kind = event.kind
+        if kind == "malformed":
+            m.malformed.inc()
+            return
+        m.messages[kind].inc()
+        if kind == "state_update":
+            m.state_updates[event.group or "other"].inc()
+            if event.lag is not None:
+                m.lag.observe(event.lag)
+        elif kind == "entity_deleted":
+            m.deleted.inc()
+
+    def _connection(self, event: ConnectionState) -> None:
+        m = self.instances[event.instance]
+        m.connected.set(1 if event.connected else 0)
+        m.stale.set(1 if event.stale else 0)
+        m.up.set(1 if event.connected and not event.stale else 0)
+
+    def _report(self, event: FluxReport) -> None:
+        m = self.instances[event.instance]
+        if event.rate_per_second is not None:
+            m.reported_rate.set(event.rate_per_second)
+        if event.entities is not None:
+            m.entities.set(event.entities)
+        if event.websocket_connections is not None:
+            m.ws_connections.set(event.websocket_connections)
+        if event.publishers_active is not None:
+            m.publishers.set(event.publishers_active)
+
+    def _canary(self, event: CanaryChecked) -> None:
+        m = self.instances[event.instance]
+        if event.reason is not None:
+            m.canary_failures[event.reason].inc()
+            m.canary_checks["failure"].inc()
+            return
+        m.canary_checks["success"].inc()
+        if event.propagation is not None:
+            m.canary_propagation.observe(event.propagation)
+            m.canary_last.set(event.propagation)
+
+    def _read(self, event: ReadChecked) -> None:
+        m = self.instances[event.instance]
+        if event.seconds is None:
+            m.query_failures.inc()
+        else:
+            m.query.observe(event.seconds)
 
     def remove(self, name: str, groups: Sequence[str]) -> None:
         """Drop every series of an instance that left the config."""
@@ -67,6 +162,7 @@ class FluxMetrics:
 
     def unregister(self) -> None:
         """Take every family out of the registry (bucket boundaries changed)."""
+        self.instances.clear()
         for family in self.families.values():
             self.registry.unregister(family)
 

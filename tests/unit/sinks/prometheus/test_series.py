@@ -1,4 +1,5 @@
-"""The catalogue, the per-target store, recording and the text renderer."""
+"""The catalogue, the per-target series store, recording and the text renderer
+(sinks/prometheus/series.py, record.py, render.py)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_config
+from ttft_exporter.catalogue import DEFAULT_BUCKETS, OPTIONAL_HISTOGRAMS, PROBE_METRICS, Kind
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.metrics import (
-    DEFAULT_BUCKETS,
-    OPTIONAL_HISTOGRAMS,
-    PROBE_METRICS,
-    Kind,
-    MetricStore,
-    record_result,
-)
 from ttft_exporter.probes.base import FINISH_REASONS, GapHistogram, ProbeResult, ServerTimings
+from ttft_exporter.sinks.prometheus.record import record_result
+from ttft_exporter.sinks.prometheus.series import MetricStore
 
 LABELS = {"target": "a", "model": "m", "protocol": "openai-chat", "env": 'we"ird\\\n'}
 INTER_CHUNK = "ttft_probe_inter_chunk_latency_seconds"
@@ -315,9 +311,9 @@ def test_labels_change_recreates_series_and_remove_forgets() -> None:
 def test_every_catalogue_metric_is_documented_in_the_readme() -> None:
     from pathlib import Path
 
-    from ttft_exporter.metrics import EXPORTER_METRICS, FLUX_METRICS
+    from ttft_exporter.catalogue import EXPORTER_METRICS, FLUX_METRICS
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
     missing = [
         s.name
         for s in (*PROBE_METRICS, *EXPORTER_METRICS, *FLUX_METRICS)
@@ -554,7 +550,8 @@ def test_help_text_is_escaped_per_exposition_format() -> None:
         text_string_to_metric_families as parse_openmetrics,
     )
 
-    from ttft_exporter.metrics import MetricSpec, _family_header
+    from ttft_exporter.catalogue import MetricSpec
+    from ttft_exporter.sinks.prometheus.render import family_header as _family_header
 
     spec = MetricSpec("ttft_probe_demo_total", Kind.COUNTER, 'a \\ b\nc "d"')
     classic = _family_header(spec, False)
@@ -600,7 +597,7 @@ def test_every_family_parses_in_both_formats_and_passes_promtool() -> None:
 def test_readme_series_table_matches_a_real_render() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
     every = dict.fromkeys(OPTIONAL_HISTOGRAMS, True)
     rows: dict[str, dict[str, Any]] = {
         "default": {},
@@ -716,7 +713,7 @@ def test_server_timing_series_per_target() -> None:
 def test_readme_server_timing_rows_match_a_real_render() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
     rows = {
         "Ollama (load, prefill, decode, total, and the overhead), default `histograms:`": (
             OLLAMA_TIMINGS
