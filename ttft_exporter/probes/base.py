@@ -173,13 +173,15 @@ class GapHistogram:
     """The inter-chunk gaps of one probe as bucket counts, sum, count, min and max:
     fixed memory whatever the number of chunks, merged into the store once at the end.
     `counts[i]` holds gaps <= bounds[i] (and above the previous bound); the last
-    count is the +Inf bucket."""
+    count is the +Inf bucket, `sums[i]` the sum of the gaps counted in `counts[i]`
+    (so a sink with other boundaries can replay the gaps exactly; sinks/otel)."""
 
-    __slots__ = ("bounds", "count", "counts", "max", "min", "sum")
+    __slots__ = ("bounds", "count", "counts", "max", "min", "sum", "sums")
 
     def __init__(self, bounds: Sequence[float] = DEFAULT_INTER_TOKEN_BUCKETS) -> None:
         self.bounds = tuple(bounds)
         self.counts = [0] * (len(self.bounds) + 1)
+        self.sums = [0.0] * (len(self.bounds) + 1)
         self.sum = 0.0
         self.count = 0
         self.min = math.inf
@@ -188,7 +190,9 @@ class GapHistogram:
     def observe(self, value: float) -> None:
         """One gap, in seconds."""
         # bisect_left: a value equal to a boundary belongs to that bucket (le semantics).
-        self.counts[bisect_left(self.bounds, value)] += 1
+        index = bisect_left(self.bounds, value)
+        self.counts[index] += 1
+        self.sums[index] += value
         self.sum += value
         self.count += 1
         self.min = min(self.min, value)
@@ -277,6 +281,11 @@ class ProbeResult:
     # The server's own timings of this request, where its protocol reports them and
     # they fit inside the client's elapsed time; None otherwise (and on failures).
     server_timings: ServerTimings | None = None
+    # The W3C trace context of this probe's span (128-bit and 64-bit ids), set by the
+    # executor when OTel traces are on, so the Prometheus exemplars and the exported
+    # span carry the same ids; None when tracing is off.
+    trace_id: int | None = None
+    span_id: int | None = None
 
     @property
     def decode_seconds(self) -> float | None:
@@ -540,3 +549,8 @@ class ProtocolSpec(Generic[_Target]):
     new_decoder: Callable[[], StreamDecoder]
     new_framer: Callable[[], Framer]
     terminated: bool = True
+    # OpenTelemetry GenAI semconv v1.41.0: `gen_ai.provider.name` (a well-known value
+    # where one fits, a custom one such as `ollama` otherwise; a target's
+    # `otel_provider` overrides it) and `gen_ai.operation.name` of this protocol.
+    otel_provider: str = "openai"
+    otel_operation: str = "chat"
