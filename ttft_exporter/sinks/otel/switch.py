@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ttft_exporter.logs import fields
 from ttft_exporter.sinks.otel.config import OTelConfig
+from ttft_exporter.sinks.otel.sdklog import redact_sdk_logs
 
 if TYPE_CHECKING:
     from ttft_exporter.budget import Series
@@ -66,6 +67,8 @@ class OTelSwitch:
                 from ttft_exporter.sinks.otel.sink import build_sink
             except ImportError as exc:
                 raise OTelUnavailableError(SDK_MISSING) from exc
+            # Before the first export: the SDK logs failures with the response body.
+            redact_sdk_logs(config.header_secrets())
             new = await asyncio.to_thread(
                 build_sink,
                 config,
