@@ -76,10 +76,11 @@ class OTLPReceiver:
         await site.start()
         self.http_port = self._runner.addresses[0][1]
         self._grpc = grpc.aio.server()
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-            _GRPCMetrics(self), self._grpc
-        )
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_GRPCTraces(self), self._grpc)
+        # The generated gRPC stubs carry no type hints.
+        add_metrics: Any = metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server
+        add_traces: Any = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+        add_metrics(_GRPCMetrics(self), self._grpc)
+        add_traces(_GRPCTraces(self), self._grpc)
         self.grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
         await self._grpc.start()
         return self
@@ -120,11 +121,12 @@ class OTLPReceiver:
     # --- what arrived --------------------------------------------------------------
 
     def resource_attributes(self) -> list[dict[str, Any]]:
-        """The resource of every received batch (metrics and traces)."""
-        out = []
-        for request in [*self.metrics, *self.traces]:
-            resources = getattr(request, "resource_metrics", None) or request.resource_spans  # type: ignore[union-attr]
-            out.extend(attributes_of(r.resource.attributes) for r in resources)
+        """The resource of every received batch (metrics, then traces)."""
+        out: list[dict[str, Any]] = []
+        for metrics in self.metrics:
+            out.extend(attributes_of(r.resource.attributes) for r in metrics.resource_metrics)
+        for traces in self.traces:
+            out.extend(attributes_of(r.resource.attributes) for r in traces.resource_spans)
         return out
 
     def all_metrics(self) -> Iterator[Metric]:
@@ -149,7 +151,7 @@ class OTLPReceiver:
         return out
 
 
-class _GRPCMetrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+class _GRPCMetrics(metrics_service_pb2_grpc.MetricsServiceServicer):
     def __init__(self, receiver: OTLPReceiver) -> None:
         self._receiver = receiver
 
@@ -159,7 +161,7 @@ class _GRPCMetrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ig
         return metrics_service_pb2.ExportMetricsServiceResponse()
 
 
-class _GRPCTraces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+class _GRPCTraces(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: OTLPReceiver) -> None:
         self._receiver = receiver
 

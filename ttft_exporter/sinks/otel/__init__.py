@@ -3,5 +3,5 @@ per probe and per Flux canary, from the same results and events as the Prometheu
 
 Only `config` (the `otel:` section) and `switch` (the reloadable stand-in) are imported
 when the section is absent; the SDK is imported by `providers`, `metrics` and `traces`,
-and only once `otel:` is set (tests/unit/sinks/otel/test_switch.py checks it).
+and only once `otel:` is set (tests/unit/sinks/otel/test_otel_switch.py checks it).
 """

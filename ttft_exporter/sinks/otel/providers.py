@@ -6,7 +6,7 @@ Everything slow happens in the SDK's own threads: the metric reader exports ever
 `interval` from its thread, the batch span processor from its, each export bounded by
 `timeout`. What the event loop does is record into instruments and queue ended spans
 into a bounded queue (spans beyond it are dropped, not kept): a down or slow collector
-never blocks a probe or moves its timestamps (tests/unit/sinks/otel/test_reliability.py).
+never blocks a probe or moves its timestamps (tests/unit/sinks/otel/test_otel_reliability.py).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import SimFactory, make_config, make_state, served, within
 from tests.helpers import free_port, poll
 from tests.otlp_receiver import OTLPReceiver
-from tests.unit.sinks.otel.factory import success, target
+from tests.unit.sinks.otel.otel_factory import success, target
 from ttft_exporter.sim.llm import ModelBehaviour
 from ttft_exporter.sinks.otel.config import OTelConfig
 from ttft_exporter.sinks.otel.providers import SPAN_QUEUE_SIZE

@@ -24,7 +24,10 @@ def problems(otel: Any) -> list[str]:
 @pytest.mark.parametrize(
     ("otel", "expected"),
     [
-        ({"endpoint": "ftp://c:21"}, ["otel.endpoint: must be an absolute http:// or https:// URL"]),
+        (
+            {"endpoint": "ftp://c:21"},
+            ["otel.endpoint: must be an absolute http:// or https:// URL"],
+        ),
         (
             {"endpoint": "http://user:pw@c:4318"},
             ["otel.endpoint: must not contain credentials; use headers"],
@@ -32,24 +35,37 @@ def problems(otel: Any) -> list[str]:
         ({"protocol": "http/json"}, ["otel.protocol: must be 'http/protobuf' or 'grpc'"]),
         ({"interval": "100ms"}, ["otel.interval: must be between 1s and 1h"]),
         ({"interval": "5s", "timeout": "5s"}, ["otel.timeout: must be below interval"]),
-        ({"metrics": False, "traces": False}, [
-            "otel.metrics: metrics and traces are both off: remove `otel:` instead"
-        ]),
+        (
+            {"metrics": False, "traces": False},
+            ["otel.metrics: metrics and traces are both off: remove `otel:` instead"],
+        ),
         ({"endpoints": "http://c:4318"}, ["otel.endpoints: unknown field"]),
         (
             {"headers": {"Authorization": {"value_env": "TTFT_TEST_OTEL_UNSET"}}},
-            ["otel.headers.Authorization.value_env: environment variable TTFT_TEST_OTEL_UNSET is not set or empty"],
+            [
+                "otel.headers.Authorization.value_env: environment variable TTFT_TEST_OTEL_UNSET is not set or empty"
+            ],
         ),
-        ({"tls": {"cert_file": "/etc/hostname"}}, [
-            "otel.tls.cert_file: cert_file and key_file must be set together"
-        ]),
-        ({"tls": {"ca_file": "/nonexistent/ca.pem"}}, [
-            "otel.tls.ca_file: file not found: /nonexistent/ca.pem"
-        ]),
+        (
+            {"tls": {"cert_file": "/etc/hostname"}},
+            ["otel.tls.cert_file: cert_file and key_file must be set together"],
+        ),
+        (
+            {"tls": {"ca_file": "/nonexistent/ca.pem"}},
+            ["otel.tls.ca_file: file not found: /nonexistent/ca.pem"],
+        ),
     ],
     ids=[
-        "scheme", "credentials", "protocol", "interval", "timeout", "both-off", "unknown",
-        "header-env", "tls-pair", "tls-missing",
+        "scheme",
+        "credentials",
+        "protocol",
+        "interval",
+        "timeout",
+        "both-off",
+        "unknown",
+        "header-env",
+        "tls-pair",
+        "tls-missing",
     ],
 )
 def test_problems_name_the_field(otel: dict[str, Any], expected: list[str]) -> None:
@@ -68,7 +84,7 @@ def test_absent_is_off() -> None:
     ],
 )
 def test_signal_endpoints(protocol: str, metrics: str, traces: str) -> None:
-    config = OTelConfig(endpoint="http://c:4318/", protocol=protocol)  # type: ignore[arg-type]
+    config = OTelConfig.model_validate({"endpoint": "http://c:4318/", "protocol": protocol})
     assert config.signal_endpoint("metrics") == metrics
     assert config.signal_endpoint("traces") == traces
 
@@ -137,4 +153,5 @@ def test_header_secrets_are_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyP
     shown = f"{otel!r} {otel} {otel.redacted()} {config!r}"
     assert SECRET not in shown
     assert "SENTINEL" not in shown
-    assert otel.redacted()["headers"]["X-Team"] == {"value": "ml", "secret": False}
+    headers: Any = otel.redacted()["headers"]
+    assert headers["X-Team"] == {"value": "ml", "secret": False}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.otlp_receiver import OTLPReceiver, attributes_of
-from tests.unit.sinks.otel.factory import failure, flush, sink_for, success, target
+from tests.unit.sinks.otel.otel_factory import failure, flush, sink_for, success, target
 from ttft_exporter.catalogue import DEFAULT_BUCKETS, DEFAULT_INTER_TOKEN_BUCKETS, OTEL_BUCKETS
 from ttft_exporter.probes.base import GapHistogram
 from ttft_exporter.sinks.otel.metrics import replay_gaps
@@ -145,7 +145,9 @@ def test_replayed_gaps_reproduce_the_histogram_exactly(seed: int) -> None:
     rng = random.Random(seed)
     bounds = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
     gaps = GapHistogram(bounds)
-    values = [rng.choice([rng.expovariate(40), rng.choice(bounds)]) for _ in range(rng.randint(1, 400))]
+    values = [
+        rng.choice([rng.expovariate(40), rng.choice(bounds)]) for _ in range(rng.randint(1, 400))
+    ]
     for value in values:
         gaps.observe(value)
     replayed = replay_gaps(gaps)

@@ -69,8 +69,10 @@ async def sink_for(
     **config: Any,
 ) -> OTelSink:
     endpoint = receiver.http_endpoint if protocol == "http/protobuf" else receiver.grpc_endpoint
-    otel = OTelConfig(endpoint=endpoint, protocol=protocol, interval=60, **config)  # type: ignore[arg-type]
-    sink = await asyncio.to_thread(
+    otel = OTelConfig.model_validate(
+        {"endpoint": endpoint, "protocol": protocol, "interval": 60, **config}
+    )
+    return await asyncio.to_thread(
         build_sink,
         otel,
         count_failure=(failures if failures is not None else []).append,
@@ -78,7 +80,6 @@ async def sink_for(
         bucket_overrides={},
         environ={},
     )
-    return sink
 
 
 async def flush(sink: OTelSink) -> None:

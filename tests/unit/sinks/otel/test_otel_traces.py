@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import ManualClock
 from tests.otlp_receiver import OTLPReceiver, attributes_of
-from tests.unit.sinks.otel.factory import STARTED_AT, failure, flush, sink_for, success, target
+from tests.unit.sinks.otel.otel_factory import STARTED_AT, failure, flush, sink_for, success, target
 from ttft_exporter.errors import FluxCanaryReason
 from ttft_exporter.flux.events import CanaryChecked, CanaryPublished
 
