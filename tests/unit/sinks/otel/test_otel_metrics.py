@@ -5,6 +5,7 @@ measured; the per-chunk gaps replayed exactly from a probe's fixed-size histogra
 from __future__ import annotations
 
 import random
+import re
 from bisect import bisect_left
 from typing import Any
 
@@ -164,3 +165,14 @@ def _counts(values: list[float], bounds: tuple[float, ...]) -> list[int]:
     for value in values:
         counts[bisect_left(bounds, value)] += 1
     return counts
+
+
+def test_the_readme_lists_every_instrument() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## OpenTelemetry\n", 1)[1].split("\n## ", 1)[0]
+    # Rows of the instrument tables (3 columns and more; the attribute table has 2).
+    rows = [line for line in section.splitlines() if line.count(" | ") >= 2]
+    listed = {m.group(1) for r in rows if (m := re.match(r"\| `((?:gen_ai|ttft)\.[a-z_.]+)`", r))}
+    assert listed == {spec.otel_name for spec in otel_specs()}
