@@ -9,7 +9,9 @@ three failures of different reasons), then times:
 - the `handle_metrics` handler called directly (exporter registry + store + encode);
 - the whole `/metrics` request over a real TCP connection to an AppRunner/TCPSite
   serving `handle_metrics` (client time to read the full body included), classic,
-  OpenMetrics and gzip.
+  OpenMetrics and gzip;
+- with tracing on (every probe carrying a trace id, so the TTFT and duration buckets
+  carry exemplars): the OpenMetrics and classic renders again.
 The background probe loops are not started (no lifecycle), so nothing else runs.
 
 Usage: ``python -m benchmarks.bench_render [--quick] [--json PATH]``
@@ -49,7 +51,7 @@ def _histogram(gaps: tuple[float, ...]) -> GapHistogram:
     return hist
 
 
-def _success(rng: random.Random) -> ProbeResult:
+def _success(rng: random.Random, traced: bool = False) -> ProbeResult:
     ttft = rng.uniform(0.25, 0.9)
     gaps = tuple(rng.uniform(0.012, 0.04) for _ in range(19))
     duration = ttft + sum(gaps)
@@ -72,12 +74,17 @@ def _success(rng: random.Random) -> ProbeResult:
         reasoning_tokens=0,
         token_chunks=20,
         elapsed=duration,
+        trace_id=rng.getrandbits(128) | 1 if traced else None,
+        span_id=rng.getrandbits(64) | 1 if traced else None,
     )
 
 
-def build_state(targets: int = TARGETS, histograms: dict[str, bool] | None = None) -> ExporterState:
+def build_state(
+    targets: int = TARGETS, histograms: dict[str, bool] | None = None, traced: bool = False
+) -> ExporterState:
     """An exporter state with `targets` targets, each with realistic recorded data
-    (and the given `histograms:` switches, default: the defaults)."""
+    (and the given `histograms:` switches, default: the defaults; `traced`: every
+    probe with a trace id, as with `otel.traces` on)."""
     switches = {"histograms": histograms} if histograms is not None else {}
     config = build_config(
         [
@@ -96,20 +103,21 @@ def build_state(targets: int = TARGETS, histograms: dict[str, bool] | None = Non
     for target in config.targets:
         series = state.store.ensure(target.name, target_labels(target))
         for _ in range(SUCCESSES):
-            record_result(series, _success(rng), timeout=target.timeout)
+            record_result(series, _success(rng, traced), timeout=target.timeout)
         for reason in FAILURES:
             failed = ProbeResult(False, reason, "benchmark", started_at=time.time())
             record_result(series, failed, timeout=target.timeout)
-        record_result(series, _success(rng), timeout=target.timeout)  # last one succeeded
+        # The last one succeeded.
+        record_result(series, _success(rng, traced), timeout=target.timeout)
     return state
 
 
-def _touch_all(state: ExporterState, rng: random.Random) -> None:
+def _touch_all(state: ExporterState, rng: random.Random, traced: bool = False) -> None:
     """Record one more probe for every target: the worst case, where every target
     changed since the last scrape and no cached rendering can be reused."""
     for target in state.holder.config.targets:
         series = state.store.ensure(target.name, target_labels(target))
-        record_result(series, _success(rng), timeout=target.timeout)
+        record_result(series, _success(rng, traced), timeout=target.timeout)
 
 
 async def _time_async(
@@ -176,6 +184,16 @@ async def main_async(quick: bool) -> dict[str, Any]:
 
     out["render_classic_all_histograms"] = _stats(_time_sync(runs, every.store.render, touch_every))
     out["store_lines_all_histograms"] = every.store.render().count("\n")
+    traced = build_state(traced=True)
+
+    def touch_traced() -> None:
+        _touch_all(traced, rng, traced=True)
+
+    out["render_openmetrics_exemplars"] = _stats(
+        _time_sync(runs, lambda: traced.store.render(openmetrics=True), touch_traced)
+    )
+    out["render_classic_traced"] = _stats(_time_sync(runs, traced.store.render, touch_traced))
+    out["store_exemplars"] = traced.store.render(openmetrics=True).count(" # {")
 
     app = web.Application()
     app[EXPORTER] = state
@@ -224,6 +242,8 @@ async def main_async(quick: bool) -> dict[str, Any]:
         "render_openmetrics",
         "render_classic_cached",
         "render_classic_all_histograms",
+        "render_openmetrics_exemplars",
+        "render_classic_traced",
         "handler_direct",
         *variants,
     ):

@@ -29,6 +29,7 @@ from ttft_exporter.probes import get_prober
 from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.sinks import Sink, budget_series
+from ttft_exporter.traceids import format_trace_id, new_span_id, new_trace_id
 
 __all__ = ["DEFAULT_ADHOC_CONCURRENCY", "ProbeExecutor"]
 
@@ -69,8 +70,13 @@ class ProbeExecutor:
         adhoc_concurrency: int = DEFAULT_ADHOC_CONCURRENCY,
         lag_monitor: LoopLagMonitor | None = None,
         budget: ProbeBudget | None = None,
+        trace_ids: bool = False,
     ) -> None:
         self._clock = clock
+        # Tracing on (`otel.traces`): every probe gets a trace id and a span id, which
+        # the sinks turn into its span and its exemplars. Off, nothing is drawn.
+        # A plain attribute: a reload may flip it, the next probe follows.
+        self.trace_ids = trace_ids
         # The cost guard's ledger: the runners ask it before each probe, every result
         # (scheduled or ad-hoc) is charged to it. Lives as long as the app, like the
         # limiters, so a reload keeps what each target spent today.
@@ -216,6 +222,8 @@ class ProbeExecutor:
     ) -> ProbeRecord:
         self._metrics.in_flight.inc()
         mark = self._lag.mark() if self._lag is not None else None
+        # Drawn before the probe runs, so an id is there however it ends.
+        ids = (new_trace_id(), new_span_id()) if self.trace_ids else None
         try:
             result, lines = await self._attempt(
                 target,
@@ -230,6 +238,9 @@ class ProbeExecutor:
             if suspicion is not None:
                 result = dataclasses.replace(result, suspect=suspicion.causes)
                 lines = [*lines, suspicion.describe()]
+        if ids is not None:
+            result = dataclasses.replace(result, trace_id=ids[0], span_id=ids[1])
+            lines = [*lines, f"trace id {format_trace_id(ids[0])}"]
         sink.on_probe_result(target, result, timeout=timeout)
         self.budget.charge(target, result, budget_series(sink, target))
         self._log(target, result)
@@ -280,6 +291,7 @@ class ProbeExecutor:
                     duration_seconds=round(result.duration or 0.0, 6),
                     output_tokens=result.output_tokens,
                     **_suspect_field(result),
+                    **_trace_field(result),
                 ),
             )
         else:
@@ -291,8 +303,14 @@ class ProbeExecutor:
                     err=result.detail,
                     duration_seconds=round(result.elapsed, 6),
                     **_suspect_field(result),
+                    **_trace_field(result),
                 ),
             )
+
+
+def _trace_field(result: ProbeResult) -> dict[str, str]:
+    # With tracing on, the log line names its trace, so logs, spans and exemplars meet.
+    return {"trace_id": format_trace_id(result.trace_id)} if result.trace_id else {}
 
 
 def _suspect_field(result: ProbeResult) -> dict[str, str]:

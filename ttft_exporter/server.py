@@ -66,6 +66,10 @@ class ExporterState:
     web_config: WebConfig | None = None
     # --shard.index/--shard.count; None: the config file's `shard:` decides.
     shard_override: Shard | None = None
+    # Give every probe a trace id and span id (exemplars, the OTel span) even without
+    # OTel; otherwise they are on while `otel.traces` exports spans (the lifecycle and
+    # reloads set the executor's live switch, state.executor.trace_ids).
+    trace_ids: bool = False
     clock: Clock = field(default_factory=SystemClock)
     metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
     store: MetricStore = field(default_factory=MetricStore)
@@ -107,6 +111,7 @@ class ExporterState:
             history=self.history,
             adhoc_concurrency=self.adhoc_concurrency,
             lag_monitor=self.lag_monitor,
+            trace_ids=self.trace_ids,
         )
         self.store.apply_config(self.holder.config)
         self.prometheus = PrometheusSink(self.store, self.metrics.registry)
@@ -139,6 +144,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     # Before the first target is laid out, so its OTel attributes are ready too.
     config = state.holder.config
     await state.otel.apply(config.otel, config.bucket_overrides())
+    state.executor.trace_ids = state.trace_ids or state.otel.traces_on
     if state.lag_monitor is not None:
         # First, so the loop's lag is known before the first probe ends.
         await jobs.spawn(
@@ -230,6 +236,8 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
         except OTelUnavailableError as exc:
             # The file is valid; this installation cannot export. Probing goes on.
             log.error("OTLP export not started", extra=fields(err=str(exc)))
+        # Ids for spans and exemplars while spans are exported (or the flag asks).
+        state.executor.trace_ids = state.trace_ids or state.otel.traces_on
         if state.lag_monitor is not None:
             state.lag_monitor.bound = config.suspect_loop_lag
         shard = state.shard(config)

@@ -105,8 +105,13 @@ def query(
     *,
     instant: bool = False,
     heatmap_format: bool = False,
+    exemplar: bool = False,
 ) -> prometheus.Dataquery:
     q = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE)
+    if exemplar:
+        # Trace ids on the histogram buckets (otel.traces): Grafana draws them as
+        # points that open the probe's trace.
+        q = q.exemplar(True)
     if instant:
         q = q.instant().format(pm.PromQueryFormat.TABLE)
     elif heatmap_format:
@@ -236,7 +241,8 @@ def heatmap_panel(title: str, description: str, expr: str) -> heatmap.Panel:
         .description(description)
         .unit("s")
         .datasource(DATASOURCE)
-        .targets([query(expr, "{{le}}", heatmap_format=True)])
+        # The TTFT heatmap's buckets carry exemplars when tracing is on.
+        .targets([query(expr, "{{le}}", heatmap_format=True, exemplar="_bucket" in expr)])
         .calculate(False)
         .y_axis(heatmap.YAxisConfig().unit("s"))
         .rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.AUTO))

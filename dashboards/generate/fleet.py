@@ -41,7 +41,15 @@ def _p95(metric: str, legend: str, ref: str) -> prometheus.Dataquery:
         f"histogram_quantile(0.95, sum by (le, {BY}) (rate({metric}_bucket{{{PROBE}}}[{RATE}])))",
         f"{SERIES} {legend}",
         ref,
+        exemplar=metric in EXEMPLAR_HISTOGRAMS,
     )
+
+
+# The histograms whose buckets carry trace-id exemplars (README "Exemplars").
+EXEMPLAR_HISTOGRAMS = (
+    "ttft_probe_time_to_first_token_seconds",
+    "ttft_probe_duration_seconds",
+)
 
 
 def targets_table() -> table.Panel:

@@ -1,10 +1,12 @@
-"""Which panel shows the problem an alert is about: the alert's runbook annotation
-can link straight to it. The lead wires `dashboards/runbook-panels.yaml` into the rule
-generator (ttft_exporter/rules/); a test checks every alert of `alerts/` has an entry
-and every entry names a panel that exists."""
+"""Which panel shows the problem an alert is about. Every alert's runbook_url points at
+its section of docs/runbooks.md, and each section opens with a **Dashboard.** line
+naming that panel and the Grafana path that opens it (written by `make dashboards`);
+`dashboards/runbook-panels.yaml` holds the same map for tooling. Tests check every
+alert of `alerts/` has an entry and every entry names a panel that exists."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from dashboards.generate import exporter, fleet, flux, slos
@@ -19,6 +21,7 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
     "LLMStreamsBuffered": (fleet.UID, "Suspect and buffered probes"),
     "TTFTExporterStarved": (fleet.UID, "Suspect and buffered probes"),
     "LLMProbeAbsent": (fleet.UID, "Targets"),
+    "LLMProbeBudgetExhausted": (fleet.UID, "Budget exhausted"),
     "TTFTErrorBudgetBurn": (slos.UID, "Burn rate per window"),
     "TPOTErrorBudgetBurn": (slos.UID, "Burn rate per window"),
     "LLMAvailabilityErrorBudgetBurn": (slos.UID, "Burn rate per window"),
@@ -48,3 +51,28 @@ def runbook_panels(panel_ids: dict[str, dict[str, int]]) -> dict[str, Any]:
             "path": f"/d/{uid}/?viewPanel={panel_id}",
         }
     return out
+
+
+DASHBOARD_LINE = re.compile(r"^\*\*Dashboard\.\*\* .*\n\n", re.M)
+
+
+def with_dashboard_lines(runbooks: str, panels: dict[str, Any], titles: dict[str, str]) -> str:
+    """docs/runbooks.md with a **Dashboard.** paragraph first in each alert's section
+    (replacing the one there): the panel that shows the alert's problem."""
+    out: list[str] = []
+    sections = re.split(r"(?m)^(?=## )", runbooks)
+    for section in sections:
+        heading, _, body = section.partition("\n")
+        name = heading[3:].strip() if heading.startswith("## ") else ""
+        entry = panels.get(name)
+        if entry is None:
+            out.append(section)
+            continue
+        body = body.lstrip("\n")
+        body = DASHBOARD_LINE.sub("", body, count=1) if body.startswith("**Dashboard.**") else body
+        line = (
+            f"**Dashboard.** {titles[entry['dashboard_uid']]}, panel "
+            f'"{entry["panel_title"]}": `<grafana>{entry["path"]}`.\n\n'
+        )
+        out.append(f"{heading}\n\n{line}{body}")
+    return "".join(out)

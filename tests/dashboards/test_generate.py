@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dashboards.generate import DASHBOARDS
-from dashboards.generate.__main__ import OUT, RUNBOOK_PANELS, render
+from dashboards.generate.__main__ import OUT, RUNBOOK_PANELS, RUNBOOKS, render
 from dashboards.generate.catalogue import NAMES
 from dashboards.generate.common import HAS_SCENARIO
 from dashboards.generate.runbooks import ALERT_PANELS
@@ -40,9 +40,9 @@ def _rules() -> list[dict[str, Any]]:
 
 def test_regenerating_gives_the_committed_bytes() -> None:
     rendered = render()
-    assert sorted(rendered) == sorted([*DASHBOARDS, RUNBOOK_PANELS])
-    for name, text in rendered.items():
-        assert (OUT / name).read_text(encoding="utf-8") == text, f"{name} is stale: make dashboards"
+    assert sorted(rendered) == sorted([*(OUT / n for n in [*DASHBOARDS, RUNBOOK_PANELS]), RUNBOOKS])
+    for path, text in rendered.items():
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is stale: make dashboards"
     # Twice in one process: no state (ids, counters) leaks from one build to the next.
     assert render() == rendered
 
@@ -133,3 +133,15 @@ def test_every_alert_maps_to_a_panel_that_shows_it() -> None:
         )
         assert panel["title"] == link["panel_title"] == ALERT_PANELS[alert][1], alert
         assert link["path"] == f"/d/{link['dashboard_uid']}/?viewPanel={link['panel_id']}"
+
+
+def test_every_runbook_section_names_its_panel() -> None:
+    # The alert's runbook_url lands on its docs/runbooks.md section, which opens with
+    # the panel that shows the problem.
+    links = yaml.safe_load((OUT / RUNBOOK_PANELS).read_text(encoding="utf-8"))
+    runbooks = RUNBOOKS.read_text(encoding="utf-8")
+    for alert, link in links.items():
+        section = runbooks.split(f"\n## {alert}\n", 1)[1]
+        first = section.lstrip("\n").split("\n", 1)[0]
+        assert first.startswith("**Dashboard.** "), alert
+        assert f'panel "{link["panel_title"]}": `<grafana>{link["path"]}`' in first, alert

@@ -1,5 +1,6 @@
 """The exporter against the real Prometheus 2.42 tools: `promtool check metrics` on a live
-scrape, and a real server scraping it and answering PromQL over the probe histograms."""
+scrape, and a real server scraping it and answering PromQL over the probe histograms and
+storing the exemplars that link them to probe traces."""
 
 from __future__ import annotations
 
@@ -47,7 +48,13 @@ class Exporter:
 
 
 @pytest.fixture
-async def exporter(make_llm_sim: SimFactory) -> AsyncIterator[Exporter]:
+def trace_ids() -> bool:
+    """Whether the exporter gives probes trace ids (exemplars); a test overrides it."""
+    return False
+
+
+@pytest.fixture
+async def exporter(make_llm_sim: SimFactory, trace_ids: bool) -> AsyncIterator[Exporter]:
     """The exporter served on a free loopback port, probing a healthy simulator target
     every 0.5 s and a target whose port refuses connections."""
     sim = await make_llm_sim(m=ModelBehaviour(ttft=SIM_TTFT, itl=0.0, tokens=2))
@@ -57,7 +64,8 @@ async def exporter(make_llm_sim: SimFactory) -> AsyncIterator[Exporter]:
         {"name": "failing", "url": f"http://127.0.0.1:{free_port()}/v1", **common},
         buckets={"latency": LATENCY_BUCKETS},
     )
-    state = make_state(config)
+    # History long enough that every probe an exemplar can name is still in it.
+    state = make_state(config, trace_ids=trace_ids, history_limit=1000)
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
     try:
@@ -69,7 +77,11 @@ async def exporter(make_llm_sim: SimFactory) -> AsyncIterator[Exporter]:
         await runner.cleanup()
 
 
+@pytest.mark.parametrize("trace_ids", [False, True], ids=["plain", "trace-ids"])
 async def test_promtool_check_metrics_accepts_a_live_scrape(exporter: Exporter) -> None:
+    # With trace ids on too: exemplars stay out of the classic text format, which
+    # promtool 2.42 parses (its `check metrics` has no OpenMetrics parser: an exemplar
+    # there is "expected integer as timestamp, got '#'").
     promtool = require_tool("promtool", "prometheus")
 
     async def probed() -> bool:
@@ -104,8 +116,11 @@ async def test_promtool_check_metrics_accepts_a_live_scrape(exporter: Exporter) 
 class Prometheus:
     """A real Prometheus in its own temporary directory, stopped by its PID."""
 
-    def __init__(self, binary: str, directory: Path, target_port: int) -> None:
+    def __init__(
+        self, binary: str, directory: Path, target_port: int, flags: tuple[str, ...] = ()
+    ) -> None:
         self.binary = binary
+        self.flags = flags
         self.directory = directory
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -137,6 +152,7 @@ class Prometheus:
                 f"--config.file={self.config}",
                 f"--storage.tsdb.path={self.directory / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
+                *self.flags,
                 stdout=log,
                 stderr=log,
                 cwd=self.directory,
@@ -179,8 +195,12 @@ class Prometheus:
 
 
 @pytest.fixture
-async def prometheus(exporter: Exporter, tmp_path: Path) -> AsyncIterator[Prometheus]:
-    server = Prometheus(require_tool("prometheus", "prometheus"), tmp_path, exporter.port)
+async def prometheus(
+    exporter: Exporter, tmp_path: Path, trace_ids: bool
+) -> AsyncIterator[Prometheus]:
+    # 2.42 keeps exemplars only with this feature flag (in memory, a circular buffer).
+    flags = ("--enable-feature=exemplar-storage",) if trace_ids else ()
+    server = Prometheus(require_tool("prometheus", "prometheus"), tmp_path, exporter.port, flags)
     await server.start()
     try:
         yield server
@@ -241,3 +261,55 @@ async def test_prometheus_scrapes_and_computes_the_ttft_quantile(
             session, 'ttft_probe_success{job="ttft-exporter", target="failing"}'
         )
         assert success[0]["value"][1] == "0"
+
+
+@pytest.mark.parametrize("trace_ids", [True])
+async def test_prometheus_stores_the_probe_trace_ids_as_exemplars(
+    exporter: Exporter, prometheus: Prometheus
+) -> None:
+    ttft = "ttft_probe_time_to_first_token_seconds_bucket"
+
+    async def exemplars(session: aiohttp.ClientSession) -> list[dict[str, Any]]:
+        prometheus.running()
+        params = {"query": f'{ttft}{{target="healthy"}}', "start": "0", "end": "9999999999"}
+        try:
+            async with session.get(f"{prometheus.url}/api/v1/query_exemplars", params=params) as r:
+                if r.status == 503:
+                    return []
+                body = await r.json()
+        except aiohttp.ClientConnectionError:
+            return []
+        assert r.status == 200, body
+        assert body["status"] == "success", body
+        found: list[dict[str, Any]] = body["data"]
+        return found
+
+    async with aiohttp.ClientSession() as session:
+        result = await poll(lambda: exemplars(session), "exemplars of the TTFT", cap=UP_CAP)
+    # Prometheus parsed our OpenMetrics exposition (it negotiates it on scrape) and kept
+    # each exemplar on its bucket series. Each one names a probe the exporter ran: its
+    # trace id and span id are those of that probe's result, its value the probe's TTFT,
+    # and the bucket is the one that TTFT falls in.
+    probes = {
+        f"{r.result.trace_id:032x}": r.result
+        for r in exporter.state.history.records()
+        if r.target == "healthy" and r.result.trace_id is not None
+    }
+    seen = 0
+    for series in result:
+        le = float(series["seriesLabels"]["le"])
+        assert series["seriesLabels"]["target"] == "healthy"
+        for exemplar in series["exemplars"]:
+            labels = exemplar["labels"]
+            assert set(labels) == {"trace_id", "span_id"}
+            probe = probes[labels["trace_id"]]
+            assert probe.span_id is not None
+            assert labels["span_id"] == f"{probe.span_id:016x}"
+            measured = probe.time_to_first_token
+            assert measured is not None
+            assert float(exemplar["value"]) == pytest.approx(measured, rel=1e-9)
+            assert measured <= le
+            assert le == float("inf") or all(b < measured for b in LATENCY_BUCKETS if b < le)
+            assert exemplar["timestamp"] == pytest.approx(probe.started_at, abs=0.001)
+            seen += 1
+    assert seen >= 1

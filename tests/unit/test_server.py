@@ -188,6 +188,60 @@ async def test_metrics_openmetrics(make_llm_sim: SimFactory, aiohttp_client: Aio
     assert families[TTFT].type == "histogram"
 
 
+def _exemplars(text: str, family: str, target: str) -> dict[str, Any]:
+    """le -> exemplar of the buckets of `family` for `target` that carry one, read by
+    the strict OpenMetrics parser."""
+    return {
+        s.labels["le"]: s.exemplar
+        for f in parse_openmetrics(text)  # type: ignore[no-untyped-call]
+        for s in f.samples
+        if s.name == f"{family}_bucket" and s.labels["target"] == target and s.exemplar
+    }
+
+
+async def test_trace_ids_become_exemplars_in_openmetrics_only(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=ModelBehaviour(ttft=SIM_TTFT, itl=0.0, tokens=3))
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)), trace_ids=True)
+    await wait_probed(state, "a")
+    om = await get_text(client, "/metrics", headers={"Accept": "application/openmetrics-text"})
+    classic = await get_text(client, "/metrics")
+
+    (record,) = [r for r in state.history.records() if r.target == "a"]
+    result = record.result
+    assert result.trace_id is not None and result.span_id is not None
+    measured = result.time_to_first_token
+    assert measured is not None
+    found = _exemplars(om, TTFT, "a")
+    # Exactly one exemplar: on the bucket the measured TTFT falls in (the smallest
+    # bound not below it), naming this probe's trace and carrying its value.
+    (le,) = found
+    bounds = [float(b) for b in bucket_bounds(classic, TTFT, target="a")]
+    assert float(le) == min(b for b in bounds if measured <= b)
+    assert found[le].labels == {
+        "trace_id": f"{result.trace_id:032x}",
+        "span_id": f"{result.span_id:016x}",
+    }
+    assert found[le].value == pytest.approx(measured, rel=1e-9)
+    assert float(found[le].timestamp) == pytest.approx(result.started_at, abs=0.001)
+    (duration_le,) = _exemplars(om, "ttft_probe_duration_seconds", "a")
+    assert result.duration is not None and result.duration <= float(duration_le)
+    # The classic text format has no exemplars.
+    assert "trace_id" not in classic
+
+
+async def test_no_exemplars_with_trace_ids_off(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    client, state = await start(aiohttp_client, make_config(chat_target(sim)))
+    await wait_probed(state, "a")
+    om = await get_text(client, "/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert _exemplars(om, TTFT, "a") == {}
+    assert " # {" not in om
+
+
 async def test_ttfot_histogram_appears_only_for_a_target_that_streams_reasoning(
     make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
 ) -> None:

@@ -281,9 +281,9 @@ class ProbeResult:
     # The server's own timings of this request, where its protocol reports them and
     # they fit inside the client's elapsed time; None otherwise (and on failures).
     server_timings: ServerTimings | None = None
-    # The W3C trace context of this probe's span (128-bit and 64-bit ids), set by the
-    # executor when OTel traces are on, so the Prometheus exemplars and the exported
-    # span carry the same ids; None when tracing is off.
+    # Set by the executor when tracing is on (None otherwise): the W3C trace id
+    # (128-bit) and span id (64-bit) of this probe, both nonzero. The OTel sink makes
+    # the probe's span with them; the Prometheus sink attaches them as exemplars.
     trace_id: int | None = None
     span_id: int | None = None
 

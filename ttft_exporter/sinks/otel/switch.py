@@ -51,6 +51,12 @@ class OTelSwitch:
         """Whether an OTel sink is running."""
         return self.sink is not None
 
+    @property
+    def traces_on(self) -> bool:
+        """Whether the running sink exports spans (the executor then draws each
+        probe's trace and span ids, which the spans and the exemplars share)."""
+        return self.sink is not None and self.sink.traces is not None
+
     async def apply(
         self, config: OTelConfig | None, bucket_overrides: Mapping[str, Sequence[float]]
     ) -> None:

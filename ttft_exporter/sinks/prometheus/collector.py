@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
+from prometheus_client.core import Exemplar, Metric
 from prometheus_client.registry import Collector
 
 from ttft_exporter.catalogue import PROBE_METRICS, Kind
@@ -33,6 +33,13 @@ class StoreCollector(Collector):
             family = spec.name.removesuffix("_total") if spec.kind is Kind.COUNTER else spec.name
             metric = Metric(family, spec.help, spec.kind.value)
             for series in targets:
-                for name, labels, value in series.samples(spec):
-                    metric.add_sample(name, labels, value)
+                for name, labels, value, found in series.samples(spec):
+                    # The classic text exposition leaves exemplars out; OpenMetrics
+                    # shows them, as the hand-written renderer does.
+                    exemplar = (
+                        None
+                        if found is None
+                        else Exemplar(found.labels, found.value, found.timestamp)
+                    )
+                    metric.add_sample(name, labels, value, exemplar=exemplar)
             yield metric

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from ttft_exporter.catalogue import PHASES, PREFILL_OVERHEAD, SERVER_TIMING_GAUGES
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.sinks.prometheus.exemplars import EXEMPLAR_FAMILIES, ProbeTrace
 from ttft_exporter.sinks.prometheus.series import SeriesSet
 
 __all__ = ["record_result"]
@@ -91,17 +93,18 @@ def _record_timings(series: SeriesSet, result: ProbeResult) -> None:
     """What `on_suspect: drop` keeps out: the latency histograms (TTFB, first chunk,
     TTFT, TTFOT, duration, TPOT, inter-chunk gaps) and the decode pair (decode tokens
     and generation seconds, together so their ratio stays right)."""
-    _observe(series, "ttft_probe_time_to_first_byte_seconds", result.time_to_first_byte)
-    _observe(series, "ttft_probe_time_to_first_chunk_seconds", result.time_to_first_chunk)
-    _observe(series, "ttft_probe_time_to_first_token_seconds", result.time_to_first_token)
-    _observe(
+    observe = _observe if result.trace_id is None else _traced(result)
+    observe(series, "ttft_probe_time_to_first_byte_seconds", result.time_to_first_byte)
+    observe(series, "ttft_probe_time_to_first_chunk_seconds", result.time_to_first_chunk)
+    observe(series, "ttft_probe_time_to_first_token_seconds", result.time_to_first_token)
+    observe(
         series,
         "ttft_probe_time_to_first_output_token_seconds",
         result.time_to_first_output_token,
     )
-    _observe(series, "ttft_probe_duration_seconds", result.duration)
+    observe(series, "ttft_probe_duration_seconds", result.duration)
     # A burst carries no TPOT, gaps or decode window (see ProbeResult): none is fed.
-    _observe(series, "ttft_probe_time_per_output_token_seconds", result.time_per_output_token)
+    observe(series, "ttft_probe_time_per_output_token_seconds", result.time_per_output_token)
     if result.inter_chunk_gaps is not None and result.inter_chunk_gaps.count:
         series.merge("ttft_probe_inter_chunk_latency_seconds", result.inter_chunk_gaps)
     decode_tokens = result.decode_tokens or 0
@@ -118,3 +121,19 @@ def _or_nan(value: float | None) -> float:
 def _observe(series: SeriesSet, name: str, value: float | None) -> None:
     if value is not None:
         series.observe(name, value)
+
+
+def _traced(result: ProbeResult) -> Callable[[SeriesSet, str, float | None], None]:
+    """_observe with the probe's trace as the exemplar of the exemplar families. The
+    exemplar's time is the probe's start (wall clock), where its span starts too."""
+    if result.trace_id is None or result.span_id is None:
+        return _observe
+    trace = ProbeTrace(result.trace_id, result.span_id, result.started_at)
+
+    def observe(series: SeriesSet, name: str, value: float | None) -> None:
+        if value is None:
+            return
+        exemplar = trace.exemplar(value) if name in EXEMPLAR_FAMILIES else None
+        series.observe(name, value, exemplar=exemplar)
+
+    return observe

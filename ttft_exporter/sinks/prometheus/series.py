@@ -34,6 +34,7 @@ from ttft_exporter.targets import HistogramsConfig
 if TYPE_CHECKING:
     from ttft_exporter.config import Config
     from ttft_exporter.probes.base import GapHistogram
+    from ttft_exporter.sinks.prometheus.exemplars import Exemplar
 
 __all__ = [
     "HistogramSwitch",
@@ -78,19 +79,27 @@ def _merge_buckets(
 
 
 class _Histogram:
-    __slots__ = ("bounds", "count", "counts", "sum")
+    __slots__ = ("bounds", "count", "counts", "exemplars", "sum")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
         self.count = 0
+        # The latest exemplar of each bucket; None until the first one (tracing off:
+        # never), so a histogram without exemplars costs nothing more.
+        self.exemplars: list[Exemplar | None] | None = None
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, exemplar: Exemplar | None = None) -> None:
         # bisect_left: a value equal to a boundary belongs to that bucket (le semantics).
-        self.counts[bisect_left(self.bounds, value)] += 1
+        index = bisect_left(self.bounds, value)
+        self.counts[index] += 1
         self.sum += value
         self.count += 1
+        if exemplar is not None:
+            if self.exemplars is None:
+                self.exemplars = [None] * len(self.counts)
+            self.exemplars[index] = exemplar
 
     def merge(self, other: GapHistogram) -> None:
         """Add a probe's histogram. With the same boundaries (the executor passes the
@@ -135,6 +144,10 @@ class SeriesSet:
         # so scrapes between probes (HA Prometheus pairs, short scrape intervals) are cheap.
         self.version = 0
         self._rendered: dict[str, tuple[int, str]] = {}
+        # Families that got an exemplar: only their OpenMetrics text differs from the
+        # classic one, and has a cache of its own. Empty while tracing is off.
+        self._exemplified: set[str] = set()
+        self._rendered_om: dict[str, tuple[int, str]] = {}
         for spec in PROBE_METRICS:
             children = self.values.setdefault(spec.name, {})
             for child in spec.children:
@@ -217,15 +230,24 @@ class SeriesSet:
             children.clear()
             self.version += 1
 
-    def observe(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
-        """Observe into a histogram (nothing if the histogram is switched off)."""
+    def observe(
+        self,
+        name: str,
+        value: float,
+        child: tuple[str, ...] = (),
+        exemplar: Exemplar | None = None,
+    ) -> None:
+        """Observe into a histogram (nothing if the histogram is switched off); an
+        exemplar becomes the latest of the bucket the value falls in."""
         if name in self._off:
             return
         children = self.values[name]
         hist = children.get(child)
         if not isinstance(hist, _Histogram):
             hist = children[child] = _Histogram(self._bounds(_SPECS[name]))
-        hist.observe(value)
+        hist.observe(value, exemplar)
+        if exemplar is not None:
+            self._exemplified.add(name)
         self.version += 1
 
     def merge(self, name: str, hist: GapHistogram, child: tuple[str, ...] = ()) -> None:
@@ -259,8 +281,14 @@ class SeriesSet:
             self._prefix[key] = found
         return found
 
+    @property
+    def has_exemplars(self) -> bool:
+        """Whether some family holds an exemplar (never, with tracing off)."""
+        return bool(self._exemplified)
+
     def render(self, spec: MetricSpec, out: list[str]) -> None:
-        """Append the sample lines of one family of this target to `out`."""
+        """Append the sample lines of one family of this target to `out`, without
+        exemplars: the classic text, and OpenMetrics while there are none."""
         name = spec.name
         cached = self._rendered.get(name)
         if cached is not None and cached[0] == self.version:
@@ -272,9 +300,29 @@ class SeriesSet:
         self._rendered[name] = (self.version, text)
         out.append(text)
 
-    def samples(self, spec: MetricSpec) -> Iterator[tuple[str, dict[str, str], float]]:
-        """The samples of one family of this target as (name, labels, value), the
-        same ones `render` writes (for the prometheus_client Collector adapter)."""
+    def render_openmetrics(self, spec: MetricSpec, out: list[str]) -> None:
+        """render() with the exemplars of the family's buckets, for OpenMetrics; its
+        own cache, since the text differs from the classic one."""
+        name = spec.name
+        if name not in self._exemplified:
+            self.render(spec, out)
+            return
+        cached = self._rendered_om.get(name)
+        if cached is not None and cached[0] == self.version:
+            out.append(cached[1])
+            return
+        lines: list[str] = []
+        self._render(spec, lines, exemplars=True)
+        text = "".join(lines)
+        self._rendered_om[name] = (self.version, text)
+        out.append(text)
+
+    def samples(
+        self, spec: MetricSpec
+    ) -> Iterator[tuple[str, dict[str, str], float, Exemplar | None]]:
+        """The samples of one family of this target as (name, labels, value,
+        exemplar), the same ones `render` writes (for the prometheus_client Collector
+        adapter)."""
         name = spec.name
         for child, value in self.values[name].items():
             if value is None:
@@ -282,15 +330,18 @@ class SeriesSet:
             labels = {**self.labels, **dict(zip(spec.labels, child, strict=True))}
             if isinstance(value, _Histogram):
                 cumulative = 0
-                for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
+                exemplars = value.exemplars or [None] * len(value.counts)
+                for le, count, exemplar in zip(
+                    le_strings(value.bounds), value.counts, exemplars, strict=True
+                ):
                     cumulative += count
-                    yield f"{name}_bucket", {**labels, "le": le}, float(cumulative)
-                yield f"{name}_sum", labels, value.sum
-                yield f"{name}_count", labels, float(value.count)
+                    yield f"{name}_bucket", {**labels, "le": le}, float(cumulative), exemplar
+                yield f"{name}_sum", labels, value.sum, None
+                yield f"{name}_count", labels, float(value.count), None
             else:
-                yield name, labels, value
+                yield name, labels, value, None
 
-    def _render(self, spec: MetricSpec, out: list[str]) -> None:
+    def _render(self, spec: MetricSpec, out: list[str], *, exemplars: bool = False) -> None:
         name = spec.name
         for child, value in self.values[name].items():
             if value is None:
@@ -299,9 +350,17 @@ class SeriesSet:
             if isinstance(value, _Histogram):
                 sep = "," if labels else ""
                 cumulative = 0
-                for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
-                    cumulative += count
-                    out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}\n')
+                if exemplars and value.exemplars is not None:
+                    for le, count, exemplar in zip(
+                        le_strings(value.bounds), value.counts, value.exemplars, strict=True
+                    ):
+                        cumulative += count
+                        text = exemplar.text if exemplar is not None else ""
+                        out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}{text}\n')
+                else:
+                    for le, count in zip(le_strings(value.bounds), value.counts, strict=True):
+                        cumulative += count
+                        out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {cumulative}\n')
                 out.append(f"{name}_sum{{{labels}}} {format_float(value.sum)}\n")
                 out.append(f"{name}_count{{{labels}}} {value.count}\n")
             else:
@@ -372,9 +431,14 @@ class MetricStore:
     def render(self, *, openmetrics: bool = False) -> str:
         """The text (or OpenMetrics, without `# EOF`) exposition of every target."""
         out: list[str] = []
-        series_sets = list(self.targets.values())
+        # Picked once per target: a target without exemplars (all, with tracing off)
+        # renders exactly as in the classic format, at the same cost.
+        renders = [
+            series.render_openmetrics if openmetrics and series.has_exemplars else series.render
+            for series in self.targets.values()
+        ]
         for spec in PROBE_METRICS:
             out.append(family_header(spec, openmetrics))
-            for series in series_sets:
-                series.render(spec, out)
+            for render in renders:
+                render(spec, out)
         return "".join(out)

@@ -22,7 +22,7 @@ from ttft_exporter.sinks.prometheus.record import record_result
 from ttft_exporter.sinks.prometheus.series import MetricStore
 from ttft_exporter.targets import target_labels
 
-Sample = tuple[str, tuple[tuple[str, str], ...], str]
+Sample = tuple[str, tuple[tuple[str, str], ...], str, tuple[Any, ...] | None]
 
 
 def _gaps(*gaps: float) -> GapHistogram:
@@ -59,7 +59,8 @@ def _success(**overrides: Any) -> ProbeResult:
 def _store() -> MetricStore:
     """Two targets laid out by a real config: `a` with every optional histogram and a
     label value that needs escaping, `b` with the defaults (and `auto` histograms a
-    reasoning probe turns on); successes, a failure, a burst."""
+    reasoning probe turns on); successes, a failure, a burst. Target `a`'s probes carry
+    trace ids (exemplars), `b`'s do not."""
     config = make_config(
         {
             "name": "a",
@@ -71,10 +72,12 @@ def _store() -> MetricStore:
     )
     store = MetricStore()
     store.apply_config(config)
-    for target in config.targets:
+    for n, target in enumerate(config.targets):
         series = store.ensure(target.name, target_labels(target))
-        record_result(series, _success(), timeout=5.0)
-        record_result(series, _success(time_to_first_token=1e-7, burst=True), timeout=5.0)
+        ids: dict[str, Any] = {"trace_id": (1 << 127) + n, "span_id": 7} if n == 0 else {}
+        record_result(series, _success(**ids), timeout=5.0)
+        burst = _success(time_to_first_token=1e-7, burst=True, **ids)
+        record_result(series, burst, timeout=5.0)
         failed = ProbeResult(False, FailureReason.TIMEOUT, "slow", started_at=1700000001.0)
         record_result(series, failed, timeout=5.0)
     return store
@@ -88,7 +91,13 @@ def _samples(families: Any) -> tuple[set[Sample], dict[str, tuple[str, str]]]:
         for s in family.samples:
             # NaN != NaN: compare the spelling of the value, normalised through float.
             value = "NaN" if math.isnan(s.value) else repr(float(s.value))
-            samples.add((s.name, tuple(sorted(s.labels.items())), value))
+            ex = s.exemplar
+            exemplar = (
+                None
+                if ex is None
+                else (tuple(sorted(ex.labels.items())), ex.value, str(ex.timestamp))
+            )
+            samples.add((s.name, tuple(sorted(s.labels.items())), value, exemplar))
     return samples, headers
 
 
@@ -104,9 +113,11 @@ def test_adapter_exposes_the_same_samples_and_headers_as_the_renderer() -> None:
     theirs = _samples(text_string_to_metric_families(generate_latest(_registry(store)).decode()))
     assert theirs == ours
     # Not vacuous: both targets, histograms, NaN gauges and the escaped label are in.
-    names = {name for name, _, _ in ours[0]}
+    names = {name for name, _, _, _ in ours[0]}
     assert "ttft_probe_inter_chunk_latency_seconds_bucket" in names
-    assert any(value == "NaN" for _, _, value in ours[0])
+    assert any(value == "NaN" for _, _, value, _ in ours[0])
+    # The classic text format has no exemplars, on either side.
+    assert all(exemplar is None for *_, exemplar in ours[0] | theirs[0])
     assert len(ours[0]) > 150
 
 
@@ -117,6 +128,20 @@ def test_adapter_matches_the_renderer_in_openmetrics_too() -> None:
     core = om_exposition.generate_latest(_registry(store)).decode()  # type: ignore[no-untyped-call]
     theirs = _samples(parse_openmetrics(core))  # type: ignore[no-untyped-call]
     assert theirs == ours
+    # Exemplars compared too, and not vacuously: target `a`'s TTFT and duration
+    # buckets (and, all histograms on, first chunk and TTFOT) carry them, `b`'s none.
+    exemplified = {
+        (name, dict(labels)["target"]) for name, labels, _, exemplar in ours[0] if exemplar
+    }
+    assert exemplified == {
+        (f"{name}_bucket", "a")
+        for name in (
+            "ttft_probe_time_to_first_chunk_seconds",
+            "ttft_probe_time_to_first_token_seconds",
+            "ttft_probe_time_to_first_output_token_seconds",
+            "ttft_probe_duration_seconds",
+        )
+    }
 
 
 def test_get_sample_value_reads_the_store() -> None:
