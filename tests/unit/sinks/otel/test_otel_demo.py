@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -28,9 +27,10 @@ EXEMPLAR = re.compile(
 
 
 @pytest.fixture
-async def flux_url(aiohttp_server: Any) -> AsyncIterator[str]:
+async def flux_url(aiohttp_server: Any) -> str:
+    """The Flux simulator (aiohttp_server stops it after the test)."""
     server = await aiohttp_server(create_flux_app())
-    yield f"http://127.0.0.1:{server.port}"
+    return f"http://127.0.0.1:{server.port}"
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
