@@ -92,8 +92,10 @@ class OTLPReceiver:
             await self._runner.cleanup()
 
     async def _body(self, request: web.Request) -> bytes:
+        # aiohttp decodes a gzip Content-Encoding itself; a body still gzipped (the
+        # encoding named otherwise) is decoded here.
         body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
+        if body[:2] == b"\x1f\x8b":
             body = await asyncio.to_thread(gzip.decompress, body)
         self.headers.append({k.lower(): v for k, v in request.headers.items()})
         return body

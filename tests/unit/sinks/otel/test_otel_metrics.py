@@ -176,3 +176,18 @@ def test_the_readme_lists_every_instrument() -> None:
     rows = [line for line in section.splitlines() if line.count(" | ") >= 2]
     listed = {m.group(1) for r in rows if (m := re.match(r"\| `((?:gen_ai|ttft)\.[a-z_.]+)`", r))}
     assert listed == {spec.otel_name for spec in otel_specs()}
+
+
+async def test_standard_environment_variables_apply_where_the_config_is_silent(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK reads OTEL_EXPORTER_OTLP_COMPRESSION and _HEADERS itself; the config
+    # names neither, so they apply (and the receiver decodes gzip like a collector).
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=team-a")
+    sink = await sink_for(receiver, traces=False)
+    sink.on_probe_result(target(), success(), timeout=5)
+    await flush(sink)
+    assert receiver.headers[0]["content-encoding"] == "gzip"
+    assert receiver.headers[0]["x-tenant"] == "team-a"
+    assert "gen_ai.client.operation.duration" in receiver.last_metrics()
