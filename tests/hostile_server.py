@@ -10,6 +10,8 @@ Modes:
 - `huge-stream`: MEGABYTES of well-formed one-token chunks, never `[DONE]`.
 - `ndjson-stream`: MEGABYTES of well-formed Ollama `/api/generate` lines (NDJSON), never
   `done: true`.
+- `nested-events`: SSE events of just under 1 MiB (inside the line limit), each a JSON
+  object holding 350,000 empty arrays.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ _HEAD = (
 _TOKEN = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
 _LINE = b'{"model":"m","created_at":"2025-01-01T00:00:00Z","response":"x","done":false}\n'
 _BLOCK = 1 << 16
+# Just under the framer's 1 MiB event limit, so only the decoder can refuse it.
+_NESTED = b'data: {"x":[' + b"[]," * 349_000 + b"[]]}\n\n"
 
 
 def _body_block(mode: str) -> tuple[bytes, bytes]:
@@ -34,6 +38,8 @@ def _body_block(mode: str) -> tuple[bytes, bytes]:
         return b"", _TOKEN * (_BLOCK // len(_TOKEN))
     if mode == "ndjson-stream":
         return b"", _LINE * (_BLOCK // len(_LINE))
+    if mode == "nested-events":
+        return b"", _NESTED
     raise SystemExit(f"unknown mode {mode!r}")
 
 

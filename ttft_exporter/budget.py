@@ -118,6 +118,8 @@ class BudgetedTarget(Protocol):
     def cost(self) -> CostConfig | None: ...
     @property
     def budget(self) -> BudgetConfig | None: ...
+    @property
+    def scenario(self) -> str: ...
 
 
 class Series(Protocol):
@@ -156,7 +158,11 @@ def probe_charge(result: ProbeResult, last_input: int | None) -> ProbeCharge:
     - Output: the probe's output tokens (server usage, which counts reasoning as output
       in every protocol this exporter speaks, else one per streamed text chunk). A
       failed probe is charged the text chunks it streamed before failing (a lower
-      bound: the server may have generated more).
+      bound: the server may have generated more). A chunk count is capped at the
+      bound the usage check uses (2 x max_tokens + 16): no request generates more,
+      and a stream that never ends (a broken or hostile server) sends chunks without
+      end; uncapped, one such probe was charged 80,000 tokens for max_tokens 64 and
+      spent a day's budget. Usage above the bound was already rejected.
     - Input: the usage's prompt tokens; without them, the last prompt count the server
       reported for this target (the prompt is the same every probe), else 0. A probe
       that got no 2xx response is charged nothing: providers do not bill a rejected
@@ -171,6 +177,9 @@ def probe_charge(result: ProbeResult, last_input: int | None) -> ProbeCharge:
     else:
         output = result.token_chunks
         estimated = True
+    limit = result.output_token_limit
+    if limit is not None and output > limit:
+        output = limit
     if result.success and result.input_tokens is not None:
         return ProbeCharge(result.input_tokens, output, estimated)
     return ProbeCharge(last_input or 0, output, estimated=True)
@@ -194,7 +203,9 @@ class _Account:
     cost: Decimal = Decimal(0)
     exhausted: bool = False
     last_input: int | None = None
-    cost_total: dict[str, Decimal] = field(default_factory=dict)
+    # By (scenario, currency): each scenario's series counts its own probes' cost, so
+    # the target's is their sum; the budget (tokens, cost) is the target's, shared.
+    cost_total: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
 
 class ProbeBudget:
@@ -248,7 +259,8 @@ class ProbeBudget:
             price = probe_cost(charge, target.cost)
             account.cost += price
             currency = target.cost.currency
-            account.cost_total[currency] = account.cost_total.get(currency, Decimal(0)) + price
+            key = (target.scenario, currency)
+            account.cost_total[key] = account.cost_total.get(key, Decimal(0)) + price
         self._update(target, account)
         self._publish(target, account, series)
 
@@ -312,7 +324,7 @@ class ProbeBudget:
             series.clear(COST)
         else:
             currency = target.cost.currency
-            total = float(account.cost_total.get(currency, Decimal(0)))
+            total = float(account.cost_total.get((target.scenario, currency), Decimal(0)))
             if series.get(COST, (currency,)) != total:
                 # Another currency's child (before a reload) goes: one series.
                 series.clear(COST)
@@ -321,10 +333,14 @@ class ProbeBudget:
             for name in (EXHAUSTED, SPENT, SKIPPED):
                 series.clear(name)
             return
-        _set(series, EXHAUSTED, 1.0 if account.exhausted else 0.0)
-        _set(series, SPENT, float(account.tokens))
+        _publish_shared(account, series)
         if series.get(SKIPPED) is None:
             series.inc(SKIPPED, 0.0)
+
+
+def _publish_shared(account: _Account, series: Series) -> None:
+    _set(series, EXHAUSTED, 1.0 if account.exhausted else 0.0)
+    _set(series, SPENT, float(account.tokens))
 
 
 def _over(budget: BudgetConfig | None, account: _Account) -> bool:

@@ -382,6 +382,13 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "s",
         otel=False,
     ),
+    # Scenarios and cold probes (#10).
+    MetricSpec(
+        "ttft_probe_idle_before_seconds",
+        Kind.GAUGE,
+        'Cold probes only (scenario="cold"): how long the target had been idle, no probe of it by this exporter, when the last cold probe was sent; at least cold.idle unless ad-hoc probes kept it busy past the longest hold (2 x idle).',
+        "s",
+    ),
     # Cost guard (#10, budget.py): only targets with `cost:` or `budget:` have these
     # series (on_demand), so a default target's series count does not move.
     MetricSpec(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["AsyncioSleeper", "Clock", "Sleeper", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -28,3 +29,19 @@ class SystemClock:
 
     def wall(self) -> float:
         return time.time()
+
+
+class Sleeper(Protocol):
+    """Waiting on the clock; injectable so tests can move a fake clock on instead of
+    sleeping for real (the cold probe waits minutes)."""
+
+    async def sleep(self, seconds: float) -> None:
+        """Return after `seconds` (at once when not above 0)."""
+        ...
+
+
+class AsyncioSleeper:
+    """The real wait: `asyncio.sleep`."""
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0))

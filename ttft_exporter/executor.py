@@ -86,8 +86,12 @@ class ProbeExecutor:
         self._adhoc = CapacityLimiter(adhoc_concurrency)
         self._metrics = metrics
         self._claims: dict[str, _Claim] = {}
-        # Targets whose scheduled probe waits for their ad-hoc probe to end.
-        self._scheduled_waiting: set[str] = set()
+        # Targets with scheduled probes waiting for another probe of theirs to end
+        # (an ad-hoc one, or another scenario's), and how many.
+        self._scheduled_waiting: dict[str, int] = {}
+        # When the last probe of each target ended (clock.monotonic_ns), scheduled or
+        # ad-hoc: how long a target has been idle, for its cold probe.
+        self._last_end: dict[str, int] = {}
         self.history = history
 
     @property
@@ -112,16 +116,18 @@ class ProbeExecutor:
         sink: Sink,
         *,
         deadline: float | None = None,
+        idle_before: float | None = None,
     ) -> ProbeRecord:
         """A scheduled probe: once, handed to `sink`, kept in history. Never raises
-        but for cancellation: every failure becomes a failed result."""
+        but for cancellation: every failure becomes a failed result. `idle_before`:
+        a cold probe's idle time, carried in its result."""
         timeout = target.timeout if deadline is None else deadline
-        await self._wait_for_adhoc(target.name)
+        await self._wait_for_release(target.name)
         claim = self._claim(target.name, "scheduled", timeout)
         try:
             async with self._limiter:
                 claim.until = asyncio.get_running_loop().time() + timeout
-                return await self._execute(target, session, sink, timeout)
+                return await self._execute(target, session, sink, timeout, idle_before=idle_before)
         finally:
             self._release(target.name, claim)
 
@@ -191,13 +197,30 @@ class ProbeExecutor:
             raise RuntimeError(f"run_adhoc({target.name!r}) outside adhoc_slot()")
         return await self._execute(target, session, sink, deadline, budget=left)
 
-    async def _wait_for_adhoc(self, name: str) -> None:
+    async def _wait_for_release(self, name: str) -> None:
+        # One probe per target at a time: a scheduled probe waits for the target's
+        # probe in flight (ad-hoc, or another scenario's), bounded by its deadline.
         while (claim := self._claims.get(name)) is not None:
-            self._scheduled_waiting.add(name)
+            self._scheduled_waiting[name] = self._scheduled_waiting.get(name, 0) + 1
             try:
                 await claim.released.wait()
             finally:
-                self._scheduled_waiting.discard(name)
+                left = self._scheduled_waiting.pop(name) - 1
+                if left:
+                    self._scheduled_waiting[name] = left
+
+    async def wait_idle(self, name: str) -> None:
+        """Return once the target has no probe in flight (each ends by its deadline)."""
+        while (claim := self._claims.get(name)) is not None:
+            await claim.released.wait()
+
+    def last_probe_end_ns(self, name: str) -> int | None:
+        """When the target's last probe ended (clock.monotonic_ns), if it had one."""
+        return self._last_end.get(name)
+
+    def forget(self, name: str) -> None:
+        """Drop what is kept about a target that left the config."""
+        self._last_end.pop(name, None)
 
     def _claim(self, name: str, kind: str, timeout: float) -> _Claim:
         if name in self._claims:
@@ -219,6 +242,7 @@ class ProbeExecutor:
         timeout: float,
         *,
         budget: float | None = None,
+        idle_before: float | None = None,
     ) -> ProbeRecord:
         self._metrics.in_flight.inc()
         mark = self._lag.mark() if self._lag is not None else None
@@ -233,6 +257,7 @@ class ProbeExecutor:
             )
         finally:
             self._metrics.in_flight.dec()
+            self._last_end[target.name] = self._clock.monotonic_ns()
         if self._lag is not None and mark is not None:
             suspicion = self._lag.check(mark)
             if suspicion is not None:
@@ -241,6 +266,8 @@ class ProbeExecutor:
         if ids is not None:
             result = dataclasses.replace(result, trace_id=ids[0], span_id=ids[1])
             lines = [*lines, f"trace id {format_trace_id(ids[0])}"]
+        if idle_before is not None:
+            result = dataclasses.replace(result, idle_before=idle_before)
         sink.on_probe_result(target, result, timeout=timeout)
         self.budget.charge(target, result, budget_series(sink, target))
         self._log(target, result)

@@ -196,10 +196,12 @@ def target_rows(
             success.setdefault(record.target, record.result.started_at)
     rows = []
     for target in config.targets:
-        series = store.targets.get(target.name)
-        stamp = (
-            series.get("ttft_probe_last_success_timestamp_seconds") if series is not None else None
-        )
+        # The newest success over the target's scenarios.
+        stamps = [
+            series.get("ttft_probe_last_success_timestamp_seconds")
+            for series in store.of_target(target.name)
+        ]
+        stamp = max(filter(None, stamps), default=None)
         # The store keeps the last success of scheduled probes however old it is; the
         # history adds ad-hoc ones while they are recent.
         last_success = max(filter(None, (stamp, success.get(target.name))), default=None)

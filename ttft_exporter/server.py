@@ -158,6 +158,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics=state.metrics,
         supervisor=state.supervisor,
         start_jitter=state.start_jitter,
+        clock=state.clock,
     )
     shard = state.shard()
     if shard.sharded:
@@ -315,6 +316,18 @@ async def handle_probe(request: web.Request) -> web.Response:
             status=400,
             text=f"unknown target {name!r}: only configured target names can be probed\n",
         )
+    scenario = request.query.get("scenario")
+    if scenario is not None or target.scenarios:
+        # A target with scenarios is probed as one of them: the named one, else its
+        # first (the cold probe only runs from its own cycle).
+        probed = target.probe_target(scenario) if scenario else target.probe_targets()[0]
+        if probed is None:
+            names = ", ".join(t.scenario for t in target.probe_targets())
+            return web.Response(
+                status=400,
+                text=f"target {name!r} has no scenario {scenario!r}; it has: {names}\n",
+            )
+        target = probed
     deadline = _deadline(request, target, state.timeout_offset)
     store = MetricStore()
     # The target's own layout, as the background store has it (same boundaries, so the

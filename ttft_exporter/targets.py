@@ -20,15 +20,25 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     Tag,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from yarl import URL
 
 from ttft_exporter.budget import BudgetConfig, CostConfig, check_budget_needs_cost
 from ttft_exporter.durations import Duration, format_duration
 from ttft_exporter.redact import PLACEHOLDER, Redactor
+from ttft_exporter.scenarios import (
+    COLD_SCENARIO,
+    DEFAULT_SCENARIO,
+    MAX_SCENARIOS,
+    ChatMessage,
+    ColdConfig,
+    ScenarioConfig,
+)
 from ttft_exporter.validation import (
     LABEL_NAME,
     ConfigPath,
@@ -55,6 +65,7 @@ __all__ = [
     "TLSConfig",
     "TargetBase",
     "environment_proxy",
+    "forbidden_in_header",
     "header_values",
     "prompt_or_messages",
     "proxy_secrets",
@@ -86,12 +97,17 @@ RESERVED_LABELS = frozenset(
         "flux",
         "type",
         "group",
+        "scenario",
     }
 )
 # RFC 9110 token: what a header name may be.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
 MAX_HEADERS = 64
 HEADER_VALUE_LIMIT = 8 * 1024
+# What aiohttp refuses in a header value at send time (RFC 9110 §5.5: control characters
+# but HTAB, and DEL). Refused at load instead: at send time it was a ValueError on every
+# probe, reported as `internal` with a traceback.
+_FORBIDDEN_HEADER_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # A CA bundle is ~220 KiB (Mozilla's); a certificate chain or key a few KiB.
 TLS_FILE_LIMIT = 4 << 20
 MAX_REDIRECTS_LIMIT = 20
@@ -154,9 +170,15 @@ class HeaderValue(StrictModel):
 def _header_value_problem(value: str) -> str | None:
     if len(value) > HEADER_VALUE_LIMIT:
         return f"longer than {HEADER_VALUE_LIMIT} characters"
-    if any(c in value for c in "\r\n\0"):
-        return "must not contain CR, LF or NUL"
+    if forbidden_in_header(value):
+        return "must not contain CR, LF, NUL or another control character"
     return None
+
+
+def forbidden_in_header(value: str) -> bool:
+    """Whether a header value holds a character no HTTP client may send (the value is
+    never quoted in a message: it is usually a secret)."""
+    return _FORBIDDEN_HEADER_CHARS.search(value) is not None
 
 
 def _check_inline_header(value: str) -> str:
@@ -383,13 +405,6 @@ class HistogramsConfig(StrictModel):
     )
 
 
-class ChatMessage(StrictModel):
-    """One chat message of a probe prompt."""
-
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str
-
-
 def prompt_or_messages(
     value: list[ChatMessage] | None, info: ValidationInfo
 ) -> list[ChatMessage] | None:
@@ -524,6 +539,22 @@ class TargetBase(StrictModel):
         default_factory=HistogramsConfig,
         description="Optional histograms of this target (series count per target).",
     )
+    scenarios: list[ScenarioConfig] = Field(
+        default_factory=list,
+        max_length=MAX_SCENARIOS,
+        description=(
+            "Named scenarios, each probed as its own series (`scenario` label) with "
+            "its own prompt, max_tokens, interval, timeout or cache_bust; without "
+            'any, the target is probed as `scenario="default"`.'
+        ),
+    )
+    cold: ColdConfig | None = Field(
+        None,
+        description=(
+            "Cold probe: every `every`, hold the target's other probes off until it "
+            'was idle for `idle`, then probe it once as `scenario="cold"`.'
+        ),
+    )
     cost: CostConfig | None = Field(
         None,
         description=(
@@ -543,6 +574,15 @@ class TargetBase(StrictModel):
     _api_key: SecretStr | None = PrivateAttr(None)
     _header_values: dict[str, str] = PrivateAttr(default_factory=dict)
     _redactor: Redactor = PrivateAttr(default_factory=Redactor)
+    # The scenario a probe of this target measures: a copy made by `_plan` for each
+    # configured scenario (and the cold probe) carries its name; the target itself is
+    # the default scenario.
+    _scenario: str = PrivateAttr(DEFAULT_SCENARIO)
+    _plans: tuple[TargetBase, ...] = PrivateAttr(())
+    _cold_plan: TargetBase | None = PrivateAttr(None)
+    _probe_fingerprint: str = PrivateAttr("")
+    # What debug output shows instead of a generated prompt (up to 800 KB).
+    _prompt_note: str | None = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -586,7 +626,49 @@ class TargetBase(StrictModel):
                 f"{auth} is set by api_key_env/api_key_file; do not set both",
                 sibling=True,
             )
-        read_secret_pair("api_key_env", env, "api_key_file", value, info, sibling=True)
+        key = read_secret_pair("api_key_env", env, "api_key_file", value, info, sibling=True)
+        if key is not None and forbidden_in_header(key.get_secret_value()):
+            raise field_rule(
+                "api_key_env" if env else "api_key_file",
+                "the key contains CR, LF, NUL or another control character",
+                sibling=True,
+            )
+        return value
+
+    @field_validator("scenarios")
+    @classmethod
+    def _scenarios(cls, value: list[ScenarioConfig], info: ValidationInfo) -> list[ScenarioConfig]:
+        # The rules that need the target: unique names, messages only where the
+        # protocol has them, each scenario's deadline below its cadence. Every problem
+        # is reported, each at its own scenario field.
+        problems: list[InitErrorDetails] = []
+
+        def problem(index: int, field: str, message: str) -> None:
+            error = PydanticCustomError("field_rule", message, {"field": "", "sibling": False})
+            problems.append(InitErrorDetails(type=error, loc=(index, field), input=None))
+
+        interval = info.data.get("interval")
+        timeout = info.data.get("timeout")
+        seen: set[str] = set()
+        for index, scenario in enumerate(value):
+            if scenario.name in seen:
+                problem(index, "name", f"duplicate scenario name {scenario.name!r}")
+            seen.add(scenario.name)
+            if scenario.messages is not None and "messages" not in cls.model_fields:
+                problem(index, "messages", "this protocol takes a prompt, not messages")
+            own_interval = scenario.interval if scenario.interval is not None else interval
+            own_timeout = scenario.timeout if scenario.timeout is not None else timeout
+            if own_interval is None or own_timeout is None or own_timeout < own_interval:
+                continue
+            where = "timeout" if scenario.timeout is not None else "interval"
+            problem(
+                index,
+                where,
+                f"the scenario's timeout ({format_duration(own_timeout)}) must be below "
+                f"its interval ({format_duration(own_interval)})",
+            )
+        if problems:
+            raise ValidationError.from_exception_data("scenarios", problems)
         return value
 
     @field_validator("proxy_from_environment")
@@ -626,7 +708,85 @@ class TargetBase(StrictModel):
             proxy = environment_proxy(self.url)
         # Built here, in the loader's thread: the loop only uses it.
         self._redactor = Redactor([*api_key, *header_secrets, *proxy_secrets(proxy)])
+        self._plan()
         return self
+
+    def _plan(self) -> None:
+        """The copies of this target that are probed, one per scenario (prompt and
+        overrides applied) and one for the cold probe; made once, at load."""
+        base = self._digest(exclude={"scenarios", "cold"})
+        self._probe_fingerprint = _sub_digest(base, DEFAULT_SCENARIO, None)
+        fields = type(self).model_fields
+        plans = []
+        for scenario in self.scenarios:
+            update: dict[str, Any] = {**scenario.overrides(), "scenarios": [], "cold": None}
+            prompt = scenario.effective_prompt
+            if prompt is not None and "prompt" in fields:
+                update["prompt"] = prompt
+                if "messages" in fields:
+                    update["messages"] = None
+            elif scenario.messages is not None and "messages" in fields:
+                update["messages"] = scenario.messages
+                update["prompt"] = None
+            copy = self._copy_for(update, scenario.name, _sub_digest(base, scenario.name, scenario))
+            if scenario.prompt_tokens is not None and prompt is not None:
+                copy._prompt_note = (
+                    f"<generated: {scenario.prompt_tokens} words, {len(prompt)} characters>"
+                )
+            plans.append(copy)
+        self._plans = tuple(plans)
+        if self.cold is not None:
+            update = {
+                "timeout": self.cold.timeout,
+                "interval": self.cold.every,
+                "scenarios": [],
+                "cold": None,
+            }
+            self._cold_plan = self._copy_for(
+                update, COLD_SCENARIO, _sub_digest(base, COLD_SCENARIO, self.cold)
+            )
+
+    def _copy_for(self, update: dict[str, Any], scenario: str, fingerprint: str) -> Self:
+        # Not validated again: every value was validated where the user wrote it.
+        copy = self.model_copy(update=update)
+        copy._scenario = scenario
+        copy._plans = ()
+        copy._cold_plan = None
+        copy._probe_fingerprint = fingerprint
+        return copy
+
+    @property
+    def scenario(self) -> str:
+        """The `scenario` label of this target's probes (see probe_targets)."""
+        return self._scenario
+
+    def probe_targets(self) -> tuple[TargetBase, ...]:
+        """What the scheduler probes on a cadence: one copy per configured scenario, or
+        the target itself as the `default` scenario."""
+        return self._plans or (self,)
+
+    def cold_target(self) -> TargetBase | None:
+        """The copy probed by the cold probe (timeout and interval from `cold:`)."""
+        return self._cold_plan
+
+    def probe_target(self, scenario: str) -> TargetBase | None:
+        """The regular scenario of that name (as /probe selects it), if any."""
+        return next((t for t in self.probe_targets() if t.scenario == scenario), None)
+
+    def probe_fingerprint(self) -> str:
+        """Changes whenever anything that affects the probes of this scenario changes
+        (a reload restarts only the scenarios whose fingerprint moved)."""
+        return self._probe_fingerprint
+
+    def session_fingerprint(self) -> str:
+        """Changes whenever the target's HTTP session must be rebuilt: its TLS settings
+        or their files' contents (a rotated certificate), connection reuse."""
+        data = {
+            "tls": self.tls.model_dump(mode="json"),
+            "tls_files": self.tls.content_digest,
+            "reuse": self.reuse_connections,
+        }
+        return hashlib.sha256(repr(sorted(data.items())).encode()).hexdigest()
 
     def proxy_for(self, url: str) -> str | None:
         """The proxy a request to `url` goes through, if any (with its credentials:
@@ -665,6 +825,8 @@ class TargetBase(StrictModel):
         """The target as plain data with secret header values hidden (for debug output)."""
         data = self.model_dump(mode="json", exclude_defaults=False)
         data["headers"] = redacted_headers(self.headers)
+        if self._prompt_note is not None:
+            data["prompt"] = self._prompt_note
         data["proxy_url"] = redacted_proxy_url(self.proxy_url)
         if self.expect is not None:
             data["expect"] = self.expect.pattern
@@ -672,7 +834,10 @@ class TargetBase(StrictModel):
 
     def fingerprint(self) -> str:
         """Changes whenever anything that affects probing changes (secrets included)."""
-        data = self.model_dump(mode="json")
+        return self._digest(exclude=set())
+
+    def _digest(self, *, exclude: set[str]) -> str:
+        data = self.model_dump(mode="json", exclude=exclude)
         data["expect"] = self.expect.pattern if self.expect else None
         digest = hashlib.sha256(repr(sorted(data.items())).encode())
         if self._api_key is not None:
@@ -685,8 +850,21 @@ class TargetBase(StrictModel):
         return digest.hexdigest()
 
 
+def _sub_digest(base: str, scenario: str, config: StrictModel | None) -> str:
+    """The fingerprint of one scenario: the target's (without its scenarios) and the
+    scenario's own config."""
+    dump = config.model_dump(mode="json") if config is not None else None
+    return hashlib.sha256(f"{base}\0{scenario}\0{dump!r}".encode()).hexdigest()
+
+
 def target_labels(target: TargetBase) -> dict[str, str]:
     """The labels of every series of a target: ours first, then static ones sorted."""
-    labels = {"target": target.name, "model": target.model, "protocol": target.protocol}
+    labels = {
+        "target": target.name,
+        "model": target.model,
+        "protocol": target.protocol,
+        # `default` for a target without scenarios: the same label set everywhere.
+        "scenario": target.scenario,
+    }
     labels.update(sorted(target.labels.items()))
     return labels

@@ -351,6 +351,8 @@ async def test_ttft_regression_pages_and_resolves(stack: Stack, webhook: Webhook
             "target": "e2e-regress",
             "model": "sim-regress",
             "protocol": "openai-chat",
+            # Every probe series carries its scenario (#10): `default` without scenarios.
+            "scenario": "default",
             "job": JOB,
             "team": "ml-platform",
             "env": "prod",

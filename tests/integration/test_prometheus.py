@@ -42,7 +42,7 @@ class Exporter:
     state: ExporterState
 
     def probes(self, target: str, outcome: str) -> float:
-        series = self.state.store.targets.get(target)
+        series = self.state.store.get(target)
         value = series.get("ttft_probe_requests_total", (outcome,)) if series else None
         return value or 0.0
 

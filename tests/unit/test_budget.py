@@ -6,6 +6,8 @@ its neighbour keeps probing."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,9 +17,17 @@ from typing import Any
 
 import aiojobs
 import pytest
-from pytest_aiohttp import AiohttpClient
+from aiohttp import web
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from tests.conftest import RunningSim, SimFactory, make_config, make_state, make_target
+from tests.conftest import (
+    RunningSim,
+    SimFactory,
+    make_config,
+    make_state,
+    make_target,
+    probe_once,
+)
 from tests.helpers import ManualClock
 from ttft_exporter.budget import (
     CostConfig,
@@ -305,7 +315,7 @@ class Rig:
         )
 
     def get(self, target: str, name: str, child: tuple[str, ...] = ()) -> float:
-        series = self.store.targets.get(target)
+        series = self.store.get(target)
         return (series.get(name, child) if series else None) or 0.0
 
 
@@ -432,7 +442,7 @@ async def test_probe_endpoint_refuses_a_spent_target_until_midnight(
     wall = ManualClock(wall=MIDNIGHT + DAY - 3600)
     state.executor.budget = ProbeBudget(wall)
     client = await aiohttp_client(create_app(state))
-    series = state.store.targets["paid"]
+    series = state.store.series["paid", "default"]
     await wait_for(
         lambda: series.get("ttft_probe_budget_exhausted") == 1.0, "the scheduled probe to trip it"
     )
@@ -451,8 +461,9 @@ async def test_probe_endpoint_refuses_a_spent_target_until_midnight(
         == 1.0
     )
     metrics = await (await client.get("/metrics")).text()
-    assert 'ttft_probe_budget_exhausted{target="paid",model="paid",protocol="openai-chat"} 1.0' in (
-        metrics
+    assert (
+        'ttft_probe_budget_exhausted{target="paid",model="paid",protocol="openai-chat",scenario="default"} 1.0'
+        in (metrics)
     )
 
     wall.advance(3600)
@@ -461,3 +472,117 @@ async def test_probe_endpoint_refuses_a_spent_target_until_midnight(
     assert requests(sim, "paid") == 2
     # Charged to the ledger: the new day's budget is spent again by this one probe.
     assert state.executor.budget.exhausted(state.holder.config.targets[0])
+
+
+async def test_scenarios_share_the_budget_and_count_their_own_cost(
+    rig: Rig, make_llm_sim: SimFactory
+) -> None:
+    # One probe per scenario (interval 1h): the simulator reports usage, prompt words as
+    # input tokens and 2 output tokens (FAST).
+    sim = await make_llm_sim(paid=FAST)
+    config = make_config(
+        {
+            "name": "paid",
+            "model": "paid",
+            "url": f"{sim.url}/v1",
+            "interval": "1h",
+            "cache_bust": False,
+            "cost": {"input_per_million": "1000000", "output_per_million": "0"},
+            "budget": {"daily_tokens": 1_000_000},
+            "scenarios": [
+                {"name": "short", "prompt": "one two"},
+                {"name": "long", "prompt_tokens": 100},
+            ],
+        }
+    )
+    await rig.scheduler.apply(config)
+
+    def value(scenario: str, name: str, child: tuple[str, ...] = ()) -> float | None:
+        series = rig.store.get("paid", scenario)
+        return series.get(name, child) if series is not None else None
+
+    await wait_for(
+        lambda: all(
+            value(s, "ttft_probe_requests_total", ("success",)) == 1.0 for s in ("short", "long")
+        ),
+        "one probe per scenario",
+    )
+    await wait_for(
+        lambda: value("short", "ttft_probe_budget_spent_tokens") == 2 + 2 + 100 + 2,
+        "both charged",
+    )
+    # 1 per input token: each scenario's own prompt, not the target's total.
+    assert value("short", "ttft_probe_cost_total", ("USD",)) == 2.0
+    assert value("long", "ttft_probe_cost_total", ("USD",)) == 100.0
+    # The budget is the target's: the same spend on every scenario's series.
+    assert value("long", "ttft_probe_budget_spent_tokens") == 106.0
+
+
+# --- a never-ending stream is charged at most the plausible output (issue #10) --------
+
+
+async def test_a_stream_without_end_is_charged_at_most_the_plausible_output(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # A hostile (or broken) server: 5,000 one-token chunks at once, never a finish or
+    # [DONE], the connection held open until the probe's deadline. Uncapped, the failed
+    # probe was charged its 5,000 chunks for max_tokens 64.
+    released = asyncio.Event()
+    chunk = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(chunk * 5000)
+        with contextlib.suppress(asyncio.CancelledError):
+            await released.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    server = await aiohttp_server(app)
+    target = make_target(
+        name="paid",
+        url=f"http://127.0.0.1:{server.port}/v1",
+        max_tokens=64,
+        cost={"input_per_million": "3", "output_per_million": "15"},
+        budget={"daily_tokens": 100_000},
+        timeout="3s",
+    )
+    try:
+        # 3 s: the 290 KB arrive and parse in well under that on a loaded 2-core box
+        # (stress-ng --cpu 2); the count below shows they all did.
+        result = await probe_once(target)
+    finally:
+        released.set()
+    assert result.reason is FailureReason.TIMEOUT, result.detail
+    assert result.token_chunks == 5000 and result.http_status == 200
+
+    # Charged the bound the usage check uses, 2 x 64 + 16, and the prompt it knows.
+    assert probe_charge(result, last_input=20) == ProbeCharge(20, 144, estimated=True)
+    ledger = Ledger()
+    ledger.charge(target, result)
+    assert ledger.series(target).get("ttft_probe_budget_spent_tokens") == 144.0
+    # (0 x 3 + 144 x 15) / 1e6, exactly.
+    assert ledger.series(target).get("ttft_probe_cost_total", ("USD",)) == 0.00216
+
+
+def test_the_cap_follows_the_limit_the_request_carried() -> None:
+    # extra_body's larger limit (max_completion_tokens: 4096) is what the request asked:
+    # a failed probe of a reasoning model is charged up to its bound, not max_tokens'.
+    big = ProbeResult(
+        False,
+        FailureReason.TIMEOUT,
+        "deadline",
+        http_status=200,
+        token_chunks=9000,
+        max_tokens=4096,
+    )
+    assert probe_charge(big, last_input=None).output_tokens == 2 * 4096 + 16
+    # Below the bound, the chunks as streamed; without a known limit, uncapped.
+    assert probe_charge(failed(200, chunks=100), last_input=None).output_tokens == 100
+    within = dataclasses.replace(big, token_chunks=500)
+    assert probe_charge(within, last_input=None).output_tokens == 500
+    # A success counted by chunks is capped the same way.
+    chunky = usage_result(None, 9000, usage_source="chunks", max_tokens=64)
+    assert probe_charge(chunky, last_input=None) == ProbeCharge(0, 144, estimated=True)

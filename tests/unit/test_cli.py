@@ -513,7 +513,7 @@ async def test_a_real_process_survives_idle_connections_under_a_low_fd_limit(
                 assert "ttft_exporter_http_accept_errors_total 0.0" in metrics
                 before = _sample(
                     metrics,
-                    'ttft_probe_requests_total{target="a",model="m",protocol="openai-chat",outcome="success"}',
+                    'ttft_probe_requests_total{target="a",model="m",protocol="openai-chat",scenario="default",outcome="success"}',
                 )
                 text = await _poll_until(
                     session,
@@ -521,7 +521,7 @@ async def test_a_real_process_survives_idle_connections_under_a_low_fd_limit(
                     lambda t: (
                         _sample(
                             t,
-                            'ttft_probe_requests_total{target="a",model="m",protocol="openai-chat",outcome="success"}',
+                            'ttft_probe_requests_total{target="a",model="m",protocol="openai-chat",scenario="default",outcome="success"}',
                         )
                         >= before + 3
                     ),

@@ -136,6 +136,30 @@ INVALID = {
         "targets[0].prompt: must be a string; quote it "
         "(YAML reads yes, no, on, off, true, false as booleans)",
     ],
+    # Scenarios and the cold probe (#10): each problem at its scenario's field.
+    "scenarios": [
+        "targets[0].scenarios[0].name: must start with a lower-case letter or digit and use "
+        "only a-z, 0-9, '_', '.' or '-' (at most 32 characters)",
+        "targets[0].scenarios[1].name: 'cold' is reserved (set by the exporter)",
+        "targets[0].scenarios[2].prompt_tokens: set at most one of prompt, messages or "
+        "prompt_tokens, not prompt, prompt_tokens",
+        "targets[0].scenarios[3].prompt_tokens: must be less than or equal to 200000",
+        "targets[0].scenarios[4].bogus: unknown field",
+    ],
+    "scenarios-target": [
+        "targets[0].scenarios[0].interval: the scenario's timeout (10s) must be below its "
+        "interval (5s)",
+        "targets[0].scenarios[1].name: duplicate scenario name 'short'",
+        "targets[0].scenarios[1].messages: this protocol takes a prompt, not messages",
+        "targets[0].scenarios[2].timeout: the scenario's timeout (30s) must be below its "
+        "interval (15s)",
+    ],
+    "cold": [
+        "targets[0].cold.every: must be at least idle (2h)",
+        "targets[1].cold.idle: must be between 1s and 7d",
+        "targets[1].cold.timeout: must be below every (1h)",
+        "targets[2].labels.scenario: reserved label name (set by the exporter or by Prometheus)",
+    ],
     "cost-budget": [
         "targets[0].cost.input_per_million: must be greater than or equal to 0",
         "targets[0].cost.output_per_million: must be a finite number",
@@ -407,7 +431,8 @@ def test_relative_files_are_relative_to_the_config_file(
     assert loaded.request_headers() == {"X-Token": "header-token-123456"}
     # An absolute path stays as it is.
     absolute = parse_config(
-        {"targets": [{**_TARGET, "api_key_file": str(path)}]}, base_dir=Path("/x")
+        {"targets": [{**_TARGET, "api_key_file": str(tmp_path / "secrets" / "key")}]},
+        base_dir=Path("/x"),
     )
     assert absolute.targets[0].api_key is not None
 
@@ -574,3 +599,32 @@ def test_histograms_in_defaults_merge_key_by_key() -> None:
     assert (a.histograms.time_to_first_byte, a.histograms.inter_chunk_latency) == (False, True)
     assert (b.histograms.time_to_first_byte, b.histograms.inter_chunk_latency) == (True, True)
     assert a.histograms.time_to_first_output_token == "auto"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "url"),
+    [
+        ("openai-chat", "http://h/v1"),
+        ("anthropic", "http://h"),
+        ("azure-openai", "http://h"),
+        ("gemini", "http://h/v1beta"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["\x0b", "\x1f", "\x7f", "\r"])
+def test_api_key_or_header_with_a_control_character_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, url: str, bad: str
+) -> None:
+    # Before: only CR, LF and NUL were refused in header values, and nothing inside an
+    # api key (its ends are stripped); aiohttp refuses every control character but HTAB
+    # at send time, so every probe failed `internal` with a traceback. Now: a config
+    # error naming the field, never the value.
+    monkeypatch.setenv("TTFT_TEST_BAD_KEY", f"sk-SENTINEL{bad}5f2a9c")
+    base = {"name": "a", "protocol": protocol, "url": url, "model": "m", "prompt": "x"}
+    with pytest.raises(ConfigError, match="api_key_env: the key contains CR, LF, NUL") as info:
+        parse_config({"targets": [{**base, "api_key_env": "TTFT_TEST_BAD_KEY"}]})
+    assert "SENTINEL" not in str(info.value)
+    with pytest.raises(ConfigError, match="another control character") as info:
+        parse_config({"targets": [{**base, "headers": {"X-Team": f"ml-SENTINEL{bad}x"}}]})
+    assert "SENTINEL" not in str(info.value)
+    # A tab is a legal header character: accepted.
+    parse_config({"targets": [{**base, "headers": {"X-Team": "ml\tx"}}]})

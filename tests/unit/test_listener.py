@@ -52,7 +52,7 @@ def value(state: ExporterState, name: str, **labels: str) -> float:
 
 
 def successes(state: ExporterState) -> float:
-    series = state.store.targets.get("ok")
+    series = state.store.get("ok")
     return (series.get("ttft_probe_requests_total", ("success",)) if series else None) or 0.0
 
 
@@ -134,7 +134,7 @@ async def test_idle_connections_cannot_take_the_server_or_the_probes_down(
             lambda: value(state, "ttft_exporter_http_connections") == 0.0, "all closed"
         )
 
-    series = state.store.targets["ok"]
+    series = state.store.series["ok", "default"]
     assert (series.get("ttft_probe_requests_total", ("failure",)) or 0.0) == 0.0
     # One line per kind of drop (rate-limited), nothing per connection, nothing from asyncio.
     server_lines = [r.getMessage() for r in caplog.records if r.name == "ttft_exporter.server"]

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import re
 import socket
 import time
 import warnings
@@ -25,6 +26,7 @@ from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.logs import fields_of
 from ttft_exporter.probes import get_prober
+from ttft_exporter.scenarios import filler_prompt
 from ttft_exporter.scheduler import ProbeScheduler, TargetRunner
 from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.sim.llm import ModelBehaviour
@@ -81,12 +83,12 @@ class Rig:
         return self.sample("ttft_exporter_probes_skipped_total", target=target) or 0.0
 
     def count(self, target: str, outcome: str) -> float:
-        series = self.store.targets.get(target)
+        series = self.store.get(target)
         value = series.get("ttft_probe_requests_total", (outcome,)) if series else None
         return value or 0.0
 
     def failures(self, target: str, reason: FailureReason) -> float:
-        series = self.store.targets[target]
+        series = self.store.series[target, "default"]
         return series.get("ttft_probe_failures_total", (reason.value,)) or 0.0
 
     async def wait_for(self, predicate: Callable[[], bool], what: str, cap: float = 5.0) -> None:
@@ -274,8 +276,9 @@ async def test_a_failing_target_does_not_disturb_its_neighbour(
     assert_cadence(arrivals(sim, "ok"), since)
     assert rig.scheduler.runners == runners
     for runner in runners.values():
-        assert runner._loop_job is not None
-        assert runner._loop_job.active
+        job = runner.loops["default"].job
+        assert job is not None
+        assert job.active
     if failure == "internal":
         errors = [r for r in caplog.records if r.getMessage() == "probe raised an unexpected error"]
         assert len(errors) == rig.count("broken", "failure")
@@ -316,6 +319,7 @@ async def test_apply_restarts_only_what_changed(
         "the first probes",
     )
     before: dict[str, TargetRunner] = dict(rig.scheduler.runners)
+    loops_before = {name: r.loops["default"] for name, r in before.items()}
 
     await rig.scheduler.apply(CHANGES[change](sim))
 
@@ -325,23 +329,28 @@ async def test_apply_restarts_only_what_changed(
     if change == "unchanged":
         assert after == before
     if change == "changed":
-        assert after["edit"] is not before["edit"]
+        # A prompt change keeps the session: only the scenario's loop restarts.
+        assert after["edit"] is before["edit"]
+        assert after["edit"].loops["default"] is not loops_before["edit"]
+        old_job = loops_before["edit"].job
+        assert old_job is not None and old_job.closed
         edited = after["edit"].target
         assert isinstance(edited, OpenAIChatTarget) and edited.prompt == "something else"
         assert after["drop"] is before["drop"]
     if change == "removed":
         assert sorted(after) == ["edit", "stay"]
-        assert "drop" not in rig.store.targets
+        assert rig.store.of_target("drop") == []
         assert 'target="drop"' not in rig.store.render()
         assert rig.sample("ttft_exporter_probes_skipped_total", target="drop") is None
     stopped = [r for name, r in before.items() if after.get(name) is not r]
-    assert len(stopped) == {"unchanged": 0, "changed": 1, "removed": 1}[change]
+    assert len(stopped) == {"unchanged": 0, "changed": 0, "removed": 1}[change]
     for runner in stopped:
         assert runner.session is not None and runner.session.closed
-        assert runner._loop_job is not None and runner._loop_job.closed
+        job = runner.loops["default"].job
+        assert job is not None and job.closed
     # The replacement starts at once; nothing else is restarted (a restart probes at once).
     if change == "changed":
-        await rig.wait_for(lambda: len(arrivals(sim, "edit")) == 2, "the new runner's probe")
+        await rig.wait_for(lambda: len(arrivals(sim, "edit")) == 2, "the new loop's probe")
     assert len(arrivals(sim, "stay")) == 1
 
 
@@ -371,7 +380,8 @@ async def test_close_stops_everything(
     assert len(jobs) == 0
     for runner in runners:
         assert runner.session is not None and runner.session.closed
-        assert runner._loop_job is not None and runner._loop_job.closed
+        job = runner.loops["default"].job
+        assert job is not None and job.closed
     assert rig.sample("ttft_exporter_probes_in_flight") == 0.0
     ours = [
         task
@@ -386,3 +396,154 @@ async def test_close_stops_everything(
     count = len(sim.state.requests)
     await asyncio.sleep(INTERVAL * 1.5)
     assert len(sim.state.requests) == count
+
+
+# Scenarios (#10): each probed as its own series, on its own cadence.
+def scenario_target(sim: RunningSim, scenarios: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "model": "m",
+        "url": f"{sim.url}/v1",
+        "interval": LONG,
+        "timeout": 5.0,
+        "scenarios": scenarios,
+    }
+
+
+def is_closed(session: Any) -> bool:
+    # A call, not an attribute: mypy would keep the earlier `not closed` narrowing.
+    return bool(session.closed)
+
+
+def chat_requests(sim: RunningSim) -> list[Any]:
+    return [r for r in sim.state.requests if r.path == "/v1/chat/completions"]
+
+
+def prompt_of(request: Any) -> str:
+    content: str = request.body["messages"][0]["content"]
+    return content
+
+
+async def test_scenarios_are_probed_as_their_own_series(rig: Rig, make_llm_sim: SimFactory) -> None:
+    sim = await make_llm_sim(m=FAST)
+    scenarios = [
+        {"name": "short", "prompt": "short one", "max_tokens": 1},
+        {"name": "long-prompt", "prompt_tokens": 2000},
+        # Probed every 0.3 s, the others once (LONG): identical requests every time.
+        {
+            "name": "cached",
+            "prompt": "cached one",
+            "cache_bust": False,
+            "interval": INTERVAL,
+            "timeout": TIMEOUT,
+        },
+    ]
+    await rig.scheduler.apply(make_config(scenario_target(sim, scenarios)))
+
+    def successes(scenario: str) -> float:
+        series = rig.store.get("t", scenario)
+        return (series.get("ttft_probe_requests_total", ("success",)) or 0.0) if series else 0.0
+
+    await rig.wait_for(
+        lambda: (
+            successes("short") >= 1 and successes("long-prompt") >= 1 and successes("cached") >= 3
+        ),
+        "every scenario probed",
+    )
+    lines = [line for line in rig.store.render().splitlines() if line and not line.startswith("#")]
+    labelled = {
+        scenario: [line for line in lines if f'scenario="{scenario}"' in line]
+        for scenario in ("short", "long-prompt", "cached", "default")
+    }
+    assert labelled["default"] == []
+    assert all(labelled[s] for s in ("short", "long-prompt", "cached"))
+    assert len(lines) == sum(len(v) for v in labelled.values())
+    assert all(
+        line.split("{", 1)[1].startswith(
+            f'target="t",model="m",protocol="openai-chat",scenario="{s}"'
+        )
+        for s in ("short", "long-prompt", "cached")
+        for line in labelled[s]
+    )
+
+    requests = chat_requests(sim)
+    short = [r for r in requests if prompt_of(r).endswith(" short one")]
+    assert len(short) == 1 and short[0].body["max_tokens"] == 1
+    # The long prompt as the simulator received it: a nonce and 2000 words of 4
+    # characters; the simulator counts words as prompt tokens and reports them.
+    long = [r for r in requests if len(prompt_of(r)) > 1000]
+    assert len(long) == 1
+    filler = filler_prompt(2000)
+    nonce = prompt_of(long[0]).removesuffix(" " + filler)
+    # The cache-busting nonce of the engine, then the filler.
+    assert re.fullmatch(r"\[probe [0-9a-f]{12}\]", nonce)
+    assert len(filler.split(" ")) == 2000 and len(filler) == 4 * 2000 - 1
+    assert long[0].body["max_tokens"] == 64
+    series = rig.store.get("t", "long-prompt")
+    counted = 2000 + len(nonce.split())
+    assert series is not None and series.get("ttft_probe_input_tokens_total") == counted
+    # cache_bust: false sends the very same request every time, with no nonce.
+    cached = [r for r in requests if "cached one" in prompt_of(r)]
+    assert len(cached) >= 3
+    assert all(r.body == cached[0].body for r in cached)
+    assert prompt_of(cached[0]) == "cached one"
+
+
+async def test_a_reload_restarts_only_the_scenarios_that_changed(
+    rig: Rig, make_llm_sim: SimFactory
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+
+    def config(*scenarios: dict[str, Any]) -> Config:
+        return make_config(scenario_target(sim, list(scenarios)))
+
+    await rig.scheduler.apply(
+        config(
+            {"name": "keep", "prompt": "keep"},
+            {"name": "edit", "prompt": "edit"},
+            {"name": "drop", "prompt": "drop"},
+        )
+    )
+    await rig.wait_for(lambda: len(chat_requests(sim)) == 3, "one probe per scenario")
+    await rig.wait_for(
+        lambda: all(rig.store.get("t", s) is not None for s in ("keep", "edit", "drop")),
+        "their series",
+    )
+    runner = rig.scheduler.runners["t"]
+    loops = dict(runner.loops)
+    assert runner.session is not None
+
+    await rig.scheduler.apply(
+        config(
+            {"name": "keep", "prompt": "keep"},
+            {"name": "edit", "prompt": "edit", "max_tokens": 3},
+            {"name": "new", "prompt": "new"},
+        )
+    )
+
+    assert rig.scheduler.runners["t"] is runner
+    assert not runner.session.closed
+    assert runner.loops["keep"] is loops["keep"]
+    assert runner.loops["edit"] is not loops["edit"]
+    assert sorted(runner.loops) == ["edit", "keep", "new"]
+    for name in ("edit", "drop"):
+        job = loops[name].job
+        assert job is not None and job.closed
+    assert rig.store.get("t", "drop") is None
+    assert 'scenario="drop"' not in rig.store.render()
+    # A (re)started loop probes at once; the kept one waits for its LONG interval.
+    await rig.wait_for(lambda: len(chat_requests(sim)) == 5, "the restarted and new probes")
+    prompts = sorted(prompt_of(r).rsplit(" ", 1)[1] for r in chat_requests(sim))
+    assert prompts == ["drop", "edit", "edit", "keep", "new"]
+    edited = [r for r in chat_requests(sim) if prompt_of(r).endswith(" edit")]
+    assert edited[-1].body["max_tokens"] == 3
+
+    # A new session (reuse_connections) restarts the whole target; the series of the
+    # scenarios it dropped go with their loops.
+    restarted = make_config(
+        {**scenario_target(sim, [{"name": "keep", "prompt": "keep"}]), "reuse_connections": True}
+    )
+    await rig.scheduler.apply(restarted)
+    assert rig.scheduler.runners["t"] is not runner
+    assert is_closed(runner.session)
+    assert [k for k in rig.store.series if k[0] == "t"] == [("t", "keep")]

@@ -54,7 +54,7 @@ async def wait_for(predicate: Callable[[], bool], what: str, cap: float = POLL_C
 
 def successes(state: ExporterState, target: str) -> float:
     """The background store's success counter of a target (0 if it has no series)."""
-    series = state.store.targets.get(target)
+    series = state.store.get(target)
     if series is None:
         return 0.0
     return series.get("ttft_probe_requests_total", ("success",)) or 0.0
@@ -151,9 +151,10 @@ async def test_metrics_classic_text(
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
     assert sample(text, "ttft_probe_success", target="a") == 1.0
     assert sample(text, "ttft_exporter_config_last_reload_successful") == 1.0
-    assert 'ttft_probe_success{target="a",model="m",protocol="openai-chat"} 1.0\n' in text, (
-        "target labels are target, model, protocol in that order"
-    )
+    assert (
+        'ttft_probe_success{target="a",model="m",protocol="openai-chat",scenario="default"} 1.0\n'
+        in text
+    ), "target labels are target, model, protocol, scenario in that order"
 
 
 async def test_metrics_openmetrics(make_llm_sim: SimFactory, aiohttp_client: AiohttpClient) -> None:
@@ -308,9 +309,9 @@ async def test_every_target_and_reason_exists_at_zero_before_any_probe_ends(
 
     assert state.history.records() == []
     prefixes = {
-        "a": 'target="a",model="m",protocol="openai-chat"',
-        "b": 'target="b",model="m",protocol="openai-chat",env="prod"',
-        "c": 'target="c",model="m",protocol="openai-completions"',
+        "a": 'target="a",model="m",protocol="openai-chat",scenario="default"',
+        "b": 'target="b",model="m",protocol="openai-chat",scenario="default",env="prod"',
+        "c": 'target="c",model="m",protocol="openai-completions",scenario="default"',
     }
     for prefix in prefixes.values():
         for reason in FailureReason:
@@ -598,7 +599,10 @@ async def test_probe_uses_a_fresh_registry(
 
     assert resp.status == 200
     assert resp.headers["Content-Type"] == TEXT_TYPE
-    assert 'ttft_probe_success{target="a",model="m",protocol="openai-chat"} 1.0\n' in text
+    assert (
+        'ttft_probe_success{target="a",model="m",protocol="openai-chat",scenario="default"} 1.0\n'
+        in text
+    )
     assert sample(text, "ttft_probe_requests_total", target="a", outcome="success") == 1.0
     assert sample(text, f"{TTFT}_count", target="a") == 1.0
     assert sample(text, "ttft_probe_timeout_seconds", target="a") == 5.0
@@ -660,6 +664,33 @@ async def test_probe_unknown_target_makes_no_request(
 
     assert len(sim.state.requests) == requests_before == 1
     assert len(state.history.records()) == 1
+
+
+async def test_probe_picks_a_scenario(
+    make_llm_sim: SimFactory, aiohttp_client: AiohttpClient
+) -> None:
+    sim = await make_llm_sim(m=FAST)
+    scenarios = [{"name": "short", "prompt": "one"}, {"name": "long", "prompt": "two"}]
+    client, state = await start(
+        aiohttp_client, make_config(chat_target(sim, interval="60s", scenarios=scenarios))
+    )
+    await wait_for(
+        lambda: all(state.store.get("a", s) is not None for s in ("short", "long")),
+        "the scenario series",
+    )
+    await wait_for(lambda: len(sim.state.requests) == 2, "one probe per scenario")
+
+    text = await get_text(client, "/probe", params={"target": "a", "scenario": "long"})
+    assert sample(text, "ttft_probe_success", scenario="long") == 1.0
+    assert 'scenario="short"' not in text
+    assert sim.state.requests[-1].body["messages"][0]["content"].endswith(" two")
+    # Without `scenario`: the first one.
+    text = await get_text(client, "/probe", params={"target": "a"})
+    assert sample(text, "ttft_probe_success", scenario="short") == 1.0
+    resp = await client.get("/probe", params={"target": "a", "scenario": "cold"})
+    assert resp.status == 400
+    assert await resp.text() == "target 'a' has no scenario 'cold'; it has: short, long\n"
+    assert len(sim.state.requests) == 4
 
 
 @pytest.mark.parametrize("query", ["", "?target=", "?debug=true"], ids=["none", "empty", "debug"])
@@ -775,11 +806,12 @@ async def test_probe_debug_failure(make_llm_sim: SimFactory, aiohttp_client: Aio
     )
     assert "\nTarget configuration:\nname: a\n" in text
     assert (
-        'ttft_probe_failures_total{target="a",model="m",protocol="openai-chat",reason="http_status"} 1.0\n'
+        'ttft_probe_failures_total{target="a",model="m",protocol="openai-chat",scenario="default",reason="http_status"} 1.0\n'
         in text
     )
     assert (
-        'ttft_probe_http_status_code{target="a",model="m",protocol="openai-chat"} 503.0\n' in text
+        'ttft_probe_http_status_code{target="a",model="m",protocol="openai-chat",scenario="default"} 503.0\n'
+        in text
     )
 
 
@@ -1042,7 +1074,7 @@ async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
     )
     stall_peak = counting_llm.total_peak - counting_llm.peak.get("ok", 0)
     assert stall_peak <= 2, "no more ad-hoc probes at once than the pool holds"
-    series = state.store.targets["ok"]
+    series = state.store.series["ok", "default"]
     assert (series.get("ttft_probe_requests_total", ("failure",)) or 0.0) == 0.0
     assert adhoc_rejected(state, "target_busy") == statuses.count(429)
     assert adhoc_rejected(state, "pool_timeout") == statuses.count(503)

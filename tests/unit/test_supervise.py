@@ -231,23 +231,26 @@ async def test_probe_loop_bug_is_supervised(
     """The scheduler's per-target loop itself failing (here: its first two runs raise,
     standing in for a bug): counted as `probe`, restarted, and the target is probed."""
     sim = await make_llm_sim()
-    real_loop = TargetRunner._loop
+    real_loop = TargetRunner._scenario_loop
     runs = {"n": 0}
 
-    async def buggy(self: TargetRunner) -> None:
+    async def buggy(self: TargetRunner, state: Any) -> None:
         runs["n"] += 1
         if runs["n"] <= 2:
             raise RuntimeError("loop bug")
-        await real_loop(self)
+        await real_loop(self, state)
 
-    monkeypatch.setattr(TargetRunner, "_loop", buggy)
+    monkeypatch.setattr(TargetRunner, "_scenario_loop", buggy)
     config = make_config(
         {"name": "t", "url": sim.url + "/v1", "interval": "1s", "timeout": "500ms"}
     )
     state = make_state(config, restart_policy=POLICY)
     client = await aiohttp_client(create_app(state))
     await wait_until(
-        lambda: (state.store.targets["t"].get("ttft_probe_requests_total", ("success",)) or 0) >= 1,
+        lambda: (
+            (state.store.series["t", "default"].get("ttft_probe_requests_total", ("success",)) or 0)
+            >= 1
+        ),
         "a successful probe after the restarts",
     )
     assert errors(state.metrics, "probe") == 2.0

@@ -86,16 +86,10 @@ def build_request(target: AnthropicTarget, nonce: str | None) -> HTTPRequest:
     )
 
 
-def _input_tokens(usage: dict[str, Any]) -> int | float | None:
-    """The prompt tokens the request processed. Anthropic's `input_tokens` counts only
-    the tokens after the last cache breakpoint; tokens written to or read from the
-    prompt cache are reported beside it, and all of them were the prompt."""
-    parts = [
-        number(usage.get(key))
-        for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    ]
-    given = [part for part in parts if part is not None]
-    return sum(given) if given else None
+# Anthropic's `input_tokens` counts only the tokens after the last cache breakpoint;
+# tokens written to or read from the prompt cache are reported beside it, and all of
+# them were the prompt.
+_INPUT_PARTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def _error_text(obj: dict[str, Any]) -> str:
@@ -115,7 +109,24 @@ class MessagesDecoder:
     `type` when a proxy dropped the `event:` lines. Unknown event and delta types are
     data but no text (the API adds types; an old exporter must not fail on them)."""
 
-    __slots__ = ()
+    __slots__ = ("_input",)
+
+    def __init__(self) -> None:
+        # The prompt's parts as last reported, each on its own: `message_delta` may
+        # repeat only some of them (the docs make each optional there), and a part it
+        # omits keeps its `message_start` value rather than dropping out of the sum.
+        self._input: dict[str, int | float] = {}
+
+    def _input_tokens(self, usage: dict[str, Any]) -> int | float | None:
+        """The prompt tokens, every part with its latest value, when this event
+        reported any part (None when it reported none: the earlier count stands)."""
+        given = False
+        for key in _INPUT_PARTS:
+            value = number(usage.get(key))
+            if value is not None:
+                self._input[key] = value
+                given = True
+        return sum(self._input.values()) if given else None
 
     def decode(self, frame: Frame) -> StreamItem | None:
         kind, obj = named_event(frame, _error_text)
@@ -144,14 +155,14 @@ class MessagesDecoder:
             # Only the input count: `output_tokens` here is a placeholder (1), and the
             # real count comes in message_delta. A stream without one falls back to
             # counting chunks rather than reporting one token.
-            return StreamItem(usage=Usage(input_tokens=_input_tokens(usage)))
+            return StreamItem(usage=Usage(input_tokens=self._input_tokens(usage)))
         if kind == "message_delta":
             usage = as_object(obj.get("usage"))
             return StreamItem(
                 finish_reason=_stop_reason(as_object(obj.get("delta")).get("stop_reason")),
                 # Cumulative counts: the timeline keeps the last one, never a sum.
                 usage=Usage(
-                    input_tokens=_input_tokens(usage),
+                    input_tokens=self._input_tokens(usage),
                     output_tokens=number(usage.get("output_tokens")),
                 )
                 if usage

@@ -46,6 +46,7 @@ __all__ = [
     "burst_bound",
     "check_usage",
     "finish_reason_label",
+    "output_token_bound",
 ]
 
 UsageSource = Literal["usage", "chunks"]
@@ -131,6 +132,13 @@ def _later(earlier: int | float | None, later: int | float | None) -> int | floa
     return earlier if later is None else later
 
 
+def output_token_bound(max_tokens: int) -> int:
+    """The most output (or reasoning) tokens a request asking for `max_tokens` can
+    plausibly produce: 2 x max_tokens + 16 (a stop token, a slight overshoot). Usage
+    above it is implausible (check_usage), and no probe is charged more (budget)."""
+    return _OUTPUT_FACTOR * max_tokens + _OUTPUT_SLACK
+
+
 def check_usage(usage: Usage, *, max_tokens: int | None, bytes_received: int | None) -> str | None:
     """Why reported usage cannot be true, or None when it is plausible.
 
@@ -157,7 +165,7 @@ def check_usage(usage: Usage, *, max_tokens: int | None, bytes_received: int | N
     output = usage.output_tokens or 0
     reasoning = usage.reasoning_tokens or 0
     if max_tokens is not None:
-        limit = _OUTPUT_FACTOR * max_tokens + _OUTPUT_SLACK
+        limit = output_token_bound(max_tokens)
         for name, value in (("output_tokens", output), ("reasoning_tokens", reasoning)):
             if value > limit:
                 return (
@@ -195,8 +203,11 @@ class GapHistogram:
         self.sums[index] += value
         self.sum += value
         self.count += 1
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        # Comparisons, not min()/max(): once per token chunk (issue #14).
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
 
 
 @dataclass(slots=True)
@@ -266,6 +277,9 @@ class ProbeResult:
     input_tokens: int | None = None
     reasoning_tokens: int | None = None
     token_chunks: int = 0
+    # The output token limit the request carried (max_tokens, or a larger one from
+    # extra_body); None where unknown. Bounds what a probe is charged (budget.py).
+    max_tokens: int | None = None
     # Chunks that streamed reasoning text: where there are some, TTFOT differs from TTFT
     # (the `auto` TTFOT histogram turns on). Reasoning counted in usage but not streamed
     # (hidden) leaves TTFOT equal to TTFT.
@@ -278,6 +292,9 @@ class ProbeResult:
     # Set by the executor: why the timings may include the exporter's own delay
     # (metrics.SUSPECT_CAUSES: loop_lag, throttled); empty when they are clean.
     suspect: tuple[str, ...] = ()
+    # A cold probe's (scenario "cold"): how long the target had been idle, as far as
+    # the exporter knows, when it was sent; set by the scheduler, not the probe.
+    idle_before: float | None = None
     # The server's own timings of this request, where its protocol reports them and
     # they fit inside the client's elapsed time; None otherwise (and on failures).
     server_timings: ServerTimings | None = None
@@ -286,6 +303,12 @@ class ProbeResult:
     # the probe's span with them; the Prometheus sink attaches them as exemplars.
     trace_id: int | None = None
     span_id: int | None = None
+
+    @property
+    def output_token_limit(self) -> int | None:
+        """The most output tokens this probe's request can plausibly have produced
+        (output_token_bound of its max_tokens); None where max_tokens is unknown."""
+        return None if self.max_tokens is None else output_token_bound(self.max_tokens)
 
     @property
     def decode_seconds(self) -> float | None:
@@ -478,6 +501,7 @@ class StreamTimeline:
             input_tokens=_whole(usage.input_tokens) if usage else None,
             reasoning_tokens=_whole(usage.reasoning_tokens) if usage else None,
             token_chunks=self.token_chunks,
+            max_tokens=self.max_tokens,
             reasoning_chunks=self.reasoning_chunks,
             bytes_received=bytes_received or 0,
             elapsed=elapsed,

@@ -29,7 +29,7 @@ from ttft_exporter.probes.base import (
     StreamTimeline,
     finish_reason_label,
 )
-from ttft_exporter.probes.framing import Framer, JSONArraySniffer, SSEFramer
+from ttft_exporter.probes.framing import BodySniffer, Framer, SSEFramer
 from ttft_exporter.probes.session import PhaseRecorder, recording_phases
 from ttft_exporter.redact import Redactor
 from ttft_exporter.targets import DEFAULT_MAX_RESPONSE_BYTES, TargetBase
@@ -87,6 +87,8 @@ class StreamProbe:
         self._framer = framer if framer is not None else SSEFramer()
         self._expect = expect
         self._terminated = terminated
+        # Set per response: its Content-Type is application/json (see _consume).
+        self._json_body = False
         self._server_name = server_name
         self._redactor = redactor or Redactor()
         self._gap_bounds = gap_bounds
@@ -267,10 +269,16 @@ class StreamProbe:
     ) -> bool:
         """Read the stream to its end: True if that was EOF, False at the terminator."""
         framer = self._framer
-        sniffer = JSONArraySniffer()
+        sniffer = BodySniffer()
+        content_type = response.content_type
+        # A server that ignored the streaming form of the request answers with one
+        # JSON body; its first event carrying the end of the answer is that body.
+        self._json_body = content_type == "application/json"
         now = self._clock.monotonic_ns
         limit = self._max_response_bytes
-        async for chunk in response.content.iter_any():
+        # readany() itself, not iter_any(): one layer less per read (issue #14).
+        readany = response.content.readany
+        while chunk := await readany():
             # Stamp first, parse after: parsing time must not leak into latencies.
             t_ns = now()
             self._bytes_received += len(chunk)
@@ -280,8 +288,8 @@ class StreamProbe:
                     f"response body above max_response_bytes ({limit}) after "
                     f"{timeline.token_chunks} token chunks",
                 )
-            if not sniffer.decided and sniffer.feed(chunk):
-                _reject_json_array(response.content_type)
+            if not sniffer.decided:
+                _check_start(sniffer.feed(chunk), framer, content_type)
             if len(chunk) <= _SLICE:
                 if self._consume(framer, chunk, t_ns, timeline):
                     return False
@@ -295,12 +303,11 @@ class StreamProbe:
                     return False
                 await asyncio.sleep(0)
         framer.close()
-        if timeline.first_chunk_ns is None and response.content_type != framer.media_type:
+        if timeline.first_chunk_ns is None and content_type != framer.media_type:
             # Not a stream that was cut short but no stream at all (a server that
             # ignored `"stream": true` and answered with one JSON body, say).
-            raise ProbeFailure(
-                FailureReason.PROTOCOL,
-                f"the response carried no stream event (Content-Type {response.content_type})",
+            raise _not_streamed(
+                f"the response carried no stream event (Content-Type {content_type})"
             )
         return True
 
@@ -314,16 +321,27 @@ class StreamProbe:
 
     def _consume(self, framer: Framer, data: bytes, t_ns: int, timeline: StreamTimeline) -> bool:
         """Frame and decode bytes that arrived at `t_ns`; True once the stream ended."""
-        decoder = self._decoder
+        decode = self._decoder.decode
+        on_item = timeline.on_item
         for frame in framer.feed(data):
-            item = decoder.decode(frame)
+            item = decode(frame)
             if item is None:
                 # A keep-alive event (Anthropic's `ping`): like an SSE comment, not a
                 # chunk, so it never sets the time to first chunk.
                 continue
-            timeline.on_event(t_ns)
-            timeline.on_item(t_ns, item)
+            first = timeline.first_chunk_ns is None
+            if first:
+                timeline.on_event(t_ns)
+            on_item(t_ns, item)
             if item.done:
+                if first and self._json_body:
+                    # The whole answer in the first event of an application/json body
+                    # (Ollama with streaming off: one object, `done: true`): its TTFT
+                    # would be the whole request time, not a time to first token.
+                    raise _not_streamed(
+                        "the whole answer came in one JSON object (Content-Type "
+                        "application/json), so there is no time to first token"
+                    )
                 # Servers may keep the connection open after the terminator.
                 return True
         return False
@@ -345,6 +363,7 @@ class StreamProbe:
                 (self._headers_ns - self._start_ns) * _NS if self._headers_ns is not None else None
             ),
             token_chunks=timeline.token_chunks if timeline else 0,
+            max_tokens=self._max_tokens,
             bytes_received=self._bytes_received,
             finish_reason=(
                 finish_reason_label(timeline.finish_reason)
@@ -420,21 +439,33 @@ def _is_reset(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionResetError) or isinstance(exc.__cause__, ConnectionResetError)
 
 
-def _reject_json_array(content_type: str) -> None:
-    """Fail at once when a JSON body that is an array came instead of a stream.
+def _not_streamed(what: str) -> ProbeFailure:
+    return ProbeFailure(FailureReason.PROTOCOL, f"server did not stream: {what}")
 
-    Gemini's `:streamGenerateContent` without `alt=sse` streams one JSON array of
-    responses: no framer can split it, and reading it to the end would wait for the
-    whole answer (or the deadline) before failing anyway.
-    The Gemini model (probes/gemini.py) also refuses at load a `url` with a query of its
-    own, naming `alt=sse`; this is the runtime guard for every protocol (a proxy that
-    rewrites the query, a server that ignores it).
+
+def _check_start(first: bytes | None, framer: Framer, content_type: str) -> None:
+    """Fail at once when the first significant byte of the body (a BOM and whitespace
+    skipped, whatever the Content-Type) starts one JSON document instead of a stream.
+
+    `[`: no SSE or NDJSON stream starts so. Gemini's `:streamGenerateContent` without
+    `alt=sse` streams one JSON array of responses: no framer can split it, and reading
+    it to the end would wait for the whole answer (or the deadline) before failing
+    anyway. The Gemini model (probes/gemini.py) also refuses at load a `url` with a
+    query of its own, naming `alt=sse`; this is the runtime guard for every protocol (a
+    proxy that rewrites the query, a server that ignores it, a wrong Content-Type).
+    `{` where SSE was expected: no SSE line starts so (a field name or `:`); the
+    endpoint answered with one JSON object (and may hold the connection open after
+    it). NDJSON lines start with `{`: there, the first event tells (`_consume`).
     """
-    if content_type == "application/json":
-        raise ProbeFailure(
-            FailureReason.PROTOCOL,
-            "the response is a JSON array (Content-Type application/json), not a stream:"
-            " the endpoint ignored the streaming form of the request",
+    if first == b"[":
+        raise _not_streamed(
+            f"the response is a JSON array (Content-Type {content_type}), not a stream:"
+            " the endpoint ignored the streaming form of the request"
+        )
+    if first == b"{" and framer.media_type == SSEFramer.media_type:
+        raise _not_streamed(
+            f"the response is a JSON object (Content-Type {content_type}), not an SSE"
+            " stream: the endpoint ignored the streaming form of the request"
         )
 
 

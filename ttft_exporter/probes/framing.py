@@ -4,7 +4,8 @@ which) and hands every frame to the protocol's decoder.
 
 - SSE (OpenAI, Anthropic, TGI, Gemini with `alt=sse`): the WHATWG EventSource rules
   that matter for LLM streams: `data:` with or without one space, CR/LF/CRLF line ends
-  (also split across reads), comment lines, multi-line data and named events.
+  (also split across reads), comment lines, multi-line data and named events; a
+  leading byte order mark is dropped.
 - NDJSON (Ollama): one JSON text per line, blank lines skipped.
 
 Both are linear and bounded: every byte is decoded and scanned once (only the new read
@@ -24,9 +25,9 @@ from ttft_exporter.errors import FailureReason, ProbeFailure
 
 __all__ = [
     "MAX_LINE_CHARS",
+    "BodySniffer",
     "Frame",
     "Framer",
-    "JSONArraySniffer",
     "NDJSONFramer",
     "SSEFramer",
 ]
@@ -37,7 +38,9 @@ An LLM chunk is a few hundred bytes; anything near this is a broken or hostile s
 and buffering it further would only cost memory."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field,
+# 3x the cost of a plain one, once per stream event (issue #14). Treat it as immutable.
+@dataclass(slots=True)
 class Frame:
     """One framed message: its text (SSE: the joined data lines; NDJSON: the line) and
     its event name (SSE `event:`; None when unnamed and always for NDJSON)."""
@@ -68,7 +71,11 @@ class _LineSplitter:
     __slots__ = ("_decoder", "_max_line", "_partial", "_partial_chars", "_pending_cr", "_what")
 
     def __init__(self, max_line: int, what: str) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+        # utf-8-sig: one byte order mark at the very start of the body is dropped, as
+        # EventSource does (and as JSON parsers need): kept, it would glue itself to the
+        # first line's field name and lose the first event (or fail the first NDJSON line).
+        # Split across reads too; a BOM anywhere later is content.
+        self._decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
         self._max_line = max_line
         self._what = what
         # Joined once, at the line's end, so a long line costs its length, not its
@@ -94,14 +101,18 @@ class _LineSplitter:
         lines = text.split("\n")
         tail = lines.pop()
         if lines:
+            max_line = self._max_line
             if self._partial:
                 self._partial.append(lines[0])
                 lines[0] = "".join(self._partial)
                 self._partial.clear()
                 self._partial_chars = 0
-            for line in lines:
-                if len(line) > self._max_line:
+                if len(lines[0]) > max_line:
                     raise self.too_long("line")
+            # Every other line is a piece of this read's text: none can be longer than
+            # the limit unless the text is (one comparison per read, not per line).
+            if len(text) > max_line and any(len(line) > max_line for line in lines):
+                raise self.too_long("line")
         if tail:
             self._partial.append(tail)
             self._partial_chars += len(tail)
@@ -141,10 +152,26 @@ class SSEFramer:
         """Frame one read. Raises UnicodeDecodeError on bytes that are not UTF-8 and
         ProbeFailure(PROTOCOL) on a line or event longer than the limit."""
         frames: list[Frame] = []
+        data = self._data
+        # The two lines of almost every LLM event (`data: {...}` and the blank line
+        # ending it) are handled inline, without a call per line (issue #14: per-event
+        # work is the client's cost); every other line takes the general path.
         for line in self._lines.lines(chunk):
-            frame = self._line(line)
-            if frame is not None:
-                frames.append(frame)
+            if not line:
+                if data:
+                    frames.append(self._emit())
+                else:
+                    self._event = None
+            elif line.startswith("data:"):
+                value = line[6:] if line.startswith(" ", 5) else line[5:]
+                self._data_chars += len(value) + 1
+                if self._data_chars > self._max_line:
+                    raise self._lines.too_long("event")
+                data.append(value)
+            else:
+                frame = self._line(line)
+                if frame is not None:
+                    frames.append(frame)
         return frames
 
     def close(self) -> None:
@@ -174,11 +201,17 @@ class SSEFramer:
         return None
 
     def _dispatch(self) -> Frame | None:
-        event_name, self._event = self._event, None
         if not self._data:
+            self._event = None
             return None
-        data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
-        self._data.clear()
+        return self._emit()
+
+    def _emit(self) -> Frame:
+        """The event whose data lines were collected (there is at least one)."""
+        event_name, self._event = self._event, None
+        pieces = self._data
+        data = pieces[0] if len(pieces) == 1 else "\n".join(pieces)
+        pieces.clear()
         self._data_chars = 0
         return Frame(data, event_name)
 
@@ -214,26 +247,39 @@ class NDJSONFramer:
 
 
 _JSON_WHITESPACE = b" \t\r\n"
+_BOM = b"\xef\xbb\xbf"
 
 
-class JSONArraySniffer:
-    """Tells, from the first non-whitespace byte of a body, whether a server answered
-    a streaming request with a JSON array: Gemini without `alt=sse` streams a JSON
-    array of responses (`[{...},\\r\\n{...}]`) that no framer can split, and would
-    otherwise be read to its end (or the deadline) before failing. Pure and O(1) per
-    read: it stops looking at the first non-whitespace byte."""
+class BodySniffer:
+    """The first significant byte of a body: after one leading byte order mark (split
+    across reads too) and JSON whitespace, whatever the Content-Type. From it the
+    engine tells a server that answered a streaming request with one JSON document
+    (`[`: Gemini without `alt=sse` streams a JSON array no framer can split; `{` where
+    SSE was expected: the endpoint ignored `"stream": true`) at its first byte, rather
+    than reading it to its end or the deadline. Pure and O(1) per read: it keeps at
+    most the bytes of a BOM and stops looking at the first significant byte."""
 
-    __slots__ = ("decided",)
+    __slots__ = ("_head", "decided")
 
     def __init__(self) -> None:
         self.decided = False
+        # The start of the body while it may still be a BOM; None once past it.
+        self._head: bytes | None = b""
 
-    def feed(self, chunk: bytes) -> bool:
-        """True when this read starts a JSON array (checked once per body)."""
+    def feed(self, chunk: bytes) -> bytes | None:
+        """The first significant byte, once, from the read that brings it; None
+        before (and after)."""
         if self.decided:
-            return False
+            return None
+        if self._head is not None:
+            head = self._head + chunk
+            if len(head) < len(_BOM) and _BOM.startswith(head):
+                self._head = head  # a BOM split across reads: wait for the rest
+                return None
+            chunk = head.removeprefix(_BOM)
+            self._head = None
         rest = chunk.lstrip(_JSON_WHITESPACE)
         if not rest:
-            return False
+            return None
         self.decided = True
-        return rest[:1] == b"["
+        return rest[:1]

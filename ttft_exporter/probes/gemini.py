@@ -27,10 +27,10 @@ from yarl import URL
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
-from ttft_exporter.probes.event_json import number, parse_object
+from ttft_exporter.probes.event_json import number, parse_object, server_text
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.redact import Redactor
-from ttft_exporter.targets import TargetBase
+from ttft_exporter.targets import TargetBase, forbidden_in_header
 from ttft_exporter.validation import (
     SECRET_FILE_LIMIT,
     ConfigPath,
@@ -57,8 +57,9 @@ _ACTION = ":streamGenerateContent"
 
 
 def _bad_header_value(value: str) -> bool:
-    # A header value with a line break would be refused by the client at send time.
-    return any(c in value for c in "\r\n\0")
+    # A header value with a control character would be refused by the client at send
+    # time (a ValueError on every probe, reported as `internal`).
+    return forbidden_in_header(value)
 
 
 class TokenFile:
@@ -88,7 +89,7 @@ class TokenFile:
             token = read_bounded(self._path, SECRET_FILE_LIMIT).decode("utf-8").strip()
             problem = None if token else "file is empty"
             if _bad_header_value(token):
-                problem = "token contains CR, LF or NUL"
+                problem = "token contains CR, LF, NUL or another control character"
         except OSError as exc:
             token, problem = "", f"cannot read: {exc.strerror}"
         except UnicodeDecodeError:
@@ -193,7 +194,9 @@ class GeminiTarget(TargetBase):
         # Read now as well: a missing or empty file is a config error, not a failing probe.
         token = read_file_secret("access_token_file", value, info)
         if token is not None and _bad_header_value(token.get_secret_value()):
-            raise field_rule("access_token_file", "token contains CR, LF or NUL")
+            raise field_rule(
+                "access_token_file", "token contains CR, LF, NUL or another control character"
+            )
         return value
 
     @model_validator(mode="after")
@@ -279,31 +282,46 @@ _FINISH: dict[str, str] = {
 
 def _error_text(error: Any) -> str:
     if isinstance(error, dict):
-        message = error.get("message") or error.get("status") or "error"
-        code = error.get("code")
-        status = error.get("status")
-        extra = ", ".join(str(v) for v in (code, status) if v and v != message)
+        # As text before any comparison: equality of two deep objects recurses too.
+        message = server_text(error.get("message") or error.get("status") or "error")
+        extra = ", ".join(
+            text
+            for text in (server_text(v) for v in (error.get("code"), error.get("status")) if v)
+            if text != message
+        )
         # Not cut here: the engine redacts secrets first, then bounds the detail.
         return f"error in stream: {message}" + (f" ({extra})" if extra else "")
-    return f"error in stream: {error}"
+    return f"error in stream: {server_text(error)}"
 
 
 class GeminiDecoder:
     """`GenerateContentResponse` events. Text is `candidates[0].content.parts[].text`;
     parts with `thought: true` are reasoning; parts with only a `thoughtSignature` or
     an empty text carry nothing. There is no terminator: a stream is complete with a
-    `finishReason` (or a blocked prompt's `promptFeedback.blockReason`), and ends at EOF.
+    `finishReason` (or a blocked prompt's `promptFeedback.blockReason`), and ends at EOF
+    or at its final event (below).
+
+    The end: Gemini's last event carries the `finishReason` and the final
+    `usageMetadata` together (llm-streaming.md §A.6). That event, after text, ends the
+    stream as `[DONE]` does OpenAI's: a server holding the connection open after it is
+    not read to the deadline. After a `finishReason` without usage in its event, the
+    next event with usage ends it (usage in an event of its own; the budget and the
+    token counters want the server's count), else EOF does, as before. A
+    `finishReason` before any text (a translating proxy marks empty chunks so) ends
+    nothing: the text may still follow.
 
     Usage: `candidatesTokenCount` excludes thinking, while the core's output tokens
     include reasoning (as OpenAI's completion_tokens do), so output is candidates +
     thoughts. Counts are kept across events: a later report that gives only one of
     them must not drop the other from the sum."""
 
-    __slots__ = ("_candidates", "_thoughts")
+    __slots__ = ("_candidates", "_finished", "_text_seen", "_thoughts")
 
     def __init__(self) -> None:
         self._candidates: int | float | None = None
         self._thoughts: int | float | None = None
+        self._text_seen = False
+        self._finished = False  # a finishReason came after text
 
     def decode(self, frame: Frame) -> StreamItem | None:
         obj = _parse(frame.data)
@@ -313,17 +331,25 @@ class GeminiDecoder:
             item.finish_reason = "content_filter"
         candidates = obj.get("candidates")
         if candidates is None or candidates == []:
-            return item
+            return self._end(item)
         if not isinstance(candidates, list) or not isinstance(candidates[0], dict):
             raise ProbeFailure(FailureReason.PROTOCOL, "`candidates` is not a list of objects")
         candidate: dict[str, Any] = candidates[0]
         self._parts(candidate.get("content"), item)
+        self._text_seen = self._text_seen or bool(item.text or item.reasoning)
         finish = candidate.get("finishReason")
         if isinstance(finish, str) and finish:
             item.finish_reason = _FINISH.get(finish, finish)
         elif finish is not None and finish != "":
             # Another JSON type: no known reason matches its type name, so `other`.
             item.finish_reason = f"<{type(finish).__name__}>"
+        return self._end(item)
+
+    def _end(self, item: StreamItem) -> StreamItem:
+        """`item`, marked done when the answer is over and its final usage is in."""
+        if item.finish_reason is not None and self._text_seen:
+            self._finished = True
+        item.done = self._finished and item.usage is not None
         return item
 
     @staticmethod

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
-from ttft_exporter.probes.event_json import number, parse_object, text
+from ttft_exporter.probes.event_json import number, parse_object, server_text, text
 from ttft_exporter.probes.framing import Frame, NDJSONFramer
 from ttft_exporter.probes.server_timings import from_ollama
 from ttft_exporter.targets import ChatMessage, TargetBase, prompt_or_messages
@@ -145,7 +145,7 @@ def _parse(frame: Frame) -> dict[str, Any]:
     if error:
         # Ollama's shape is a string; the HTTP status stays 200 once streaming began.
         message = error.get("message", error) if isinstance(error, dict) else error
-        raise ProbeFailure(FailureReason.STREAM_ERROR, f"error in stream: {message}")
+        raise ProbeFailure(FailureReason.STREAM_ERROR, f"error in stream: {server_text(message)}")
     return obj
 
 
@@ -156,7 +156,9 @@ def _end(obj: dict[str, Any], item: StreamItem) -> StreamItem:
     done = obj.get("done")
     if done is not True:
         if done not in (False, None):
-            raise ProbeFailure(FailureReason.PROTOCOL, f"`done` is not a boolean: {done!r:.40}")
+            raise ProbeFailure(
+                FailureReason.PROTOCOL, f"`done` is not a boolean: {server_text(done):.40}"
+            )
         return item
     reason = obj.get("done_reason")
     if reason is None or reason == "":

@@ -20,7 +20,7 @@ from ttft_exporter.probes.base import (
     StreamItem,
     Usage,
 )
-from ttft_exporter.probes.event_json import number, parse_object, text
+from ttft_exporter.probes.event_json import number, parse_object, server_text, text
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.probes.server_timings import from_llamacpp
 from ttft_exporter.targets import ChatMessage, TargetBase, prompt_or_messages
@@ -148,8 +148,10 @@ def _error_text(error: Any) -> str:
         message = error.get("message") or error.get("type") or "error"
         code = error.get("code") or error.get("http_status_code")
         # Not cut here: the engine redacts secrets first, then bounds the detail.
-        return f"error in stream: {message}" + (f" (code {code})" if code else "")
-    return f"error in stream: {error}"
+        return f"error in stream: {server_text(message)}" + (
+            f" (code {server_text(code)})" if code else ""
+        )
+    return f"error in stream: {server_text(error)}"
 
 
 def _usage(obj: dict[str, Any]) -> Usage | None:
@@ -199,20 +201,36 @@ class ChatDecoder:
     __slots__ = ()
 
     def decode(self, event: Frame) -> StreamItem | None:
+        # Once per stream event: the helpers' rules written inline (issue #14), the
+        # common chunk (a text delta, `usage` and `timings` absent or null) costs a few
+        # dict lookups and one StreamItem.
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
+        get = obj.get
+        usage = None if get("usage") is None else _usage(obj)
+        timings = None if get("timings") is None else _timings(obj)
+        answer = reasoning = ""
+        finish = None
         choice = _choice(obj)
         if choice is not None:
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                item.text = text(delta.get("content")) or text(delta.get("refusal"))
-                item.reasoning = text(delta.get("reasoning")) or text(
-                    delta.get("reasoning_content")
-                )
-            item.finish_reason = _finish(choice.get("finish_reason"))
-        return item
+                # `text(a) or text(b)`: the first field that is a non-empty string.
+                content = delta.get("content")
+                if content and isinstance(content, str):
+                    answer = content
+                else:
+                    answer = text(delta.get("refusal"))
+                thought = delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    reasoning = thought
+                else:
+                    reasoning = text(delta.get("reasoning_content"))
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                finish = _finish(finish)
+        return StreamItem(answer, reasoning, usage, finish, False, timings)
 
 
 class CompletionsDecoder:
@@ -224,12 +242,19 @@ class CompletionsDecoder:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
+        get = obj.get
+        usage = None if get("usage") is None else _usage(obj)
+        timings = None if get("timings") is None else _timings(obj)
         choice = _choice(obj)
-        if choice is not None:
-            item.text = text(choice.get("text"))
-            item.finish_reason = _finish(choice.get("finish_reason"))
-        return item
+        if choice is None:
+            return StreamItem(usage=usage, server_timings=timings)
+        finish = choice.get("finish_reason")
+        return StreamItem(
+            text=text(choice.get("text")),
+            usage=usage,
+            finish_reason=None if finish is None else _finish(finish),
+            server_timings=timings,
+        )
 
 
 CHAT = ProtocolSpec(

@@ -18,7 +18,14 @@ from pydantic import Field
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
-from ttft_exporter.probes.event_json import as_object, error_text, named_event, number, text
+from ttft_exporter.probes.event_json import (
+    as_object,
+    error_text,
+    named_event,
+    number,
+    server_text,
+    text,
+)
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.targets import TargetBase
 
@@ -94,7 +101,7 @@ def _error_text(error: Any) -> str:
 
 def _code(error: dict[str, Any]) -> str:
     code = error.get("code")
-    return f"code {code}" if code else ""
+    return f"code {server_text(code)}" if code else ""
 
 
 def _incomplete_reason(response: dict[str, Any]) -> str | None:

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.base import HTTPRequest, ProtocolSpec, StreamItem, Usage
-from ttft_exporter.probes.event_json import number, parse_object
+from ttft_exporter.probes.event_json import number, parse_object, server_text
 from ttft_exporter.probes.framing import Frame, SSEFramer
 from ttft_exporter.targets import TargetBase
 
@@ -88,7 +88,9 @@ class TGIDecoder:
         if error:
             kind = obj.get("error_type")
             suffix = f" ({kind})" if isinstance(kind, str) and kind else ""
-            raise ProbeFailure(FailureReason.STREAM_ERROR, f"error in stream: {error}{suffix}")
+            raise ProbeFailure(
+                FailureReason.STREAM_ERROR, f"error in stream: {server_text(error)}{suffix}"
+            )
         item = StreamItem()
         token = obj.get("token")
         if isinstance(token, dict) and token.get("special") is not True:

@@ -409,3 +409,55 @@ async def test_a_hostile_server_sending_only_pings_times_out(
     )
     assert result.reason is FailureReason.TIMEOUT, result.detail
     assert "0 token chunks" in result.detail
+
+
+# Usage split across events: each part of the prompt count on its own (issue #10)
+
+
+@pytest.mark.parametrize(
+    "delta_usage",
+    [
+        # A proxy repeating only the uncached part in message_delta...
+        {"output_tokens": 15, "input_tokens": 25},
+        # ...or only the cache part.
+        {"output_tokens": 15, "cache_read_input_tokens": 1000},
+        # The API's own cumulative form, every part repeated.
+        {
+            "output_tokens": 15,
+            "input_tokens": 25,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 1000,
+        },
+    ],
+)
+async def test_prompt_parts_split_across_events_are_all_counted(
+    aiohttp_server: AiohttpServer, delta_usage: dict[str, int]
+) -> None:
+    # Before: message_delta's parts replaced the whole prompt count of message_start
+    # (25 or 1000 instead of 1025), so the input tokens and their cost were undercounted.
+    events = [
+        ev(
+            "message_start",
+            message={
+                "usage": {"input_tokens": 25, "cache_read_input_tokens": 1000, "output_tokens": 1}
+            },
+        ),
+        ev("content_block_delta", index=0, delta={"type": "text_delta", "text": "Hi"}),
+        ev("message_delta", delta={"stop_reason": "end_turn"}, usage=delta_usage),
+        ev("message_stop"),
+    ]
+    body = b"".join(f"event: {f.event}\ndata: {f.data}\n\n".encode() for f in events)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(body)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", handler)
+    server = await aiohttp_server(app)
+    result = await probe_once(anthropic_target(f"http://127.0.0.1:{server.port}"))
+    assert result.success, result.detail
+    assert result.input_tokens == 1025
+    assert result.output_tokens == 15 and result.usage_source == "usage"

@@ -33,7 +33,7 @@ from tests.helpers import StampCountingClock, free_port, poll
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.probes import create_session, get_prober
+from ttft_exporter.probes import PROTOCOL_NAMES, create_session, get_prober, get_protocol
 from ttft_exporter.probes.base import FINISH_REASONS, ProbeResult
 from ttft_exporter.sim.llm import LLMSimConfig, ModelBehaviour, create_llm_app
 from ttft_exporter.sinks.prometheus.record import record_result
@@ -533,8 +533,12 @@ READ = 1 << 20
             1 << 20,
         ),
         ("huge-stream", {}, "response body above max_response_bytes (4194304)", 4 << 20),
+        # Events inside every size limit, each building 350,000 containers: before, the
+        # garbage collector ran over the heap while orjson built them, 0.4-0.8 s of a
+        # blocked loop per event; now the first event is refused before it is parsed.
+        ("nested-events", {}, "more than 10000 JSON objects and arrays", 1 << 20),
     ],
-    ids=["long-line", "huge-stream"],
+    ids=["long-line", "huge-stream", "nested-events"],
 )
 async def test_hostile_neighbour_does_not_move_a_healthy_ttft(
     make_llm_sim: SimFactory,
@@ -810,7 +814,7 @@ async def test_truncated_stream_is_a_failure(
     assert result.time_to_first_token is None  # no latency from a failed probe
 
     store = _recorded(result)
-    series = store.targets["t"]
+    series = store.series["t", "default"]
     assert series.get("ttft_probe_failures_total", ("truncated",)) == 1.0
     assert series.get("ttft_probe_finish_reasons_total", (finish,)) == 1.0
     assert series.get("ttft_probe_requests_total", ("success",)) == 0.0
@@ -839,7 +843,7 @@ async def test_finish_reason_is_a_bounded_label(
     result = await probe_once(make_target(url=f"{sim.url}/v1"))
     assert result.success, result.detail
     assert result.finish_reason == label and result.usage_source == "usage"
-    series = _recorded(result).targets["t"]
+    series = _recorded(result).series["t", "default"]
     assert series.get("ttft_probe_finish_reasons_total", (label,)) == 1.0
     counted = {f: series.get("ttft_probe_finish_reasons_total", (f,)) for f in FINISH_REASONS}
     assert sum(v or 0.0 for v in counted.values()) == 1.0
@@ -861,7 +865,10 @@ async def test_a_body_that_is_no_stream_is_protocol_not_truncated(aiohttp_server
     server = await aiohttp_server(app)
     result = await probe_once(make_target(url=f"http://127.0.0.1:{server.port}/v1"))
     assert result.reason is FailureReason.PROTOCOL, result.detail
-    assert "no stream event (Content-Type application/json)" in result.detail
+    # Told by its first byte (`{` starts no SSE line), no longer only at its end.
+    assert "did not stream: the response is a JSON object (Content-Type application/json)" in (
+        result.detail
+    )
     assert result.finish_reason is None  # its stream never ended: not counted
 
 
@@ -994,4 +1001,217 @@ async def test_a_json_array_instead_of_a_stream_fails_at_once(aiohttp_server: An
     assert "JSON array (Content-Type application/json), not a stream" in result.detail
     # Decided by the first bytes, not by the 20 s deadline: any bound well below it
     # holds on a loaded 2-core box, and a hang would show as a timeout instead.
+    assert result.elapsed < 10.0
+
+
+# --- hostile error payloads: deep JSON inside a 200 stream (issue #10) ---------------
+
+# As deep as the JSON parser takes (orjson: 1024 levels): Python's repr of it raises
+# RecursionError, which passed for an exporter bug (`internal`, traceback at error level).
+DEEP = "[" * 1020 + "]" * 1020
+
+
+@pytest.mark.parametrize(
+    ("protocol", "content_type", "body", "reason"),
+    [
+        (
+            "anthropic",
+            "text/event-stream",
+            f'event: error\ndata: {{"type":"error","error":{DEEP}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "openai-responses",
+            "text/event-stream",
+            f'event: error\ndata: {{"type":"error","message":"m","code":{DEEP}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "openai-responses",
+            "text/event-stream",
+            f'event: error\ndata: {{"type":"error","error":{DEEP}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        ("tgi", "text/event-stream", f'data:{{"error":{DEEP}}}\n\n', FailureReason.STREAM_ERROR),
+        (
+            "gemini",
+            "text/event-stream",
+            f'data: {{"error":{{"message":{DEEP},"code":{DEEP},"status":{DEEP}}}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "ollama-generate",
+            "application/x-ndjson",
+            f'{{"error":{{"message":{DEEP}}}}}\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "ollama-chat",
+            "application/x-ndjson",
+            f'{{"message":{{"content":"x"}},"done":{DEEP}}}\n',
+            FailureReason.PROTOCOL,
+        ),
+        (
+            "openai-chat",
+            "text/event-stream",
+            f'data: {{"error":{{"message":{DEEP},"code":{DEEP}}}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+        (
+            "azure-openai",
+            "text/event-stream",
+            f'data: {{"error":{DEEP}}}\n\n',
+            FailureReason.STREAM_ERROR,
+        ),
+    ],
+)
+async def test_deeply_nested_error_payload_is_its_reason_not_internal(
+    aiohttp_server: Any, protocol: str, content_type: str, body: str, reason: FailureReason
+) -> None:
+    # Before: every decoder put the server's value through str()/repr(), which raised
+    # RecursionError: reason `internal`. After: the reason the payload means.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        await response.write(body.encode())
+        return response
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    target = make_target(protocol=protocol, url=f"http://127.0.0.1:{server.port}", model="m")
+    result = await probe_once(target)
+    assert result.reason is reason, result.detail
+    assert "Recursion" not in result.detail
+
+
+# A byte order mark at the start of the body (issue #10)
+
+_TGI_BODY = (
+    b'data:{"token":{"text":"He","special":false},"generated_text":null,"details":null}\n\n'
+    b'data:{"token":{"text":"llo","special":false},"generated_text":null,"details":null}\n\n'
+    b'data:{"token":{"text":"!","special":false},"generated_text":"Hello!",'
+    b'"details":{"finish_reason":"eos_token","generated_tokens":3}}\n\n'
+)
+_OLLAMA_BODY = (
+    b'{"response":"He","done":false}\n{"response":"llo","done":false}\n'
+    b'{"response":"!","done":true,"done_reason":"stop","prompt_eval_count":4,"eval_count":3}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "content_type", "body"),
+    [
+        ("tgi", "text/event-stream", _TGI_BODY),
+        ("ollama-generate", "application/x-ndjson", _OLLAMA_BODY),
+    ],
+)
+async def test_a_leading_byte_order_mark_loses_no_event(
+    aiohttp_server: Any, protocol: str, content_type: str, body: bytes
+) -> None:
+    # Before: TGI's first token event was lost (`\ufeffdata` is no field), so TTFT was
+    # stamped on the second token and the answer read "llo!"; Ollama's first line was
+    # malformed JSON, a `protocol` failure.
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        await response.write(b"\xef\xbb\xbf" + body)
+        return response
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    target = make_target(protocol=protocol, url=f"http://127.0.0.1:{server.port}", model="m")
+    result = await probe_once(target)
+    assert result.success, result.detail
+    assert result.answer_excerpt == "Hello!"
+    assert result.token_chunks == 3
+
+
+# --- a server that did not stream, every protocol (issue #10) ------------------------
+
+
+@contextlib.asynccontextmanager
+async def _held_open(aiohttp_server: Any, body: bytes, content_type: str) -> AsyncIterator[str]:
+    """A server answering every POST with `body` under `content_type`, then holding the
+    connection open until the test is done with it; yields its base URL."""
+    released = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        await response.write(body)
+        with contextlib.suppress(asyncio.CancelledError):
+            await released.wait()
+        return response
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    try:
+        yield f"http://127.0.0.1:{server.port}"
+    finally:
+        released.set()
+
+
+def _stream_type(protocol: str) -> str:
+    return get_protocol(protocol).new_framer().media_type
+
+
+# One object that is a whole answer in every protocol's eyes: Ollama's non-streamed
+# reply (a `done: true` line with the text), and a JSON body to the SSE protocols.
+WHOLE_ANSWER = (
+    b'{"model":"m","created_at":"2026-01-01T00:00:00Z","response":"Hello there",'
+    b'"message":{"role":"assistant","content":"Hello there"},"done":true,'
+    b'"done_reason":"stop","eval_count":2}\n'
+)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
+async def test_one_json_object_instead_of_a_stream_fails_at_once(
+    aiohttp_server: Any, protocol: str
+) -> None:
+    # A server that ignored "stream": true: one JSON object (application/json), the
+    # connection then held open. Before: the SSE protocols waited for the deadline
+    # (timeout), and Ollama counted a success whose TTFT was the whole request time.
+    async with _held_open(aiohttp_server, WHOLE_ANSWER, "application/json") as url:
+        result = await probe_once(
+            make_target(protocol=protocol, url=url, timeout="20s", interval="30s")
+        )
+    assert result.reason is FailureReason.PROTOCOL, result.detail
+    assert result.detail.startswith("server did not stream: "), result.detail
+    if _stream_type(protocol) == "text/event-stream":
+        assert "the response is a JSON object (Content-Type application/json)" in result.detail
+    else:
+        assert "the whole answer came in one JSON object" in result.detail
+    assert result.time_to_first_token is None
+    # Decided by the first bytes, not by the 20 s deadline: any bound well below it
+    # holds on a loaded 2-core box, and a hang would show as a timeout instead.
+    assert result.elapsed < 10.0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOL_NAMES)
+@pytest.mark.parametrize(
+    ("start", "content_type"),
+    [(b"\xef\xbb\xbf", "stream"), (b"", "text/plain"), (b"\xef\xbb\xbf\r\n", "")],
+    ids=["bom-stream-type", "text-plain", "bom-no-type"],
+)
+async def test_a_json_array_is_sniffed_whatever_its_type_and_bom(
+    aiohttp_server: Any, protocol: str, start: bytes, content_type: str
+) -> None:
+    # The array sniffer looked only at application/json bodies, and at their first
+    # byte as sent: a BOM, or the protocol's own stream type (a proxy relabelling the
+    # body), let the array through to the deadline.
+    kind = _stream_type(protocol) if content_type == "stream" else content_type
+    body = start + b'[{"candidates":[{"content":{"parts":[{"text":"Hi"}]}}]},\r\n'
+    async with _held_open(aiohttp_server, body, kind) as url:
+        result = await probe_once(
+            make_target(protocol=protocol, url=url, timeout="20s", interval="30s")
+        )
+    assert result.reason is FailureReason.PROTOCOL, result.detail
+    shown = kind or "application/octet-stream"  # aiohttp's reading of no Content-Type
+    assert f"server did not stream: the response is a JSON array (Content-Type {shown})" in (
+        result.detail
+    )
+    # As above: the first bytes decide, long before the 20 s deadline.
     assert result.elapsed < 10.0

@@ -1,5 +1,5 @@
 """The framers at byte level: every SSE trap of llm-streaming.md §A.8, NDJSON, and
-the JSON array that comes instead of a stream."""
+the first byte of a body that is no stream (a JSON array or object)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from ttft_exporter.errors import FailureReason, ProbeFailure
 from ttft_exporter.probes.framing import (
     MAX_LINE_CHARS,
+    BodySniffer,
     Frame,
-    JSONArraySniffer,
     NDJSONFramer,
     SSEFramer,
 )
@@ -326,16 +326,55 @@ def test_media_types() -> None:
 @pytest.mark.parametrize(
     ("reads", "expected"),
     [
-        ([b'[{"candidates":[]},\r\n'], True),
-        ([b"", b"  \r\n\t", b' [{"a":1}'], True),
-        ([b'data: {"a":1}\n\n'], False),
-        ([b'{"error":{"code":400}}'], False),
-        ([b"\n\n", b": ping\n\n[x"], False),  # decided by the first non-space byte only
+        ([b'[{"candidates":[]},\r\n'], b"["),
+        ([b"", b"  \r\n\t", b' [{"a":1}'], b"["),
+        ([b'data: {"a":1}\n\n'], b"d"),
+        ([b'{"error":{"code":400}}'], b"{"),
+        ([b"\n\n", b": ping\n\n[x"], b":"),  # decided by the first non-space byte only
+        # A byte order mark is skipped first, whole or split across reads.
+        ([b'\xef\xbb\xbf[{"a":1}]'], b"["),
+        ([b"\xef", b"\xbb", b"\xbf", b" \r\n", b"{"], b"{"),
+        ([b"\xef\xbb", b"\xbf\n\ndata: x"], b"d"),
+        # Only one, at the very start: a second one, or one after a space, is content.
+        ([b"\xef\xbb\xbf\xef\xbb\xbf["], b"\xef"),
+        ([b" \xef\xbb\xbf["], b"\xef"),
+        ([b"\xef\xbbx"], b"\xef"),
     ],
-    ids=["array", "array-after-whitespace-reads", "sse", "object", "decided-once"],
+    ids=[
+        "array",
+        "array-after-whitespace-reads",
+        "sse",
+        "object",
+        "decided-once",
+        "bom-array",
+        "bom-split-object",
+        "bom-split-sse",
+        "second-bom",
+        "bom-after-space",
+        "bom-prefix-only",
+    ],
 )
-def test_json_array_sniffer(reads: list[bytes], expected: bool) -> None:
-    sniffer = JSONArraySniffer()
+def test_body_sniffer(reads: list[bytes], expected: bytes) -> None:
+    sniffer = BodySniffer()
     seen = [sniffer.feed(read) for read in reads]
-    assert any(seen) is expected
-    assert seen.count(True) <= 1
+    assert [first for first in seen if first is not None] == [expected]
+    assert sniffer.decided and sniffer.feed(b"[") is None
+
+
+@pytest.mark.parametrize("framer", [SSEFramer, NDJSONFramer])
+def test_leading_byte_order_mark_is_dropped_even_split(
+    framer: type[SSEFramer] | type[NDJSONFramer],
+) -> None:
+    # EventSource drops one BOM at the start of the stream; kept, it glued itself to the
+    # first field name (`\ufeffdata`) and the first event was lost.
+    line = b'data: {"a":1}\n\n' if framer is SSEFramer else b'{"a":1}\n'
+    for reads in ([b"\xef\xbb\xbf" + line], [b"\xef", b"\xbb", b"\xbf" + line]):
+        parser = framer()
+        frames = [f for chunk in reads for f in parser.feed(chunk)]
+        assert frames == [Frame('{"a":1}')]
+    # Only at the very start: later it is content (SSE: part of an unknown field name).
+    later = framer().feed(line + b"\xef\xbb\xbf" + line)
+    if framer is SSEFramer:
+        assert later == [Frame('{"a":1}')]
+    else:
+        assert later == [Frame('{"a":1}'), Frame('\ufeff{"a":1}')]

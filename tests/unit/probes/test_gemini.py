@@ -247,8 +247,12 @@ def test_token_file_and_api_key_are_exclusive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="file is empty"):
         gemini(access_token_file=token)
     token.write_text("ya29.abc\nInjected: header")
-    with pytest.raises(ConfigError, match="CR, LF or NUL"):
+    with pytest.raises(ConfigError, match="CR, LF, NUL or another control character"):
         gemini(access_token_file=token)
+    token.write_text("ya29.abc\x0bdef")  # any control character the client refuses
+    with pytest.raises(ConfigError, match="CR, LF, NUL or another control character") as info:
+        gemini(access_token_file=token)
+    assert "ya29" not in str(info.value)
 
 
 # The engine against the simulator's Gemini mode
@@ -455,6 +459,27 @@ async def test_vertex_route_with_rotated_token(make_llm_sim: SimFactory, tmp_pat
     assert sim.state.requests[-1].headers["Authorization"] == "Bearer ya29.ROTATED-token-abcdef"
 
 
+@pytest.mark.parametrize("bad", ["\x0b", "\x1f", "\x7f", "\x08"])
+async def test_token_rewritten_with_a_control_character_keeps_the_last_one(
+    make_llm_sim: SimFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str
+) -> None:
+    # Before: only CR, LF and NUL were refused; aiohttp refuses every control character
+    # but HTAB at send time, so each probe failed `internal` with a ValueError
+    # traceback logged as an exporter bug. After: the last good token is sent.
+    sim = await make_llm_sim(api_key="ya29.SIM-token-abcdef", m=ModelBehaviour(ttft=0.0, tokens=2))
+    token = tmp_path / "token"
+    token.write_text("ya29.SIM-token-abcdef")
+    target = gemini(
+        url=f"{sim.url}/v1/projects/p/locations/l/publishers/google", access_token_file=token
+    )
+    token.write_text(f"ya29.NEW-token{bad}abcdef")
+    with caplog.at_level(logging.WARNING):
+        result = await probe_once(target)
+    assert result.success, result.detail
+    assert sim.state.requests[-1].headers["Authorization"] == "Bearer ya29.SIM-token-abcdef"
+    assert "another control character" in caplog.text and "NEW-token" not in caplog.text
+
+
 async def test_gemini_api_key_header_checked_by_the_sim(make_llm_sim: SimFactory) -> None:
     sim = await make_llm_sim(api_key="AIza-SIM-key-abcdef", m=ModelBehaviour(ttft=0.0, tokens=2))
     assert (await probe_once(gemini(url=f"{sim.url}/v1beta"))).http_status == 403
@@ -489,3 +514,100 @@ async def test_token_echoed_by_the_server_is_redacted(
     assert "<secret>" in result.detail
     for fragment in ("ROTATED", "5f2a9c", "LOADED"):
         assert fragment not in result.detail
+
+
+# A stream held open after its end (issue #10): Gemini has no terminator; its final
+# event (finishReason with the final usageMetadata) is the end.
+
+USAGE = {"promptTokenCount": 7, "candidatesTokenCount": 3, "totalTokenCount": 10}
+
+
+def _sse(obj: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(obj)}\r\n\r\n".encode()
+
+
+def _text(text: str, **extra: Any) -> bytes:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}}
+    candidate.update(extra.pop("candidate", {}))
+    return _sse({"candidates": [candidate], **extra})
+
+
+async def _held_open_gemini(aiohttp_server: AiohttpServer, events: list[bytes]) -> str:
+    """A Gemini endpoint that writes `events`, then keeps the connection open (with a
+    keep-alive comment now and then) until the client leaves."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for data in events:
+            await response.write(data)
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                await response.write(b": keep-alive\r\n\r\n")
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client left, as it should
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1beta/models/{action}", handler)
+    server = await aiohttp_server(app)
+    return f"http://127.0.0.1:{server.port}/v1beta"
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        # Gemini's shape: the last text, finishReason and usage in one event.
+        [_text("Hel"), _text("lo!", candidate={"finishReason": "STOP"}, usageMetadata=USAGE)],
+        # finishReason first, the usage in an event of its own after it.
+        [
+            _text("Hel"),
+            _text("lo!", candidate={"finishReason": "STOP"}),
+            _sse({"usageMetadata": USAGE}),
+        ],
+    ],
+    ids=["finish-with-usage", "usage-after-finish"],
+)
+async def test_final_event_ends_a_stream_held_open(
+    aiohttp_server: AiohttpServer, events: list[bytes]
+) -> None:
+    # Before: read on to the 20 s deadline, a `timeout` failure for a complete answer.
+    url = await _held_open_gemini(aiohttp_server, events)
+    result = await probe_once(gemini(url=url, timeout="20s", interval="30s"))
+    assert result.success, result.detail
+    assert result.finish_reason == "stop" and result.answer_excerpt == "Hello!"
+    assert result.usage_source == "usage" and result.output_tokens == 3
+    assert result.input_tokens == 7
+    # Ended by the final event, not by the deadline: any bound well below 20 s holds on
+    # a loaded 2-core box, and reading on would show as a timeout instead.
+    assert result.elapsed < 10.0
+
+
+async def test_finish_without_usage_reads_on_for_it(aiohttp_server: AiohttpServer) -> None:
+    # No usage after the finishReason, ever, and the connection held open: the probe
+    # waits for usage (or EOF) and the deadline ends it, as before; a finishReason
+    # before any text (a translating proxy) ends nothing either.
+    events = [
+        _text("", candidate={"finishReason": "STOP"}, usageMetadata=USAGE),
+        _text("Hi", candidate={"finishReason": "STOP"}),
+    ]
+    url = await _held_open_gemini(aiohttp_server, events)
+    result = await probe_once(gemini(url=url, timeout="1s", interval="30s"))
+    assert result.reason is FailureReason.TIMEOUT, result.detail
+    assert result.token_chunks == 1
+
+
+def test_decoder_ends_at_the_final_event_only_after_text() -> None:
+    decoder = GeminiDecoder()
+    # An early STOP with usage before any text (a translating proxy): not the end.
+    early = decoder.decode(
+        event({"text": ""}, candidate={"finishReason": "STOP"}, usageMetadata=USAGE)
+    )
+    assert early is not None and not early.done
+    running = decoder.decode(event({"text": "Hi"}, usageMetadata=USAGE))
+    assert running is not None and not running.done  # usage, but no finish yet
+    final = decoder.decode(
+        event({"text": "!"}, candidate={"finishReason": "STOP"}, usageMetadata=USAGE)
+    )
+    assert final is not None and final.done and final.finish_reason == "stop"

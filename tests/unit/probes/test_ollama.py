@@ -544,7 +544,7 @@ async def test_server_timings_from_the_simulator_are_exported_beside_the_client_
     assert server.decode == pytest.approx(9 * 0.02, abs=1e-9)
     assert server.total == pytest.approx(0.3 + 9 * 0.02, abs=1e-9)
     store = recorded(result)
-    series = store.targets["t"]
+    series = store.series["t", "default"]
     assert series.get("ttft_probe_server_prefill_seconds") == server.prefill
     assert series.get("ttft_probe_server_load_seconds") == server.load
     overhead = series.get("ttft_probe_prefill_overhead_seconds")
@@ -653,3 +653,57 @@ async def test_a_server_duration_longer_than_the_request_is_dropped_and_logged(
     assert result.success
     assert result.server_timings == ServerTimings(prefill=1e-6)
     assert any("server timings longer than the request" in line for line in prepared.log)
+
+
+async def _ollama_server(aiohttp_server: AiohttpServer, lines: list[bytes]) -> str:
+    """A server answering /api/generate with `lines` under Content-Type application/json
+    (what Ollama sends for `"stream": false`), written one by one."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for line in lines:
+            await response.write(line)
+            await asyncio.sleep(0.05)
+        return response
+
+    app = web.Application()
+    app.router.add_post("/api/generate", handler)
+    server = await aiohttp_server(app)
+    return f"http://127.0.0.1:{server.port}"
+
+
+async def test_a_whole_answer_ending_its_line_is_protocol_not_a_ttft(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # A server that ignored "stream": true and ended its one JSON object with a newline
+    # (as Go's json.Encoder does): the object is a well-formed `done: true` line. Before,
+    # that was a success whose TTFT was the whole request time.
+    whole = (
+        b'{"model":"m","created_at":"2026-01-01T00:00:00Z","response":"Hello there, friend",'
+        b'"done":true,"done_reason":"stop","prompt_eval_count":5,"eval_count":4}\n'
+    )
+    url = await _ollama_server(aiohttp_server, [whole])
+    result = await probe_once(target("ollama-generate", url))
+    assert result.reason is FailureReason.PROTOCOL, result.detail
+    assert result.detail.startswith("server did not stream: the whole answer came in one JSON")
+    assert result.time_to_first_token is None and result.output_tokens is None
+
+
+async def test_a_stream_mislabelled_application_json_still_measures(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # Only the whole answer in the first line is refused: NDJSON lines streamed under
+    # application/json (a proxy relabelling them) are a stream, and measured as one.
+    lines = [
+        b'{"model":"m","response":"Hel","done":false}\n',
+        b'{"model":"m","response":"lo","done":false}\n',
+        b'{"model":"m","response":"","done":true,"done_reason":"stop","eval_count":2}\n',
+    ]
+    url = await _ollama_server(aiohttp_server, lines)
+    result = await probe_once(target("ollama-generate", url))
+    assert result.success, result.detail
+    assert result.token_chunks == 2 and result.output_tokens == 2
+    assert result.time_to_first_token is not None and result.duration is not None
+    # The second line came 50 ms after the first (the server's sleep, never shorter).
+    assert result.duration - result.time_to_first_token >= 0.049

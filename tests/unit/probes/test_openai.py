@@ -276,5 +276,5 @@ async def test_llamacpp_timings_from_the_simulator_give_the_queueing_overhead(
     assert overhead is not None and 0.1 - 0.001 <= overhead <= 0.1 + 2.0
     store = MetricStore()
     record_result(store.ensure("t", {"target": "t"}), result, timeout=5.0)
-    assert store.targets["t"].get("ttft_probe_server_prefill_seconds") == server.prefill
-    assert store.targets["t"].get("ttft_probe_server_load_seconds") is None
+    assert store.series["t", "default"].get("ttft_probe_server_prefill_seconds") == server.prefill
+    assert store.series["t", "default"].get("ttft_probe_server_load_seconds") is None

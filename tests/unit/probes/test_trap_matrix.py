@@ -106,7 +106,10 @@ async def test_error_event_inside_a_200_stream(make_llm_sim: SimFactory, proto: 
         assert text in result.detail
     assert result.token_chunks == 3
     assert result.time_to_first_token is None and result.finish_reason is None
-    assert recorded(result).targets["t"].get("ttft_probe_failures_total", ("stream_error",)) == 1.0
+    assert (
+        recorded(result).series["t", "default"].get("ttft_probe_failures_total", ("stream_error",))
+        == 1.0
+    )
 
 
 @PROTOS
@@ -166,7 +169,7 @@ async def test_a_stream_without_its_terminator_is_truncated(
     assert "(EOF) before its terminator" in result.detail
     assert f"after {chunks} token chunks" in result.detail
     assert result.finish_reason == finish and result.http_status == 200
-    series = recorded(result).targets["t"]
+    series = recorded(result).series["t", "default"]
     assert series.get("ttft_probe_failures_total", ("truncated",)) == 1.0
 
 

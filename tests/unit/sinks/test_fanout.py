@@ -93,7 +93,7 @@ async def test_an_extra_sink_sees_probe_results_and_flux_events(
     assert (name, result.success, timeout) == ("a", True, 5.0)
     assert extra.targets == ["a"]
     # The Prometheus sink recorded the very same probe.
-    series = state.store.targets["a"]
+    series = state.store.series["a", "default"]
     assert series.get("ttft_probe_requests_total", ("success",)) == len(extra.results)
     assert series.histogram("ttft_probe_time_to_first_token_seconds") == (
         1,
@@ -129,7 +129,7 @@ def test_a_raising_sink_does_not_cost_the_others_their_copy() -> None:
     # The error still reaches the caller's boundary (the supervised probe loop).
     with pytest.raises(RuntimeError, match="sink bug"):
         fan.on_probe_result(target, failed, timeout=5.0)
-    assert store.targets["a"].get("ttft_probe_failures_total", ("connect",)) == 1.0
+    assert store.series["a", "default"].get("ttft_probe_failures_total", ("connect",)) == 1.0
     assert [r[0] for r in after.results] == ["a"]
     with pytest.raises(RuntimeError, match="sink bug"):
         fan.on_flux_event(FluxStarted("main", ()))

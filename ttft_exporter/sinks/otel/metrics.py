@@ -134,6 +134,8 @@ class OTelMetrics:
             self._record("ttft_probe_suspect_total", 1, attributes, (cause,))
         if result.finish_reason is not None:
             self._record("ttft_probe_finish_reasons_total", 1, attributes, (result.finish_reason,))
+        if result.idle_before is not None:  # a cold probe (scenario "cold")
+            self._record("ttft_probe_idle_before_seconds", result.idle_before, attributes)
         if timings:
             for phase, seconds in result.phases.items():
                 if math.isfinite(seconds):

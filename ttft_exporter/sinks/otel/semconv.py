@@ -32,8 +32,9 @@ def provider_name(target: TargetBase) -> str:
 def target_attributes(target: TargetBase) -> Attributes:
     """The attributes every measurement and span of the target's probes carries: the
     semconv's required ones plus `ttft.target` (the configured name, the Prometheus
-    `target` label) and `ttft.protocol`. `server.address`/`server.port` are the URL's
-    (the server behind a proxy: the probe's proxy is not the server)."""
+    `target` label), `ttft.protocol` and `ttft.scenario`. `server.address` and
+    `server.port` are the URL's (the server behind a proxy: the probe's proxy is not
+    the server)."""
     url = URL(target.url)
     attributes: Attributes = {
         "gen_ai.operation.name": get_protocol(target.protocol).otel_operation,
@@ -42,6 +43,8 @@ def target_attributes(target: TargetBase) -> Attributes:
         "server.address": url.host or "",
         "ttft.target": target.name,
         "ttft.protocol": target.protocol,
+        # The Prometheus `scenario` label: `default`, a configured scenario or `cold`.
+        "ttft.scenario": target.scenario,
     }
     if url.port is not None:
         attributes["server.port"] = url.port

@@ -35,19 +35,21 @@ class OTelSink:
         if providers.tracer_provider is not None:
             tracer = providers.tracer_provider.get_tracer(_SCOPE, __version__)
             self.traces = ProbeTraces(tracer, wall)
-        # Per target: its attributes, computed once per config of the target.
-        self._attributes: dict[str, Attributes] = {}
+        # Per target and scenario: its attributes, computed once per config of it.
+        self._attributes: dict[tuple[str, str], Attributes] = {}
 
     def on_target(self, target: TargetBase) -> None:
-        self._attributes[target.name] = target_attributes(target)
+        self._attributes[target.name, target.scenario] = target_attributes(target)
 
     def on_target_removed(self, name: str) -> None:
-        self._attributes.pop(name, None)
+        for key in [key for key in self._attributes if key[0] == name]:
+            del self._attributes[key]
 
     def on_probe_result(self, target: TargetBase, result: ProbeResult, *, timeout: float) -> None:
-        attributes = self._attributes.get(target.name)
+        key = (target.name, target.scenario)
+        attributes = self._attributes.get(key)
         if attributes is None:
-            attributes = self._attributes[target.name] = target_attributes(target)
+            attributes = self._attributes[key] = target_attributes(target)
         if self.metrics is not None:
             self.metrics.on_probe_result(
                 result, attributes, drop_suspect=target.on_suspect == "drop"

@@ -43,7 +43,8 @@ class OTelSwitch:
         self._wall = wall
         self.sink: OTelSink | None = None
         self._key: tuple[OTelConfig, Any] | None = None
-        self._targets: dict[str, TargetBase] = {}
+        # By (name, scenario): every scenario's copy of a target is announced.
+        self._targets: dict[tuple[str, str], TargetBase] = {}
         self._stopping: set[asyncio.Task[None]] = set()
 
     @property
@@ -119,12 +120,13 @@ class OTelSwitch:
     # --- Sink --------------------------------------------------------------------
 
     def on_target(self, target: TargetBase) -> None:
-        self._targets[target.name] = target
+        self._targets[target.name, target.scenario] = target
         if self.sink is not None:
             self.sink.on_target(target)
 
     def on_target_removed(self, name: str) -> None:
-        self._targets.pop(name, None)
+        for key in [key for key in self._targets if key[0] == name]:
+            del self._targets[key]
         if self.sink is not None:
             self.sink.on_target_removed(name)
 

@@ -26,7 +26,7 @@ class StoreCollector(Collector):
             registry.register(self)
 
     def collect(self) -> Iterator[Metric]:
-        targets = list(self.store.targets.values())
+        targets = list(self.store.series.values())
         for spec in PROBE_METRICS:
             # prometheus_client names a counter family without `_total` and adds it
             # back to the samples and headers it writes.

@@ -30,6 +30,8 @@ def record_result(
     timing gauges read NaN: a figure the exporter cannot vouch for is not shown.
     """
     series.set("ttft_probe_timeout_seconds", timeout)
+    if result.idle_before is not None:  # a cold probe (scenario "cold")
+        series.set("ttft_probe_idle_before_seconds", result.idle_before)
     series.inc("ttft_probe_requests_total", child=("success" if result.success else "failure",))
     for cause in result.suspect:
         series.inc("ttft_probe_suspect_total", child=(cause,))

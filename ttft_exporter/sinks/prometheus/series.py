@@ -23,6 +23,7 @@ from ttft_exporter.catalogue import (
     Kind,
     MetricSpec,
 )
+from ttft_exporter.scenarios import DEFAULT_SCENARIO
 from ttft_exporter.sinks.prometheus.render import (
     family_header,
     format_float,
@@ -368,10 +369,12 @@ class SeriesSet:
 
 
 class MetricStore:
-    """The per-target series of every configured target, rendered on scrape."""
+    """The series of every configured target, one set per scenario it probes (a
+    target without scenarios has one, `default`), rendered on scrape."""
 
     def __init__(self, buckets: Mapping[str, Sequence[float]] | None = None) -> None:
-        self.targets: dict[str, SeriesSet] = {}
+        # By (target name, scenario).
+        self.series: dict[tuple[str, str], SeriesSet] = {}
         # The shared boundaries: defaults, overrides and every threshold of the
         # config. Flux uses them, and so does a target without a layout of its own.
         self.buckets = _merge_buckets({**DEFAULT_BUCKETS, **(buckets or {})})
@@ -395,9 +398,9 @@ class MetricStore:
         self.buckets = _merge_buckets({**DEFAULT_BUCKETS, **overrides}, thresholds)
         self._layouts = dict(layouts or {})
         restarted = []
-        for name, series in self.targets.items():
+        for (name, _scenario), series in self.series.items():
             layout = self.layout(name)
-            if series.layout != layout and series.relayout(layout):
+            if series.layout != layout and series.relayout(layout) and name not in restarted:
                 restarted.append(name)
         return restarted
 
@@ -415,27 +418,41 @@ class MetricStore:
         }
         return self.configure(overrides, config.thresholds(), layouts)
 
-    def ensure(self, name: str, labels: Mapping[str, str]) -> SeriesSet:
-        """The series of a target, created (every closed-enum child at 0) if new or if
-        its labels changed."""
-        series = self.targets.get(name)
+    def ensure(
+        self, name: str, labels: Mapping[str, str], scenario: str = DEFAULT_SCENARIO
+    ) -> SeriesSet:
+        """The series of a target's scenario, created (every closed-enum child at 0) if
+        new or if its labels changed."""
+        key = (name, scenario)
+        series = self.series.get(key)
         if series is None or series.labels != dict(labels):
             layout = self.layout(name)
-            series = self.targets[name] = SeriesSet(labels, layout.buckets, layout.histograms)
+            series = self.series[key] = SeriesSet(labels, layout.buckets, layout.histograms)
         return series
 
-    def remove(self, name: str) -> None:
-        """Forget a target that left the config."""
-        self.targets.pop(name, None)
+    def get(self, name: str, scenario: str = DEFAULT_SCENARIO) -> SeriesSet | None:
+        """The series of a target's scenario, if it has any."""
+        return self.series.get((name, scenario))
+
+    def of_target(self, name: str) -> list[SeriesSet]:
+        """Every series set of a target, one per scenario."""
+        return [series for (target, _), series in self.series.items() if target == name]
+
+    def remove(self, name: str, scenario: str | None = None) -> None:
+        """Forget a target that left the config (every scenario), or one scenario of
+        it."""
+        for key in [k for k in self.series if k[0] == name]:
+            if scenario is None or key[1] == scenario:
+                del self.series[key]
 
     def render(self, *, openmetrics: bool = False) -> str:
         """The text (or OpenMetrics, without `# EOF`) exposition of every target."""
         out: list[str] = []
-        # Picked once per target: a target without exemplars (all, with tracing off)
+        # Picked once per series set: one without exemplars (all, with tracing off)
         # renders exactly as in the classic format, at the same cost.
         renders = [
             series.render_openmetrics if openmetrics and series.has_exemplars else series.render
-            for series in self.targets.values()
+            for series in self.series.values()
         ]
         for spec in PROBE_METRICS:
             out.append(family_header(spec, openmetrics))

@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
 
+from ttft_exporter.budget import EXHAUSTED, SPENT
 from ttft_exporter.flux.events import FluxEvent
 from ttft_exporter.probes.base import ProbeResult
+from ttft_exporter.scenarios import COLD_SCENARIO
 from ttft_exporter.sinks.prometheus.flux import FluxMetrics
 from ttft_exporter.sinks.prometheus.record import record_result
 from ttft_exporter.sinks.prometheus.series import MetricStore, SeriesSet
@@ -29,21 +31,33 @@ class PrometheusSink:
     # --- probes --------------------------------------------------------------------
 
     def on_target(self, target: TargetBase) -> None:
-        """Create the target's series (closed enums at 0)."""
-        self.store.ensure(target.name, target_labels(target))
+        """Create the series of each scenario the target probes (closed enums at 0);
+        drop those of scenarios it no longer has (the cold one's appear with its first
+        probe)."""
+        wanted = {probed.scenario for probed in target.probe_targets()}
+        if target.cold is not None:
+            wanted.add(COLD_SCENARIO)
+        for name, scenario in list(self.store.series):
+            if name == target.name and scenario not in wanted:
+                self.store.remove(name, scenario)
+        for probed in target.probe_targets():
+            self.store.ensure(target.name, target_labels(probed), probed.scenario)
 
     def on_target_removed(self, name: str) -> None:
         """Drop the series of a target that left the config."""
         self.store.remove(name)
 
     def on_probe_result(self, target: TargetBase, result: ProbeResult, *, timeout: float) -> None:
-        """Record one result into the target's series."""
-        series = self.store.ensure(target.name, target_labels(target))
+        """Record one result into the series of the target's scenario."""
+        series = self.store.ensure(target.name, target_labels(target), target.scenario)
         record_result(series, result, timeout=timeout, drop_suspect=target.on_suspect == "drop")
 
-    def budget_series(self, target: TargetBase) -> SeriesSet:
-        """The target's series: the cost guard writes its cost and budget families."""
-        return self.store.ensure(target.name, target_labels(target))
+    def budget_series(self, target: TargetBase) -> _BudgetSeries:
+        """Where the cost guard writes: the scenario's own series for its cost and
+        skipped ticks, and every scenario's series of the target for the target-wide
+        budget gauges (one budget per target, whatever scenario spent it)."""
+        own = self.store.ensure(target.name, target_labels(target), target.scenario)
+        return _BudgetSeries(self.store, target.name, own)
 
     def gap_bounds(self, target: str) -> tuple[float, ...]:
         """The target's own inter-token boundaries, so its gaps merge exactly."""
@@ -69,3 +83,34 @@ class PrometheusSink:
         """Record one Flux event (ignored until configure_flux)."""
         if self.flux is not None:
             self.flux.on_flux_event(event)
+
+
+# The cost guard's families that describe the target's one budget, not a scenario's.
+_SHARED = frozenset({EXHAUSTED, SPENT})
+
+
+class _BudgetSeries:
+    """A scenario's series as the ledger sees it: the shared budget gauges are written
+    to (and cleared from) every scenario of the target alike."""
+
+    def __init__(self, store: MetricStore, name: str, own: SeriesSet) -> None:
+        self._store = store
+        self._name = name
+        self._own = own
+
+    def _targets(self, family: str) -> list[SeriesSet]:
+        return self._store.of_target(self._name) if family in _SHARED else [self._own]
+
+    def get(self, name: str, child: tuple[str, ...] = ()) -> float | None:
+        return self._own.get(name, child)
+
+    def set(self, name: str, value: float, child: tuple[str, ...] = ()) -> None:
+        for series in self._targets(name):
+            series.set(name, value, child)
+
+    def inc(self, name: str, amount: float = 1.0, child: tuple[str, ...] = ()) -> None:
+        self._own.inc(name, amount, child)
+
+    def clear(self, name: str) -> None:
+        for series in self._targets(name):
+            series.clear(name)

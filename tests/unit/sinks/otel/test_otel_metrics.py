@@ -27,6 +27,7 @@ REQUIRED = {
     "server.port": 8000,
     "ttft.target": "a",
     "ttft.protocol": "openai-chat",
+    "ttft.scenario": "default",
 }
 
 

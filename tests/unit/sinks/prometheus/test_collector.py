@@ -147,7 +147,7 @@ def test_adapter_matches_the_renderer_in_openmetrics_too() -> None:
 def test_get_sample_value_reads_the_store() -> None:
     store = _store()
     registry = _registry(store)
-    labels = {"target": "b", "model": "m", "protocol": "openai-chat"}
+    labels = {"target": "b", "model": "m", "protocol": "openai-chat", "scenario": "default"}
     get = registry.get_sample_value
     assert get("ttft_probe_requests_total", {**labels, "outcome": "success"}) == 2.0
     assert get("ttft_probe_failures_total", {**labels, "reason": "timeout"}) == 1.0
@@ -155,5 +155,5 @@ def test_get_sample_value_reads_the_store() -> None:
     assert get("ttft_probe_time_to_first_token_seconds_count", labels) == 2.0
     assert get("ttft_probe_time_to_first_token_seconds_bucket", {**labels, "le": "0.3"}) == 2.0
     # A later probe shows at the next collection: the adapter holds no copy.
-    record_result(store.targets["b"], _success(), timeout=5.0)
+    record_result(store.series["b", "default"], _success(), timeout=5.0)
     assert get("ttft_probe_requests_total", {**labels, "outcome": "success"}) == 3.0

@@ -53,12 +53,16 @@ def _store(**histograms: bool) -> MetricStore:
     config = make_config({"name": "a", "url": "http://127.0.0.1:9/v1", "histograms": histograms})
     store = MetricStore()
     store.apply_config(config)
-    store.ensure("a", {"target": "a", "model": "m", "protocol": "openai-chat"})
+    store.ensure(
+        "a", {"target": "a", "model": "m", "protocol": "openai-chat", "scenario": "default"}
+    )
     return store
 
 
 def _record(store: MetricStore, result: ProbeResult) -> None:
-    record_result(store.targets["a"], result, timeout=5.0)
+    series = store.get("a")
+    assert series is not None
+    record_result(series, result, timeout=5.0)
 
 
 def _exemplars(text: str) -> dict[tuple[str, str], Any]:
@@ -103,7 +107,7 @@ def test_exemplar_sits_on_the_bucket_of_the_observed_value() -> None:
     assert 'le="0.005"} 0\n' in text  # buckets without an exemplar are plain
     assert line.endswith(" 0")  # le=0.005: nothing observed, no exemplar
     assert (
-        f'{TTFT}_bucket{{target="a",model="m",protocol="openai-chat",le="0.3"}} 1 '
+        f'{TTFT}_bucket{{target="a",model="m",protocol="openai-chat",scenario="default",le="0.3"}} 1 '
         f'# {{trace_id="{TRACE_HEX}",span_id="{SPAN_HEX}"}} 0.23 1732579200.123\n'
     ) in text
 
