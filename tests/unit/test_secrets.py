@@ -393,7 +393,12 @@ async def test_probe_failing_at_every_stage_never_shows_the_key(
         {"name": "a", **fields, **key_fields(source, SENTINEL, tmp_path, monkeypatch, "a")}
     ).targets[0]
 
-    exc, result, log = await run_probe(target, deadline=0.3)
+    # Only the timeout stages wait for the deadline (0.3 s, under the 2 s header delay
+    # and the stall); the others end by themselves, and a 0.3 s deadline on them raced
+    # the failure on a loaded box (DNS of .invalid through the resolver's thread took
+    # longer: TIMEOUT instead of DNS). 10 s is the default target timeout.
+    deadline = 0.3 if reason is FailureReason.TIMEOUT else 10.0
+    exc, result, log = await run_probe(target, deadline=deadline)
 
     assert result.reason is reason, result.detail
     if sim is not None and stage != "tls":
@@ -943,7 +948,12 @@ async def test_protocol_probe_failing_at_every_stage_never_shows_the_key(
         }
     ).targets[0]
 
-    exc, result, log = await run_probe(target, deadline=0.3)
+    # Only the timeout stages wait for the deadline (0.3 s, under the 2 s header delay
+    # and the stall); the others end by themselves, and a 0.3 s deadline on them raced
+    # the failure on a loaded box (DNS of .invalid through the resolver's thread took
+    # longer: TIMEOUT instead of DNS). 10 s is the default target timeout.
+    deadline = 0.3 if reason is FailureReason.TIMEOUT else 10.0
+    exc, result, log = await run_probe(target, deadline=deadline)
 
     # The simulator checks the key in the protocol's header: a wrong one is HTTP 401.
     assert result.reason is reason, result.detail
