@@ -5,12 +5,13 @@ executor-plus-scheduler pair the scheduler, cold-probe and budget tests run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import aiojobs
 import pytest
@@ -38,6 +39,7 @@ __all__ = [
     "poll",
     "probe_scheduler",
     "require_tool",
+    "running_rig",
     "success_result",
 ]
 
@@ -219,6 +221,26 @@ def probe_scheduler(
         sleeper=sleeper,
     )
     return executor, scheduler
+
+
+class _Rig(Protocol):
+    scheduler: ProbeScheduler
+
+
+RigT = TypeVar("RigT", bound=_Rig)
+
+
+@contextlib.asynccontextmanager
+async def running_rig(make: Callable[[aiojobs.Scheduler], RigT]) -> AsyncIterator[RigT]:
+    """`make(jobs)` on a fresh aiojobs scheduler; afterwards its probe scheduler is
+    closed, then the jobs (in that order: the runners' loops are jobs)."""
+    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
+    made = make(jobs)
+    try:
+        yield made
+    finally:
+        await made.scheduler.close()
+        await jobs.close()
 
 
 class CountingLLM:

@@ -28,7 +28,7 @@ from tests.conftest import (
     make_target,
     probe_once,
 )
-from tests.helpers import ManualClock, probe_scheduler
+from tests.helpers import ManualClock, probe_scheduler, running_rig
 from ttft_exporter.budget import (
     CostConfig,
     ProbeBudget,
@@ -310,11 +310,8 @@ class Rig:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
-    made = Rig(jobs, ManualClock(wall=MIDNIGHT + DAY - 3600))
-    yield made
-    await made.scheduler.close()
-    await jobs.close()
+    async with running_rig(lambda jobs: Rig(jobs, ManualClock(wall=MIDNIGHT + DAY - 3600))) as made:
+        yield made
 
 
 def requests(sim: RunningSim, model: str) -> int:

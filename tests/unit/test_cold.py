@@ -16,7 +16,7 @@ import aiojobs
 import pytest
 
 from tests.conftest import RunningSim, SimFactory, make_config
-from tests.helpers import ManualTimer, probe_scheduler
+from tests.helpers import ManualTimer, probe_scheduler, running_rig
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.probes import create_session
@@ -63,11 +63,8 @@ class ColdRig:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[ColdRig]:
-    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
-    made = ColdRig(jobs)
-    yield made
-    await made.scheduler.close()
-    await jobs.close()
+    async with running_rig(ColdRig) as made:
+        yield made
 
 
 async def until(predicate: Callable[[], bool], what: str, cap: float = CAP) -> None:

@@ -19,7 +19,7 @@ import aiojobs
 import pytest
 
 from tests.conftest import RunningSim, SimFactory, make_config
-from tests.helpers import probe_scheduler
+from tests.helpers import probe_scheduler, running_rig
 from ttft_exporter.config import Config, OpenAIChatTarget
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import ProbeExecutor
@@ -98,11 +98,8 @@ class Rig:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
-    made = Rig(jobs)
-    yield made
-    await made.scheduler.close()
-    await jobs.close()
+    async with running_rig(Rig) as made:
+        yield made
 
 
 def targets(sim: RunningSim, *models: str, **fields: Any) -> list[dict[str, Any]]:
