@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -41,6 +44,7 @@ __all__ = [
     "require_tool",
     "running_rig",
     "success_result",
+    "terminate",
 ]
 
 # Every "--- Logging error ---" of the current test (a handler that failed to emit),
@@ -129,6 +133,19 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def terminate(popen: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a server this test started, by its PID: SIGTERM, then SIGKILL if it is
+    still running `grace` seconds later. Blocks up to twice `grace`."""
+    if popen.poll() is not None:
+        return
+    os.kill(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.kill(popen.pid, signal.SIGKILL)
+        popen.wait(timeout=grace)
 
 
 def require_tool(tool: str, package: str) -> str:

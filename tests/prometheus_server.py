@@ -6,8 +6,6 @@ second). Stopped by its PID: SIGTERM, then SIGKILL if it has not exited in 10 s.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import free_port
+from tests.helpers import free_port, terminate
 
 __all__ = ["PrometheusServer", "scrape_config"]
 
@@ -99,15 +97,8 @@ class PrometheusServer:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it outlives the grace period. Blocks: from a
         coroutine use `stop_async`."""
-        popen = self._popen
-        if popen is None or popen.poll() is not None:
-            return
-        os.kill(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(timeout=_STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            os.kill(popen.pid, signal.SIGKILL)
-            popen.wait(timeout=_STOP_GRACE)
+        if self._popen is not None:
+            terminate(self._popen, _STOP_GRACE)
 
     async def stop_async(self) -> None:
         """`stop` off the event loop (which may still serve the exporter it scraped)."""
