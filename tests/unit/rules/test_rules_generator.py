@@ -452,15 +452,18 @@ def test_slo_output_has_sloths_series_labels_and_groups(example_config: Config) 
 
 def test_rules_keep_static_and_topology_labels(example_config: Config) -> None:
     """Item 5: no rule aggregates `by` a fixed label list; every aggregation drops only
-    the exporter replica (instance, pod) and metric-specific labels; every selector
-    of an exporter metric names the job."""
+    the exporter replica (instance, pod) and metric-specific labels (the SLIs also the
+    scenario: an SLO is the target's); every selector of an exporter metric names the
+    job."""
     for rule in _rules(example_config):
         expr = rule["expr"]
         assert " by (" not in expr and "group_left (target" not in expr
+        sli = rule.get("record", "").startswith("slo:sli_error:")
         for aggregation in re.findall(r"\b(?:sum|avg) without \(([^)]*)\)", expr):
             dropped = [label.strip() for label in aggregation.split(",")]
             assert dropped[:2] == ["instance", "pod"]
-            assert set(dropped[2:]) <= {"outcome", "le", "reason", "cause"}
+            allowed = {"outcome", "le", "reason", "cause"} | ({"scenario"} if sli else set())
+            assert set(dropped[2:]) <= allowed, (rule.get("record") or rule.get("alert"))
         for selector in re.findall(r"\b((?:ttft_|up\b)[a-z_]*)\{([^}]*)\}", expr):
             assert 'job="ttft-exporter"' in selector[1], (
                 rule.get("record") or rule.get("alert"),
@@ -499,12 +502,13 @@ def test_label_selectors_select_by_label_not_by_name(example_config: Config) -> 
 def test_ttft_threshold_rules_cover_unknown_targets(example_config: Config) -> None:
     exprs = [r["expr"] for r in _alerts(example_config, "TTFTLatencyRegression")]
     p95 = "target:ttft_probe_time_to_first_token_seconds:p95_5m"
+    warm = 'scenario!="cold"'
     assert exprs == [
-        f'{p95}{{job="ttft-exporter",target="ollama-qwen"}} > 2.0',
-        f'{p95}{{job="ttft-exporter",env="saas",target!="ollama-qwen"}} > 1.5',
-        f'{p95}{{job="ttft-exporter",env="prod",target!="ollama-qwen",env!="saas"}} > 0.8',
+        f'{p95}{{job="ttft-exporter",target="ollama-qwen",{warm}}} > 2.0',
+        f'{p95}{{job="ttft-exporter",env="saas",{warm},target!="ollama-qwen"}} > 1.5',
+        f'{p95}{{job="ttft-exporter",env="prod",{warm},target!="ollama-qwen",env!="saas"}} > 0.8',
         # Every other target, including those of other configs: the default.
-        f'{p95}{{job="ttft-exporter",target!="ollama-qwen",env!="saas",env!="prod"}} > 0.8',
+        f'{p95}{{job="ttft-exporter",{warm},target!="ollama-qwen",env!="saas",env!="prod"}} > 0.8',
     ]
 
 
