@@ -69,6 +69,8 @@ async def _step(sim: SimProcess, streams: int, stop: Stop) -> dict[str, Any]:
     async with runner.watch:
         (result,) = await runner.run()
     cpu1, sim1 = time.process_time(), sim.cpu_seconds()
+    # The client's own memory, before this harness loads the simulator's records.
+    client_rss = rss_mb()
     measured = [r for r in runner.records if not r.warmup and r.success]
     first_measured = min(r.start for r in runner.records if not r.warmup)
     client = [r.ttft for r in runner.records if r.success and r.ttft is not None]
@@ -104,7 +106,8 @@ async def _step(sim: SimProcess, streams: int, stop: Stop) -> dict[str, Any]:
         "loop_lag_max_ms": (watch.loop_lag_max or 0.0) * MS,
         "connect_p99_ms": (stats.connect.p99 or 0.0) * MS,
         "measured_since_wall": first_measured,
-        "rss_mb": rss_mb(),
+        "records_held": len(runner.records),
+        "rss_mb": client_rss,
     }
     log(
         f"load {streams:>3} streams: n={stats.requests} failed={row['failed']} drift p50 "
@@ -118,15 +121,24 @@ async def _step(sim: SimProcess, streams: int, stop: Stop) -> dict[str, Any]:
 async def main_async(quick: bool) -> dict[str, Any]:
     """A 1-stream baseline, then 200 streams."""
     duration = 8.0 if quick else 20.0
+    # What the imports alone cost (aiohttp, pydantic, the exporter): the floor of RSS.
+    imported = rss_mb()
     async with sim_process({"ref": REFERENCE}, record_requests=20_000) as sim:
         base = await _step(sim, 1, Stop(requests=10 if quick else 30))
         load = await _step(sim, 200, Stop(duration=duration))
+    log(
+        f"rss: {imported['VmRSS']:.1f} MB after imports, client peak "
+        f"{load['rss_mb']['VmHWM']:.1f} MB with {load['records_held']} records held"
+    )
     return {
         "quick": quick,
         "baseline_1_stream": base,
         "load_200_streams": load,
         "server_first_write_p99_moved_ms": load["server_ttft_p99_ms"] - base["server_ttft_p99_ms"],
-        "peak_rss_mb": rss_mb(),
+        "rss_after_imports_mb": imported,
+        # The client's peak, read before the harness loaded the simulator's records.
+        "peak_rss_mb": load["rss_mb"],
+        "harness_peak_rss_mb": rss_mb(),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ttft_exporter.bench.records import ITL_BOUNDS, RequestRecord
+from ttft_exporter.bench.records import FIELDS, ITL_BOUNDS, RequestRecord
 from ttft_exporter.bench.selfwatch import SelfWatchStats
 from ttft_exporter.bench.stats import StepStats
 
@@ -126,7 +126,7 @@ def read_results(path: Path) -> BenchResults:
     return results
 
 
-_CSV_FIELDS = [name for name in RequestRecord.model_fields if name not in ("itl", "suspect")] + [
+_CSV_FIELDS = [name for name in FIELDS if name not in ("itl", "suspect")] + [
     "itl_count",
     "suspect",
 ]

@@ -199,8 +199,11 @@ class GapHistogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        # Comparisons, not min()/max(): once per token chunk (issue #14).
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
 
 
 @dataclass(slots=True)

@@ -38,7 +38,9 @@ An LLM chunk is a few hundred bytes; anything near this is a broken or hostile s
 and buffering it further would only cost memory."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ goes through object.__setattr__ per field,
+# 3x the cost of a plain one, once per stream event (issue #14). Treat it as immutable.
+@dataclass(slots=True)
 class Frame:
     """One framed message: its text (SSE: the joined data lines; NDJSON: the line) and
     its event name (SSE `event:`; None when unnamed and always for NDJSON)."""
@@ -99,14 +101,18 @@ class _LineSplitter:
         lines = text.split("\n")
         tail = lines.pop()
         if lines:
+            max_line = self._max_line
             if self._partial:
                 self._partial.append(lines[0])
                 lines[0] = "".join(self._partial)
                 self._partial.clear()
                 self._partial_chars = 0
-            for line in lines:
-                if len(line) > self._max_line:
+                if len(lines[0]) > max_line:
                     raise self.too_long("line")
+            # Every other line is a piece of this read's text: none can be longer than
+            # the limit unless the text is (one comparison per read, not per line).
+            if len(text) > max_line and any(len(line) > max_line for line in lines):
+                raise self.too_long("line")
         if tail:
             self._partial.append(tail)
             self._partial_chars += len(tail)
@@ -146,10 +152,26 @@ class SSEFramer:
         """Frame one read. Raises UnicodeDecodeError on bytes that are not UTF-8 and
         ProbeFailure(PROTOCOL) on a line or event longer than the limit."""
         frames: list[Frame] = []
+        data = self._data
+        # The two lines of almost every LLM event (`data: {...}` and the blank line
+        # ending it) are handled inline, without a call per line (issue #14: per-event
+        # work is the client's cost); every other line takes the general path.
         for line in self._lines.lines(chunk):
-            frame = self._line(line)
-            if frame is not None:
-                frames.append(frame)
+            if not line:
+                if data:
+                    frames.append(self._emit())
+                else:
+                    self._event = None
+            elif line.startswith("data:"):
+                value = line[6:] if line.startswith(" ", 5) else line[5:]
+                self._data_chars += len(value) + 1
+                if self._data_chars > self._max_line:
+                    raise self._lines.too_long("event")
+                data.append(value)
+            else:
+                frame = self._line(line)
+                if frame is not None:
+                    frames.append(frame)
         return frames
 
     def close(self) -> None:
@@ -179,11 +201,17 @@ class SSEFramer:
         return None
 
     def _dispatch(self) -> Frame | None:
-        event_name, self._event = self._event, None
         if not self._data:
+            self._event = None
             return None
-        data = self._data[0] if len(self._data) == 1 else "\n".join(self._data)
-        self._data.clear()
+        return self._emit()
+
+    def _emit(self) -> Frame:
+        """The event whose data lines were collected (there is at least one)."""
+        event_name, self._event = self._event, None
+        pieces = self._data
+        data = pieces[0] if len(pieces) == 1 else "\n".join(pieces)
+        pieces.clear()
         self._data_chars = 0
         return Frame(data, event_name)
 

@@ -201,20 +201,36 @@ class ChatDecoder:
     __slots__ = ()
 
     def decode(self, event: Frame) -> StreamItem | None:
+        # Once per stream event: the helpers' rules written inline (issue #14), the
+        # common chunk (a text delta, `usage` and `timings` absent or null) costs a few
+        # dict lookups and one StreamItem.
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
+        get = obj.get
+        usage = None if get("usage") is None else _usage(obj)
+        timings = None if get("timings") is None else _timings(obj)
+        answer = reasoning = ""
+        finish = None
         choice = _choice(obj)
         if choice is not None:
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                item.text = text(delta.get("content")) or text(delta.get("refusal"))
-                item.reasoning = text(delta.get("reasoning")) or text(
-                    delta.get("reasoning_content")
-                )
-            item.finish_reason = _finish(choice.get("finish_reason"))
-        return item
+                # `text(a) or text(b)`: the first field that is a non-empty string.
+                content = delta.get("content")
+                if content and isinstance(content, str):
+                    answer = content
+                else:
+                    answer = text(delta.get("refusal"))
+                thought = delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    reasoning = thought
+                else:
+                    reasoning = text(delta.get("reasoning_content"))
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                finish = _finish(finish)
+        return StreamItem(answer, reasoning, usage, finish, False, timings)
 
 
 class CompletionsDecoder:
@@ -226,12 +242,19 @@ class CompletionsDecoder:
         obj = _parse(event)
         if obj is None:
             return StreamItem(done=True)
-        item = StreamItem(usage=_usage(obj), server_timings=_timings(obj))
+        get = obj.get
+        usage = None if get("usage") is None else _usage(obj)
+        timings = None if get("timings") is None else _timings(obj)
         choice = _choice(obj)
-        if choice is not None:
-            item.text = text(choice.get("text"))
-            item.finish_reason = _finish(choice.get("finish_reason"))
-        return item
+        if choice is None:
+            return StreamItem(usage=usage, server_timings=timings)
+        finish = choice.get("finish_reason")
+        return StreamItem(
+            text=text(choice.get("text")),
+            usage=usage,
+            finish_reason=None if finish is None else _finish(finish),
+            server_timings=timings,
+        )
 
 
 CHAT = ProtocolSpec(
