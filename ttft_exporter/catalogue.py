@@ -31,6 +31,7 @@ __all__ = [
     "HTTP_DROP_REASONS",
     "LOOP_LAG_BUCKETS",
     "OPTIONAL_HISTOGRAMS",
+    "OTEL_BUCKETS",
     "PHASES",
     "PREFILL_OVERHEAD",
     "PROBE_METRICS",
@@ -89,13 +90,18 @@ class MetricSpec:
     """One metric family. `labels` are the labels beyond the target labels, and
     `children` the label values created at 0 up front (closed enums).
 
-    The OpenTelemetry side: `otel_name` is the instrument (GenAI semantic conventions
-    where they have one, `ttft.*` otherwise; derived from `name` when not given),
-    `otel_attributes` maps each Prometheus label to its attribute name (a label not
-    given maps to `ttft.<label>`), and `otel_constants` are attributes every
-    measurement of this family carries (e.g. `gen_ai.token.type`, where two Prometheus
-    families share one instrument). NOTE: provisional until the OTel sink lands
-    (issue 11 §3); only the Prometheus sink reads the catalogue today.
+    The OpenTelemetry side (sinks/otel, issue #11): `otel_name` is the instrument
+    (GenAI semantic conventions v1.41.0 where they have one, `ttft.*` otherwise;
+    derived from `name` when not given), `otel_attributes` maps each Prometheus label
+    to its attribute name (a label not given maps to `ttft.<label>`), `otel_constants`
+    are attributes every measurement of this family carries (e.g. `gen_ai.token.type`,
+    where two Prometheus families share one instrument), `otel_kind` the instrument
+    kind where it is not the Prometheus one (a Prometheus counter of tokens is the
+    semconv's per-call histogram), `otel_buckets` its boundary set (a key of
+    DEFAULT_BUCKETS or OTEL_BUCKETS; default: `buckets`) and `otel` whether the OTel
+    sink exports the family at all (last-value gauges and timestamps are a Prometheus
+    idiom: an OTLP point carries its own time; the exporter's self-metrics stay on
+    /metrics).
     """
 
     name: str
@@ -110,6 +116,11 @@ class MetricSpec:
     otel_constants: tuple[tuple[str, str], ...] = ()
     # No series until first written: a family only some targets have (by config).
     on_demand: bool = False
+    otel_kind: Kind | None = None
+    otel_buckets: str | None = None
+    otel: bool = True
+    # The instrument's description where it is not `help` (the semconv's brief).
+    otel_help: str = ""
 
     def __post_init__(self) -> None:
         # Frozen: fill the derived OTel fields once, here, so readers see plain data.
@@ -121,6 +132,10 @@ class MetricSpec:
             raise ValueError(f"{self.name}: otel_attributes name no label: {sorted(unknown)}")
         mapped = tuple((label, given.get(label, f"ttft.{label}")) for label in self.labels)
         object.__setattr__(self, "otel_attributes", mapped)
+        if self.otel_kind is None:
+            object.__setattr__(self, "otel_kind", self.kind)
+        if self.otel_buckets is None and self.buckets is not None:
+            object.__setattr__(self, "otel_buckets", self.buckets)
 
 
 def _otel_name(name: str) -> str:
@@ -161,6 +176,17 @@ DEFAULT_BUCKETS: dict[str, tuple[float, ...]] = {
 }
 # fmt: on
 
+# The advised explicit bucket boundaries of the GenAI semantic conventions v1.41.0
+# (llm-streaming.md §C.1), for the semconv instruments whose boundaries are not ours.
+# fmt: off
+OTEL_BUCKETS: dict[str, tuple[float, ...]] = {
+    "gen_ai_duration": (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24,
+                        20.48, 40.96, 81.92),
+    "gen_ai_tokens": (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576,
+                      4194304, 16777216, 67108864),
+}
+# fmt: on
+
 _REASONS = tuple((r.value,) for r in FailureReason)
 # Why a probe's timings may include the exporter's own delay (looplag.LoopLagMonitor).
 SUSPECT_CAUSES = ("loop_lag", "throttled")
@@ -195,6 +221,8 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "s",
         buckets=_LAT,
         otel_name="gen_ai.client.operation.time_to_first_chunk",
+        otel_buckets="gen_ai_duration",
+        otel_help="Time to receive the first chunk in a streaming operation (role-only chunks count).",
     ),
     MetricSpec(
         "ttft_probe_duration_seconds",
@@ -203,6 +231,8 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "s",
         buckets="duration",
         otel_name="gen_ai.client.operation.duration",
+        otel_buckets="gen_ai_duration",
+        otel_help="GenAI operation duration: request to last token chunk for successful probes, request to failure (with error.type) for failed ones.",
     ),
     MetricSpec(
         "ttft_probe_inter_chunk_latency_seconds",
@@ -211,6 +241,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "s",
         buckets="inter_token",
         otel_name="gen_ai.client.operation.time_per_output_chunk",
+        otel_help="Time between streamed token chunks after the first token chunk (each gap), successful probes that were not a burst.",
     ),
     MetricSpec(
         "ttft_probe_time_per_output_token_seconds",
@@ -263,6 +294,9 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         children=(("usage",), ("chunks",)),
         otel_name="gen_ai.client.token.usage",
         otel_constants=(("gen_ai.token.type", "output"),),
+        otel_kind=Kind.HISTOGRAM,
+        otel_buckets="gen_ai_tokens",
+        otel_help="Number of input and output tokens used, per successful probe.",
     ),
     MetricSpec(
         "ttft_probe_usage_rejected_total",
@@ -282,6 +316,9 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "{token}",
         otel_name="gen_ai.client.token.usage",
         otel_constants=(("gen_ai.token.type", "input"),),
+        otel_kind=Kind.HISTOGRAM,
+        otel_buckets="gen_ai_tokens",
+        otel_help="Number of input and output tokens used, per successful probe.",
     ),
     MetricSpec(
         "ttft_probe_generation_seconds_total",
@@ -290,30 +327,36 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "s",
         otel_name="ttft.probe.generation_time",
     ),
-    MetricSpec("ttft_probe_success", Kind.GAUGE, "1 if the last probe succeeded, else 0."),
+    MetricSpec(
+        "ttft_probe_success", Kind.GAUGE, "1 if the last probe succeeded, else 0.", otel=False
+    ),
     MetricSpec(
         "ttft_probe_last_time_to_first_token_seconds",
         Kind.GAUGE,
         "TTFT of the last probe; NaN if it failed.",
         "s",
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_last_output_tokens_per_second",
         Kind.GAUGE,
         "Decode rate of the last probe: (tokens - 1) / (e2e - TTFT); NaN if it failed, had fewer than 2 tokens or was a burst.",
         "{token}/s",
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_last_success_timestamp_seconds",
         Kind.GAUGE,
         "Unix time at which the last successful probe started.",
         "s",
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_last_probe_timestamp_seconds",
         Kind.GAUGE,
         "Unix time at which the last probe started.",
         "s",
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_phase_duration_seconds",
@@ -321,17 +364,23 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Connection phases of the last probe: dns, connect, tls and headers (connection ready to response headers); 0 for a phase the probe did not need (a reused connection, an address, plain HTTP), NaN for one it needed but did not complete.",
         "s",
         labels=("phase",),
+        # OTel: a histogram of every probe's phases rather than the last one's.
+        otel_name="ttft.probe.phase.duration",
+        otel_kind=Kind.HISTOGRAM,
+        otel_buckets="latency",
     ),
     MetricSpec(
         "ttft_probe_http_status_code",
         Kind.GAUGE,
         "HTTP status of the last probe; 0 if it got no response.",
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_timeout_seconds",
         Kind.GAUGE,
         "Configured deadline of one probe.",
         "s",
+        otel=False,
     ),
     # Scenarios and cold probes (#10).
     MetricSpec(
@@ -348,6 +397,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "What the probes of the target cost (scheduled and /probe), from their tokens and the target's cost prices, in the label's currency; tokens are the server's usage where it reported them, else estimated (see README, cost guard). Exact decimal sum, exported as a float.",
         labels=("currency",),
         on_demand=True,
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_budget_spent_tokens",
@@ -355,18 +405,21 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Tokens (input + output) the probes of the target spent since 00:00 UTC, counted against its daily budget.",
         "{token}",
         on_demand=True,
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_budget_exhausted",
         Kind.GAUGE,
         "1 while the target's daily budget is spent and its probing is paused (until 00:00 UTC), else 0.",
         on_demand=True,
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_budget_skipped_total",
         Kind.COUNTER,
         "Scheduled probes of the target not started because its daily budget was spent.",
         on_demand=True,
+        otel=False,
     ),
     # --- server-reported timings (issue #10 §3): kept together, see SERVER_TIMING_GAUGES.
     MetricSpec(
@@ -375,6 +428,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Model load time the server reported for the last probe (Ollama load_duration); absent when the last probe did not report it.",
         "s",
         on_demand=True,
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_server_prefill_seconds",
@@ -382,6 +436,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Prompt processing time the server reported for the last probe (Ollama prompt_eval_duration, llama.cpp timings.prompt_ms); absent when the last probe did not report it.",
         "s",
         on_demand=True,
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_server_decode_seconds",
@@ -389,6 +444,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Generation time the server reported for the last probe (Ollama eval_duration, llama.cpp timings.predicted_ms); absent when the last probe did not report it.",
         "s",
         on_demand=True,
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_server_total_seconds",
@@ -396,6 +452,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Whole-request time the server reported for the last probe (Ollama total_duration); absent when the last probe did not report it.",
         "s",
         on_demand=True,
+        otel=False,
     ),
     MetricSpec(
         "ttft_probe_prefill_overhead_seconds",
@@ -403,6 +460,7 @@ PROBE_METRICS: tuple[MetricSpec, ...] = (
         "Client TTFT of the last probe minus the server-reported load + prefill time: network, TLS, queueing and HTTP overhead; may be negative when the server's figures do not fit the client's. Absent when the last probe had no server prefill time or its timings were dropped as suspect.",
         "s",
         on_demand=True,
+        otel=False,
     ),
 )
 
@@ -525,6 +583,13 @@ EXPORTER_METRICS: tuple[MetricSpec, ...] = (
         "s",
         otel_name="ttft.exporter.cpu_throttled_time",
     ),
+    MetricSpec(
+        "ttft_exporter_otlp_export_failures_total",
+        Kind.COUNTER,
+        "OTLP exports that failed (collector down, refused, timed out or answering an error), by signal: metrics or traces. Exports run in the SDK's threads; a failed batch is dropped, never retried into a growing queue.",
+        labels=("signal",),
+        children=(("metrics",), ("traces",)),
+    ),
 )
 
 # Event-loop lag, 1 ms (a busy moment) to 1 s (a process starved for a CPU).
@@ -557,6 +622,7 @@ FLUX_METRICS: tuple[MetricSpec, ...] = (
         Kind.GAUGE,
         "Unix time of the last message received.",
         "s",
+        otel=False,
     ),
     MetricSpec(
         "ttft_flux_messages_total",
@@ -636,6 +702,7 @@ FLUX_METRICS: tuple[MetricSpec, ...] = (
         Kind.GAUGE,
         "Propagation time of the last successful canary.",
         "s",
+        otel=False,
     ),
     MetricSpec(
         "ttft_flux_canary_failures_total",

@@ -24,6 +24,7 @@ from ttft_exporter.logs import fields as log_fields
 from ttft_exporter.probes import PROTOCOL_NAMES, TargetConfig, get_protocol
 from ttft_exporter.probes.openai import OpenAIChatTarget, OpenAICompletionsTarget
 from ttft_exporter.shard import ShardConfig
+from ttft_exporter.sinks.otel.config import OTelConfig
 from ttft_exporter.slo import SLOsConfig
 from ttft_exporter.targets import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -161,6 +162,13 @@ class Config(StrictModel):
         description=(
             "Probe only the targets (and watch only the Flux instances) whose name hashes "
             "to this replica's shard; the --shard.* flags override it."
+        ),
+    )
+    otel: OTelConfig | None = Field(
+        None,
+        description=(
+            "OTLP export of metrics and traces (OpenTelemetry); off when absent, and the "
+            "OpenTelemetry SDK is then not even imported."
         ),
     )
     suspect_loop_lag: Duration = Field(

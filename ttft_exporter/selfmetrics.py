@@ -59,6 +59,9 @@ class ExporterMetrics:
         self.http_dropped = self._counter(specs["ttft_exporter_http_connections_dropped_total"])
         self.http_accept_errors = self._counter(specs["ttft_exporter_http_accept_errors_total"])
         self.http_unauthorized = self._counter(specs["ttft_exporter_http_unauthorized_total"])
+        # Incremented from the OTel SDK's exporter threads (prometheus_client's
+        # counters take a lock): sinks/otel/providers.py.
+        self.otlp_export_failures = self._counter(specs["ttft_exporter_otlp_export_failures_total"])
         spec = specs["ttft_exporter_event_loop_lag_seconds"]
         self.loop_lag = Histogram(
             spec.name, spec.help, registry=self.registry, buckets=LOOP_LAG_BUCKETS

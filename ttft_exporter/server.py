@@ -36,6 +36,7 @@ from ttft_exporter.scheduler import ProbeScheduler
 from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.shard import Shard
 from ttft_exporter.sinks import FanOut, Sink
+from ttft_exporter.sinks.otel.switch import OTelSwitch, OTelUnavailableError
 from ttft_exporter.sinks.prometheus.exposition import exposition
 from ttft_exporter.sinks.prometheus.series import MetricStore
 from ttft_exporter.sinks.prometheus.sink import PrometheusSink
@@ -65,8 +66,9 @@ class ExporterState:
     web_config: WebConfig | None = None
     # --shard.index/--shard.count; None: the config file's `shard:` decides.
     shard_override: Shard | None = None
-    # Give every probe a trace id and span id (exemplars, the OTel span). Set from
-    # `otel.traces`; the executor holds the live switch (state.executor.trace_ids).
+    # Give every probe a trace id and span id (exemplars, the OTel span) even without
+    # OTel; otherwise they are on while `otel.traces` exports spans (the lifecycle and
+    # reloads set the executor's live switch, state.executor.trace_ids).
     trace_ids: bool = False
     clock: Clock = field(default_factory=SystemClock)
     metrics: ExporterMetrics = field(default_factory=ExporterMetrics)
@@ -74,6 +76,9 @@ class ExporterState:
     # Sinks beyond the Prometheus one (e.g. OTel), attached before the app starts.
     extra_sinks: list[Sink] = field(default_factory=list)
     prometheus: PrometheusSink = field(init=False)
+    # The OTel sink of the `otel:` section (none while it is absent); the lifecycle
+    # and reloads apply the section.
+    otel: OTelSwitch = field(init=False)
     # Every scheduled probe's result and every Flux event goes through here.
     sinks: FanOut = field(init=False)
     history: History = field(init=False)
@@ -110,7 +115,9 @@ class ExporterState:
         )
         self.store.apply_config(self.holder.config)
         self.prometheus = PrometheusSink(self.store, self.metrics.registry)
-        self.sinks = FanOut([self.prometheus, *self.extra_sinks])
+        failures = self.metrics.otlp_export_failures
+        self.otel = OTelSwitch(lambda signal: failures.labels(signal).inc(), self.clock.wall)
+        self.sinks = FanOut([self.prometheus, self.otel, *self.extra_sinks])
 
     def shard(self, config: Config | None = None) -> Shard:
         """The shard this replica runs: the flags', else the config file's."""
@@ -134,6 +141,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         )
 
     jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0, exception_handler=on_job_error)
+    # Before the first target is laid out, so its OTel attributes are ready too.
+    config = state.holder.config
+    await state.otel.apply(config.otel, config.bucket_overrides())
+    state.executor.trace_ids = state.trace_ids or state.otel.traces_on
     if state.lag_monitor is not None:
         # First, so the loop's lag is known before the first probe ends.
         await jobs.spawn(
@@ -177,6 +188,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.flux.close()
         await state.scheduler.close()
         await jobs.close()
+        # Last: the results of the probes that just ended are exported too.
+        await state.otel.close()
 
 
 async def _reload_when_requested(state: ExporterState) -> None:
@@ -219,6 +232,13 @@ async def reload_config(state: ExporterState) -> ConfigError | None:
                 extra=fields(targets=",".join(sorted(restarted))),
             )
         state.executor.set_concurrency(config.concurrency)
+        try:
+            await state.otel.apply(config.otel, config.bucket_overrides())
+        except OTelUnavailableError as exc:
+            # The file is valid; this installation cannot export. Probing goes on.
+            log.error("OTLP export not started", extra=fields(err=str(exc)))
+        # Ids for spans and exemplars while spans are exported (or the flag asks).
+        state.executor.trace_ids = state.trace_ids or state.otel.traces_on
         if state.lag_monitor is not None:
             state.lag_monitor.bound = config.suspect_loop_lag
         shard = state.shard(config)
@@ -401,6 +421,8 @@ async def handle_config(request: web.Request) -> web.Response:
     # `defaults.headers` reaches every target, credentials included: hide them too.
     data["defaults"]["headers"] = redacted_headers(config.defaults.headers)
     data["targets"] = [t.redacted() for t in config.targets]
+    if config.otel is not None:
+        data["otel"] = config.otel.redacted()
     return web.Response(text=yaml.safe_dump(data, sort_keys=False))
 
 

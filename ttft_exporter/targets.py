@@ -58,6 +58,7 @@ __all__ = [
     "HEADER_UNION_TAGS",
     "RESERVED_LABELS",
     "ChatMessage",
+    "HeaderName",
     "HeaderSpec",
     "HeaderValue",
     "HistogramsConfig",
@@ -65,6 +66,7 @@ __all__ = [
     "TargetBase",
     "environment_proxy",
     "forbidden_in_header",
+    "header_values",
     "prompt_or_messages",
     "proxy_secrets",
     "redacted_headers",
@@ -282,6 +284,11 @@ def redacted_headers(headers: Mapping[str, HeaderSpec] | None) -> dict[str, Any]
     return out
 
 
+def header_values(headers: Mapping[str, HeaderSpec]) -> tuple[dict[str, str], list[str]]:
+    """Every header's value (read at load) and the secret ones among them."""
+    return _header_values(headers)
+
+
 def _header_values(headers: Mapping[str, HeaderSpec]) -> tuple[dict[str, str], list[str]]:
     """Every header's value (each was read and checked by its own validator) and the
     secret ones among them."""
@@ -452,6 +459,15 @@ class TargetBase(StrictModel):
     labels: dict[LabelName, str] = Field(
         default_factory=dict,
         description="Static labels added to every series of this target.",
+    )
+    otel_provider: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_.]{0,63}$",
+        description=(
+            "OpenTelemetry `gen_ai.provider.name` of this target (e.g. `vllm` for a "
+            "self-hosted vLLM behind openai-chat); default: the protocol's (README, "
+            "OpenTelemetry)."
+        ),
     )
     reuse_connections: bool = Field(
         False,

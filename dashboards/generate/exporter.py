@@ -239,4 +239,23 @@ def build() -> Board:
         8,
         8,
     )
+    board.add(
+        timeseries_panel(
+            "OTLP export failures",
+            describe(
+                "OTLP exports (metrics, traces) per second that failed: the collector "
+                "refused, timed out or was unreachable (`otel:` set; 0 otherwise). "
+                "Probing never waits for the collector.",
+                "above 0 for minutes: the collector is down or rejects us, and OTLP "
+                "metrics and traces are being dropped (Prometheus /metrics is unaffected).",
+            ),
+            "reqps",
+            query(
+                f"sum by (instance, signal) (rate(ttft_exporter_otlp_export_failures_total{{{INSTANCE}}}[{RATE}]))",
+                "{{instance}} {{signal}}",
+            ),
+        ),
+        8,
+        8,
+    )
     return board

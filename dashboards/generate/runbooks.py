@@ -26,6 +26,7 @@ ALERT_PANELS: dict[str, tuple[str, str]] = {
     "TPOTErrorBudgetBurn": (slos.UID, "Burn rate per window"),
     "LLMAvailabilityErrorBudgetBurn": (slos.UID, "Burn rate per window"),
     "TTFTExporterDown": (exporter.UID, "Series per scrape"),
+    "TTFTExporterOTLPExportFailing": (exporter.UID, "OTLP export failures"),
     "TTFTExporterConfigReloadFailed": (exporter.UID, "Config reload"),
     "TTFTExporterBackgroundErrors": (exporter.UID, "Background loops: errors and down"),
     "TTFTExporterBackgroundLoopDown": (exporter.UID, "Background loops: errors and down"),

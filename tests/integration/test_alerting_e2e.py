@@ -55,6 +55,13 @@ HEALTHY_PHASE = 15.0
 STARTUP_CAP = 20.0  # Prometheus 2.42 discovers targets and Alertmanagers after ~5.6 s
 FIRE_CAP = 25.0
 RESOLVE_CAP = 25.0
+# The exporter runs in this process, sharing its event loop with the simulator, and the
+# suite must pass on a box kept busy by `stress-ng --cpu 2`: there the exporter's warning
+# that it was starved (>10% of a target's probes overlapped a loop lag above 10 ms) is
+# true, and says nothing about the targets. Seen firing for e2e-control in 2 of 3 runs
+# under load. Allowed, only when the exporter's suspect counter backs it; the rule
+# itself has its promtool tests.
+STARVED = "TTFTExporterStarved"
 
 
 @dataclass
@@ -315,15 +322,29 @@ def _matches(alert: dict[str, Any], name: str, target: str, status: str) -> bool
     )
 
 
+def _about_targets(alert: dict[str, Any]) -> bool:
+    return bool(alert["labels"].get("alertname") != STARVED)
+
+
+async def _assert_starved_is_true(
+    session: aiohttp.ClientSession, prom: str, webhook: Webhook
+) -> None:
+    """Every TTFTExporterStarved delivered is backed by suspect probes of its target."""
+    for target in {a["labels"]["target"] for _, _, a in webhook.alerts() if not _about_targets(a)}:
+        suspect = await query(session, prom, f'sum(ttft_probe_suspect_total{{target="{target}"}})')
+        assert suspect and float(suspect[0]["value"][1]) > 0, f"{STARVED} of {target} unbacked"
+
+
 async def test_ttft_regression_pages_and_resolves(stack: Stack, webhook: Webhook) -> None:
     async with aiohttp.ClientSession() as session:
-        # Healthy run: nothing may be delivered, to any receiver.
+        # Healthy run: nothing about a target may be delivered, to any receiver.
         healthy_from = time.monotonic()
         await asyncio.sleep(HEALTHY_PHASE)
-        assert webhook.received == [], "a healthy run delivered notifications"
+        delivered = [a for _, _, a in webhook.alerts() if _about_targets(a)]
+        assert delivered == [], "a healthy run delivered notifications"
         async with session.get(f"{stack.prom}/api/v1/alerts") as response:
             alerts = (await response.json())["data"]["alerts"]
-        assert [a for a in alerts if a["state"] == "firing"] == []
+        assert [a for a in alerts if a["state"] == "firing" and _about_targets(a)] == []
 
         # Inject the regression.
         patch_url = f"{stack.sim_url}/sim/models/sim-regress"
@@ -380,13 +401,15 @@ async def test_ttft_regression_pages_and_resolves(stack: Stack, webhook: Webhook
         resolve_delay = at - reverted
         assert path == "/ml-platform-pager"
         ended = time.monotonic()
+        await _assert_starved_is_true(session, stack.prom, webhook)
 
     # The control target was healthy for the whole run, as long as the regressed one.
-    control = [a for _, _, a in webhook.alerts() if a["labels"].get("target") == "e2e-control"]
+    about_targets = [a for _, _, a in webhook.alerts() if _about_targets(a)]
+    control = [a for a in about_targets if a["labels"].get("target") == "e2e-control"]
     assert control == [], "the healthy control target was alerted on"
     other = {
         a["labels"]["alertname"]
-        for _, _, a in webhook.alerts()
+        for a in about_targets
         if a["labels"].get("target") != "e2e-regress"
     }
     assert other == set(), f"unexpected alerts: {other}"

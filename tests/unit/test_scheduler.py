@@ -39,6 +39,9 @@ TIMEOUT = 0.25
 # A probe of a SLOW model holds its connection (and the concurrency slot) this long.
 SLOW_SECONDS = 0.2
 SLOW = ModelBehaviour(ttft=SLOW_SECONDS, itl=0.0, tokens=1)
+# Longer: a probe that must end well inside its deadline on a starved box.
+HOLD_SECONDS = 1.0
+HOLD = ModelBehaviour(ttft=HOLD_SECONDS, itl=0.0, tokens=1)
 FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
 # perf_counter at the simulator is read after the body: allow for that much skew.
 SKEW = 0.005
@@ -181,13 +184,18 @@ async def test_loops_probe_on_their_interval(rig: Rig, make_llm_sim: SimFactory)
 async def test_a_target_never_overlaps_itself_and_skips_are_counted(
     rig: Rig, make_llm_sim: SimFactory
 ) -> None:
-    # One slot for two targets whose probes take 0.2 s each: a probe waits for the
-    # other target's, so together they outlast the 0.3 s interval and ticks get skipped.
-    sim = await make_llm_sim(a=SLOW, b=SLOW)
-    await rig.scheduler.apply(make_config(*targets(sim, "a", "b"), concurrency=1))
+    # One slot for two targets whose probes take HOLD_SECONDS (1 s) each, every 1.45 s:
+    # b's first probe waits for a's and runs until 2 s, past b's second tick (skipped);
+    # a's second probe waits for it and runs until 3 s, past a's third tick at 2.9 s
+    # (skipped). Ordering by the server's sleeps, so load only adds skips. The deadline
+    # (counted from when the probe got the slot) leaves 0.4 s over the 1 s answer for a
+    # starved box: 0.25 s for a 0.2 s answer timed a probe out under stress-ng.
+    sim = await make_llm_sim(a=HOLD, b=HOLD)
+    fields = {"interval": "1.45s", "timeout": "1.4s"}
+    await rig.scheduler.apply(make_config(*targets(sim, "a", "b", **fields), concurrency=1))
 
     await rig.wait_for(
-        lambda: rig.skipped("a") >= 1 and rig.skipped("b") >= 1, "a skip of both targets"
+        lambda: rig.skipped("a") >= 1 and rig.skipped("b") >= 1, "a skip of both targets", cap=30
     )
     await rig.scheduler.close()
 
@@ -195,7 +203,7 @@ async def test_a_target_never_overlaps_itself_and_skips_are_counted(
     assert len(times) >= 3
     # One slot: every request starts after the previous one was fully answered.
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= SLOW_SECONDS - SKEW, gaps
+    assert min(gaps) >= HOLD_SECONDS - SKEW, gaps
     assert max(rig.in_flight_seen) == 1.0
     for name in ("a", "b"):
         assert_no_self_overlap(rig, name)

@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from tests.conftest import RunningSim, SimFactory, make_config, make_state
@@ -390,7 +393,12 @@ async def test_probe_failing_at_every_stage_never_shows_the_key(
         {"name": "a", **fields, **key_fields(source, SENTINEL, tmp_path, monkeypatch, "a")}
     ).targets[0]
 
-    exc, result, log = await run_probe(target, deadline=0.3)
+    # Only the timeout stages wait for the deadline (0.3 s, under the 2 s header delay
+    # and the stall); the others end by themselves, and a 0.3 s deadline on them raced
+    # the failure on a loaded box (DNS of .invalid through the resolver's thread took
+    # longer: TIMEOUT instead of DNS). 10 s is the default target timeout.
+    deadline = 0.3 if reason is FailureReason.TIMEOUT else 10.0
+    exc, result, log = await run_probe(target, deadline=deadline)
 
     assert result.reason is reason, result.detail
     if sim is not None and stage != "tls":
@@ -940,7 +948,12 @@ async def test_protocol_probe_failing_at_every_stage_never_shows_the_key(
         }
     ).targets[0]
 
-    exc, result, log = await run_probe(target, deadline=0.3)
+    # Only the timeout stages wait for the deadline (0.3 s, under the 2 s header delay
+    # and the stall); the others end by themselves, and a 0.3 s deadline on them raced
+    # the failure on a loaded box (DNS of .invalid through the resolver's thread took
+    # longer: TIMEOUT instead of DNS). 10 s is the default target timeout.
+    deadline = 0.3 if reason is FailureReason.TIMEOUT else 10.0
+    exc, result, log = await run_probe(target, deadline=deadline)
 
     # The simulator checks the key in the protocol's header: a wrong one is HTTP 401.
     assert result.reason is reason, result.detail
@@ -1068,3 +1081,108 @@ async def test_proxy_password_is_hidden_on_every_surface(
         assert f"http://<secret>@127.0.0.1:{proxy.port}" in texts["/config"]
     for where, text in texts.items():
         assert_hidden(text, where)
+
+
+# The OTLP exporters' headers (issue #11)
+
+
+class _RefusingCollector:
+    """A gRPC OTLP collector that refuses every token and echoes it in its status
+    details, which the SDK's failure log line quotes."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    async def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method
+        token = dict(context.invocation_metadata()).get("authorization", "")
+        self.received.append(token)
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"invalid token {token!r}")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "source"),
+    [
+        ("http/protobuf", "inline"),
+        ("http/protobuf", "env"),
+        ("http/protobuf", "file"),
+        ("grpc", "inline"),
+    ],
+)
+async def test_otlp_header_secret_never_shows(
+    make_llm_sim: SimFactory,
+    aiohttp_client: AiohttpClient,
+    aiohttp_server: AiohttpServer,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    source: str,
+) -> None:
+    """A collector that refuses the token and echoes it (in a 401 body, in a gRPC
+    status), as some gateways do: the SDK's failure log line may quote it; it must be
+    redacted there, as everywhere: /config, /metrics and every log line."""
+    caplog.set_level(logging.DEBUG)
+    received: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "")
+        received.append(token)
+        return web.Response(status=401, text=f"invalid token {token!r} for this tenant")
+
+    grpc_server = None
+    if protocol == "grpc":
+        servicer = _RefusingCollector()
+        received = servicer.received
+        grpc_server = grpc.aio.server()
+        # The generated gRPC stubs carry no type hints.
+        add_metrics: Any = metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server
+        add_traces: Any = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+        add_metrics(servicer, grpc_server)
+        add_traces(servicer, grpc_server)
+        port = grpc_server.add_insecure_port("127.0.0.1:0")
+        await grpc_server.start()
+    else:
+        app = web.Application()
+        app.router.add_post("/v1/metrics", refuse)
+        app.router.add_post("/v1/traces", refuse)
+        port = (await aiohttp_server(app)).port
+    if source == "env":
+        monkeypatch.setenv("TTFT_TEST_OTLP_TOKEN", f"Bearer {SENTINEL}")
+        header: Any = {"value_env": "TTFT_TEST_OTLP_TOKEN"}
+    elif source == "file":
+        (tmp_path / "otlp.token").write_text(f"Bearer {SENTINEL}\n")
+        header = {"value_file": str(tmp_path / "otlp.token")}
+    else:
+        header = f"Bearer {SENTINEL}"
+    sim = await make_llm_sim(m=FAST)
+    config = make_config(
+        {"name": "good", "url": f"{sim.url}/v1", "interval": "1s", "timeout": "900ms"},
+        otel={
+            "endpoint": f"http://127.0.0.1:{port}",
+            "protocol": protocol,
+            "interval": "1s",
+            "timeout": "500ms",
+            "headers": {"Authorization": header},
+        },
+    )
+    state = make_state(config)
+    client = await aiohttp_client(create_app(state))
+    failures = state.metrics.registry.get_sample_value
+
+    def refused() -> bool:
+        labels = {"signal": "metrics"}
+        return (failures("ttft_exporter_otlp_export_failures_total", labels) or 0) >= 1
+
+    try:
+        await wait_for(refused, "a refused OTLP export", cap=30)
+        assert f"Bearer {SENTINEL}" in received  # sent, so it was the real secret
+        for path in ("/config", "/metrics", "/"):
+            assert_hidden(await (await client.get(path)).text(), path)
+        await client.close()  # the last export at shutdown logs too
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=None)
+    texts = formatted_logs(caplog)
+    assert any("Failed to export" in text for text in texts), "no SDK failure line logged"
+    for text in texts:
+        assert_hidden(text, "logs")

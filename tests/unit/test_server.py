@@ -1081,23 +1081,30 @@ async def test_a_burst_of_probe_calls_cannot_starve_the_scheduled_loops(
 
 
 async def test_a_scheduled_probe_waits_for_the_adhoc_probe_of_its_target(
-    counting_llm: CountingLLM, aiohttp_client: AiohttpClient
+    aiohttp_client: AiohttpClient,
 ) -> None:
-    # Probes of `slow` take 0.3 s and the loop ticks every 0.35 s: /probe calls in a row
-    # meet the loop's probes all the time, and the server never sees two at once.
-    config = make_config(counting_target(counting_llm, "slow", interval="0.35s", timeout="0.34s"))
-    client, state = await start(aiohttp_client, config)
-    statuses = []
-    for _ in range(8):
+    # Ordering by the server's sleeps, not by luck. A probe of `slow` takes 1 s and the
+    # loop ticks every 1.9 s. Once the first scheduled probe is done, the target is idle
+    # for 0.9 s (the room a starved box has to start the /probe call); the ad-hoc probe
+    # then runs until at least 2 s after the first tick, so the second tick (1.9 s) falls
+    # inside it whatever the load: the loop must wait, and the server never sees two at
+    # once. (0.3 s probes every 0.35 s left a 50 ms window that a loaded box missed 8
+    # times in a row: every call met a probe in flight, 429.)
+    llm = await CountingLLM(slow_seconds=1.0).start()
+    try:
+        config = make_config(counting_target(llm, "slow", interval="1.9s", timeout="1.85s"))
+        client, state = await start(aiohttp_client, config)
+        await wait_probed(state, "slow")
         resp = await client.get("/probe", params={"target": "slow"})
-        statuses.append(resp.status)
-        if resp.status == 429:
-            await asyncio.sleep(0.05)
-
-    assert set(statuses) <= {200, 429}
-    assert 200 in statuses
-    assert counting_llm.peak["slow"] == 1
-    assert successes(state, "slow") >= 1
+        assert resp.status == 200, await resp.text()
+        # The tick that came during the ad-hoc probe starts its probe right after it (1 s
+        # of room for this call): the target is busy, so a call now is turned away.
+        busy = await client.get("/probe", params={"target": "slow"})
+        assert busy.status == 429, await busy.text()
+        await wait_probed(state, "slow", 2.0)
+        assert llm.peak["slow"] == 1
+    finally:
+        await llm.close()
 
 
 async def test_a_reload_never_lets_old_and_new_probes_exceed_the_cap(

@@ -181,5 +181,7 @@ ANTHROPIC = ProtocolSpec(
     new_framer=SSEFramer,
     # `message_stop` is the terminator: EOF before it is a truncation.
     terminated=True,
+    otel_provider="anthropic",
+    otel_operation="chat",
 )
 """Streaming Anthropic Messages: `POST {url}/v1/messages`, SSE ending in `message_stop`."""

@@ -113,5 +113,7 @@ AZURE_OPENAI = ProtocolSpec(
     build_request=build_request,
     new_decoder=ChatDecoder,
     new_framer=SSEFramer,
+    otel_provider="azure.ai.openai",
+    otel_operation="chat",
 )
 """Azure OpenAI Chat Completions: SSE ending in `[DONE]`, as OpenAI's."""

@@ -181,13 +181,15 @@ class GapHistogram:
     """The inter-chunk gaps of one probe as bucket counts, sum, count, min and max:
     fixed memory whatever the number of chunks, merged into the store once at the end.
     `counts[i]` holds gaps <= bounds[i] (and above the previous bound); the last
-    count is the +Inf bucket."""
+    count is the +Inf bucket, `sums[i]` the sum of the gaps counted in `counts[i]`
+    (so a sink with other boundaries can replay the gaps exactly; sinks/otel)."""
 
-    __slots__ = ("bounds", "count", "counts", "max", "min", "sum")
+    __slots__ = ("bounds", "count", "counts", "max", "min", "sum", "sums")
 
     def __init__(self, bounds: Sequence[float] = DEFAULT_INTER_TOKEN_BUCKETS) -> None:
         self.bounds = tuple(bounds)
         self.counts = [0] * (len(self.bounds) + 1)
+        self.sums = [0.0] * (len(self.bounds) + 1)
         self.sum = 0.0
         self.count = 0
         self.min = math.inf
@@ -196,7 +198,9 @@ class GapHistogram:
     def observe(self, value: float) -> None:
         """One gap, in seconds."""
         # bisect_left: a value equal to a boundary belongs to that bucket (le semantics).
-        self.counts[bisect_left(self.bounds, value)] += 1
+        index = bisect_left(self.bounds, value)
+        self.counts[index] += 1
+        self.sums[index] += value
         self.sum += value
         self.count += 1
         # Comparisons, not min()/max(): once per token chunk (issue #14).
@@ -569,3 +573,8 @@ class ProtocolSpec(Generic[_Target]):
     new_decoder: Callable[[], StreamDecoder]
     new_framer: Callable[[], Framer]
     terminated: bool = True
+    # OpenTelemetry GenAI semconv v1.41.0: `gen_ai.provider.name` (a well-known value
+    # where one fits, a custom one such as `ollama` otherwise; a target's
+    # `otel_provider` overrides it) and `gen_ai.operation.name` of this protocol.
+    otel_provider: str = "openai"
+    otel_operation: str = "chat"

@@ -405,5 +405,7 @@ GEMINI = ProtocolSpec(
     new_decoder=GeminiDecoder,
     new_framer=SSEFramer,
     terminated=False,  # no [DONE]: complete with a finishReason, ended by EOF
+    otel_provider="gcp.gemini",
+    otel_operation="generate_content",
 )
 """Gemini API and Vertex AI `:streamGenerateContent?alt=sse`."""

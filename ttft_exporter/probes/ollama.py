@@ -208,6 +208,8 @@ CHAT = ProtocolSpec(
     build_request=build_chat_request,
     new_decoder=OllamaChatDecoder,
     new_framer=NDJSONFramer,
+    otel_provider="ollama",
+    otel_operation="chat",
 )
 """Ollama chat: `POST {url}/api/chat`, NDJSON ending with the `done: true` line."""
 
@@ -217,5 +219,7 @@ GENERATE = ProtocolSpec(
     build_request=build_generate_request,
     new_decoder=OllamaGenerateDecoder,
     new_framer=NDJSONFramer,
+    otel_provider="ollama",
+    otel_operation="text_completion",
 )
 """Ollama generate: `POST {url}/api/generate`, NDJSON ending with the `done: true` line."""

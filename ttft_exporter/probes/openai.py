@@ -263,6 +263,8 @@ CHAT = ProtocolSpec(
     build_request=build_chat_request,
     new_decoder=ChatDecoder,
     new_framer=SSEFramer,
+    otel_provider="openai",
+    otel_operation="chat",
 )
 """Streaming Chat Completions: `POST {url}/chat/completions`, SSE ending in `[DONE]`."""
 
@@ -272,5 +274,7 @@ COMPLETIONS = ProtocolSpec(
     build_request=build_completions_request,
     new_decoder=CompletionsDecoder,
     new_framer=SSEFramer,
+    otel_provider="openai",
+    otel_operation="text_completion",
 )
 """Streaming legacy Completions: `POST {url}/completions`, SSE ending in `[DONE]`."""

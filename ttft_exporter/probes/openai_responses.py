@@ -155,5 +155,7 @@ RESPONSES = ProtocolSpec(
     # A terminal event (completed, incomplete) ends the stream: EOF before it is a
     # truncation.
     terminated=True,
+    otel_provider="openai",
+    otel_operation="chat",
 )
 """Streaming OpenAI Responses: `POST {url}/responses`, SSE ending in a terminal event."""

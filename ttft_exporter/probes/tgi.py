@@ -122,5 +122,7 @@ TGI = ProtocolSpec(
     build_request=build_request,
     new_decoder=TGIDecoder,
     new_framer=SSEFramer,
+    otel_provider="tgi",
+    otel_operation="text_completion",
 )
 """TGI: `POST {url}/generate_stream`, SSE ending with the `generated_text` event."""

@@ -43,6 +43,7 @@ EXPORTER_ALERTS = (
     "TTFTExporterConfigReloadFailed",
     "TTFTExporterBackgroundErrors",
     "TTFTExporterBackgroundLoopDown",
+    "TTFTExporterOTLPExportFailing",
 )
 
 
@@ -260,6 +261,22 @@ def exporter_alerts(ctx: Context) -> Group:
                     "ttft_exporter at {{ $labels.instance }} failed 5 times in a row and are "
                     "down (retried every minute); /-/ready answers 503 and their targets or "
                     "Flux instances are not measured."
+                ),
+            ),
+            alert(
+                ctx,
+                "TTFTExporterOTLPExportFailing",
+                # Per replica and signal: which collector path is broken matters.
+                f"rate(ttft_exporter_otlp_export_failures_total{{{ctx.job_matcher}}}"
+                f"[{ctx(900)}]) > 0",
+                for_=ctx(900),
+                severity="warning",
+                summary="ttft_exporter cannot deliver OTLP to its collector",
+                description=(
+                    "OTLP {{ $labels.signal }} exports of ttft_exporter at "
+                    '{{ $labels.instance }} failed at {{ printf "%.3f" $value }} per second '
+                    "over 15m: the collector is down, slow or refusing them, and those "
+                    "metrics or traces are dropped (probing and /metrics are unaffected)."
                 ),
             ),
         ],

@@ -86,6 +86,7 @@ def test_every_documented_scenario_exists() -> None:
         "deployment-values.yaml",
         "monitors-off-values.yaml",
         "native-sidecar-values.yaml",
+        "otel-values.yaml",
         "sharded-values.yaml",
         "sidecar-values.yaml",
     ]

@@ -282,9 +282,13 @@ def test_x_api_key_set_twice_is_refused() -> None:
 
 
 async def test_happy_path_with_keepalive_pings(make_llm_sim: SimFactory) -> None:
+    # A 1.08 s decode window (9 gaps of 120 ms): the simulator writes on absolute
+    # deadlines, so a first token delivered as late as the whole window comes with
+    # all the others in one read, a burst with no gaps by definition; 180 ms was
+    # within a loaded box's stalls, 1.08 s is beyond its 1 s stall budget.
     sim = await make_llm_sim(
         api_key="sk-ant-sim-key-123456",
-        m=ModelBehaviour(ttft=0.3, itl=0.02, tokens=10, keepalive_interval=0.05),
+        m=ModelBehaviour(ttft=0.3, itl=0.12, tokens=10, keepalive_interval=0.05),
     )
     target = make_target(
         protocol="anthropic",

@@ -19,6 +19,7 @@ import math
 import os
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,15 +172,19 @@ async def test_exact_ttft_counts_reasoning_ttfot_does_not(
 
 
 async def test_ttft_ignores_role_chunk_and_keepalives(make_llm_sim: SimFactory) -> None:
+    # A 1.08 s decode window (9 gaps of 120 ms): the simulator writes on absolute
+    # deadlines, so a first token delivered as late as the whole window comes with
+    # all the others in one read, a burst with no gaps by definition; 180 ms was
+    # within a loaded box's stalls, 1.08 s is beyond its 1 s stall budget.
     sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.3, itl=0.02, tokens=10, keepalive_interval=0.05)
+        m=ModelBehaviour(ttft=0.3, itl=0.12, tokens=10, keepalive_interval=0.05)
     )
     result = await probe_once(make_target(url=f"{sim.url}/v1"))
     assert result.success, result.detail
     # Bounds (real clock): no text before the simulator's 300 ms sleep; the last of
-    # its 10 tokens is due at 300 + 9 x 20 ms (deadlines are absolute).
+    # its 10 tokens is due at 300 + 9 x 120 ms (deadlines are absolute).
     assert at_least(result.time_to_first_token, 0.3)
-    assert at_least(result.duration, 0.3 + 9 * 0.02)
+    assert at_least(result.duration, 0.3 + 9 * 0.12)
     # The role-only chunk comes with the headers, 300 ms before any text. Ordering, not
     # milliseconds: the read that brings it is stamped before the simulator's timer can
     # write the first token, in one event loop however late it runs.
@@ -361,10 +366,19 @@ async def test_error_before_any_token(make_llm_sim: SimFactory) -> None:
 
 async def test_stall_is_timeout(make_llm_sim: SimFactory) -> None:
     sim = await make_llm_sim(m=ModelBehaviour(ttft=0.02, itl=0.01, tokens=10, stall_after=2))
-    result = await probe_once(make_target(url=f"{sim.url}/v1", timeout="0.5s"))
+    started = time.monotonic()
+    # 1.5 s: the deadline must pass after the two token chunks (written at once) were
+    # read, or the detail says fewer; 1.5 s is beyond the 1 s stall budget of a starved
+    # 2-core box (0.5 s was not).
+    result = await probe_once(make_target(url=f"{sim.url}/v1", timeout="1.5s"))
+    waited = time.monotonic() - started
     assert result.reason is FailureReason.TIMEOUT
-    # Bounds (real clock): not before the 0.5 s deadline; long before the 30 s stall.
-    assert at_least(result.elapsed, 0.5)
+    # Bounds (real clock): not before the 1.5 s deadline; long before the 30 s stall.
+    # The probe ran until its 1.5 s deadline: measured around the call. The probe's own
+    # `elapsed` starts after the deadline was armed, so on a loaded box it reads a few ms
+    # under it (0.4976 s seen in the trap matrix); only its upper bound holds.
+    assert waited >= 1.5 - EARLY
+    assert result.elapsed <= 1.5 + STARVED
     assert "2 token chunks" in result.detail
 
 

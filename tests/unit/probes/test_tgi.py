@@ -202,16 +202,20 @@ def test_config_problems(fields: dict[str, object], message: str) -> None:
 
 async def test_ttft_skips_special_tokens_and_keepalives(make_llm_sim: SimFactory) -> None:
     # A special <s> token with the headers, keep-alive comments every 50 ms, the first
-    # text token at 500 ms and 9 more 20 ms apart, then the EOS (special) with details.
+    # text token at 500 ms and 9 more 120 ms apart, then the EOS (special) with details.
+    # A 1.08 s decode window (9 gaps of 120 ms): the simulator writes on absolute
+    # deadlines, so a first token delivered as late as the whole window comes with
+    # all the others in one read, a burst with no gaps by definition; 180 ms was
+    # within a loaded box's stalls, 1.08 s is beyond its 1 s stall budget.
     sim = await make_llm_sim(
-        m=ModelBehaviour(ttft=0.5, itl=0.02, tokens=10, keepalive_interval=0.05, prompt_tokens=7)
+        m=ModelBehaviour(ttft=0.5, itl=0.12, tokens=10, keepalive_interval=0.05, prompt_tokens=7)
     )
     result = await probe_once(target(sim.url))
     assert result.success, result.detail
     assert within(result.time_to_first_token, 0.5)
     assert result.time_to_first_chunk is not None and result.time_to_first_token is not None
     assert result.time_to_first_chunk < result.time_to_first_token
-    assert within(result.duration, 0.5 + 9 * 0.02)
+    assert within(result.duration, 0.5 + 9 * 0.12)
     assert result.token_chunks == 10 and result.finish_reason == "stop"
     # generated_tokens counts the EOS token: one more than the text tokens.
     assert result.output_tokens == 11 and result.usage_source == "usage"

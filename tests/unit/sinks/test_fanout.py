@@ -81,7 +81,8 @@ async def test_an_extra_sink_sees_probe_results_and_flux_events(
     extra = RecordingSink()
     state = make_state(config, extra_sinks=[extra])
     client = await aiohttp_client(create_app(state))
-    assert client.app[EXPORTER].sinks.sinks == [state.prometheus, extra]
+    # The OTel switch is always there (it forwards to nothing while `otel:` is absent).
+    assert client.app[EXPORTER].sinks.sinks == [state.prometheus, state.otel, extra]
 
     async def probed() -> bool:
         return len(extra.results) >= 1

@@ -95,8 +95,24 @@ args:
   {{- range .Values.extraArgs }}
   - {{ . | quote }}
   {{- end }}
-{{- if or .Values.secretEnv .Values.extraEnv (and (eq .Values.mode "deployment") (gt (int .Values.shards) 1)) }}
 env:
+  # The pod's identity for the OTel resource (k8s.pod.name, …; docs/CONFIGURATION.md, otel).
+  - name: K8S_POD_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.name
+  - name: K8S_POD_UID
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.uid
+  - name: K8S_NAMESPACE_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.namespace
+  - name: K8S_NODE_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: spec.nodeName
   {{- if and (eq .Values.mode "deployment") (gt (int .Values.shards) 1) }}
   - name: TTFT_SHARD_INDEX
     valueFrom:
@@ -113,7 +129,6 @@ env:
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
-{{- end }}
 ports:
   - name: ttft-metrics
     containerPort: {{ .Values.port }}
