@@ -1,17 +1,35 @@
 """Small helpers shared by tests: free loopback ports, the real binaries the test
-command installs, and bounded polling."""
+command installs, bounded polling, a canned successful probe result and the
+executor-plus-scheduler pair the scheduler, cold-probe and budget tests run."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
+import aiojobs
 import pytest
+
+from ttft_exporter.budget import ProbeBudget
+from ttft_exporter.catalogue import DEFAULT_BUCKETS
+from ttft_exporter.clock import Clock, Sleeper, SystemClock
+from ttft_exporter.executor import ProbeExecutor
+from ttft_exporter.history import History
+from ttft_exporter.probes.base import GapHistogram, ProbeResult
+from ttft_exporter.scheduler import ProbeScheduler
+from ttft_exporter.selfmetrics import ExporterMetrics
+from ttft_exporter.sinks.prometheus.series import MetricStore
+from ttft_exporter.sinks.prometheus.sink import PrometheusSink
+from ttft_exporter.supervise import Supervisor
 
 __all__ = [
     "LOGGING_ERRORS",
@@ -20,8 +38,13 @@ __all__ = [
     "ManualTimer",
     "StampCountingClock",
     "free_port",
+    "gap_histogram",
     "poll",
+    "probe_scheduler",
     "require_tool",
+    "running_rig",
+    "success_result",
+    "terminate",
 ]
 
 # Every "--- Logging error ---" of the current test (a handler that failed to emit),
@@ -112,6 +135,19 @@ def free_port() -> int:
     return port
 
 
+def terminate(popen: subprocess.Popen[bytes], grace: float) -> None:
+    """Stop a server this test started, by its PID: SIGTERM, then SIGKILL if it is
+    still running `grace` seconds later. Blocks up to twice `grace`."""
+    if popen.poll() is not None:
+        return
+    os.kill(popen.pid, signal.SIGTERM)
+    try:
+        popen.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.kill(popen.pid, signal.SIGKILL)
+        popen.wait(timeout=grace)
+
+
 def require_tool(tool: str, package: str) -> str:
     """The path of a real binary; fails (never skips) when it is missing, because the
     test command (.ci/run) installs it."""
@@ -136,6 +172,92 @@ async def poll(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {cap}s waiting for {what}")
         await asyncio.sleep(step)
+
+
+def gap_histogram(gaps: tuple[float, ...], bounds: tuple[float, ...] | None = None) -> GapHistogram:
+    """A GapHistogram (default: the inter-token buckets) that observed `gaps`."""
+    hist = GapHistogram(bounds or DEFAULT_BUCKETS["inter_token"])
+    for gap in gaps:
+        hist.observe(gap)
+    return hist
+
+
+def success_result(**overrides: Any) -> ProbeResult:
+    """A successful probe with every figure set (40 tokens, 0.3 s TTFT, 19 gaps of
+    20 ms), `overrides` replacing any of its fields."""
+    values: dict[str, Any] = {
+        "success": True,
+        "started_at": 1700000000.5,
+        "phases": {"dns": 0.0, "connect": 0.001, "tls": 0.002, "headers": 0.003},
+        "http_status": 200,
+        "time_to_first_byte": 0.006,
+        "time_to_first_chunk": 0.007,
+        "time_to_first_token": 0.3,
+        "time_to_first_output_token": 0.5,
+        "duration": 0.68,
+        "inter_chunk_gaps": gap_histogram((0.02,) * 19),
+        "time_per_output_token": 0.38 / 39,
+        "output_tokens": 40,
+        "decode_tokens": 39,
+        "usage_source": "usage",
+        "input_tokens": 7,
+        "finish_reason": "length",
+    }
+    values.update(overrides)
+    return ProbeResult(**values)
+
+
+def probe_scheduler(
+    jobs: aiojobs.Scheduler,
+    metrics: ExporterMetrics,
+    store: MetricStore,
+    *,
+    history: History,
+    clock: Clock | None = None,
+    sleeper: Sleeper | None = None,
+    budget: ProbeBudget | None = None,
+) -> tuple[ProbeExecutor, ProbeScheduler]:
+    """A real executor (16 slots, timing on `clock`, else the system's) and a real
+    scheduler feeding `store`, start jitter off. `clock` and `sleeper` are also the
+    scheduler's (its cold cycles'); None leaves the scheduler its defaults."""
+    executor = ProbeExecutor(
+        clock=clock if clock is not None else SystemClock(),
+        concurrency=16,
+        metrics=metrics,
+        history=history,
+        budget=budget,
+    )
+    scheduler = ProbeScheduler(
+        executor=executor,
+        sink=PrometheusSink(store),
+        jobs=jobs,
+        metrics=metrics,
+        supervisor=Supervisor(metrics),
+        start_jitter=False,
+        clock=clock,
+        sleeper=sleeper,
+    )
+    return executor, scheduler
+
+
+class _Rig(Protocol):
+    scheduler: ProbeScheduler
+
+
+RigT = TypeVar("RigT", bound=_Rig)
+
+
+@contextlib.asynccontextmanager
+async def running_rig(make: Callable[[aiojobs.Scheduler], RigT]) -> AsyncIterator[RigT]:
+    """`make(jobs)` on a fresh aiojobs scheduler; afterwards its probe scheduler is
+    closed, then the jobs (in that order: the runners' loops are jobs)."""
+    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
+    made = make(jobs)
+    try:
+        yield made
+    finally:
+        await made.scheduler.close()
+        await jobs.close()
 
 
 class CountingLLM:

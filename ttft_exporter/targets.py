@@ -58,6 +58,7 @@ __all__ = [
     "HEADER_UNION_TAGS",
     "RESERVED_LABELS",
     "ChatMessage",
+    "HeaderMap",
     "HeaderName",
     "HeaderSpec",
     "HeaderValue",
@@ -308,6 +309,16 @@ def _header_values(headers: Mapping[str, HeaderSpec]) -> tuple[dict[str, str], l
     return values, secrets
 
 
+def _at_most_max_headers(value: dict[str, HeaderSpec]) -> dict[str, HeaderSpec]:
+    if len(value) > MAX_HEADERS:
+        raise ValueError(f"more than {MAX_HEADERS} headers")
+    return value
+
+
+HeaderMap = Annotated[dict[HeaderName, HeaderSpec], AfterValidator(_at_most_max_headers)]
+"""Headers a user configures (targets, the OTLP exporter): at most MAX_HEADERS of them."""
+
+
 class TLSConfig(StrictModel):
     """TLS settings for https targets."""
 
@@ -438,7 +449,7 @@ class TargetBase(StrictModel):
         10.0, validate_default=True, description="Deadline of one probe; must be below interval."
     )
     max_tokens: int = Field(64, ge=1, le=1_000_000, description="max_tokens sent with the request.")
-    headers: dict[HeaderName, HeaderSpec] = Field(
+    headers: HeaderMap = Field(
         default_factory=dict,
         repr=False,
         description=(
@@ -605,13 +616,6 @@ class TargetBase(StrictModel):
         interval = info.data.get("interval")
         if interval is not None and value >= interval:
             raise ValueError(f"must be below interval ({format_duration(interval)})")
-        return value
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, HeaderSpec]) -> dict[str, HeaderSpec]:
-        if len(value) > MAX_HEADERS:
-            raise ValueError(f"more than {MAX_HEADERS} headers")
         return value
 
     @field_validator("api_key_file")

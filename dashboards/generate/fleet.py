@@ -133,7 +133,9 @@ def build() -> Board:
             describe(
                 "Time from sending the request to the first generated text (answer or "
                 "reasoning), quantiles of successful probes over 5m (recording rules "
-                "target:ttft_probe_time_to_first_token_seconds:p*_5m).",
+                "target:ttft_probe_time_to_first_token_seconds:p*_5m). The cold probe "
+                "(scenario cold) is left out, slow on purpose: its TTFT is in the TTFT "
+                "distribution and the TTFB vs first chunk vs TTFT panel.",
                 "p95 above the SLO threshold (TTFTLatencyRegression), or a p99 far above "
                 "p50 (queueing: some requests wait for a free slot).",
             ),
@@ -242,7 +244,8 @@ def build() -> Board:
             "Output tokens/s (decode rate)",
             describe(
                 "Tokens streamed after the first one divided by the time they took, over "
-                "5m (recording rule target:ttft_probe_output_tokens_per_second:rate5m).",
+                "5m (recording rule target:ttft_probe_output_tokens_per_second:rate5m), "
+                "without the cold probe.",
                 "a drop against the target's usual rate (TokensPerSecondDrop): a busier "
                 "or smaller GPU, or batching that got larger.",
             ),

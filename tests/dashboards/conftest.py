@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from dashboards.render import Prometheus as PrometheusAPI
-from tests.dashboards.stack import JOB, ExporterThread, Prometheus
+from tests.dashboards.stack import JOB, ExporterThread, prometheus_config
 from tests.helpers import free_port, require_tool
+from tests.prometheus_server import PrometheusServer
 
 # The issue's floor: the exporter watched the simulators for 30 s before the queries.
 MIN_SCRAPED = 30.0
@@ -29,7 +30,7 @@ RULES_CAP = 60.0
 
 @dataclass
 class Live:
-    prometheus: Prometheus
+    prometheus: PrometheusServer
     api: PrometheusAPI
     exporter_port: int
     scraped_since: float
@@ -38,9 +39,10 @@ class Live:
         return time.monotonic() - self.scraped_since
 
 
-def _wait(check: Callable[[], bool], what: str, cap: float, server: Prometheus) -> None:
+def _wait(check: Callable[[], bool], what: str, cap: float, server: PrometheusServer) -> None:
     deadline = time.monotonic() + cap
     while True:
+        server.check_running()
         try:
             if check():
                 return
@@ -57,23 +59,27 @@ def live() -> Iterator[Live]:
     exporter = ExporterThread()
     exporter.start()
     with tempfile.TemporaryDirectory(prefix="ttft-dashboards-") as tmp:
-        server = Prometheus.start(binary, Path(tmp), free_port(), exporter.port)
+        server = PrometheusServer(
+            binary, Path(tmp), prometheus_config(exporter.port), port=free_port()
+        )
+        server.start()
+        api = PrometheusAPI(server.url)
         try:
             _wait(
-                lambda: any(r["value"][1] == "1" for r in server.query(f'up{{job="{JOB}"}}')),
+                lambda: any(r["value"][1] == "1" for r in api.instant(f'up{{job="{JOB}"}}')),
                 f'up{{job="{JOB}"}} == 1',
                 UP_CAP,
                 server,
             )
             scraped_since = time.monotonic()
             _wait(
-                lambda: bool(server.query('slo:sli_error:ratio_rate5m{sloth_slo="ttft-latency"}')),
+                lambda: bool(api.instant('slo:sli_error:ratio_rate5m{sloth_slo="ttft-latency"}')),
                 "the SLO recording rules to produce data",
                 RULES_CAP,
                 server,
             )
             time.sleep(max(0.0, MIN_SCRAPED - (time.monotonic() - scraped_since)))
-            yield Live(server, PrometheusAPI(server.url), exporter.port, scraped_since)
+            yield Live(server, api, exporter.port, scraped_since)
         finally:
             server.stop()
             exporter.stop()

@@ -1,28 +1,20 @@
 """The live stack the dashboard tests query: the LLM simulator serving a healthy, a
 degraded, a reasoning and a failing model, the Flux simulator, the exporter probing
 them every second, and a real Prometheus 2.42 scraping it with the committed rules of
-`alerts/` loaded. The simulators and the exporter run on their own event loop in a
+`alerts/` loaded (tests/prometheus_server.py). The simulators and the exporter run on their own event loop in a
 thread, so one stack serves every test of the session (sync or async)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
 import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
 
+from tests.prometheus_server import scrape_config
 from ttft_exporter.config import ConfigHolder, parse_config
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.flux import FluxSimConfig, run_flux_sim
@@ -145,96 +137,7 @@ class ExporterThread:
             await llm_runner.cleanup()
 
 
-class QueryError(Exception):
-    """Prometheus refused a query (its errorType and error)."""
-
-
-@dataclass
-class Prometheus:
-    """A real Prometheus in a temporary directory, stopped by its PID."""
-
-    url: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    @classmethod
-    def start(cls, binary: str, directory: Path, port: int, target_port: int) -> Prometheus:
-        config = directory / "prometheus.yml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(path) for path in RULE_FILES],
-                    "scrape_configs": [
-                        {
-                            "job_name": JOB,
-                            "scrape_interval": "1s",
-                            "scrape_timeout": "1s",
-                            "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
-                        }
-                    ],
-                }
-            ),
-            encoding="utf-8",
-        )
-        log = directory / "prometheus.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=directory,
-            )
-        return cls(f"http://127.0.0.1:{port}", popen, log)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=10)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-    def api(self, path: str, params: dict[str, str]) -> Any:
-        """`data` of a successful API answer; QueryError for an error answer."""
-        if self.popen.poll() is not None:
-            raise RuntimeError(f"prometheus exited with {self.popen.returncode}:\n{self.tail()}")
-        url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - loopback
-                body = json.load(response)
-        except urllib.error.HTTPError as exc:
-            body = json.load(exc)
-        if body.get("status") != "success":
-            raise QueryError(f"{body.get('errorType')}: {body.get('error')}")
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """An instant query's result ([] for no data)."""
-        data = self.api("/api/v1/query", {"query": expr})
-        result = data["result"]
-        return result if isinstance(result, list) else [{"value": result}]
-
-    def query_range(self, expr: str, seconds: float, step: float) -> list[dict[str, Any]]:
-        """A range query over the last `seconds`."""
-        end = time.time()
-        data = self.api(
-            "/api/v1/query_range",
-            {
-                "query": expr,
-                "start": f"{end - seconds:.3f}",
-                "end": f"{end:.3f}",
-                "step": f"{step:g}",
-            },
-        )
-        result: list[dict[str, Any]] = data["result"]
-        return result
+def prometheus_config(exporter_port: int) -> dict[str, Any]:
+    """The stack's Prometheus: scraping the exporter as JOB every second, with the
+    committed rules loaded."""
+    return scrape_config(JOB, exporter_port, rule_files=RULE_FILES)

@@ -13,8 +13,6 @@ A second test checks the inhibition rules of the routing tree in a real Alertman
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,7 +25,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from tests.helpers import free_port, poll, require_tool
+from tests.helpers import free_port, poll, require_tool, terminate
 from ttft_exporter.config import Config, ConfigHolder, parse_config
 from ttft_exporter.rules import E2E_TIME_SCALE, RuleOptions, render_rule_files
 from ttft_exporter.server import ExporterState, create_app
@@ -73,13 +71,7 @@ class Process:
     log: Path
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.kill(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=5)
+        terminate(self.popen, grace=5.0)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""

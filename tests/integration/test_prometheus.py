@@ -5,8 +5,6 @@ storing the exemplars that link them to probe traces."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +12,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 from aiohttp import web
 
 from tests.conftest import SimFactory, make_config, make_state
 from tests.helpers import free_port, poll, require_tool
+from tests.prometheus_server import PrometheusServer, scrape_config
 from ttft_exporter.server import ExporterState, create_app
 from ttft_exporter.sim.llm import ModelBehaviour
 
@@ -113,74 +111,12 @@ async def test_promtool_check_metrics_accepts_a_live_scrape(exporter: Exporter) 
     assert (proc.returncode, out.decode(), err.decode()) == (0, "", "")
 
 
-class Prometheus:
-    """A real Prometheus in its own temporary directory, stopped by its PID."""
-
-    def __init__(
-        self, binary: str, directory: Path, target_port: int, flags: tuple[str, ...] = ()
-    ) -> None:
-        self.binary = binary
-        self.flags = flags
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = directory / "prometheus.yml"
-        self.log = directory / "prometheus.log"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "scrape_configs": [
-                        {
-                            "job_name": JOB,
-                            "scrape_interval": "1s",
-                            "scrape_timeout": "1s",
-                            "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}],
-                        }
-                    ],
-                }
-            ),
-            encoding="utf-8",
-        )
-        self.pid: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        with self.log.open("wb") as log:
-            self._proc = await asyncio.create_subprocess_exec(
-                self.binary,
-                f"--config.file={self.config}",
-                f"--storage.tsdb.path={self.directory / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                *self.flags,
-                stdout=log,
-                stderr=log,
-                cwd=self.directory,
-            )
-        self.pid = self._proc.pid
-
-    async def stop(self) -> None:
-        if self._proc is None or self.pid is None:
-            return
-        if self._proc.returncode is None:
-            os.kill(self.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self._proc.wait(), timeout=10.0)
-            except TimeoutError:
-                os.kill(self.pid, signal.SIGKILL)
-                await self._proc.wait()
-
-    def running(self) -> None:
-        assert self._proc is not None
-        if self._proc.returncode is not None:
-            pytest.fail(
-                f"prometheus exited with {self._proc.returncode}:\n"
-                + self.log.read_text(encoding="utf-8")[-3000:]
-            )
+class Prometheus(PrometheusServer):
+    """A real Prometheus scraping the exporter, queried with the test's session."""
 
     async def query(self, session: aiohttp.ClientSession, expr: str) -> list[dict[str, Any]]:
         """An instant query's result vector ([] while there is no data)."""
-        self.running()
+        self.check_running()
         try:
             async with session.get(f"{self.url}/api/v1/query", params={"query": expr}) as resp:
                 if resp.status == 503:
@@ -200,12 +136,17 @@ async def prometheus(
 ) -> AsyncIterator[Prometheus]:
     # 2.42 keeps exemplars only with this feature flag (in memory, a circular buffer).
     flags = ("--enable-feature=exemplar-storage",) if trace_ids else ()
-    server = Prometheus(require_tool("prometheus", "prometheus"), tmp_path, exporter.port, flags)
-    await server.start()
+    server = Prometheus(
+        require_tool("prometheus", "prometheus"),
+        tmp_path,
+        scrape_config(JOB, exporter.port),
+        flags=flags,
+    )
+    server.start()
     try:
         yield server
     finally:
-        await server.stop()
+        await server.stop_async()
 
 
 async def test_prometheus_scrapes_and_computes_the_ttft_quantile(
@@ -270,7 +211,7 @@ async def test_prometheus_stores_the_probe_trace_ids_as_exemplars(
     ttft = "ttft_probe_time_to_first_token_seconds_bucket"
 
     async def exemplars(session: aiohttp.ClientSession) -> list[dict[str, Any]]:
-        prometheus.running()
+        prometheus.check_running()
         params = {"query": f'{ttft}{{target="healthy"}}', "start": "0", "end": "9999999999"}
         try:
             async with session.get(f"{prometheus.url}/api/v1/query_exemplars", params=params) as r:

@@ -5,17 +5,14 @@ reproduce, in Prometheus, which replica probes which target."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from tests.helpers import free_port, poll, require_tool
+from tests.prometheus_server import PrometheusServer
 from ttft_exporter.shard import hashmod
 
 pytestmark = pytest.mark.integration
@@ -29,7 +26,6 @@ START_CAP = 30.0  # Prometheus 2.42 on a loaded machine: several seconds to be r
 
 async def test_hashmod_matches_a_real_prometheus(tmp_path: Path) -> None:
     binary = require_tool("prometheus", "prometheus")
-    port = free_port()
     unreachable = free_port()  # nothing listens: only the relabelled labels matter
     config = {
         "global": {"scrape_interval": "1h"},
@@ -51,25 +47,15 @@ async def test_hashmod_matches_a_real_prometheus(tmp_path: Path) -> None:
             }
         ],
     }
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        binary,
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        stdout=log,
-        stderr=log,
-        cwd=tmp_path,
-    )
+    server = PrometheusServer(binary, tmp_path, config)
+    server.start()
     try:
         async with aiohttp.ClientSession() as session:
 
             async def targets() -> list[dict[str, Any]]:
-                if proc.returncode is not None:
-                    pytest.fail((tmp_path / "prometheus.log").read_text(encoding="utf-8"))
+                server.check_running()
                 try:
-                    async with session.get(f"http://127.0.0.1:{port}/api/v1/targets") as resp:
+                    async with session.get(f"{server.url}/api/v1/targets") as resp:
                         if resp.status != 200:
                             return []
                         body = await resp.json()
@@ -80,10 +66,7 @@ async def test_hashmod_matches_a_real_prometheus(tmp_path: Path) -> None:
 
             active = await poll(targets, "Prometheus' relabelled targets", cap=START_CAP)
     finally:
-        if proc.returncode is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            await proc.wait()
-        log.close()
+        await server.stop_async()
     theirs = {t["labels"]["name"]: int(t["labels"]["shard"]) for t in active}
     ours = {name: hashmod(name, MODULUS) for name in NAMES}
     assert theirs == ours

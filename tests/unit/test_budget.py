@@ -28,7 +28,7 @@ from tests.conftest import (
     make_target,
     probe_once,
 )
-from tests.helpers import ManualClock
+from tests.helpers import ManualClock, probe_scheduler, running_rig
 from ttft_exporter.budget import (
     CostConfig,
     ProbeBudget,
@@ -36,7 +36,6 @@ from ttft_exporter.budget import (
     probe_charge,
     probe_cost,
 )
-from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import TargetConfig
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import ProbeExecutor
@@ -48,8 +47,6 @@ from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.server import create_app
 from ttft_exporter.sim.llm import ModelBehaviour
 from ttft_exporter.sinks.prometheus.series import MetricStore, SeriesSet
-from ttft_exporter.sinks.prometheus.sink import PrometheusSink
-from ttft_exporter.supervise import Supervisor
 from ttft_exporter.targets import target_labels
 
 # 2026-02-14 00:00:00 UTC, a whole number of days since the epoch.
@@ -298,20 +295,12 @@ class Rig:
 
     def __post_init__(self) -> None:
         # Probes time on the system clock; only the budget's UTC day is injected.
-        self.executor = ProbeExecutor(
-            clock=SystemClock(),
-            concurrency=16,
-            metrics=self.metrics,
+        self.executor, self.scheduler = probe_scheduler(
+            self.jobs,
+            self.metrics,
+            self.store,
             history=History(1000),
             budget=ProbeBudget(self.wall),
-        )
-        self.scheduler = ProbeScheduler(
-            executor=self.executor,
-            sink=PrometheusSink(self.store),
-            jobs=self.jobs,
-            metrics=self.metrics,
-            supervisor=Supervisor(self.metrics),
-            start_jitter=False,
         )
 
     def get(self, target: str, name: str, child: tuple[str, ...] = ()) -> float:
@@ -321,11 +310,8 @@ class Rig:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
-    made = Rig(jobs, ManualClock(wall=MIDNIGHT + DAY - 3600))
-    yield made
-    await made.scheduler.close()
-    await jobs.close()
+    async with running_rig(lambda jobs: Rig(jobs, ManualClock(wall=MIDNIGHT + DAY - 3600))) as made:
+        yield made
 
 
 def requests(sim: RunningSim, model: str) -> int:

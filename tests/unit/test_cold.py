@@ -16,7 +16,7 @@ import aiojobs
 import pytest
 
 from tests.conftest import RunningSim, SimFactory, make_config
-from tests.helpers import ManualTimer
+from tests.helpers import ManualTimer, probe_scheduler, running_rig
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.probes import create_session
@@ -25,7 +25,6 @@ from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.sim.llm import ModelBehaviour
 from ttft_exporter.sinks.prometheus.series import MetricStore
 from ttft_exporter.sinks.prometheus.sink import PrometheusSink
-from ttft_exporter.supervise import Supervisor
 
 FAST = ModelBehaviour(ttft=0.0, itl=0.0, tokens=2)
 IDLE = 15 * 60.0
@@ -45,16 +44,11 @@ class ColdRig:
     scheduler: ProbeScheduler = field(init=False)
 
     def __post_init__(self) -> None:
-        self.executor = ProbeExecutor(
-            clock=self.timer, concurrency=16, metrics=self.metrics, history=History(100)
-        )
-        self.scheduler = ProbeScheduler(
-            executor=self.executor,
-            sink=PrometheusSink(self.store),
-            jobs=self.jobs,
-            metrics=self.metrics,
-            supervisor=Supervisor(self.metrics),
-            start_jitter=False,
+        self.executor, self.scheduler = probe_scheduler(
+            self.jobs,
+            self.metrics,
+            self.store,
+            history=History(100),
             clock=self.timer,
             sleeper=self.timer,
         )
@@ -69,11 +63,8 @@ class ColdRig:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[ColdRig]:
-    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
-    made = ColdRig(jobs)
-    yield made
-    await made.scheduler.close()
-    await jobs.close()
+    async with running_rig(ColdRig) as made:
+        yield made
 
 
 async def until(predicate: Callable[[], bool], what: str, cap: float = CAP) -> None:

@@ -19,7 +19,7 @@ import aiojobs
 import pytest
 
 from tests.conftest import RunningSim, SimFactory, make_config
-from ttft_exporter.clock import SystemClock
+from tests.helpers import probe_scheduler, running_rig
 from ttft_exporter.config import Config, OpenAIChatTarget
 from ttft_exporter.errors import FailureReason
 from ttft_exporter.executor import ProbeExecutor
@@ -31,8 +31,6 @@ from ttft_exporter.scheduler import ProbeScheduler, TargetRunner
 from ttft_exporter.selfmetrics import ExporterMetrics
 from ttft_exporter.sim.llm import ModelBehaviour
 from ttft_exporter.sinks.prometheus.series import MetricStore
-from ttft_exporter.sinks.prometheus.sink import PrometheusSink
-from ttft_exporter.supervise import Supervisor
 
 INTERVAL = 0.3
 TIMEOUT = 0.25
@@ -67,16 +65,8 @@ class Rig:
     in_flight_seen: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.executor = ProbeExecutor(
-            clock=SystemClock(), concurrency=16, metrics=self.metrics, history=self.history
-        )
-        self.scheduler = ProbeScheduler(
-            executor=self.executor,
-            sink=PrometheusSink(self.store),
-            jobs=self.jobs,
-            metrics=self.metrics,
-            supervisor=Supervisor(self.metrics),
-            start_jitter=False,
+        self.executor, self.scheduler = probe_scheduler(
+            self.jobs, self.metrics, self.store, history=self.history
         )
 
     def sample(self, name: str, **labels: str) -> float | None:
@@ -108,11 +98,8 @@ class Rig:
 
 @pytest.fixture
 async def rig() -> AsyncIterator[Rig]:
-    jobs = aiojobs.Scheduler(limit=None, close_timeout=5.0)
-    made = Rig(jobs)
-    yield made
-    await made.scheduler.close()
-    await jobs.close()
+    async with running_rig(Rig) as made:
+        yield made
 
 
 def targets(sim: RunningSim, *models: str, **fields: Any) -> list[dict[str, Any]]:

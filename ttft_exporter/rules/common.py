@@ -14,6 +14,8 @@ from ttft_exporter.slo import DEFAULT_JOB, DEFAULT_RUNBOOK_URL
 
 __all__ = [
     "AGGREGATED_AWAY",
+    "COLD_SCENARIO",
+    "SCENARIO",
     "Context",
     "Group",
     "Rule",
@@ -35,6 +37,13 @@ __all__ = [
 # probed. Everything else stays: the target's static labels (team, env) and the
 # scrape's topology (job, namespace, cluster), so every alert can be routed.
 AGGREGATED_AWAY = ("instance", "pod")
+
+# Every probe series carries `scenario` (#10): `default`, a configured name, or
+# `cold` for the probe sent after the target was held idle. A cold probe is slow on
+# purpose (scale from zero, model swapped out), so the latency rules never read it;
+# the availability rules do, since a cold start that fails is a real failure.
+SCENARIO = "scenario"
+COLD_SCENARIO = "cold"
 
 Rule = dict[str, Any]
 
@@ -126,6 +135,12 @@ class Selection:
         parts = [main, *(build(matchers(*include, *extra, *c)) for c in rest)]
         return "(" + " unless ".join(parts) + ")"
 
+    def warm(self) -> Selection:
+        """This selection without the cold probe's series: what every latency-kind
+        rule (TTFT/TTFOT quantiles, decode rate, latency SLIs, regression alerts)
+        reads. The one place the `scenario!="cold"` matcher is built."""
+        return Selection((*self.include, f"{SCENARIO}!={quote(COLD_SCENARIO)}"), self.exclude)
+
     def series(self, metric: str, *extra: str, offset: str | None = None) -> str:
         """An instant vector selector, optionally `offset` back in time."""
         shift = f" offset {offset}" if offset else ""
@@ -173,6 +188,10 @@ class Context:
     def everything(self) -> Selection:
         """Every series of the exporter's job."""
         return Selection((self.job_matcher,))
+
+    def warm(self) -> Selection:
+        """Every series of the exporter's job but the cold probe's (Selection.warm)."""
+        return self.everything().warm()
 
     def runbook(self, alertname: str) -> str:
         """The runbook_url annotation of an alert."""

@@ -1,7 +1,12 @@
 """Recording rules (`level:metric:operations`) for dashboards and the alerts: per
 target TTFT/TTFOT quantiles, success ratio and decode rate; per Flux instance event
 rate and canary propagation; plus the 30m series and 7-day medians the baseline
-alerts compare against."""
+alerts compare against.
+
+The latency-kind rules (quantiles, decode rate) read no cold probe (`Context.warm`):
+a cold start is slow on purpose and would drag the p99 and the baselines. The
+success ratio counts every probe, cold ones included: a failed cold start is a
+failure."""
 
 from __future__ import annotations
 
@@ -46,15 +51,15 @@ def _decode_rate(sel: Selection, window: str) -> str:
 def probe_recording(ctx: Context) -> Group:
     """Per-target recording rules."""
     w5, w30, week = ctx(300), ctx(1800), ctx(_WEEK)
-    sel = ctx.everything()
+    sel, warm = ctx.everything(), ctx.warm()
     group = Group(PROBE_RECORDING_GROUP)
     for metric, what in ((TTFT, "TTFT"), (TTFOT, "time to first output token")):
         for q in (0.5, 0.95, 0.99):
             pct = round(q * 100)
             group.rules.append(
                 _commented(
-                    record(f"target:{metric}:p{pct}_5m", quantile(q, metric, sel, w5)),
-                    f"p{pct} {what} of successful probes over 5m.",
+                    record(f"target:{metric}:p{pct}_5m", quantile(q, metric, warm, w5)),
+                    f"p{pct} {what} of successful probes over 5m (no cold probe).",
                 )
             )
     requests = "ttft_probe_requests_total"
@@ -69,14 +74,14 @@ def probe_recording(ctx: Context) -> Group:
                     f"(sum {without('outcome')} ({sel.rate(requests, w5)}) > 0)",
                 ),
             ),
-            "Ratio of probes that succeeded over 5m.",
+            "Ratio of probes that succeeded over 5m (cold probes included).",
         ),
         _commented(
-            record("target:ttft_probe_output_tokens_per_second:rate5m", _decode_rate(sel, w5)),
-            "Decode rate (output tokens/s after the first token) over 5m.",
+            record("target:ttft_probe_output_tokens_per_second:rate5m", _decode_rate(warm, w5)),
+            "Decode rate (output tokens/s after the first token) over 5m, no cold probe.",
         ),
         _commented(
-            record(f"target:{TTFT}:p95_30m", quantile(0.95, TTFT, sel, w30)),
+            record(f"target:{TTFT}:p95_30m", quantile(0.95, TTFT, warm, w30)),
             "p95 TTFT over 30m: TTFTRelativeRegression's current value.",
         ),
         _commented(
@@ -87,7 +92,7 @@ def probe_recording(ctx: Context) -> Group:
             "7-day median of the 30m p95 TTFT: TTFTRelativeRegression's baseline.",
         ),
         _commented(
-            record("target:ttft_probe_output_tokens_per_second:rate30m", _decode_rate(sel, w30)),
+            record("target:ttft_probe_output_tokens_per_second:rate30m", _decode_rate(warm, w30)),
             "Decode rate over 30m: TokensPerSecondDrop's current value.",
         ),
         _commented(

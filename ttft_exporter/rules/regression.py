@@ -1,6 +1,11 @@
 """Latency regression alerts: TTFTLatencyRegression (p95 TTFT above an absolute
 threshold), TTFTRelativeRegression (p95 TTFT well above its own history) and
-TokensPerSecondDrop (decode rate well below its own history)."""
+TokensPerSecondDrop (decode rate well below its own history).
+
+Each reads its recorded series per scenario, never the cold probe's (`warm()`): the
+recording rules already leave it out, and the matcher here also keeps out cold
+series recorded by older rules (still inside the 7-day baselines after an upgrade)
+or by a recording rule of the user's own."""
 
 from __future__ import annotations
 
@@ -29,11 +34,12 @@ def _absolute(res: Resolution, slos: SLOsConfig, ctx: Context) -> list[Rule]:
     rules = []
     for override in res.ttft_thresholds:
         threshold = prom_float(override.value)
+        sel = override.selection.warm()
         rules.append(
             alert(
                 ctx,
                 "TTFTLatencyRegression",
-                f"{override.selection.series(f'target:{TTFT}:p95_5m')} > {threshold}",
+                f"{sel.series(f'target:{TTFT}:p95_5m')} > {threshold}",
                 for_=ctx(300),
                 # p95 of ~20 synthetic probes over 5m is noisy: a ticket by default;
                 # the page comes from the TTFT burn-rate alert.
@@ -56,10 +62,10 @@ def _absolute(res: Resolution, slos: SLOsConfig, ctx: Context) -> list[Rule]:
 def _relative(res: Resolution, ctx: Context) -> list[Rule]:
     rules = []
     for override in res.regressions:
-        params = override.value
-        current = override.selection.series(f"target:{TTFT}:p95_30m")
-        day_ago = override.selection.series(f"target:{TTFT}:p95_30m", offset=ctx(_DAY))
-        baseline = override.selection.series(f"target:{TTFT}:p95_30m_median7d")
+        params, sel = override.value, override.selection.warm()
+        current = sel.series(f"target:{TTFT}:p95_30m")
+        day_ago = sel.series(f"target:{TTFT}:p95_30m", offset=ctx(_DAY))
+        baseline = sel.series(f"target:{TTFT}:p95_30m_median7d")
         factor, floor = number(params.factor), prom_float(params.floor)
         rules.append(
             alert(
@@ -89,7 +95,7 @@ def _relative(res: Resolution, ctx: Context) -> list[Rule]:
 
 
 def _tokens(slos: SLOsConfig, ctx: Context) -> Rule:
-    sel = ctx.everything()
+    sel = ctx.warm()
     current = sel.series("target:ttft_probe_output_tokens_per_second:rate30m")
     day_ago = sel.series("target:ttft_probe_output_tokens_per_second:rate30m", offset=ctx(_DAY))
     baseline = sel.series("target:ttft_probe_output_tokens_per_second:rate30m_median7d")

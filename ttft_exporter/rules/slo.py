@@ -7,9 +7,15 @@ rates, budget remaining, `sloth_slo_info`), Sloth's labels (`sloth_id`,
 `sloth_service`, `sloth_slo`, `sloth_window`) and Sloth's page and ticket alerts.
 
 Where we differ from a plain Sloth spec, on purpose:
-- an SLI keeps every label but the exporter replica's (instance, pod): one SLI
-  series per target, carrying its static labels (team, env) and the scrape's
-  topology labels (job, namespace, cluster), so alerts can be routed;
+- an SLI keeps every label but the exporter replica's (instance, pod) and the
+  probe's scenario: one SLI series per target, carrying its static labels (team,
+  env) and the scrape's topology labels (job, namespace, cluster), so alerts can be
+  routed. The SLO is the target's: its scenarios (#10) are summed, as its users
+  send every kind of request;
+- the latency SLIs (TTFT, TPOT) leave out the cold probe (`scenario="cold"`, sent
+  after the target was held idle): it is slow on purpose and would burn the budget
+  at every scale from zero. The availability SLI counts it: a cold start that fails
+  is a failure the users see;
 - a probe that failed (timed out, refused, broke mid-stream) is a bad event of the
   latency SLIs too, and every attempted probe counts in their denominator: an outage
   never makes a latency SLO look healthier;
@@ -28,6 +34,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ttft_exporter.rules.common import (
+    SCENARIO,
     Context,
     Group,
     Rule,
@@ -126,23 +133,25 @@ SLI = Events | Raw
 
 def _failed_probes(selection: Selection, window: str) -> str:
     rate = selection.rate("ttft_probe_requests_total", window, 'outcome="failure"')
-    return f"sum {without('outcome')} ({rate})"
+    return f"sum {without(SCENARIO, 'outcome')} ({rate})"
 
 
 def _latency_sli(
-    metric: str, failed: Callable[[Selection, str], str]
+    metric: str, failed: Callable[[Selection, str], str], *, probe: bool
 ) -> Callable[[SLOGroup, str], SLI]:
     """Bad = events measured above the threshold bucket plus events that failed
     (their latency is unknown, and above any threshold below the timeout); total =
     measured + failed. Every threshold is a bucket boundary (SLOsConfig.thresholds),
-    so this is an exact bucket ratio."""
+    so this is an exact bucket ratio. For a `probe` metric both terms leave out the
+    cold probe and sum the target's other scenarios (`failed` sums them too)."""
+    drop = (SCENARIO,) if probe else ()
 
     def sli(group: SLOGroup, window: str) -> SLI:
         assert group.threshold is not None  # noqa: S101 - latency kinds always have one
-        sel = group.selection
-        measured = f"sum {without()} ({sel.rate(f'{metric}_count', window)})"
+        sel = group.selection.warm() if probe else group.selection
+        measured = f"sum {without(*drop)} ({sel.rate(f'{metric}_count', window)})"
         le = f"le={quote(prom_float(group.threshold))}"
-        good = f"sum {without('le')} ({sel.rate(f'{metric}_bucket', window, le)})"
+        good = f"sum {without(*drop, 'le')} ({sel.rate(f'{metric}_bucket', window, le)})"
         bad_runs = failed(sel, window)
         return Events(
             error=lines(bad_runs, "+", measured, "-", good),
@@ -153,10 +162,12 @@ def _latency_sli(
 
 
 def _availability_sli(group: SLOGroup, window: str) -> SLI:
+    """Every scenario, the cold probe included: a cold start that fails is a failure."""
     sel = group.selection
+    requests = sel.rate("ttft_probe_requests_total", window)
     return Events(
         error=_failed_probes(sel, window),
-        total=f"sum {without('outcome')} ({sel.rate('ttft_probe_requests_total', window)})",
+        total=f"sum {without(SCENARIO, 'outcome')} ({requests})",
     )
 
 
@@ -187,7 +198,7 @@ _KINDS: dict[SLOKind, _Kind] = {
         "TTFT SLO error budget is burning too fast",
         "TTFT SLO of {who}: {objective} of probes succeed with a TTFT within "
         "{threshold}s over {period} (a failed probe counts as too slow).",
-        _latency_sli("ttft_probe_time_to_first_token_seconds", _failed_probes),
+        _latency_sli("ttft_probe_time_to_first_token_seconds", _failed_probes, probe=True),
     ),
     SLOKind.AVAILABILITY: _Kind(
         "LLMAvailabilityErrorBudgetBurn",
@@ -200,14 +211,14 @@ _KINDS: dict[SLOKind, _Kind] = {
         "TPOT SLO error budget is burning too fast",
         "TPOT SLO of {who}: {objective} of probes succeed with a time per output "
         "token within {threshold}s over {period} (a failed probe counts as too slow).",
-        _latency_sli("ttft_probe_time_per_output_token_seconds", _failed_probes),
+        _latency_sli("ttft_probe_time_per_output_token_seconds", _failed_probes, probe=True),
     ),
     SLOKind.FLUX_CANARY: _Kind(
         "FluxCanaryErrorBudgetBurn",
         "Flux canary propagation SLO error budget is burning too fast",
         "Canary SLO of {who}: {objective} of canary events seen "
         "on the stream within {threshold}s over {period} (a failed check counts as too slow).",
-        _latency_sli("ttft_flux_canary_propagation_seconds", _failed_canaries),
+        _latency_sli("ttft_flux_canary_propagation_seconds", _failed_canaries, probe=False),
     ),
     SLOKind.FLUX_STREAM: _Kind(
         "FluxStreamErrorBudgetBurn",

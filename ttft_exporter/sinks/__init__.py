@@ -6,7 +6,7 @@ OpenTelemetry sink can be another. Probes and Flux know only the `Sink` protocol
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ttft_exporter.catalogue import DEFAULT_INTER_TOKEN_BUCKETS
@@ -62,43 +62,34 @@ class FanOut:
 
     def on_target(self, target: TargetBase) -> None:
         """See Sink.on_target."""
-        error: Exception | None = None
-        for sink in self.sinks:
-            try:
-                sink.on_target(target)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after every sink
-                error = error or exc
-        if error is not None:
-            raise error
+        self._each(lambda sink: sink.on_target(target))
 
     def on_target_removed(self, name: str) -> None:
         """See Sink.on_target_removed."""
-        error: Exception | None = None
-        for sink in self.sinks:
-            try:
-                sink.on_target_removed(name)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after every sink
-                error = error or exc
-        if error is not None:
-            raise error
+        self._each(lambda sink: sink.on_target_removed(name))
 
     def on_probe_result(self, target: TargetBase, result: ProbeResult, *, timeout: float) -> None:
         """See Sink.on_probe_result."""
-        error: Exception | None = None
-        for sink in self.sinks:
-            try:
-                sink.on_probe_result(target, result, timeout=timeout)
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after every sink
-                error = error or exc
-        if error is not None:
-            raise error
+        self._each(lambda sink: sink.on_probe_result(target, result, timeout=timeout))
 
     def on_flux_event(self, event: FluxEvent) -> None:
-        """See Sink.on_flux_event (the frame hot path: one loop, no allocation)."""
+        """See Sink.on_flux_event (the frame hot path: one loop, no allocation, so
+        `_each`'s loop is spelled out here rather than given a closure per frame)."""
         error: Exception | None = None
         for sink in self.sinks:
             try:
                 sink.on_flux_event(event)
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after every sink
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def _each(self, call: Callable[[Sink], object]) -> None:
+        """`call` on every sink; the first error is raised again after the last sink."""
+        error: Exception | None = None
+        for sink in self.sinks:
+            try:
+                call(sink)
             except Exception as exc:  # noqa: BLE001 - re-raised below, after every sink
                 error = error or exc
         if error is not None:

@@ -4,6 +4,7 @@ conventions, and the shortened copy for the end-to-end test."""
 
 from __future__ import annotations
 
+import ast
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -37,6 +38,7 @@ from ttft_exporter.rules.common import (
     number,
     prom_float,
 )
+from ttft_exporter.rules.regression import LATENCY_ALERTS
 from ttft_exporter.rules.slo import burn_factor
 from ttft_exporter.sinks.prometheus.series import MetricStore
 from ttft_exporter.slo import SLOsConfig
@@ -452,15 +454,18 @@ def test_slo_output_has_sloths_series_labels_and_groups(example_config: Config) 
 
 def test_rules_keep_static_and_topology_labels(example_config: Config) -> None:
     """Item 5: no rule aggregates `by` a fixed label list; every aggregation drops only
-    the exporter replica (instance, pod) and metric-specific labels; every selector
-    of an exporter metric names the job."""
+    the exporter replica (instance, pod) and metric-specific labels (the SLIs also the
+    scenario: an SLO is the target's); every selector of an exporter metric names the
+    job."""
     for rule in _rules(example_config):
         expr = rule["expr"]
         assert " by (" not in expr and "group_left (target" not in expr
+        sli = rule.get("record", "").startswith("slo:sli_error:")
         for aggregation in re.findall(r"\b(?:sum|avg) without \(([^)]*)\)", expr):
             dropped = [label.strip() for label in aggregation.split(",")]
             assert dropped[:2] == ["instance", "pod"]
-            assert set(dropped[2:]) <= {"outcome", "le", "reason", "cause"}
+            allowed = {"outcome", "le", "reason", "cause"} | ({"scenario"} if sli else set())
+            assert set(dropped[2:]) <= allowed, rule.get("record") or rule.get("alert")
         for selector in re.findall(r"\b((?:ttft_|up\b)[a-z_]*)\{([^}]*)\}", expr):
             assert 'job="ttft-exporter"' in selector[1], (
                 rule.get("record") or rule.get("alert"),
@@ -499,12 +504,13 @@ def test_label_selectors_select_by_label_not_by_name(example_config: Config) -> 
 def test_ttft_threshold_rules_cover_unknown_targets(example_config: Config) -> None:
     exprs = [r["expr"] for r in _alerts(example_config, "TTFTLatencyRegression")]
     p95 = "target:ttft_probe_time_to_first_token_seconds:p95_5m"
+    warm = 'scenario!="cold"'
     assert exprs == [
-        f'{p95}{{job="ttft-exporter",target="ollama-qwen"}} > 2.0',
-        f'{p95}{{job="ttft-exporter",env="saas",target!="ollama-qwen"}} > 1.5',
-        f'{p95}{{job="ttft-exporter",env="prod",target!="ollama-qwen",env!="saas"}} > 0.8',
+        f'{p95}{{job="ttft-exporter",target="ollama-qwen",{warm}}} > 2.0',
+        f'{p95}{{job="ttft-exporter",env="saas",{warm},target!="ollama-qwen"}} > 1.5',
+        f'{p95}{{job="ttft-exporter",env="prod",{warm},target!="ollama-qwen",env!="saas"}} > 0.8',
         # Every other target, including those of other configs: the default.
-        f'{p95}{{job="ttft-exporter",target!="ollama-qwen",env!="saas",env!="prod"}} > 0.8',
+        f'{p95}{{job="ttft-exporter",{warm},target!="ollama-qwen",env!="saas",env!="prod"}} > 0.8',
     ]
 
 
@@ -613,3 +619,129 @@ def test_rule_files_can_be_written(example_config: Config, tmp_path: Path) -> No
 
     written = write_rule_files(example_config, tmp_path / "new", source=EXAMPLE_SOURCE)
     assert [p.name for p in written] == list(RULE_FILE_NAMES)
+
+
+# --- issue 10: scenarios and the cold probe ----------------------------------------------
+
+NOT_COLD = 'scenario!="cold"'
+LATENCY_RECORDS = re.compile(
+    r"target:(ttft_probe_time_to_first(_output)?_token_seconds:p\d+_\d+m"
+    r"|ttft_probe_output_tokens_per_second:rate\d+m)$"
+)
+LATENCY_SLOS = {"ttft-latency", "tpot-latency"}
+SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)\{([^}]*)\}")
+
+
+def _is_latency_kind(rule: dict[str, Any]) -> bool:
+    if rule.get("alert") in LATENCY_ALERTS:
+        return True
+    name = rule.get("record", "")
+    if name.startswith("slo:sli_error:ratio_rate") and "sloth_window" in rule["labels"]:
+        # The period SLI reads the 5m SLI series (already warm), not the exporter's.
+        return rule["labels"]["sloth_slo"] in LATENCY_SLOS
+    return bool(LATENCY_RECORDS.match(name))
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["rules", "e2e-copy"])
+def test_latency_rules_leave_out_the_cold_probe(example_config: Config, scaled: bool) -> None:
+    """Every selector of a latency-kind rule (quantiles, decode rate, latency and TPOT
+    SLIs in both terms, the regression and tokens/s alerts) drops scenario="cold"; no
+    other rule does: availability, success ratio, LLMProbeFailing and LLMProbeAbsent
+    count the cold probe (a failed cold start is a failure)."""
+    options = RuleOptions(time_scale=E2E_TIME_SCALE) if scaled else None
+    latency: list[dict[str, Any]] = []
+    other: list[dict[str, Any]] = []
+    for rule in _rules(example_config, options):
+        if not _is_latency_kind(rule):
+            other.append(rule)
+            assert NOT_COLD not in rule["expr"], rule.get("record") or rule.get("alert")
+            continue
+        latency.append(rule)
+        selectors = SELECTOR.findall(rule["expr"])
+        # The 7-day medians read their recorded series unfiltered: those are warm.
+        if not rule.get("record", "").endswith("_median7d"):
+            assert selectors, rule
+        for metric, matchers in selectors:
+            if metric.startswith("slo:"):  # the period SLI: the mean of the warm 5m SLI
+                continue
+            assert NOT_COLD in matchers.split(","), (
+                rule.get("record") or rule.get("alert"),
+                metric,
+            )
+    names = {r.get("record") or r.get("alert") for r in latency}
+    assert set(LATENCY_ALERTS) <= names
+    assert "target:ttft_probe_output_tokens_per_second:rate5m" in names
+    assert {r["labels"]["sloth_slo"] for r in latency if "sloth_slo" in r.get("labels", {})} == (
+        LATENCY_SLOS
+    )
+    kept = {r.get("record") or r.get("alert") for r in other}
+    assert {"LLMProbeFailing", "LLMProbeAbsent"} <= kept
+    assert "target:ttft_probe_requests:success_ratio_rate5m" in kept
+
+
+def test_target_slis_sum_the_scenarios_flux_slis_have_none(flux_config: Config) -> None:
+    """An SLO is the target's: every aggregation of a target SLI drops `scenario`,
+    so one SLI series per target sums its (non-cold, for latency) scenarios; a
+    Flux SLI reads series without the label and keeps its aggregation."""
+    config = _config(
+        {
+            "targets": [
+                {
+                    "ttft": {"objective": 0.99, "threshold": "800ms"},
+                    "availability": {"objective": 0.99},
+                    "tpot": {"objective": 0.99, "threshold": "60ms"},
+                }
+            ]
+        },
+        {"name": "a", "scenarios": [{"name": "short"}, {"name": "long"}], "cold": {"idle": "1m"}},
+    )
+    slis = [r for r in _rules(config) if r.get("record") == "slo:sli_error:ratio_rate5m"]
+    assert {r["labels"]["sloth_slo"] for r in slis} == {
+        "ttft-latency",
+        "availability",
+        "tpot-latency",
+    }
+    for rule in slis:
+        aggregations = re.findall(r"\bsum without \(([^)]*)\)", rule["expr"])
+        assert aggregations
+        assert all("scenario" in a.split(", ") for a in aggregations), rule["expr"]
+    flux = [r for r in _rules(flux_config) if r.get("record") == "slo:sli_error:ratio_rate5m"]
+    for rule in flux:
+        assert "scenario" not in rule["expr"]
+
+
+def _code_strings(source: str) -> list[str]:
+    """The string literals of a module, docstrings left out."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
+
+
+def test_the_cold_matcher_is_built_in_one_place() -> None:
+    """`scenario!="cold"` comes from Selection.warm only: no other rule module spells
+    the cold scenario or a scenario matcher in its code."""
+    spelled = [
+        path.name
+        for path in sorted((ROOT / "ttft_exporter" / "rules").glob("*.py"))
+        if path.name != "common.py"
+        and any(
+            text == "cold" or "scenario!" in text or 'scenario="' in text
+            for text in _code_strings(path.read_text())
+        )
+    ]
+    assert spelled == []
+    warm = Selection(('job="j"',), (('target="x"',),)).warm()
+    assert warm.series("m") == 'm{job="j",scenario!="cold",target!="x"}'

@@ -15,7 +15,7 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from ttft_exporter.durations import Duration
-from ttft_exporter.targets import HeaderName, HeaderSpec, header_values, redacted_headers
+from ttft_exporter.targets import HeaderMap, header_values, redacted_headers
 from ttft_exporter.validation import ConfigPath, StrictModel, check_http_url, field_rule
 
 __all__ = [
@@ -88,7 +88,7 @@ class OTelConfig(StrictModel):
             "http/protobuf or grpc; unset: OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf."
         ),
     )
-    headers: dict[HeaderName, HeaderSpec] = Field(
+    headers: HeaderMap = Field(
         default_factory=dict,
         repr=False,
         description=(

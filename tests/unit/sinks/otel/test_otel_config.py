@@ -11,6 +11,7 @@ import pytest
 from ttft_exporter.config import parse_config
 from ttft_exporter.errors import ConfigError
 from ttft_exporter.sinks.otel.config import OTelConfig, resource_attributes
+from ttft_exporter.targets import MAX_HEADERS
 
 SECRET = "otlp-SENTINEL-77c1e0"
 
@@ -54,6 +55,11 @@ def problems(otel: Any) -> list[str]:
             {"tls": {"ca_file": "/nonexistent/ca.pem"}},
             ["otel.tls.ca_file: file not found: /nonexistent/ca.pem"],
         ),
+        (
+            # Bounded like a target's headers: a config cannot make every export huge.
+            {"headers": {f"X-H{i}": "v" for i in range(MAX_HEADERS + 1)}},
+            [f"otel.headers: more than {MAX_HEADERS} headers"],
+        ),
     ],
     ids=[
         "scheme",
@@ -66,6 +72,7 @@ def problems(otel: Any) -> list[str]:
         "header-env",
         "tls-pair",
         "tls-missing",
+        "too-many-headers",
     ],
 )
 def test_problems_name_the_field(otel: dict[str, Any], expected: list[str]) -> None:

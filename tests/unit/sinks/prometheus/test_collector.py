@@ -14,9 +14,10 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_config
-from ttft_exporter.catalogue import DEFAULT_BUCKETS, OPTIONAL_HISTOGRAMS
+from tests.helpers import success_result
+from ttft_exporter.catalogue import OPTIONAL_HISTOGRAMS
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.probes.base import GapHistogram, ProbeResult
+from ttft_exporter.probes.base import ProbeResult
 from ttft_exporter.sinks.prometheus.collector import StoreCollector
 from ttft_exporter.sinks.prometheus.record import record_result
 from ttft_exporter.sinks.prometheus.series import MetricStore
@@ -25,35 +26,8 @@ from ttft_exporter.targets import target_labels
 Sample = tuple[str, tuple[tuple[str, str], ...], str, tuple[Any, ...] | None]
 
 
-def _gaps(*gaps: float) -> GapHistogram:
-    hist = GapHistogram(DEFAULT_BUCKETS["inter_token"])
-    for gap in gaps:
-        hist.observe(gap)
-    return hist
-
-
 def _success(**overrides: Any) -> ProbeResult:
-    values: dict[str, Any] = {
-        "success": True,
-        "started_at": 1700000000.5,
-        "phases": {"dns": 0.0, "connect": 0.001, "tls": 0.002, "headers": 0.003},
-        "http_status": 200,
-        "time_to_first_byte": 0.006,
-        "time_to_first_chunk": 0.007,
-        "time_to_first_token": 0.3,
-        "time_to_first_output_token": 0.5,
-        "duration": 0.68,
-        "inter_chunk_gaps": _gaps(*(0.02,) * 19),
-        "time_per_output_token": 0.38 / 39,
-        "output_tokens": 40,
-        "decode_tokens": 39,
-        "usage_source": "usage",
-        "input_tokens": 7,
-        "finish_reason": "length",
-        "reasoning_chunks": 3,
-    }
-    values.update(overrides)
-    return ProbeResult(**values)
+    return success_result(**{"reasoning_chunks": 3, **overrides})
 
 
 def _store() -> MetricStore:

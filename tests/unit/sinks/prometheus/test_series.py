@@ -11,9 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_config
+from tests.helpers import gap_histogram
+from tests.helpers import success_result as success
 from ttft_exporter.catalogue import DEFAULT_BUCKETS, OPTIONAL_HISTOGRAMS, PROBE_METRICS, Kind
 from ttft_exporter.errors import FailureReason
-from ttft_exporter.probes.base import FINISH_REASONS, GapHistogram, ProbeResult, ServerTimings
+from ttft_exporter.probes.base import FINISH_REASONS, ProbeResult, ServerTimings
 from ttft_exporter.sinks.prometheus.record import record_result
 from ttft_exporter.sinks.prometheus.series import MetricStore
 
@@ -38,36 +40,6 @@ def all_histograms() -> MetricStore:
 def with_inter_chunk() -> MetricStore:
     """A store whose target `a` exports the (optional) inter-chunk histogram."""
     return configured({"name": "a", "histograms": {"inter_chunk_latency": True}})
-
-
-def gap_histogram(gaps: tuple[float, ...], bounds: tuple[float, ...] | None = None) -> GapHistogram:
-    hist = GapHistogram(bounds or DEFAULT_BUCKETS["inter_token"])
-    for gap in gaps:
-        hist.observe(gap)
-    return hist
-
-
-def success(**overrides: object) -> ProbeResult:
-    values: dict[str, object] = {
-        "success": True,
-        "started_at": 1700000000.5,
-        "phases": {"dns": 0.0, "connect": 0.001, "tls": 0.002, "headers": 0.003},
-        "http_status": 200,
-        "time_to_first_byte": 0.006,
-        "time_to_first_chunk": 0.007,
-        "time_to_first_token": 0.3,
-        "time_to_first_output_token": 0.5,
-        "duration": 0.68,
-        "inter_chunk_gaps": gap_histogram((0.02,) * 19),
-        "time_per_output_token": 0.38 / 39,
-        "output_tokens": 40,
-        "decode_tokens": 39,
-        "usage_source": "usage",
-        "input_tokens": 7,
-        "finish_reason": "length",
-    }
-    values.update(overrides)
-    return ProbeResult(**values)  # type: ignore[arg-type]
 
 
 def sample(store: MetricStore, name: str, **labels: str) -> float | None:
