@@ -37,13 +37,15 @@ from ttft_exporter.flux.events import (
 )
 from ttft_exporter.logs import fields
 
-__all__ = ["FluxMonitor", "backoff_delay"]
+__all__ = ["CLOSE_DEADLINE", "FluxMonitor", "backoff_delay"]
 
 log = logging.getLogger("ttft_exporter.flux")
 
 _NS = 1e-9
 _YIELD_EVERY = 64
-_CLOSE_TIMEOUT = 1.0
+# Seconds one close of ours may take, closing handshake included: then the socket is
+# dropped. A hung Flux never sends its close frame, and the stream is down meanwhile.
+CLOSE_DEADLINE = 1.0
 
 
 def backoff_delay(attempt: int, initial: float, cap: float, rng: random.Random) -> float:
@@ -122,10 +124,9 @@ class FluxMonitor:
                     heartbeat=cfg.ping_interval,
                     autoping=True,
                     max_msg_size=4 * 1024 * 1024,
-                    # A connection we drop (stale, dead peer) is not worth aiohttp's
-                    # default 10 s wait for the peer's close frame: a hung Flux never
-                    # sends one, and the stream stays down meanwhile.
-                    timeout=aiohttp.ClientWSTimeout(ws_close=_CLOSE_TIMEOUT),
+                    # Not aiohttp's default 10 s wait for the peer's close frame;
+                    # _close() bounds the whole close anyway.
+                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_DEADLINE),
                 )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.debug("flux connect failed", extra=fields(flux=cfg.name, err=str(exc)[:200]))
@@ -165,10 +166,22 @@ class FluxMonitor:
         finally:
             self._ws = None
             self._set_connected(False)
-            await ws.close()
+            await self._close(ws)
         # A close frame is a clean close; anything else is an abrupt drop.
         clean = closed_by_server or ws.close_code == aiohttp.WSCloseCode.OK
         return self._reason(FluxReconnectReason.CLOSED if clean else FluxReconnectReason.ERROR)
+
+    async def _close(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Close `ws` within CLOSE_DEADLINE. aiohttp's close() reads until the peer's
+        close frame, restarting its ws_close timeout at every other message: a peer
+        that keeps sending but never answers the closing handshake held it (and so
+        this monitor, with the stream down) forever. Cancelled on the deadline, it
+        drops the socket itself."""
+        try:
+            async with asyncio.timeout(CLOSE_DEADLINE):
+                await ws.close()
+        except TimeoutError:
+            log.debug("flux close handshake unanswered; dropped", extra=fields(flux=self._name))
 
     def _reason(self, default: FluxReconnectReason) -> FluxReconnectReason:
         # The staleness watchdog (another task) may have closed the socket on purpose.
@@ -193,7 +206,7 @@ class FluxMonitor:
             ws = self._ws
             if ws is not None and not ws.closed and self.connection_silent():
                 self._end_reason = FluxReconnectReason.STALE
-                await ws.close()
+                await self._close(ws)
 
     def connection_silent(self) -> bool:
         """Whether the open connection has said nothing for `stale_after` since it

@@ -25,9 +25,10 @@ concerns the client; the canary's side is in test_canary.py:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ from tests.helpers import ManualClock, free_port
 from tests.unit.flux.conftest import FluxFactory, WatchFactory, flux_config
 from ttft_exporter.catalogue import FLUX_RECONNECT_REASONS as REASONS
 from ttft_exporter.flux.config import FluxInstanceConfig
+from ttft_exporter.flux.monitor import CLOSE_DEADLINE
 
 
 def event(entity: str, **props: object) -> dict[str, object]:
@@ -504,8 +506,13 @@ async def test_stream_recovers_after_silence_longer_than_stale_after(
     slow_start_flux: SlowStartFlux, watch: WatchFactory
 ) -> None:
     """Issue #8 item 2 for real: Flux silent for longer than stale_after, then speaking
-    again, is back up within stale_after + the backoff cap (+ slack). Before the fix
-    every new connection was closed before Flux's first message: never back up."""
+    again, is back up within stale_after + the close deadline + the backoff cap (+ slack):
+    at worst Flux speaks again just as a silent connection is being dropped, whose close
+    takes up to CLOSE_DEADLINE, then the backoff, then Flux's first message on the new
+    connection (0.8 s, under stale_after). Before the fix every new connection was closed
+    before Flux's first message: never back up. Until the close deadline, that close could
+    also hang forever (this server never answers a close frame and, unmuted, keeps the
+    close reading): never back up either, 1 run in ~10 under stress-ng --cpu 2."""
     w = await watch(slow_start_config(slow_start_flux.url))
     await w.wait_for(lambda: w.value("ttft_flux_up") == 1.0, timeout=5)
     slow_start_flux.muted = True
@@ -514,7 +521,8 @@ async def test_stream_recovers_after_silence_longer_than_stale_after(
     assert w.value("ttft_flux_up") == 0.0
     slow_start_flux.muted = False
     await w.wait_for(
-        lambda: w.value("ttft_flux_up") == 1.0, timeout=STALE_AFTER + RECONNECT_MAX + SLACK
+        lambda: w.value("ttft_flux_up") == 1.0,
+        timeout=STALE_AFTER + CLOSE_DEADLINE + RECONNECT_MAX + SLACK,
     )
 
 
@@ -535,3 +543,202 @@ async def test_stream_recovers_after_refused_reconnects(
     await w.wait_for(
         lambda: w.value("ttft_flux_up") == 1.0, timeout=STALE_AFTER + RECONNECT_MAX + SLACK
     )
+
+
+# --- hostile WebSocket peers on raw sockets ----------------------------------------------
+# Each produces one way for a connection to stop making progress; the monitor must notice
+# within its configured bounds (connect_timeout, ping_interval, stale_after, the close
+# deadline) and connect again, every time, not just once.
+
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# Scheduling allowance on a heavily loaded 2-core machine (stress-ng --cpu 2, other
+# engineers' suites): how late a due timer or a ready task may run there. A bound, not
+# a speed: unloaded, each cycle below ends within a few tens of ms of its timeouts.
+STARVED = 3.0
+
+
+class HostilePeer:
+    """A raw-socket server on 127.0.0.1 whose behaviour after accept is `mode`:
+
+    - "silent": completes the WebSocket handshake, then reads and answers nothing, not
+      even pings, and never closes (a hung Flux, or a peer gone without a FIN);
+    - "no_handshake": accepts TCP, reads the upgrade request, never answers it;
+    - "mid_handshake": starts the 101 response and then drips a header byte every
+      0.1 s forever, so the response never ends but the socket is never idle;
+    - "chatty_on_close": completes the handshake, stays silent until the client's
+      close frame arrives, then never answers it and sends a text frame every 0.2 s
+      (a peer that keeps talking but ignores the closing handshake).
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.accepted = 0
+        self.close_frames = 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._stopping = False
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        # Handlers end on their own (EOF, or the flag in their loops): a cancelled
+        # start_server handler makes asyncio log a spurious traceback.
+        assert self._server is not None
+        self._stopping = True
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self._writers.add(writer)
+        self.accepted += 1
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            if self.mode == "no_handshake":
+                await reader.read()  # until the client gives up
+                return
+            if self.mode == "mid_handshake":
+                writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n")
+                while not self._stopping:
+                    await asyncio.sleep(0.1)
+                    writer.write(b"X")
+                    await writer.drain()
+            await self._upgrade(request, writer)
+            if self.mode == "silent":
+                await reader.read()
+                return
+            await self._read_until_close_frame(reader)
+            self.close_frames += 1
+            total = 0
+            while not self._stopping:
+                total += 1
+                writer.write(_text_frame(metrics_frame(total)))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+            # Retrieves the write error (broken pipe) of a client that left first.
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                async with asyncio.timeout(1):
+                    await writer.wait_closed()
+
+    @staticmethod
+    async def _upgrade(request: bytes, writer: asyncio.StreamWriter) -> None:
+        import base64
+        import hashlib
+
+        key = b""
+        for line in request.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"sec-websocket-key":
+                key = value.strip()
+        accept = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())  # noqa: S324
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        await writer.drain()
+
+    @staticmethod
+    async def _read_until_close_frame(reader: asyncio.StreamReader) -> None:
+        while True:
+            head = await reader.readexactly(2)
+            length = head[1] & 0x7F
+            if length == 126:
+                length = int.from_bytes(await reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await reader.readexactly(8), "big")
+            await reader.readexactly(length + (4 if head[1] & 0x80 else 0))
+            if head[0] & 0x0F == 0x8:
+                return
+
+
+def _text_frame(text: str) -> bytes:
+    data = text.encode()
+    if len(data) < 126:
+        return bytes([0x81, len(data)]) + data
+    return bytes([0x81, 126]) + len(data).to_bytes(2, "big") + data
+
+
+@pytest.fixture
+async def hostile_peer() -> AsyncIterator[Callable[[str], Awaitable[HostilePeer]]]:
+    started: list[HostilePeer] = []
+
+    async def make(mode: str) -> HostilePeer:
+        peer = HostilePeer(mode)
+        await peer.start()
+        started.append(peer)
+        return peer
+
+    yield make
+    for peer in started:
+        await peer.stop()
+
+
+def _bound(config: FluxInstanceConfig, detection: float) -> float:
+    """How long one stuck cycle may take: `detection` (the configured timeout that
+    catches this fault), the watchdog's step, the close deadline, the backoff cap, and
+    the starvation allowance."""
+    step = min(1.0, config.stale_after / 4)
+    return detection + step + CLOSE_DEADLINE + config.reconnect.max + STARVED
+
+
+# (mode, config, reason, which configured timeout must catch it)
+HOSTILE_CASES = [
+    ("silent", {"stale_after": "0.5s", "ping_interval": "60s"}, "stale", "stale_after"),
+    ("silent", {"stale_after": "60s", "ping_interval": "0.3s"}, "ping_timeout", "ping"),
+    ("no_handshake", {"connect_timeout": "0.5s"}, "connect_failed", "connect_timeout"),
+    ("mid_handshake", {"connect_timeout": "0.5s"}, "connect_failed", "connect_timeout"),
+    ("chatty_on_close", {"stale_after": "0.5s", "ping_interval": "60s"}, "stale", "stale_after"),
+]
+
+
+@pytest.mark.parametrize(("mode", "fields", "reason", "caught_by"), HOSTILE_CASES)
+async def test_stuck_connection_is_always_dropped_within_its_bounds(
+    hostile_peer: Callable[[str], Awaitable[HostilePeer]],
+    watch: WatchFactory,
+    mode: str,
+    fields: dict[str, str],
+    reason: str,
+    caught_by: str,
+) -> None:
+    """Every way a connection can stop making progress ends within the configured
+    bound, and again on the next connection (a deadline armed once would pass the
+    first cycle only): three cycles, each within its bound."""
+    peer: HostilePeer = await hostile_peer(mode)
+    config = flux_config(peer.url, reconnect={"initial": "100ms", "max": "200ms"}, **fields)
+    detection = {
+        "stale_after": config.stale_after,
+        # A ping every ping_interval, its pong due within half of it.
+        "ping": config.ping_interval * 1.5,
+        "connect_timeout": config.connect_timeout,
+    }[caught_by]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    w = await watch(config)
+    for cycles in (1, 2, 3):
+
+        def dropped(n: int = cycles) -> bool:
+            return w.value("ttft_flux_reconnects_total", reason=reason) >= n
+
+        await w.wait_for(dropped, timeout=cycles * _bound(config, detection))
+        # Exact lower bound: never dropped before the timeout that must catch it.
+        assert loop.time() - started >= cycles * detection * 0.99
+    assert peer.accepted >= 3
+    assert w.value("ttft_flux_up") == 0.0
+    if mode == "chatty_on_close":
+        assert peer.close_frames >= 3
