@@ -144,7 +144,8 @@ async def main_async(quick: bool) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point."""
-    bench_main(__doc__, main_async, argv)
+    # The loop `ttft-exporter bench` runs on by default: uvloop when installed.
+    bench_main(__doc__, main_async, argv, event_loop="auto")
 
 
 if __name__ == "__main__":

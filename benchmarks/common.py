@@ -12,7 +12,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ import aiohttp
 
 from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import Config, TargetConfig, parse_config
+from ttft_exporter.eventloop import EVENT_LOOPS, EventLoopChoice, loop_name
+from ttft_exporter.eventloop import run as run_on_loop
 from ttft_exporter.executor import ProbeExecutor
 from ttft_exporter.history import History
 from ttft_exporter.logs import setup_logging
@@ -284,13 +286,21 @@ def emit(result: dict[str, Any], path: str | None) -> None:
 
 def bench_main(
     doc: str | None,
-    main_async: Callable[[bool], Awaitable[dict[str, Any]]],
+    main_async: Callable[[bool], Coroutine[Any, Any, dict[str, Any]]],
     argv: list[str] | None = None,
+    *,
+    event_loop: EventLoopChoice = "asyncio",
 ) -> None:
-    """The shared command line of every benchmark: `[--quick] [--json PATH]`."""
+    """The shared command line of every benchmark: `[--quick] [--json PATH]
+    [--event-loop auto|asyncio|uvloop]` (the default: what the measured program runs
+    on, asyncio for the exporter, `auto` for `ttft-exporter bench`)."""
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", help="write the result here instead of stdout")
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=event_loop)
     args = parser.parse_args(argv)
     setup_logs()
-    emit(asyncio.run(main_async(args.quick)), args.json)
+    loop = loop_name(args.event_loop)
+    log(f"event loop: {loop}")
+    result = run_on_loop(main_async(args.quick), loop)
+    emit({**result, "event_loop": loop}, args.json)

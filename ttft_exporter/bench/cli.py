@@ -5,7 +5,6 @@ flag style. `run(argv)` returns the exit code: 0, or 1 with one line naming the 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import time
@@ -45,6 +44,8 @@ from ttft_exporter.bench.runner import FIXED_OUTPUT_PROTOCOLS, BenchPlan, Runner
 from ttft_exporter.bench.selfwatch import ClientBound, SelfWatch
 from ttft_exporter.durations import parse_duration
 from ttft_exporter.errors import ConfigError
+from ttft_exporter.eventloop import EVENT_LOOPS, EventLoopError, loop_name
+from ttft_exporter.eventloop import run as run_on_loop
 from ttft_exporter.targets import TargetBase
 
 __all__ = ["build_parser", "run"]
@@ -153,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="open a new connection for every request (default: reuse, or the target's setting)",
     )
     a("--seed", type=int, help="seed of prompts and arrivals (worker i uses seed + i x 1000003)")
+    a(
+        "--event-loop",
+        dest="event_loop",
+        choices=EVENT_LOOPS,
+        default="auto",
+        help="the client's event loop: auto takes uvloop when installed, which costs less "
+        "CPU per token (default: %(default)s)",
+    )
     a("--worker", type=int, help=f"this worker's index (default: ${_INDEX_ENV} or 0)")
     a(
         "--output-dir",
@@ -345,6 +354,10 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         loop_lag = parse_duration(args.loop_lag)
     except ValueError as exc:
         raise UsageError(f"--client-bound.loop-lag: {exc}") from None
+    try:
+        event_loop = loop_name(args.event_loop)
+    except EventLoopError as exc:
+        raise UsageError(str(exc)) from None
     out_dir = Path(args.output_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,13 +372,14 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     print(
         f"ttft-exporter bench: {target.name} ({target.protocol}, model {target.model}), "
         f"{len(plan.steps)} step(s), prompts: {plan.prompts.counting} token counts"
-        + ("" if fixed else ", output length not fixed (protocol has no ignore_eos)"),
+        + ("" if fixed else ", output length not fixed (protocol has no ignore_eos)")
+        + f", event loop {event_loop}",
         file=err,
     )
     started = time.time()
     progress = Progress(err, tty=err.isatty(), steps=len(plan.steps))
     watch = SelfWatch(bound=loop_lag, thresholds=ClientBound(max_suspect_share=max_suspect))
-    runner = asyncio.run(_execute(plan, watch, progress))
+    runner = run_on_loop(_execute(plan, watch, progress), event_loop)
     results = BenchResults(
         run=RunInfo(
             tool=f"ttft-exporter {__version__}",
@@ -382,6 +396,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             prompt_counting=plan.prompts.counting,
             fixed_output_tokens=fixed,
             reuse_connections=target.reuse_connections,
+            event_loop=event_loop,
             started_at=started,
         ),
         steps=runner.steps,

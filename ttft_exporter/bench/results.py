@@ -55,6 +55,10 @@ class RunInfo(_Model):
     prompt_counting: str = Field(description="tokenizer, approximate (no tokenizer given)")
     fixed_output_tokens: int | None
     reuse_connections: bool
+    # Added within version 1: files written before it ran on asyncio's loop.
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="The client's event loop (uvloop costs less CPU per token)."
+    )
     started_at: float
 
 

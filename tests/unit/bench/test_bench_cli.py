@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,15 +81,19 @@ def test_workers_merge_into_one_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     paths = []
-    for index in (0, 1):
+    # One worker on each event loop: their records are the same kind of data.
+    for index, loop in ((0, "asyncio"), (1, "uvloop")):
         # As in a Kubernetes Indexed Job: the index comes from the environment.
         monkeypatch.setenv("JOB_COMPLETION_INDEX", str(index))
         out_dir = tmp_path / f"w{index}"
         argv = ["bench", "--url", sim_url, "--model", "m", "--concurrency", "2", "--requests", "3"]
         argv += ["--seed", "5", "--output-dir", str(out_dir), "--no-plots", "--max-tokens", "2"]
-        assert run(argv) == 0
+        assert run([*argv, "--event-loop", loop]) == 0
+        assert f"event loop {loop}" in capsys.readouterr().err
         paths.append(out_dir / "results.json")
     parts = [read_results(p) for p in paths]
+    assert [p.run.event_loop for p in parts] == ["asyncio", "uvloop"]
+    assert all(r.success and r.output_tokens == 2 for p in parts for r in p.records)
     # Disjoint seeds per worker: seed + index x 1000003.
     assert [p.run.seed for p in parts] == [5, 5 + 1_000_003]
     assert {r.worker for r in parts[1].records} == {1}
@@ -131,6 +136,7 @@ def test_workers_merge_into_one_run(
         (["--config.file", "x.yml"], "--target"),
         (["compare", "/nonexistent-a.json", "/nonexistent-b.json"], "/nonexistent-a.json"),
         (["merge", "out.json"], "IN.json"),
+        (["--url", "http://h/v1", "--model", "m", "--event-loop", "trio"], "--event-loop"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else v,
 )
@@ -147,3 +153,15 @@ def test_usage_errors_name_the_flag_and_exit_1(
 def test_schema_subcommand_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["bench", "schema"]) == 0
     assert json.loads(capsys.readouterr().out) == results_schema()
+
+
+def test_uvloop_asked_for_but_not_installed_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # None in sys.modules makes `import uvloop` raise ImportError, as on a machine
+    # without it; `auto` then falls back to asyncio's loop instead.
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    argv = ["bench", "--url", "http://127.0.0.1:1/v1", "--model", "m", "--event-loop", "uvloop"]
+    assert run(argv) == 1
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("ttft-exporter bench: --event-loop=uvloop: uvloop is not installed")
