@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -23,13 +23,13 @@ from ttft_exporter.clock import SystemClock
 from ttft_exporter.config import Config, TargetConfig, parse_config
 from ttft_exporter.eventloop import EVENT_LOOPS, EventLoopChoice, loop_name
 from ttft_exporter.eventloop import run as run_on_loop
-from ttft_exporter.executor import ProbeExecutor
-from ttft_exporter.history import History
 from ttft_exporter.logs import setup_logging
-from ttft_exporter.probes.base import ProbeResult
-from ttft_exporter.selfmetrics import ExporterMetrics
-from ttft_exporter.sinks.prometheus.series import MetricStore
-from ttft_exporter.sinks.prometheus.sink import PrometheusSink
+
+if TYPE_CHECKING:
+    from ttft_exporter.probes.base import ProbeResult
+
+# The exporter's executor and Prometheus sink are imported by BenchExecutor, not here:
+# bench_load's "RSS after imports" is what `ttft-exporter bench` imports (issue #14).
 
 __all__ = [
     "REFERENCE",
@@ -254,6 +254,11 @@ class BenchExecutor:
     enough not to queue the benchmark's own streams."""
 
     def __init__(self, concurrency: int, clock: SystemClock | None = None) -> None:
+        from ttft_exporter.executor import ProbeExecutor
+        from ttft_exporter.history import History
+        from ttft_exporter.selfmetrics import ExporterMetrics
+        from ttft_exporter.sinks.prometheus.series import MetricStore
+
         self.clock = clock or SystemClock()
         self.metrics = ExporterMetrics()
         self.store = MetricStore()
@@ -266,6 +271,8 @@ class BenchExecutor:
 
     async def probe(self, target: TargetConfig, session: aiohttp.ClientSession) -> ProbeResult:
         """One probe of `target` on the target's own session; never raises."""
+        from ttft_exporter.sinks.prometheus.sink import PrometheusSink
+
         record = await self.executor.run(target, session, PrometheusSink(self.store))
         return record.result
 

@@ -13,38 +13,22 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from ttft_exporter import __version__
-from ttft_exporter.config import Config
 from ttft_exporter.durations import parse_duration
 from ttft_exporter.errors import ConfigError
-from ttft_exporter.executor import DEFAULT_ADHOC_CONCURRENCY
-from ttft_exporter.listener import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
-    DEFAULT_READ_HEADER_TIMEOUT,
-    BoundSockets,
-    ConnectionGuard,
-    GatedSite,
-    ListenerLimits,
-    bind_error_text,
-    install_accept_error_handler,
-    raise_fd_limit,
-)
 from ttft_exporter.logs import fields, setup_logging
-from ttft_exporter.server import (
-    EXPORTER,
-    ExporterState,
-    create_app,
-    load_state,
-)
-from ttft_exporter.shard import Shard
-from ttft_exporter.webconfig import WebConfig, build_server_ssl_context, load_web_config
 
+# The exporter's own modules (its server, config, listener, sinks) are imported by the
+# functions that need them, not here: `ttft-exporter bench` goes through this module and
+# must not pay for the exporter's dependencies (issue #14: RSS; tests/unit/bench/
+# test_bench_imports.py guards it).
 if TYPE_CHECKING:
+    from aiohttp import web
+
+    from ttft_exporter.listener import BoundSockets, ListenerLimits
     from ttft_exporter.rules import RuleOptions
+    from ttft_exporter.server import ExporterState
+    from ttft_exporter.shard import Shard
 
 __all__ = ["DEFAULT_LISTEN", "build_parser", "main", "run"]
 
@@ -58,6 +42,14 @@ COMMANDS = ("run", "demo", "config-schema", "rules")
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (also the source of the README's flag table)."""
+    from ttft_exporter.executor import DEFAULT_ADHOC_CONCURRENCY
+    from ttft_exporter.listener import (
+        DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_MAX_CONNECTIONS,
+        DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+        DEFAULT_READ_HEADER_TIMEOUT,
+    )
+
     parser = argparse.ArgumentParser(
         prog="ttft-exporter",
         description=(
@@ -238,6 +230,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging("warning" if args.log_level == "warn" else args.log_level, args.log_format)
     if args.command == "config-schema":
+        from ttft_exporter.config import Config
+
         print(json.dumps(Config.model_json_schema(mode="validation"), indent=2))
         return 0
     if args.command == "rules":
@@ -256,6 +250,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         from ttft_exporter.demo import run_demo
 
         return run_demo(host if args.listen != DEFAULT_LISTEN else "127.0.0.1", port)
+    from ttft_exporter.server import load_state
+    from ttft_exporter.webconfig import load_web_config
+
     try:
         web_config = None if args.web_config_file is None else load_web_config(args.web_config_file)
         state = load_state(
@@ -290,6 +287,8 @@ def _shard(args: argparse.Namespace) -> Shard | None:
         return None
     if index is None or count is None:
         raise ValueError("--shard.index and --shard.count go together: set both or neither")
+    from ttft_exporter.shard import Shard
+
     try:
         return Shard(index, count)
     except ValueError as exc:
@@ -301,6 +300,8 @@ def _limits(args: argparse.Namespace) -> ListenerLimits:
         raise ValueError("--web.max-connections must be at least 1")
     if args.max_connections_per_client < 1:
         raise ValueError("--web.max-connections-per-client must be at least 1")
+    from ttft_exporter.listener import ListenerLimits
+
     limits = ListenerLimits(
         max_connections=args.max_connections,
         max_connections_per_client=args.max_connections_per_client,
@@ -370,6 +371,8 @@ def _rules_helm_values(args: argparse.Namespace, options: RuleOptions) -> int:
 
 
 async def _signals(app: web.Application) -> AsyncIterator[None]:
+    from ttft_exporter.server import EXPORTER
+
     loop = asyncio.get_running_loop()
     # The reload itself runs as a job of the app lifecycle (server.py).
     loop.add_signal_handler(signal.SIGHUP, app[EXPORTER].reload_requested.set)
@@ -379,12 +382,16 @@ async def _signals(app: web.Application) -> AsyncIterator[None]:
 
 def serve(state: ExporterState, host: str, port: int, limits: ListenerLimits | None = None) -> int:
     """Serve until SIGTERM/SIGINT, draining background work on the way out."""
+    from ttft_exporter.listener import ListenerLimits
+
     return asyncio.run(_serve(state, host, port, limits or ListenerLimits()))
 
 
 async def _serve(state: ExporterState, host: str, port: int, limits: ListenerLimits) -> int:
     # Bind first: a port in use is one line and exit 1, before any probe starts (the
     # app's startup starts the probe loops) and before any other line is logged.
+    from ttft_exporter.listener import BoundSockets, bind_error_text
+
     try:
         sockets = await BoundSockets.bind(host, port)
     except OSError as exc:
@@ -402,6 +409,17 @@ async def _serve(state: ExporterState, host: str, port: int, limits: ListenerLim
 async def _serve_bound(
     state: ExporterState, sockets: BoundSockets, host: str, port: int, limits: ListenerLimits
 ) -> int:
+    from aiohttp import web
+
+    from ttft_exporter.listener import (
+        ConnectionGuard,
+        GatedSite,
+        install_accept_error_handler,
+        raise_fd_limit,
+    )
+    from ttft_exporter.server import create_app
+    from ttft_exporter.webconfig import WebConfig, build_server_ssl_context
+
     soft, _hard = raise_fd_limit()
     # Probes, Flux and the server share the descriptors, and asyncio accepts up to a
     # 128-socket backlog per wake-up before the guard can refuse any (a starved loop

@@ -15,12 +15,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ttft_exporter.catalogue import SUSPECT_CAUSES
 from ttft_exporter.cgroup import CPUThrottling, find_cpu_stat, read_cpu_stat
 from ttft_exporter.clock import Clock, SystemClock
 from ttft_exporter.logs import fields
-from ttft_exporter.selfmetrics import ExporterMetrics
+
+if TYPE_CHECKING:
+    # Only a type here: `ttft-exporter bench` runs the monitor without prometheus_client.
+    from ttft_exporter.selfmetrics import ExporterMetrics
 
 __all__ = [
     "DEFAULT_LAG_INTERVAL",

@@ -4,6 +4,7 @@ the environment or a file."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -11,7 +12,6 @@ import stat
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-import re2
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -81,9 +81,18 @@ MAX_PATTERN_CHARS = 4096
 """Longest user regular expression accepted (RE2 also caps each compiled program at
 its default 8 MiB of memory)."""
 
-_RE2_OPTIONS = re2.Options()
-# A bad pattern is reported once, as a config problem; RE2 would also log it to stderr.
-_RE2_OPTIONS.log_errors = False
+
+@functools.cache
+def _re2() -> tuple[Any, Any]:
+    """The re2 module and its options, imported at the first pattern: RE2 and the C++
+    runtime it loads cost about 2.5 MB of RSS, which a config without a pattern (and
+    `ttft-exporter bench`) need not pay (issue #14)."""
+    import re2
+
+    options = re2.Options()
+    # A bad pattern is reported once, as a config problem; RE2 would also log it to stderr.
+    options.log_errors = False
+    return re2, options
 
 
 class RegexMatch(Protocol):
@@ -112,8 +121,9 @@ class Regex:
     def __init__(self, pattern: str) -> None:
         if len(pattern) > MAX_PATTERN_CHARS:
             raise ValueError(f"regular expression longer than {MAX_PATTERN_CHARS} characters")
+        re2, options = _re2()
         try:
-            self._compiled = re2.compile(pattern, _RE2_OPTIONS)
+            self._compiled = re2.compile(pattern, options)
         except re2.error as exc:
             raise ValueError(
                 f"invalid regular expression: {_re2_message(exc)} "

@@ -401,7 +401,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ),
         steps=runner.steps,
         sweep=runner.sweep,
-        records=runner.records,
+        records=list(runner.records),
     )
     out.write(format_table(results.steps, results.sweep))
     _write_all(results, out_dir, plots=args.plots, err=err)

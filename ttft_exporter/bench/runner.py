@@ -17,7 +17,7 @@ import aiohttp
 from ttft_exporter.bench.goodput import count_good
 from ttft_exporter.bench.profile import Step, poisson_arrivals
 from ttft_exporter.bench.prompts import Prompt, PromptSource
-from ttft_exporter.bench.records import ITL_BOUNDS, RequestRecord, record_from_result
+from ttft_exporter.bench.records import ITL_BOUNDS, RecordStore, RequestRecord, record_from_result
 from ttft_exporter.bench.results import StepResult, SweepResult
 from ttft_exporter.bench.selfwatch import SelfWatch
 from ttft_exporter.bench.stats import summarize
@@ -139,7 +139,7 @@ class Runner:
         self._on_step_end = on_step_end
         self._rng = random.Random(plan.seed)
         self._targets: dict[tuple[str, int | None], TargetBase] = {}
-        self.records: list[RequestRecord] = []
+        self.records = RecordStore()  # packed: a run's one growing thing (#14)
         self.steps: list[StepResult] = []
         self.sweep: SweepResult | None = None
 
