@@ -226,6 +226,21 @@ async def test_install_step_builds_an_exporter_that_runs_unprivileged(
         capture_output=True, text=True, env=env, cwd="/", check=False,
     )  # fmt: skip
     assert check.returncode == 0, check.stderr
+    # The bench Job runs the same image: its load tester has uvloop.
+    out = shared_dir / "bench-out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)  # past the umask: the image user writes here
+    # Not subprocess.run: the simulator it probes runs on this test's loop.
+    bench = await asyncio.create_subprocess_exec(
+        *_as_image_user(), str(prefix / "bin" / "ttft-exporter"), "bench", "--url",
+        f"{sim.url}/v1", "--model", "m", "--requests", "2", "--no-plots",
+        "--event-loop", "uvloop", "--output-dir", str(out),
+        env=env, cwd="/", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    # Generous: interpreter start-up and two requests on a loaded machine.
+    _, bench_err = await asyncio.wait_for(bench.communicate(), timeout=120)
+    assert bench.returncode == 0, bench_err.decode(errors="replace")[-4000:]
+    assert "event loop uvloop" in bench_err.decode()
 
     port = free_port()
     exporter = await asyncio.create_subprocess_exec(
