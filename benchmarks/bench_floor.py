@@ -73,11 +73,12 @@ class _RawStream(asyncio.Protocol):
 
 async def _raw_worker(url: URL, stop: float, count: _Counter) -> None:
     loop = asyncio.get_running_loop()
+    host, port = url.host or "127.0.0.1", url.port or 80
     request = (
-        f"POST {url.path} HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+        f"POST {url.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(_BODY)}\r\n\r\n"
     ).encode() + _BODY
-    transport, protocol = await loop.create_connection(_RawStream, url.host, url.port)
+    transport, protocol = await loop.create_connection(_RawStream, host, port)
     try:
         while loop.time() < stop:
             protocol.done = loop.create_future()

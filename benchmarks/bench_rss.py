@@ -56,7 +56,7 @@ async def scrape(port: int, path: str = "/metrics") -> bytes:
 
 def _probe_counts(state: ExporterState) -> tuple[int, int]:
     ok = failed = 0
-    for series in state.store.targets.values():
+    for series in state.store.series.values():
         ok += int(series.get("ttft_probe_requests_total", ("success",)) or 0)
         failed += int(series.get("ttft_probe_requests_total", ("failure",)) or 0)
     return ok, failed

@@ -248,23 +248,24 @@ async def run_level(sim: SimProcess, level: Level, *, reuse: bool) -> dict[str, 
     # the request bytes were written (client side: connect and client queueing;
     # simulator side: kernel, accept, parsing and the simulator's own queue), and after
     # its first text write (delivery and the client's read path).
-    stamped = [(s, t) for s, t in matched if s.start_ns is not None]
-    pre = [t.arrival - s.start_ns * 1e-9 for s, t in stamped]
+    # (start in seconds, sample, truth) of the samples whose start was stamped.
+    stamped = [(s.start_ns * 1e-9, s, t) for s, t in matched if s.start_ns is not None]
+    pre = [t.arrival - start for start, s, t in stamped]
     client_send = [
-        stamps.sent[s.bench_id] - s.start_ns * 1e-9 for s, t in stamped if s.bench_id in stamps.sent
+        stamps.sent[s.bench_id] - start for start, s, t in stamped if s.bench_id in stamps.sent
     ]
     server_queue = [
-        t.arrival - stamps.sent[s.bench_id] for s, t in stamped if s.bench_id in stamps.sent
+        t.arrival - stamps.sent[s.bench_id] for start, s, t in stamped if s.bench_id in stamps.sent
     ]
     post = [
-        s.start_ns * 1e-9 + (s.result.time_to_first_token or 0.0) - t.first_text_written
-        for s, t in stamped
+        start + (s.result.time_to_first_token or 0.0) - t.first_text_written
+        for start, s, t in stamped
     ]
     # What-if: the error if TTFT were measured from the moment the request bytes were
     # written instead of from the probe's start (connect and client queueing excluded).
     from_send = [
-        s.start_ns * 1e-9 + (s.result.time_to_first_token or 0.0) - stamps.sent[s.bench_id] - t.ttft
-        for s, t in stamped
+        start + (s.result.time_to_first_token or 0.0) - stamps.sent[s.bench_id] - t.ttft
+        for start, s, t in stamped
         if s.bench_id in stamps.sent
     ]
     correct_counts = sum(
