@@ -12,7 +12,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,7 +284,7 @@ def emit(result: dict[str, Any], path: str | None) -> None:
 
 def bench_main(
     doc: str | None,
-    main_async: Callable[[bool], Awaitable[dict[str, Any]]],
+    main_async: Callable[[bool], Coroutine[Any, Any, dict[str, Any]]],
     argv: list[str] | None = None,
 ) -> None:
     """The shared command line of every benchmark: `[--quick] [--json PATH]`."""
