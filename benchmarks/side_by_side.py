@@ -401,6 +401,25 @@ def make_tokenizer(python: Path, target: Path) -> None:
 # ---------------------------------------------------------------- one run
 
 
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+
+
+async def wait_quiet(max_wait: float, threshold: float = 0.25) -> float:
+    """Wait (at most max_wait s) for a second in which the machine is busy below
+    `threshold` cores (this harness and the idle simulator included); the last reading."""
+    deadline = time.perf_counter() + max_wait
+    while True:
+        b0, t0 = _machine_busy_s(), time.perf_counter()
+        await asyncio.sleep(1.0)
+        busy = (_machine_busy_s() - b0) / (time.perf_counter() - t0)
+        if busy < threshold or time.perf_counter() > deadline:
+            return busy
+
+
 def _wall_offset() -> float:
     """time.time() - time.perf_counter(), from the tightest of a few paired reads."""
     best: tuple[float, float] = (math.inf, 0.0)
@@ -419,18 +438,22 @@ def _tail(path: Path) -> str:
 
 
 async def run_one(
-    sim: SimProcess, tool: Tool, level: Level, work: Path, tag: str
+    sim: SimProcess, tool: Tool, level: Level, work: Path, tag: str, quiet_wait: float
 ) -> dict[str, Any]:
     """One client run at one level, measured and compared with the simulator's truth."""
     out = work / tag
     out.mkdir(parents=True, exist_ok=True)
     cmd = tool.command(level, f"http://127.0.0.1:{sim.port}", out)
     timeout = (level.duration or level.requests or 0) * 1.5 + _RUN_TIMEOUT_SLACK
+    quiet = await wait_quiet(quiet_wait)
     load_before = os.getloadavg()
     offset = _wall_offset()
-    sim_cpu0 = sim.cpu_seconds()
+    sim_cpu0, busy0, self0 = sim.cpu_seconds(), _machine_busy_s(), time.process_time()
     run = await run_tree(cmd, tool.env, timeout, out / "output.log")
-    sim_cpu1 = sim.cpu_seconds()
+    sim_cpu1, busy1, self1 = sim.cpu_seconds(), _machine_busy_s(), time.process_time()
+    wall = run.ended - run.started
+    # Cores the rest of the machine (other users' processes) used during the run.
+    others = (busy1 - busy0) - run.cpu_s - (sim_cpu1 - sim_cpu0) - (self1 - self0)
     row: dict[str, Any] = {
         "tool": tool.name,
         "version": tool.version,
@@ -441,7 +464,9 @@ async def run_one(
         "load_after": os.getloadavg(),
         "returncode": run.returncode,
         "timed_out": run.timed_out,
-        "wall_s": run.ended - run.started,
+        "wall_s": wall,
+        "machine_busy_cores_before": quiet,
+        "others_cores_during": others / wall if wall > 0 else math.nan,
         "cpu_s": run.cpu_s,
         "processes": run.processes_seen,
         "peak_rss_largest_mb": max((s[3] for s in run.samples), default=math.nan),
@@ -508,8 +533,8 @@ async def run_one(
         f"drift p50 {row['drift_p50_ms']:+.2f} p99 {row['drift_p99_ms']:+.1f} ms | server p99 "
         f"{row['server_ttft_p99_ms']:.1f} ms | cpu {run.cpu_s:.1f} s "
         f"({row['cpu_s_per_1m_tokens'] or math.nan:.0f}/1M tok) | rss "
-        f"{row['peak_rss_largest_mb']:.0f}/{row['peak_rss_sum_mb']:.0f} MB | load "
-        f"{row['load_after'][0]:.2f}"
+        f"{row['peak_rss_largest_mb']:.0f}/{row['peak_rss_sum_mb']:.0f} MB | others "
+        f"{row['others_cores_during']:.2f} cores"
     )
     return row
 
@@ -523,16 +548,17 @@ def _f(value: Any, fmt: str) -> str:
     return format(value, fmt)
 
 
-def table(rows: list[dict[str, Any]], rounds: int) -> str:
-    """One Markdown row per client and round: its 1-stream and 200-stream runs."""
+def table(rows: list[dict[str, Any]], rounds: int, streams: int) -> str:
+    """One Markdown row per client and round: its 1-stream and N-stream runs."""
     head = (
-        "| client | round | TTFT median error, 1 stream | median drift, 200 streams "
-        "| p99 − true p99, 200 streams | CPU s per 1M tokens, 200 streams (whole process, "
+        "| client | round | TTFT median error, 1 stream | median drift, N streams "
+        "| p99 − true p99, N streams | CPU s per 1M tokens, N streams (whole process, "
         "start-up included) | start-up CPU s | CPU s per 1M tokens, measured window "
         "| peak RSS largest process / PSS sum of the tree "
-        "| server first-write p99, 200 vs 1 stream "
-        "| failed requests, 1 / 200 streams |\n|" + "---|" * 11
-    )
+        "| server first-write p99, N vs 1 stream "
+        "| failed requests, 1 / N streams | other processes' cores during the runs, 1 / N "
+        "streams |\n|" + "---|" * 12
+    ).replace("N stream", f"{streams} stream")
     lines = [head]
     tools = list(dict.fromkeys(r["tool"] for r in rows))
     for tool in tools:
@@ -557,6 +583,8 @@ def table(rows: list[dict[str, Any]], rounds: int) -> str:
                 f"{_f(many.get('server_ttft_p99_ms'), '.1f')} vs "
                 f"{_f(one.get('server_ttft_p99_ms'), '.1f')} ms",
                 f"{_failed(one)} / {_failed(many)}",
+                f"{_f(one.get('others_cores_during'), '.2f')} / "
+                f"{_f(many.get('others_cores_during'), '.2f')}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -625,7 +653,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for tool in tools:
                 for level in levels:
                     tag = f"r{n}-{tool.name.split()[0]}-{level.streams}"
-                    row = await run_one(sim, tool, level, work, tag)
+                    row = await run_one(sim, tool, level, work, tag, args.quiet_wait)
                     row["round"] = n
                     rows.append(row)
     loadavg_end = _uptime()
@@ -643,7 +671,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "levels": [asdict(level) for level in levels],
         "notes": notes,
         "runs": rows,
-        "table": table(rows, args.rounds),
+        "table": table(rows, args.rounds, args.streams),
     }
 
 
@@ -658,6 +686,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=30, help="measured, at 1 stream")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds, at --streams")
     parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30.0, help="wait up to this long for a quiet machine"
+    )
     parser.add_argument("--workdir", help="where each run's output goes (default: a temp dir)")
     parser.add_argument("--json", help="also write the full result here")
     args = parser.parse_args(argv)
