@@ -54,6 +54,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from benchmarks.common import REFERENCE, SimProcess, log, pct, sim_process
 
 MS = 1000.0
@@ -489,7 +491,11 @@ async def run_one(
             return row
     # Everything the simulator received while the process lived, and the measured window.
     expected = (level.requests or 0) + int((level.duration or 0) * level.streams / 0.6) + 2000
-    records = await sim.requests(min(20_000, expected))
+    try:
+        records = await sim.requests(min(20_000, expected))
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        row.update(failed_run=True, error=f"simulator records unreadable ({exc!r})")
+        return row
     lived = [r for r in records if run.started <= r["arrival"] <= run.ended]
     first = min(client.starts) - offset
     last = max(client.starts) - offset
@@ -609,6 +615,10 @@ def _failed(row: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- main
 
 
+def _simulator() -> contextlib.AbstractAsyncContextManager[SimProcess]:
+    return sim_process({"ref": REFERENCE}, record_requests=20_000, max_seconds=7200)
+
+
 def _uptime() -> str:
     return Path("/proc/loadavg").read_text().strip()
 
@@ -648,7 +658,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     loadavg_start = _uptime()
     log(f"load average before: {loadavg_start}; work dir {work}")
     rows: list[dict[str, Any]] = []
-    async with sim_process({"ref": REFERENCE}, record_requests=20_000, max_seconds=7200) as sim:
+    async with contextlib.AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(_simulator())
         for n in range(1, args.rounds + 1):
             for tool in tools:
                 for level in levels:
@@ -656,6 +667,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     row = await run_one(sim, tool, level, work, tag, args.quiet_wait)
                     row["round"] = n
                     rows.append(row)
+                    if sim.process.returncode is None:
+                        continue
+                    # The one simulator is gone (on this shared machine, killed from
+                    # outside): this run's truth is void; say so, start another.
+                    note = (
+                        f"simulator exited with status {sim.process.returncode} during "
+                        f"{tool.name} {level.name}, round {n}; a new one was started"
+                    )
+                    log(note)
+                    notes.append(note)
+                    row.update(failed_run=True, error="simulator died during the run")
+                    for key in [k for k in row if k.startswith(("drift", "server_"))]:
+                        del row[key]
+                    sim = await stack.enter_async_context(_simulator())
     loadavg_end = _uptime()
     log(f"load average after: {loadavg_end}")
     return {
