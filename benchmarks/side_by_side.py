@@ -557,14 +557,18 @@ def _f(value: Any, fmt: str) -> str:
 def table(rows: list[dict[str, Any]], rounds: int, streams: int) -> str:
     """One Markdown row per client and round: its 1-stream and N-stream runs."""
     head = (
-        "| client | round | TTFT median error, 1 stream | median drift, N streams "
-        "| p99 − true p99, N streams | CPU s per 1M tokens, N streams (whole process, "
-        "start-up included) | start-up CPU s | CPU s per 1M tokens, measured window "
-        "| peak RSS largest process / PSS sum of the tree "
-        "| server first-write p99, N vs 1 stream "
-        "| failed requests, 1 / N streams | other processes' cores during the runs, 1 / N "
-        "streams |\n|" + "---|" * 12
-    ).replace("N stream", f"{streams} stream")
+        (
+            "| client | round | TTFT median error, 1 stream | median drift, N streams "
+            "| p99 − true p99, N streams | CPU s per 1M tokens, N streams (whole process, "
+            "start-up included) | start-up CPU s | CPU s per 1M tokens, measured window "
+            "| peak RSS largest process / PSS sum of the tree "
+            "| server first-write p99, N vs 1 stream "
+            "| failed requests, 1 / N streams | other processes' cores during the runs, 1 / N "
+            "streams |\n|" + "---|" * 12
+        )
+        .replace("N stream", f"{streams} stream")
+        .replace("N vs", f"{streams} vs")
+    )
     lines = [head]
     tools = list(dict.fromkeys(r["tool"] for r in rows))
     for tool in tools:
