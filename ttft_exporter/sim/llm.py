@@ -790,7 +790,9 @@ async def _handle_sim_requests(request: web.Request) -> web.Response:
             limit = -1
         if limit < 0:
             return _error_response(400, "limit must be a non-negative integer.", None, "limit")
-        recorded = recorded[len(recorded) - limit :] if limit else []
+        # max(0, …): a limit above what is held returns everything held (a negative
+        # start would slice from the end and silently return fewer records).
+        recorded = recorded[max(0, len(recorded) - limit) :] if limit else []
     return web.json_response({"requests": [record.to_json() for record in recorded]}, dumps=_dumps)
 
 

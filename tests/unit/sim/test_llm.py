@@ -777,6 +777,9 @@ async def test_api_key_and_recorded_requests(aiohttp_client: AiohttpClient) -> N
     assert recorded[0]["body"] == chat_body()
     async with client.get("/sim/requests") as resp:
         assert [r["path"] for r in (await resp.json())["requests"]] == ["/v1/models", CHAT]
+    # A limit above what is held returns all of it (it once returned the last 1 here).
+    async with client.get("/sim/requests", params={"limit": "3"}) as resp:
+        assert [r["path"] for r in (await resp.json())["requests"]] == ["/v1/models", CHAT]
     async with client.get("/sim/requests", params={"limit": "x"}) as resp:
         assert resp.status == 400
 
