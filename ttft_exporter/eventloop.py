@@ -1,10 +1,12 @@
 """Which event loop runs the exporter and the load tester: asyncio's own, or uvloop's.
 
 uvloop (libuv under asyncio's API, MagicStack) does the loop's own work (polling,
-transports, callbacks) in C. At 200 concurrent reference streams it cut the load
-tester's CPU per token by about a tenth (benchmarks/README.md, "Event loop"); the
-measurements do not depend on it: every stamp is `perf_counter_ns`, never
-`loop.time()` (which uvloop keeps in whole milliseconds, cached per loop pass).
+transports, callbacks) in C. At 200 concurrent reference streams it kept the load
+tester's own loop lag and TTFT p99 drift lower (lag p99 1.3-1.8 against 5.6-5.9 ms,
+drift p99 +3.5-5.9 against +5.8-7.9 ms); its CPU per token hardly moved, aiohttp's and
+the engine's Python code being most of it (benchmarks/README.md, "The CPU floor"). The
+measurements do not depend on it: every stamp is `perf_counter_ns`, never `loop.time()`
+(which uvloop keeps in whole milliseconds, cached per loop pass).
 
 It is an optional dependency (`pip install 'ttft-exporter[uvloop]'`): `auto` takes it
 when it is installed and asyncio's loop otherwise; `uvloop` insists on it.

@@ -57,7 +57,7 @@ class RunInfo(_Model):
     reuse_connections: bool
     # Added within version 1: files written before it ran on asyncio's loop.
     event_loop: Literal["asyncio", "uvloop"] = Field(
-        "asyncio", description="The client's event loop (uvloop costs less CPU per token)."
+        "asyncio", description="The client's event loop: asyncio's own or uvloop."
     )
     started_at: float
 
