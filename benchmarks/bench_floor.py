@@ -13,8 +13,10 @@ how much is the stack under it. Three clients read the same streams on the same 
 - `engine`: `ttft-exporter bench`'s Runner (the probe engine: stamping, framing,
   decoding, the timeline, the per-request record and the self-watch).
 
-CPU is `time.process_time()` of this process over 12 s (5 s with `--quick`) after a
-2 s warm-up; tokens are 40 per completed request (the reference stream's usage).
+The streams start 5 ms apart as the Runner's do (streams in step share loop passes and
+cost less). CPU is `time.process_time()` of this process over 12 s (5 s with `--quick`)
+of steady state, after the ramp and a 2 s warm-up, against the requests completed in
+that window; tokens are 40 per request (the reference stream's usage).
 
 Usage: ``python -m benchmarks.bench_floor [--quick] [--event-loop asyncio|uvloop]``
 """
@@ -32,6 +34,7 @@ from yarl import URL
 from benchmarks.bench_load import _step
 from benchmarks.common import REFERENCE, SimProcess, bench_main, log, sim_process
 from ttft_exporter.bench.profile import Stop
+from ttft_exporter.bench.runner import ramp_seconds
 
 STREAMS = 200
 TOKENS_PER_REQUEST = 40  # the reference stream's usage
@@ -71,13 +74,14 @@ class _RawStream(asyncio.Protocol):
             self.done.set_exception(ConnectionError("closed"))
 
 
-async def _raw_worker(url: URL, stop: float, count: _Counter) -> None:
+async def _raw_worker(url: URL, start: float, stop: float, count: _Counter) -> None:
     loop = asyncio.get_running_loop()
     host, port = url.host or "127.0.0.1", url.port or 80
     request = (
         f"POST {url.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(_BODY)}\r\n\r\n"
     ).encode() + _BODY
+    await asyncio.sleep(start)
     transport, protocol = await loop.create_connection(_RawStream, host, port)
     try:
         while loop.time() < stop:
@@ -90,10 +94,11 @@ async def _raw_worker(url: URL, stop: float, count: _Counter) -> None:
 
 
 async def _aiohttp_worker(
-    session: aiohttp.ClientSession, url: URL, stop: float, count: _Counter
+    session: aiohttp.ClientSession, url: URL, start: float, stop: float, count: _Counter
 ) -> None:
     loop = asyncio.get_running_loop()
     headers = {"Content-Type": "application/json"}
+    await asyncio.sleep(start)
     while loop.time() < stop:
         async with session.post(url, data=_BODY, headers=headers) as response:
             async for _chunk in response.content.iter_any():
@@ -101,22 +106,33 @@ async def _aiohttp_worker(
         count.requests += 1
 
 
+async def _window(count: _Counter, warmup: float, seconds: float) -> tuple[float, int]:
+    """CPU seconds and requests completed between the end of the warm-up and `seconds`
+    later, while the workers keep running (steady state, no restart in step)."""
+    await asyncio.sleep(warmup)
+    cpu0, done0 = time.process_time(), count.requests
+    await asyncio.sleep(seconds)
+    return time.process_time() - cpu0, count.requests - done0
+
+
 async def _floor(kind: str, url: URL, seconds: float) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
+    # The streams start spread as the Runner's do (5 ms apart): streams in step share
+    # loop passes and cost less per request than the load tester's desynchronized ones.
+    ramp = ramp_seconds(STREAMS)
+    warmup = ramp + 2.0
+    count = _Counter()
+    stop = loop.time() + warmup + seconds + 0.5
+    starts = [ramp * i / (STREAMS - 1) for i in range(STREAMS)]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        rows: list[tuple[float, int]] = []
-        for duration in (2.0, seconds):  # warm-up, then measured
-            count = _Counter()
-            stop = loop.time() + duration
-            cpu0 = time.process_time()
-            if kind == "raw":
-                workers = [_raw_worker(url, stop, count) for _ in range(STREAMS)]
-            else:
-                workers = [_aiohttp_worker(session, url, stop, count) for _ in range(STREAMS)]
-            await asyncio.gather(*workers)
-            rows.append((time.process_time() - cpu0, count.requests))
-    cpu, requests = rows[-1]
+        if kind == "raw":
+            workers = [_raw_worker(url, start, stop, count) for start in starts]
+        else:
+            workers = [_aiohttp_worker(session, url, start, stop, count) for start in starts]
+        measured = asyncio.ensure_future(_window(count, warmup, seconds))
+        await asyncio.gather(measured, *workers)
+    cpu, requests = measured.result()
     tokens = requests * TOKENS_PER_REQUEST
     return {
         "requests": requests,
