@@ -341,6 +341,11 @@ def _problem(err: Any) -> tuple[Loc, str]:
         return (*loc, "protocol"), f"protocol is required; known: {', '.join(PROTOCOL_TAGS)}"
     if kind == "string_type":
         return loc, _not_a_string(err.get("input"))
+    if kind == "too_long":  # a list or mapping over its cap
+        return (
+            loc,
+            f"must have at most {ctx.get('max_length')} items, not {ctx.get('actual_length')}",
+        )
     message = err["msg"].removeprefix("Value error, ")
     return loc, message.replace("Input should be", "must be", 1)
 

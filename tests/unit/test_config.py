@@ -523,6 +523,38 @@ def test_flux_stale_after_default_is_above_flux_metrics_interval() -> None:
     assert default > 2 * 2.0
 
 
+def test_flux_subscriptions_and_groups_are_bounded() -> None:
+    """Every subscription is a frame sent at each connect and every group a label
+    value: both lists and their strings have a cap, and all four are named at once."""
+    from ttft_exporter.flux.config import MAX_ENTITY_ID_CHARS, MAX_GROUPS, MAX_SUBSCRIPTIONS
+
+    url = "http://127.0.0.1:3000"
+    at_cap = {
+        "name": "a",
+        "url": url,
+        "subscribe": [f"e{i}" for i in range(MAX_SUBSCRIPTIONS - 1)] + ["x" * MAX_ENTITY_ID_CHARS],
+        "groups": [f"g{i}-" for i in range(MAX_GROUPS)],
+    }
+    assert len(parse_config({"flux": [at_cap]}).flux[0].subscriptions()) == MAX_SUBSCRIPTIONS
+    over = [
+        {**at_cap, "subscribe": [*at_cap["subscribe"], "one-more"], "groups": ["g", "g"]},
+        {"name": "b", "url": url, "subscribe": ["x" * (MAX_ENTITY_ID_CHARS + 1)], "groups": [""]},
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"flux": over})
+    assert [str(p) for p in info.value.problems] == [
+        "flux[0].subscribe: must have at most 1000 items, not 1001",
+        "flux[0].groups: prefixes must be unique",
+        "flux[1].subscribe: entity ids must have 1 to 256 characters",
+        "flux[1].groups: prefixes must have 1 to 256 characters",
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"flux": [{**at_cap, "groups": [f"g{i}-" for i in range(MAX_GROUPS + 1)]}]})
+    assert [str(p) for p in info.value.problems] == [
+        f"flux[0].groups: must have at most {MAX_GROUPS} items, not {MAX_GROUPS + 1}"
+    ]
+
+
 def test_max_response_bytes_default_defaults_and_bounds() -> None:
     from tests.conftest import make_config
     from ttft_exporter.config import DEFAULT_MAX_RESPONSE_BYTES

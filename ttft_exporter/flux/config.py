@@ -26,6 +26,9 @@ from ttft_exporter.validation import (
 )
 
 __all__ = [
+    "MAX_ENTITY_ID_CHARS",
+    "MAX_GROUPS",
+    "MAX_SUBSCRIPTIONS",
     "MIN_PERIOD",
     "FluxCanaryConfig",
     "FluxInstanceConfig",
@@ -167,6 +170,12 @@ class FluxQueryConfig(StrictModel):
         return _at_least_min_period(value)
 
 
+# Every subscription is a frame sent at each connect, every group a label value.
+MAX_SUBSCRIPTIONS = 1000
+MAX_GROUPS = 100
+MAX_ENTITY_ID_CHARS = 256
+
+
 class FluxInstanceConfig(StrictModel):
     """One Flux instance to watch; `name` is the `flux` label."""
 
@@ -178,10 +187,16 @@ class FluxInstanceConfig(StrictModel):
         "a connection silent this long since it opened is dropped.",
     )
     subscribe: list[str] = Field(
-        default_factory=list, description="Entity ids to subscribe to; empty: every entity."
+        default_factory=list,
+        max_length=MAX_SUBSCRIPTIONS,
+        description=f"Entity ids to subscribe to (at most {MAX_SUBSCRIPTIONS}, each at most "
+        f"{MAX_ENTITY_ID_CHARS} characters); empty: every entity.",
     )
     groups: list[str] = Field(
-        default_factory=list, description="Entity id prefixes for bounded per-group counts."
+        default_factory=list,
+        max_length=MAX_GROUPS,
+        description=f"Entity id prefixes for bounded per-group counts (at most {MAX_GROUPS}: "
+        "each is a label value).",
     )
     ping_interval: Duration = Field(
         5.0, description="Client WebSocket ping period; a missing pong drops the connection."
@@ -203,11 +218,18 @@ class FluxInstanceConfig(StrictModel):
     def _url(cls, value: str) -> str:
         return check_http_url(value, "canary.token_env or canary.token_file")
 
+    @field_validator("subscribe")
+    @classmethod
+    def _subscribe(cls, value: list[str]) -> list[str]:
+        if any(not e or len(e) > MAX_ENTITY_ID_CHARS for e in value):
+            raise ValueError(f"entity ids must have 1 to {MAX_ENTITY_ID_CHARS} characters")
+        return value
+
     @field_validator("groups")
     @classmethod
     def _groups(cls, value: list[str]) -> list[str]:
-        if any(not g for g in value):
-            raise ValueError("prefixes must not be empty")
+        if any(not g or len(g) > MAX_ENTITY_ID_CHARS for g in value):
+            raise ValueError(f"prefixes must have 1 to {MAX_ENTITY_ID_CHARS} characters")
         if len(set(value)) != len(value):
             raise ValueError("prefixes must be unique")
         return value
