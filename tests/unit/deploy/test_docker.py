@@ -237,8 +237,13 @@ async def test_install_step_builds_an_exporter_that_runs_unprivileged(
         "--event-loop", "uvloop", "--output-dir", str(out),
         env=env, cwd="/", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    # Generous: interpreter start-up and two requests on a loaded machine.
-    _, bench_err = await asyncio.wait_for(bench.communicate(), timeout=120)
+    try:
+        # Generous: interpreter start-up and two requests on a loaded machine.
+        _, bench_err = await asyncio.wait_for(bench.communicate(), timeout=120)
+    finally:
+        if bench.returncode is None:  # timed out: no stray process past the test
+            bench.kill()
+            await bench.wait()
     assert bench.returncode == 0, bench_err.decode(errors="replace")[-4000:]
     assert "event loop uvloop" in bench_err.decode()
 
